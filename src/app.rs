@@ -1,0 +1,188 @@
+//! `firehose-relay run`: builds the pipeline from the config, starts flush workers and sources,
+//! and shuts down gracefully on SIGTERM/SIGINT:
+//!
+//! 1. sources stop accepting (forward closes its listener; in-progress messages finish);
+//! 2. buffers stop accepting appends (blocked appends fail, so their clients are not acked);
+//! 3. with `flush_at_shutdown`, staged chunks are queued, and workers flush until nothing is
+//!    ready or `shutdown_timeout` has passed;
+//! 4. exit 0. What is left stays in the file buffer and is replayed at the next start.
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::buffer::memory::MemoryBuffer;
+use crate::buffer::policy::BufferPolicy;
+use crate::buffer::{Buffer, Enqueue};
+use crate::config::buffer::BufferType;
+use crate::config::Config;
+use crate::deadletter::DeadLetter;
+use crate::flush::{self, FlushPhase};
+use crate::format::Formatter;
+use crate::metrics::Metrics;
+use crate::pipeline::{Output, Pipeline};
+use crate::router::TagPattern;
+use crate::shutdown::ShutdownTrigger;
+use crate::source::{self, Emitter};
+
+/// A running relay: what `run` starts and what tests drive in-process.
+pub struct Relay {
+    /// The routing core.
+    pub pipeline: Arc<Pipeline>,
+    config: Config,
+    sources: Vec<JoinHandle<()>>,
+    workers: Vec<JoinHandle<()>>,
+    source_shutdown: ShutdownTrigger,
+    flush_phase: watch::Sender<FlushPhase>,
+}
+
+/// Creates the buffer of one output.
+fn build_buffer(
+    name: &str,
+    config: &Config,
+    out: &crate::sink::OutputConfig,
+) -> anyhow::Result<Arc<dyn Buffer>> {
+    let policy = BufferPolicy::from_config(name, out.buffer());
+    match out.buffer().kind {
+        BufferType::Memory => Ok(Arc::new(MemoryBuffer::new(policy))),
+        BufferType::File => anyhow::bail!(
+            "output `{name}`: buffer.type = \"file\" needs the durable buffer, which this build \
+             does not include yet; set buffer.type = \"memory\" (data dir: {})",
+            config.data_dir.display()
+        ),
+    }
+}
+
+impl Relay {
+    /// Builds everything and starts flush workers and sources.
+    pub async fn start(config: Config) -> anyhow::Result<Relay> {
+        std::fs::create_dir_all(&config.data_dir)
+            .with_context(|| format!("cannot create data_dir {}", config.data_dir.display()))?;
+        let metrics = Arc::new(Metrics::new());
+        let dead_letter = Arc::new(DeadLetter::new(&config.data_dir));
+
+        let mut filters = Vec::new();
+        for name in config.filter_order() {
+            let f = &config.filters[name];
+            filters.push((TagPattern::parse(f.pattern())?, f.build()));
+        }
+        let mut outputs = Vec::new();
+        for name in config.output_order() {
+            let out = &config.outputs[name];
+            let buffer = build_buffer(name, &config, out)?;
+            let sink = out
+                .build_sink(name)
+                .await
+                .with_context(|| format!("output `{name}`"))?;
+            tracing::info!(output = name, sink = %sink.describe(), "output ready");
+            outputs.push(Arc::new(Output {
+                name: name.to_owned(),
+                pattern: TagPattern::parse(out.pattern())?,
+                formatter: Formatter::new(out.format(), out.max_record_bytes()),
+                buffer,
+                sink,
+                config: out.clone(),
+            }));
+        }
+        let pipeline = Arc::new(Pipeline::new(
+            filters,
+            outputs,
+            Arc::clone(&metrics),
+            Arc::clone(&dead_letter),
+        ));
+
+        let (flush_phase, phase_rx) = watch::channel(FlushPhase::Running);
+        let mut workers = Vec::new();
+        for output in pipeline.outputs() {
+            workers.extend(flush::spawn(
+                Arc::clone(output),
+                Arc::clone(&metrics),
+                Arc::clone(&dead_letter),
+                phase_rx.clone(),
+            ));
+        }
+
+        let (source_shutdown, _) = ShutdownTrigger::new();
+        let mut sources = Vec::new();
+        for (name, src) in &config.sources {
+            let emitter = Emitter::new(name, Arc::clone(&pipeline));
+            let handle = source::spawn(name, src.clone(), emitter, source_shutdown.subscribe())
+                .await
+                .with_context(|| format!("source `{name}`"))?;
+            sources.push(handle);
+        }
+        Ok(Relay {
+            pipeline,
+            config,
+            sources,
+            workers,
+            source_shutdown,
+            flush_phase,
+        })
+    }
+
+    /// Stops gracefully (see the module documentation).
+    pub async fn shutdown(self) {
+        let timeout = self.config.shutdown_timeout.0;
+        let deadline = tokio::time::Instant::now() + timeout;
+        tracing::info!(timeout_s = timeout.as_secs_f64(), "shutting down: stopping sources");
+        self.source_shutdown.trigger();
+        for s in self.sources {
+            // A source that does not stop in time is abandoned; its unacked data is resent.
+            let _ = tokio::time::timeout_at(deadline, s).await;
+        }
+        for output in self.pipeline.outputs() {
+            output.buffer.close();
+            if output.config.buffer().flush_at_shutdown {
+                if let Err(e) = output.buffer.enqueue_staged(Enqueue::All).await {
+                    tracing::error!(output = %output.name, error = %e, "cannot queue staged chunks");
+                }
+            }
+        }
+        self.flush_phase.send_replace(FlushPhase::Draining);
+        let mut workers = self.workers;
+        let all = futures::future::join_all(workers.iter_mut());
+        if tokio::time::timeout_at(deadline, all).await.is_err() {
+            tracing::warn!("shutdown_timeout reached; stopping flush workers");
+            for w in &workers {
+                w.abort();
+            }
+        }
+        for output in self.pipeline.outputs() {
+            let s = output.buffer.stats();
+            if s.records > 0 {
+                tracing::warn!(output = %output.name, records = s.records, bytes = s.bytes,
+                    "records left in the buffer at exit (a file buffer replays them at the next start)");
+            }
+        }
+        tracing::info!("stopped");
+    }
+}
+
+/// Waits for SIGTERM or SIGINT.
+pub async fn wait_for_signal() -> anyhow::Result<()> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?;
+        let mut int = signal(SignalKind::interrupt()).context("cannot listen for SIGINT")?;
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM received"),
+            _ = int.recv() => tracing::info!("SIGINT received"),
+        }
+    }
+    #[cfg(not(unix))]
+    tokio::signal::ctrl_c().await.context("cannot listen for Ctrl-C")?;
+    Ok(())
+}
+
+/// Runs until a signal, then shuts down.
+pub async fn run(config: Config) -> anyhow::Result<()> {
+    let relay = Relay::start(config).await?;
+    tracing::info!("firehose-relay started");
+    wait_for_signal().await?;
+    relay.shutdown().await;
+    Ok(())
+}

@@ -1,0 +1,388 @@
+//! `buffer.type = "memory"`: the chunk queue in RAM. Same semantics as the file buffer except
+//! that everything is lost when the process exits; appends resolve as soon as the records are
+//! in the queue.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use async_trait::async_trait;
+use tokio::sync::Notify;
+
+use super::policy::{BufferPolicy, StagedSize};
+use super::{
+    now_ms, AppendError, Buffer, BufferError, BufferStats, Chunk, ChunkId, DeliveredSet, Enqueue,
+    Records, RetryState,
+};
+use crate::config::buffer::OverflowAction;
+
+#[derive(Debug)]
+struct StoredChunk {
+    created_ms: u64,
+    records: Records,
+    delivered: DeliveredSet,
+    retry: RetryState,
+}
+
+impl StoredChunk {
+    fn bytes(&self) -> u64 {
+        self.records.byte_len() as u64
+    }
+}
+
+#[derive(Debug, Default)]
+struct State {
+    next_id: u64,
+    staged: Option<(ChunkId, StoredChunk)>,
+    queued: BTreeMap<ChunkId, StoredChunk>,
+    in_flight: HashMap<ChunkId, StoredChunk>,
+    bytes: u64,
+    records: u64,
+    dropped_chunks: u64,
+    dropped_records: u64,
+}
+
+impl State {
+    fn new_chunk(&mut self) -> (ChunkId, StoredChunk) {
+        self.next_id += 1;
+        (
+            ChunkId(self.next_id),
+            StoredChunk {
+                created_ms: now_ms(),
+                records: Records::new(),
+                delivered: DeliveredSet::new(),
+                retry: RetryState::default(),
+            },
+        )
+    }
+
+    fn close_staged(&mut self) -> bool {
+        match self.staged.take() {
+            Some((id, c)) => {
+                self.queued.insert(id, c);
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn forget(&mut self, c: &StoredChunk) {
+        self.bytes -= c.bytes();
+        self.records -= c.records.len() as u64;
+    }
+}
+
+/// The in-memory chunk queue of one output.
+pub struct MemoryBuffer {
+    policy: BufferPolicy,
+    state: Mutex<State>,
+    queued_signal: Arc<Notify>,
+    space_freed: Notify,
+    closed: AtomicBool,
+}
+
+impl MemoryBuffer {
+    /// An empty buffer with the given limits.
+    pub fn new(policy: BufferPolicy) -> Self {
+        MemoryBuffer {
+            policy,
+            state: Mutex::new(State::default()),
+            queued_signal: Arc::new(Notify::new()),
+            space_freed: Notify::new(),
+            closed: AtomicBool::new(false),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock cannot leave State half-updated in a way that matters
+        // more than losing the process, so recover the guard instead of propagating poison.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Makes room for `adding` bytes according to `overflow_action`; returns the locked state
+    /// once the append may proceed.
+    async fn reserve(&self, adding: u64) -> Result<MutexGuard<'_, State>, AppendError> {
+        loop {
+            let freed = self.space_freed.notified();
+            tokio::pin!(freed);
+            freed.as_mut().enable();
+            {
+                let mut st = self.lock();
+                if self.closed.load(Ordering::Acquire) {
+                    return Err(AppendError::Closed(self.policy.output.clone()));
+                }
+                if self.policy.has_room(st.bytes, adding) {
+                    return Ok(st);
+                }
+                match self.policy.overflow_action {
+                    OverflowAction::ThrowException => {
+                        return Err(self.policy.overflow_error(st.bytes))
+                    }
+                    OverflowAction::DropOldestChunk => {
+                        while !self.policy.has_room(st.bytes, adding) {
+                            let Some((&id, _)) = st.queued.iter().next() else {
+                                break;
+                            };
+                            if let Some(c) = st.queued.remove(&id) {
+                                st.forget(&c);
+                                st.dropped_chunks += 1;
+                                st.dropped_records += c.records.len() as u64;
+                                tracing::warn!(output = %self.policy.output, chunk = %id,
+                                    records = c.records.len(), "buffer full: dropped oldest queued chunk (overflow_action = drop_oldest_chunk)");
+                            }
+                        }
+                        if self.policy.has_room(st.bytes, adding) {
+                            return Ok(st);
+                        }
+                        return Err(self.policy.overflow_error(st.bytes));
+                    }
+                    OverflowAction::Block => {}
+                }
+            }
+            freed.await;
+        }
+    }
+}
+
+#[async_trait]
+impl Buffer for MemoryBuffer {
+    async fn append(&self, records: Records) -> Result<(), AppendError> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        // Plan against the current staged size; re-plan under the lock after reserving, since
+        // another append may have changed it meanwhile.
+        let adding = records.byte_len() as u64;
+        let mut st = self.reserve(adding).await?;
+        let staged = st.staged.as_ref().map(|(_, c)| StagedSize {
+            bytes: c.bytes(),
+            records: c.records.len() as u64,
+        });
+        let plan = self.policy.plan(staged, &records)?;
+        let mut queued_any = false;
+        if plan.close_staged_first {
+            queued_any |= st.close_staged();
+        }
+        for part in &plan.parts {
+            if part.new_chunk {
+                queued_any |= st.close_staged();
+                let fresh = st.new_chunk();
+                st.staged = Some(fresh);
+            }
+            let slice = records.slice(part.range.clone());
+            if let Some((_, c)) = st.staged.as_mut() {
+                // A chunk is far below 4 GiB (chunk_limit_size is validated), so this holds.
+                c.records
+                    .extend(&slice)
+                    .map_err(|e| BufferError::Storage(e.to_string()))?;
+            }
+            st.bytes += part.bytes;
+            st.records += slice.len() as u64;
+            if part.close_after {
+                queued_any |= st.close_staged();
+            }
+        }
+        drop(st);
+        if queued_any {
+            self.queued_signal.notify_waiters();
+        }
+        Ok(())
+    }
+
+    async fn enqueue_staged(&self, which: Enqueue) -> Result<usize, BufferError> {
+        let mut st = self.lock();
+        let due = match (&st.staged, which) {
+            (Some(_), Enqueue::All) => true,
+            (Some((_, c)), Enqueue::CreatedBefore(t)) => c.created_ms <= t,
+            (None, _) => false,
+        };
+        let n = usize::from(due && st.close_staged());
+        drop(st);
+        if n > 0 {
+            self.queued_signal.notify_waiters();
+        }
+        Ok(n)
+    }
+
+    async fn take(&self, now_ms: u64) -> Result<Option<Chunk>, BufferError> {
+        let mut st = self.lock();
+        let id = st
+            .queued
+            .iter()
+            .find(|(_, c)| c.retry.next_attempt_ms <= now_ms)
+            .map(|(&id, _)| id);
+        let Some(id) = id else { return Ok(None) };
+        let Some(c) = st.queued.remove(&id) else {
+            return Ok(None);
+        };
+        let chunk = Chunk {
+            id,
+            created_ms: c.created_ms,
+            records: c.records.clone(),
+            delivered: c.delivered.clone(),
+            retry: c.retry,
+        };
+        st.in_flight.insert(id, c);
+        Ok(Some(chunk))
+    }
+
+    async fn commit(&self, id: ChunkId) -> Result<(), BufferError> {
+        let mut st = self.lock();
+        let c = st.in_flight.remove(&id).ok_or(BufferError::NotInFlight(id))?;
+        st.forget(&c);
+        drop(st);
+        self.space_freed.notify_waiters();
+        Ok(())
+    }
+
+    async fn release(
+        &self,
+        id: ChunkId,
+        delivered: DeliveredSet,
+        retry: RetryState,
+    ) -> Result<(), BufferError> {
+        let mut st = self.lock();
+        let mut c = st.in_flight.remove(&id).ok_or(BufferError::NotInFlight(id))?;
+        c.delivered = delivered;
+        c.retry = retry;
+        st.queued.insert(id, c);
+        drop(st);
+        self.queued_signal.notify_waiters();
+        Ok(())
+    }
+
+    fn queued_signal(&self) -> Arc<Notify> {
+        Arc::clone(&self.queued_signal)
+    }
+
+    fn stats(&self) -> BufferStats {
+        let st = self.lock();
+        BufferStats {
+            staged_chunks: usize::from(st.staged.is_some()),
+            queued_chunks: st.queued.len(),
+            in_flight_chunks: st.in_flight.len(),
+            retrying_chunks: st.queued.values().filter(|c| c.retry.failures > 0).count(),
+            records: st.records,
+            bytes: st.bytes,
+            limit_bytes: self.policy.total_limit_size,
+            oldest_queued_ms: st.queued.values().map(|c| c.created_ms).min(),
+            next_retry_ms: st
+                .queued
+                .values()
+                .filter(|c| c.retry.failures > 0)
+                .map(|c| c.retry.next_attempt_ms)
+                .min(),
+            dropped_chunks: st.dropped_chunks,
+            dropped_records: st.dropped_records,
+        }
+    }
+
+    fn close(&self) {
+        self.closed.store(true, Ordering::Release);
+        self.space_freed.notify_waiters();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::buffer::FlushMode;
+    use std::time::Duration;
+
+    fn policy(total: u64, action: OverflowAction) -> BufferPolicy {
+        BufferPolicy {
+            output: "out".into(),
+            chunk_limit_size: 100,
+            chunk_limit_records: None,
+            total_limit_size: total,
+            flush_mode: FlushMode::Interval,
+            overflow_action: action,
+        }
+    }
+
+    fn recs(n: usize, size: usize) -> Records {
+        let mut r = Records::new();
+        for _ in 0..n {
+            r.push(&vec![b'x'; size]).unwrap();
+        }
+        r
+    }
+
+    #[tokio::test]
+    async fn full_chunks_are_queued_and_taken_oldest_first() {
+        let b = MemoryBuffer::new(policy(10_000, OverflowAction::Block));
+        b.append(recs(25, 10)).await.unwrap(); // 10 per chunk: 2 full chunks + 5 staged
+        let s = b.stats();
+        assert_eq!((s.staged_chunks, s.queued_chunks, s.records, s.bytes), (1, 2, 25, 250));
+        let c1 = b.take(now_ms()).await.unwrap().unwrap();
+        let c2 = b.take(now_ms()).await.unwrap().unwrap();
+        assert!(c1.id < c2.id);
+        assert!(b.take(now_ms()).await.unwrap().is_none(), "in-flight chunks are not taken twice");
+        b.commit(c1.id).await.unwrap();
+        assert_eq!(b.stats().records, 15);
+        assert!(b.commit(c1.id).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn released_chunk_keeps_delivered_set_and_waits_for_its_retry_time() {
+        let b = MemoryBuffer::new(policy(10_000, OverflowAction::Block));
+        b.append(recs(3, 10)).await.unwrap();
+        b.enqueue_staged(Enqueue::All).await.unwrap();
+        let c = b.take(now_ms()).await.unwrap().unwrap();
+        let delivered: DeliveredSet = [0, 2].into_iter().collect();
+        let retry = RetryState { failures: 1, first_failure_ms: Some(1), next_attempt_ms: 1_000 };
+        b.release(c.id, delivered.clone(), retry).await.unwrap();
+        assert!(b.take(999).await.unwrap().is_none());
+        let again = b.take(1_000).await.unwrap().unwrap();
+        assert_eq!(again.delivered, delivered);
+        assert_eq!(again.pending().collect::<Vec<_>>(), vec![1]);
+    }
+
+    #[tokio::test]
+    async fn throw_exception_rejects_when_full() {
+        let b = MemoryBuffer::new(policy(100, OverflowAction::ThrowException));
+        b.append(recs(9, 10)).await.unwrap();
+        let err = b.append(recs(2, 10)).await.unwrap_err();
+        assert!(matches!(err, AppendError::Overflow { used: 90, limit: 100, .. }), "{err}");
+        assert_eq!(b.stats().records, 9, "a rejected append stores nothing");
+    }
+
+    #[tokio::test]
+    async fn drop_oldest_chunk_makes_room_and_counts_it() {
+        let b = MemoryBuffer::new(policy(200, OverflowAction::DropOldestChunk));
+        b.append(recs(20, 10)).await.unwrap(); // two full queued chunks
+        b.append(recs(5, 10)).await.unwrap();
+        let s = b.stats();
+        assert_eq!((s.dropped_chunks, s.dropped_records), (1, 10));
+        assert_eq!(s.records, 15);
+    }
+
+    #[tokio::test]
+    async fn block_waits_until_a_commit_frees_space() {
+        let b = Arc::new(MemoryBuffer::new(policy(100, OverflowAction::Block)));
+        b.append(recs(10, 10)).await.unwrap();
+        let b2 = Arc::clone(&b);
+        let blocked = tokio::spawn(async move { b2.append(recs(1, 10)).await });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!blocked.is_finished(), "append must wait while the buffer is full");
+        let c = b.take(now_ms()).await.unwrap().unwrap();
+        b.commit(c.id).await.unwrap();
+        tokio::time::timeout(Duration::from_secs(2), blocked)
+            .await
+            .expect("append resumes after space is freed")
+            .unwrap()
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn close_fails_blocked_appends() {
+        let b = Arc::new(MemoryBuffer::new(policy(100, OverflowAction::Block)));
+        b.append(recs(10, 10)).await.unwrap();
+        let b2 = Arc::clone(&b);
+        let blocked = tokio::spawn(async move { b2.append(recs(1, 10)).await });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        b.close();
+        let res = tokio::time::timeout(Duration::from_secs(2), blocked).await.unwrap().unwrap();
+        assert!(matches!(res, Err(AppendError::Closed(_))));
+    }
+}

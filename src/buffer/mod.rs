@@ -1,0 +1,200 @@
+//! The per-output chunk queue that sits between the router and the flush workers.
+//!
+//! Records enter already formatted ([`Records`]) and are grouped into *chunks*, the unit a
+//! flush worker sends and retries. A chunk is **staged** while it accepts appends and
+//! **queued** once closed (by `chunk_limit_size`, `chunk_limit_records`, or age
+//! `flush_interval`; see [`policy`]). A flush worker [`Buffer::take`]s the oldest queued chunk
+//! whose retry time has come, which makes it **in flight** and invisible to other workers,
+//! then either [`Buffer::commit`]s it (purged) or [`Buffer::release`]s it back to the queue
+//! with what was delivered and when to retry.
+//!
+//! Two implementations share these semantics: [`memory::MemoryBuffer`] (lost on exit, for
+//! tests and users who accept that) and the durable sled-backed buffer (`buffer.type =
+//! "file"`), whose on-disk format and recovery rules are documented in its own module.
+
+pub mod delivered;
+pub mod memory;
+pub mod policy;
+pub mod records;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use tokio::sync::Notify;
+
+pub use delivered::DeliveredSet;
+pub use records::Records;
+
+/// Identifies a chunk within one output's buffer. Ids increase with creation time, so ordering
+/// by id is ordering by age.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
+pub struct ChunkId(pub u64);
+
+impl std::fmt::Display for ChunkId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:016x}", self.0)
+    }
+}
+
+/// Retry bookkeeping of one chunk. Kept per chunk (Fluentd keeps one per output) so that one
+/// chunk that keeps failing does not hold back the others; it is persisted by durable buffers
+/// so that `retry_timeout` and `retry_max_times` survive restarts.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct RetryState {
+    /// Failed delivery attempts so far.
+    pub failures: u32,
+    /// When the first failure happened (Unix ms), the start of `retry_timeout`.
+    pub first_failure_ms: Option<u64>,
+    /// Not to be taken before this time (Unix ms); 0 means now.
+    pub next_attempt_ms: u64,
+}
+
+/// A chunk handed to a flush worker.
+#[derive(Debug, Clone)]
+pub struct Chunk {
+    /// Which chunk this is; pass it back to `commit`/`release`.
+    pub id: ChunkId,
+    /// When the chunk was created (Unix ms).
+    pub created_ms: u64,
+    /// All records of the chunk, including those already delivered.
+    pub records: Records,
+    /// Records a previous attempt delivered; they must not be sent again.
+    pub delivered: DeliveredSet,
+    /// The chunk's retry history.
+    pub retry: RetryState,
+}
+
+impl Chunk {
+    /// Indices of the records still to deliver.
+    pub fn pending(&self) -> impl Iterator<Item = usize> + '_ {
+        (0..self.records.len()).filter(move |&i| !self.delivered.contains(i))
+    }
+
+    /// Number of records still to deliver.
+    pub fn pending_count(&self) -> usize {
+        self.records.len() - self.delivered.count()
+    }
+}
+
+/// Why an append was refused. In every case nothing of the append was stored, so a forward
+/// client must not be acknowledged and will resend.
+#[derive(Debug, thiserror::Error)]
+pub enum AppendError {
+    /// `total_limit_size` reached with `overflow_action = "throw_exception"`.
+    #[error("buffer of output `{output}` is full ({used} of {limit} bytes); append rejected (overflow_action = throw_exception)")]
+    Overflow {
+        /// Output name.
+        output: String,
+        /// Logical bytes kept.
+        used: u64,
+        /// `total_limit_size`.
+        limit: u64,
+    },
+    /// One record alone is larger than `chunk_limit_size`.
+    #[error("a record of {size} bytes is larger than chunk_limit_size ({limit} bytes) of output `{output}`")]
+    RecordTooLarge {
+        /// Output name.
+        output: String,
+        /// Record size in bytes.
+        size: usize,
+        /// `chunk_limit_size`.
+        limit: u64,
+    },
+    /// The buffer is shutting down and accepts nothing more.
+    #[error("buffer of output `{0}` is closed")]
+    Closed(String),
+    /// Storage failed (disk full, I/O error).
+    #[error(transparent)]
+    Storage(#[from] BufferError),
+}
+
+/// A storage-level failure of the buffer.
+#[derive(Debug, thiserror::Error)]
+pub enum BufferError {
+    /// The underlying store reported an error.
+    #[error("buffer storage error: {0}")]
+    Storage(String),
+    /// A chunk id that is not in flight was passed back.
+    #[error("chunk {0} is not in flight")]
+    NotInFlight(ChunkId),
+}
+
+/// What a buffer holds right now, for metrics, `/status` and `buffer stats`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct BufferStats {
+    /// Chunks accepting appends.
+    pub staged_chunks: usize,
+    /// Closed chunks waiting for a flush worker (including those waiting for a retry).
+    pub queued_chunks: usize,
+    /// Chunks currently being delivered.
+    pub in_flight_chunks: usize,
+    /// Queued chunks that failed at least once.
+    pub retrying_chunks: usize,
+    /// Records kept (all states), not counting records already delivered.
+    pub records: u64,
+    /// Logical bytes kept (what `total_limit_size` limits).
+    pub bytes: u64,
+    /// `total_limit_size`.
+    pub limit_bytes: u64,
+    /// Creation time (Unix ms) of the oldest queued chunk.
+    pub oldest_queued_ms: Option<u64>,
+    /// Earliest time (Unix ms) a queued chunk waiting for a retry becomes ready.
+    pub next_retry_ms: Option<u64>,
+    /// Chunks removed by `overflow_action = "drop_oldest_chunk"` since start.
+    pub dropped_chunks: u64,
+    /// Records removed by `overflow_action = "drop_oldest_chunk"` since start.
+    pub dropped_records: u64,
+}
+
+/// Which staged chunks [`Buffer::enqueue_staged`] closes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Enqueue {
+    /// Those created at or before this Unix ms time (the `flush_interval` rule).
+    CreatedBefore(u64),
+    /// All of them (shutdown, `flush_mode = immediate` catch-up).
+    All,
+}
+
+/// The chunk queue of one output. Implementations must be safe to share between the source
+/// tasks that append and the flush workers that take.
+#[async_trait]
+pub trait Buffer: Send + Sync {
+    /// Stores the records. Resolves once they are stored as durably as the implementation
+    /// promises (the file buffer: fsynced). On error nothing of `records` is kept.
+    async fn append(&self, records: Records) -> Result<(), AppendError>;
+
+    /// Closes staged chunks so flush workers can take them; returns how many were closed.
+    async fn enqueue_staged(&self, which: Enqueue) -> Result<usize, BufferError>;
+
+    /// Takes the oldest queued chunk that is not in flight and whose retry time has come.
+    async fn take(&self, now_ms: u64) -> Result<Option<Chunk>, BufferError>;
+
+    /// Removes an in-flight chunk for good: delivered, or written to the dead-letter directory.
+    async fn commit(&self, id: ChunkId) -> Result<(), BufferError>;
+
+    /// Returns an in-flight chunk to the queue, remembering what was delivered and when to try
+    /// again.
+    async fn release(
+        &self,
+        id: ChunkId,
+        delivered: DeliveredSet,
+        retry: RetryState,
+    ) -> Result<(), BufferError>;
+
+    /// Notified whenever a chunk becomes queued, so idle flush workers wake at once.
+    fn queued_signal(&self) -> Arc<Notify>;
+
+    /// A snapshot of the counters.
+    fn stats(&self) -> BufferStats;
+
+    /// Stops accepting appends (blocked appends fail with [`AppendError::Closed`]).
+    fn close(&self);
+}
+
+/// Milliseconds since the Unix epoch, the time unit of chunk metadata.
+pub fn now_ms() -> u64 {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    u64::try_from(now.as_millis()).unwrap_or(u64::MAX)
+}

@@ -1,0 +1,199 @@
+//! Formatted records: the exact bytes a sink will send, one entry per record, stored back to
+//! back with their end offsets so a batch of 1,000 records is two allocations.
+
+use std::ops::Range;
+
+/// A sequence of formatted records (e.g. `{"message":"x"}\n` each).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Records {
+    data: Vec<u8>,
+    ends: Vec<u32>,
+}
+
+/// A record could not be added because a batch's data would exceed 4 GiB.
+#[derive(Debug, thiserror::Error)]
+#[error("a batch of records cannot exceed 4 GiB")]
+pub struct RecordsTooLarge;
+
+impl Records {
+    /// An empty sequence.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// An empty sequence with room for `records` records of `bytes` bytes in total.
+    pub fn with_capacity(records: usize, bytes: usize) -> Self {
+        Records {
+            data: Vec::with_capacity(bytes),
+            ends: Vec::with_capacity(records),
+        }
+    }
+
+    /// Rebuilds a sequence from its parts; `ends` must be non-decreasing and end within `data`.
+    /// Returns `None` when they are inconsistent (e.g. read from a corrupted store).
+    pub fn from_parts(data: Vec<u8>, ends: Vec<u32>) -> Option<Self> {
+        let mut prev = 0u32;
+        for &e in &ends {
+            if e < prev {
+                return None;
+            }
+            prev = e;
+        }
+        if prev as usize > data.len() || (ends.is_empty() && !data.is_empty()) {
+            return None;
+        }
+        if prev as usize != data.len() {
+            return None;
+        }
+        Some(Records { data, ends })
+    }
+
+    /// Appends one record.
+    pub fn push(&mut self, record: &[u8]) -> Result<(), RecordsTooLarge> {
+        self.data.extend_from_slice(record);
+        self.seal()
+    }
+
+    /// Direct access for formatters that write a record in place; call [`Records::seal`] after.
+    pub fn data_mut(&mut self) -> &mut Vec<u8> {
+        &mut self.data
+    }
+
+    /// Marks the bytes written since the previous record as one record.
+    pub fn seal(&mut self) -> Result<(), RecordsTooLarge> {
+        let end = u32::try_from(self.data.len()).map_err(|_| RecordsTooLarge)?;
+        self.ends.push(end);
+        Ok(())
+    }
+
+    /// Drops bytes written since the previous record.
+    pub fn unseal_tail(&mut self) {
+        let end = self.ends.last().copied().unwrap_or(0) as usize;
+        self.data.truncate(end);
+    }
+
+    /// Appends every record of `other`.
+    pub fn extend(&mut self, other: &Records) -> Result<(), RecordsTooLarge> {
+        let base = self.data.len();
+        let last = base + other.data.len();
+        if u32::try_from(last).is_err() {
+            return Err(RecordsTooLarge);
+        }
+        self.data.extend_from_slice(&other.data);
+        // Cannot overflow: checked above that the last end fits.
+        self.ends
+            .extend(other.ends.iter().map(|&e| (base + e as usize) as u32));
+        Ok(())
+    }
+
+    /// Number of records.
+    pub fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    /// True when there is no record.
+    pub fn is_empty(&self) -> bool {
+        self.ends.is_empty()
+    }
+
+    /// Total bytes of all records.
+    pub fn byte_len(&self) -> usize {
+        self.data.len()
+    }
+
+    /// All records' bytes concatenated (what a file sink writes).
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.data
+    }
+
+    /// End offsets of each record within [`Records::as_bytes`].
+    pub fn ends(&self) -> &[u32] {
+        &self.ends
+    }
+
+    fn range(&self, i: usize) -> Range<usize> {
+        let start = if i == 0 { 0 } else { self.ends[i - 1] as usize };
+        start..self.ends[i] as usize
+    }
+
+    /// Record `i`, if it exists.
+    pub fn get(&self, i: usize) -> Option<&[u8]> {
+        if i < self.ends.len() {
+            Some(&self.data[self.range(i)])
+        } else {
+            None
+        }
+    }
+
+    /// Size of record `i` in bytes.
+    pub fn record_len(&self, i: usize) -> usize {
+        self.range(i).len()
+    }
+
+    /// The records in order.
+    pub fn iter(&self) -> impl ExactSizeIterator<Item = &[u8]> + '_ {
+        (0..self.ends.len()).map(move |i| &self.data[self.range(i)])
+    }
+
+    /// Records `range` as a new sequence (used to split a batch over chunks).
+    pub fn slice(&self, range: Range<usize>) -> Records {
+        if range.is_empty() {
+            return Records::new();
+        }
+        let start = self.range(range.start).start;
+        let end = self.ends[range.end - 1] as usize;
+        let data = self.data[start..end].to_vec();
+        let ends = self.ends[range]
+            .iter()
+            .map(|&e| e - start as u32)
+            .collect();
+        Records { data, ends }
+    }
+
+    /// Splits into the raw parts (for storage encoders).
+    pub fn into_parts(self) -> (Vec<u8>, Vec<u32>) {
+        (self.data, self.ends)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn recs(items: &[&str]) -> Records {
+        let mut r = Records::new();
+        for i in items {
+            r.push(i.as_bytes()).unwrap();
+        }
+        r
+    }
+
+    #[test]
+    fn iterates_records_in_order() {
+        let r = recs(&["a\n", "bb\n", "", "ccc\n"]);
+        let got: Vec<_> = r.iter().collect();
+        assert_eq!(got, vec![&b"a\n"[..], b"bb\n", b"", b"ccc\n"]);
+        assert_eq!(r.byte_len(), 9);
+        assert_eq!(r.record_len(1), 3);
+    }
+
+    #[test]
+    fn slice_and_extend_round_trip() {
+        let r = recs(&["a\n", "bb\n", "ccc\n", "d\n"]);
+        let mut joined = r.slice(0..2);
+        joined.extend(&r.slice(2..4)).unwrap();
+        assert_eq!(joined, r);
+        assert_eq!(r.slice(1..3), recs(&["bb\n", "ccc\n"]));
+        assert!(r.slice(2..2).is_empty());
+    }
+
+    #[test]
+    fn from_parts_rejects_inconsistent_offsets() {
+        assert!(Records::from_parts(b"abc".to_vec(), vec![1, 3]).is_some());
+        assert!(Records::from_parts(b"abc".to_vec(), vec![2, 1]).is_none());
+        assert!(Records::from_parts(b"abc".to_vec(), vec![4]).is_none());
+        assert!(Records::from_parts(b"abc".to_vec(), vec![]).is_none());
+        assert!(Records::from_parts(b"abc".to_vec(), vec![2]).is_none());
+        assert!(Records::from_parts(vec![], vec![]).is_some());
+    }
+}

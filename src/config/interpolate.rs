@@ -1,0 +1,169 @@
+//! `${VAR}` and `${VAR:-default}` in string values, the way users write
+//! `"#{ENV['AWS_ROLE_ARN']}"` in Fluentd today. `$$` is a literal `$`.
+//!
+//! An unset variable without a default is an error rather than an empty string: an empty
+//! `role_arn` or `shared_key` would fail much later with a far less helpful message. Write
+//! `${VAR:-}` to accept an empty value.
+
+use figment::value::{Dict, Map, Value};
+use figment::{Error, Metadata, Profile, Provider};
+
+/// Why a string could not be expanded.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InterpolateError {
+    /// `${VAR}` with `VAR` unset.
+    #[error("environment variable `{0}` is not set (write `${{{0}:-default}}` to allow that)")]
+    Unset(String),
+    /// `${` without a closing `}` or with an invalid name.
+    #[error("malformed `${{...}}` reference in `{0}`")]
+    Malformed(String),
+}
+
+/// Expands references in `text` using `lookup` for variable values.
+pub fn expand_with(
+    text: &str,
+    lookup: impl Fn(&str) -> Option<String>,
+) -> Result<String, InterpolateError> {
+    if !text.contains('$') {
+        return Ok(text.to_owned());
+    }
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(pos) = rest.find('$') {
+        out.push_str(&rest[..pos]);
+        let after = &rest[pos + 1..];
+        if let Some(stripped) = after.strip_prefix('$') {
+            out.push('$');
+            rest = stripped;
+        } else if let Some(body_start) = after.strip_prefix('{') {
+            let end = body_start
+                .find('}')
+                .ok_or_else(|| InterpolateError::Malformed(text.to_owned()))?;
+            let body = &body_start[..end];
+            let (name, default) = match body.split_once(":-") {
+                Some((n, d)) => (n, Some(d)),
+                None => (body, None),
+            };
+            let valid = !name.is_empty()
+                && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+                && !name.starts_with(|c: char| c.is_ascii_digit());
+            if !valid {
+                return Err(InterpolateError::Malformed(text.to_owned()));
+            }
+            match (lookup(name), default) {
+                (Some(v), Some(d)) if v.is_empty() => out.push_str(d),
+                (Some(v), _) => out.push_str(&v),
+                (None, Some(d)) => out.push_str(d),
+                (None, None) => return Err(InterpolateError::Unset(name.to_owned())),
+            }
+            rest = &body_start[end + 1..];
+        } else {
+            out.push('$');
+            rest = after;
+        }
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+/// Expands references using the process environment.
+pub fn expand(text: &str) -> Result<String, InterpolateError> {
+    expand_with(text, |name| std::env::var(name).ok())
+}
+
+/// A figment provider that expands `${VAR}` in every string of the provider it wraps, keeping
+/// that provider's metadata so errors still name the file.
+pub struct Interpolated<P>(pub P);
+
+fn walk(value: &mut Value, path: &mut Vec<String>) -> Result<(), Error> {
+    match value {
+        Value::String(_, s) => {
+            *s = expand(s).map_err(|e| {
+                let mut err = Error::from(e.to_string());
+                err.path = path.clone();
+                err
+            })?;
+        }
+        Value::Dict(_, dict) => walk_dict(dict, path)?,
+        Value::Array(_, items) => {
+            for (i, v) in items.iter_mut().enumerate() {
+                path.push(i.to_string());
+                walk(v, path)?;
+                path.pop();
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+fn walk_dict(dict: &mut Dict, path: &mut Vec<String>) -> Result<(), Error> {
+    for (k, v) in dict.iter_mut() {
+        path.push(k.clone());
+        walk(v, path)?;
+        path.pop();
+    }
+    Ok(())
+}
+
+impl<P: Provider> Provider for Interpolated<P> {
+    fn metadata(&self) -> Metadata {
+        self.0.metadata()
+    }
+
+    fn data(&self) -> Result<Map<Profile, Dict>, Error> {
+        let mut data = self.0.data()?;
+        for dict in data.values_mut() {
+            walk_dict(dict, &mut Vec::new()).map_err(|mut e| {
+                e.metadata = Some(self.0.metadata());
+                e
+            })?;
+        }
+        Ok(data)
+    }
+
+    fn profile(&self) -> Option<Profile> {
+        self.0.profile()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(name: &str) -> Option<String> {
+        match name {
+            "ROLE" => Some("arn:aws:iam::1:role/r".to_owned()),
+            "EMPTY" => Some(String::new()),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn expands_set_variables_and_defaults() {
+        assert_eq!(expand_with("${ROLE}", env).unwrap(), "arn:aws:iam::1:role/r");
+        assert_eq!(expand_with("x-${ROLE}-y", env).unwrap(), "x-arn:aws:iam::1:role/r-y");
+        assert_eq!(expand_with("${NOPE:-fallback}", env).unwrap(), "fallback");
+        assert_eq!(expand_with("${EMPTY:-fallback}", env).unwrap(), "fallback");
+        assert_eq!(expand_with("${NOPE:-}", env).unwrap(), "");
+        assert_eq!(expand_with("no refs", env).unwrap(), "no refs");
+    }
+
+    #[test]
+    fn dollar_escapes_and_lone_dollars_are_literal() {
+        assert_eq!(expand_with("$${ROLE}", env).unwrap(), "${ROLE}");
+        assert_eq!(expand_with("cost: 5$", env).unwrap(), "cost: 5$");
+        assert_eq!(expand_with("$HOME", env).unwrap(), "$HOME");
+    }
+
+    #[test]
+    fn unset_and_malformed_references_are_errors() {
+        assert_eq!(
+            expand_with("${NOPE}", env).unwrap_err().to_string(),
+            "environment variable `NOPE` is not set (write `${NOPE:-default}` to allow that)"
+        );
+        assert!(matches!(expand_with("${ROLE", env), Err(InterpolateError::Malformed(_))));
+        assert!(matches!(expand_with("${}", env), Err(InterpolateError::Malformed(_))));
+        assert!(matches!(expand_with("${A B}", env), Err(InterpolateError::Malformed(_))));
+    }
+}

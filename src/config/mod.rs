@@ -1,0 +1,347 @@
+//! Configuration: built-in defaults < TOML file < `RELAY_*` environment, merged by figment.
+//!
+//! * File: `--config FILE` or `$RELAY_CONFIG`. `${VAR}` / `${VAR:-default}` are expanded in its
+//!   strings ([`interpolate`]).
+//! * Environment: `RELAY_` + the key path joined by `__`, e.g.
+//!   `RELAY_OUTPUTS__FIREHOSE__BUFFER__FLUSH_INTERVAL=5s`. Names of sources, filters and outputs
+//!   are lowercased by this path, so give them lowercase names.
+//! * Every mistake (unknown key, wrong type, impossible value) is a [`ConfigError`] naming the
+//!   key and where it came from; `main` turns it into exit status 2.
+//!
+//! Filters apply, and outputs are matched, in the order they appear in the file (Fluentd's
+//! semantics); figment's maps are sorted, so that order is read from the file separately
+//! ([`declared_order`]). Components added only through the environment come after, by name.
+
+pub mod buffer;
+pub mod interpolate;
+pub mod units;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::Figment;
+use serde::{Deserialize, Serialize};
+
+use crate::filter::FilterConfig;
+use crate::router::TagPattern;
+use crate::sink::OutputConfig;
+use crate::source::SourceConfig;
+pub use units::{ByteSize, ConfigDuration};
+
+/// Environment variable naming the config file when `--config` is not given.
+pub const CONFIG_ENV: &str = "RELAY_CONFIG";
+/// Prefix of environment overrides.
+pub const ENV_PREFIX: &str = "RELAY_";
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line, for log pipelines.
+    Json,
+}
+
+/// `[http]`: the operations endpoint (metrics, health).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    /// Address to listen on; an empty string disables the endpoint.
+    pub listen: String,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            listen: "0.0.0.0:24231".to_owned(),
+        }
+    }
+}
+
+/// `[storage]`: the sled database shared by all `file` buffers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageConfig {
+    /// sled page cache; bounds the buffer's memory whatever the backlog on disk.
+    pub cache_capacity: ByteSize,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        StorageConfig {
+            cache_capacity: ByteSize::mib(64),
+        }
+    }
+}
+
+/// The whole configuration.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Where the buffer database, dead letters and quarantine live.
+    pub data_dir: PathBuf,
+    /// `text` or `json`; the level comes from `RUST_LOG`.
+    pub log_format: LogFormat,
+    /// On SIGTERM, how long to keep flushing before exiting (keep it below the pod's
+    /// `terminationGracePeriodSeconds`).
+    pub shutdown_timeout: ConfigDuration,
+    /// Operations endpoint.
+    pub http: HttpConfig,
+    /// Buffer storage.
+    pub storage: StorageConfig,
+    /// Inputs, by name.
+    pub sources: BTreeMap<String, SourceConfig>,
+    /// Filters, by name (applied in file order).
+    pub filters: BTreeMap<String, FilterConfig>,
+    /// Outputs, by name (matched in file order).
+    pub outputs: BTreeMap<String, OutputConfig>,
+    /// Declaration order of filters and outputs, read from the file.
+    #[serde(skip)]
+    pub order: DeclaredOrder,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            data_dir: PathBuf::from("/var/lib/firehose-relay"),
+            log_format: LogFormat::Text,
+            shutdown_timeout: ConfigDuration::secs(60),
+            http: HttpConfig::default(),
+            storage: StorageConfig::default(),
+            sources: BTreeMap::new(),
+            filters: BTreeMap::new(),
+            outputs: BTreeMap::new(),
+            order: DeclaredOrder::default(),
+        }
+    }
+}
+
+/// Names of filters and outputs in the order the file declares them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DeclaredOrder {
+    /// Filter names.
+    pub filters: Vec<String>,
+    /// Output names.
+    pub outputs: Vec<String>,
+}
+
+/// A configuration that cannot be used. The message names the key and its source.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ConfigError(pub String);
+
+/// Where the configuration comes from.
+#[derive(Debug, Clone, Default)]
+pub struct ConfigSource {
+    /// The TOML file, if any.
+    pub file: Option<PathBuf>,
+}
+
+impl ConfigSource {
+    /// `--config` if given, else `$RELAY_CONFIG`, else no file (defaults and environment).
+    pub fn resolve(cli: Option<PathBuf>) -> Self {
+        let file = cli.or_else(|| std::env::var_os(CONFIG_ENV).map(PathBuf::from));
+        ConfigSource { file }
+    }
+}
+
+impl Config {
+    /// Loads, merges and validates the configuration.
+    pub fn load(source: &ConfigSource) -> Result<Config, ConfigError> {
+        let figment = Self::figment(source)?;
+        let mut config: Config = figment
+            .extract()
+            .map_err(|e| ConfigError(describe_figment_error(e)))?;
+        if let Some(file) = &source.file {
+            config.order = declared_order(file)?;
+        }
+        config.validate(&figment)?;
+        Ok(config)
+    }
+
+    fn figment(source: &ConfigSource) -> Result<Figment, ConfigError> {
+        let mut figment = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(file) = &source.file {
+            if !file.is_file() {
+                return Err(ConfigError(format!(
+                    "config file {} does not exist or is not a file",
+                    file.display()
+                )));
+            }
+            figment = figment.merge(interpolate::Interpolated(Toml::file_exact(file)));
+        }
+        let env = Env::prefixed(ENV_PREFIX).split("__").ignore(&["config"]);
+        Ok(figment.merge(env))
+    }
+
+    /// Where the value at `path` (dotted) came from, for error messages.
+    fn origin(figment: &Figment, path: &str) -> String {
+        match figment.find_metadata(path) {
+            Some(md) => {
+                let keys: Vec<&str> = path.split('.').collect();
+                match &md.source {
+                    Some(figment::Source::File(p)) => format!("in {}", p.display()),
+                    Some(_) | None if md.name.contains("environment") => format!(
+                        "from environment variable {}",
+                        md.interpolate(&figment::Profile::Default, &keys)
+                    ),
+                    _ => format!("from {}", md.name),
+                }
+            }
+            None => "from the built-in defaults".to_owned(),
+        }
+    }
+
+    fn validate(&self, figment: &Figment) -> Result<(), ConfigError> {
+        let mut problems = Vec::new();
+        let mut problem = |path: String, msg: String| {
+            let origin = Self::origin(figment, &path);
+            problems.push(format!("`{path}` {origin}: {msg}"));
+        };
+        if self.sources.is_empty() {
+            problem("sources".into(), "at least one source is required".into());
+        }
+        if self.outputs.is_empty() {
+            problem("outputs".into(), "at least one output is required".into());
+        }
+        for (name, src) in &self.sources {
+            for (key, msg) in src.problems() {
+                problem(format!("sources.{name}.{key}"), msg);
+            }
+        }
+        for (name, f) in &self.filters {
+            if let Err(e) = TagPattern::parse(f.pattern()) {
+                problem(format!("filters.{name}.match"), e.to_string());
+            }
+        }
+        for (name, out) in &self.outputs {
+            if let Err(e) = TagPattern::parse(out.pattern()) {
+                problem(format!("outputs.{name}.match"), e.to_string());
+            }
+            for (key, msg) in out.buffer().problems() {
+                problem(format!("outputs.{name}.buffer.{key}"), msg);
+            }
+            for (key, msg) in out.problems() {
+                problem(format!("outputs.{name}.{key}"), msg);
+            }
+        }
+        if self.data_dir.as_os_str().is_empty() {
+            problem("data_dir".into(), "must not be empty".into());
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigError(format!(
+                "invalid configuration:\n  {}",
+                problems.join("\n  ")
+            )))
+        }
+    }
+
+    /// Filter names in application order.
+    pub fn filter_order(&self) -> Vec<&str> {
+        ordered(&self.order.filters, self.filters.keys())
+    }
+
+    /// Output names in matching order.
+    pub fn output_order(&self) -> Vec<&str> {
+        ordered(&self.order.outputs, self.outputs.keys())
+    }
+
+    /// The effective configuration as TOML, with secrets replaced by `<redacted>`.
+    pub fn to_redacted_toml(&self) -> Result<String, ConfigError> {
+        let mut value =
+            toml::Value::try_from(self).map_err(|e| ConfigError(format!("cannot print: {e}")))?;
+        redact(&mut value);
+        toml::to_string_pretty(&value).map_err(|e| ConfigError(format!("cannot print: {e}")))
+    }
+}
+
+/// Keys whose values are secrets and are never printed or logged.
+pub const SECRET_KEYS: &[&str] = &[
+    "shared_key",
+    "password",
+    "secret_access_key",
+    "session_token",
+    "proxy_password",
+];
+
+fn redact(value: &mut toml::Value) {
+    match value {
+        toml::Value::Table(t) => {
+            for (k, v) in t.iter_mut() {
+                if SECRET_KEYS.contains(&k.as_str()) && !matches!(v, toml::Value::Table(_)) {
+                    *v = toml::Value::String("<redacted>".to_owned());
+                } else {
+                    redact(v);
+                }
+            }
+        }
+        toml::Value::Array(a) => a.iter_mut().for_each(redact),
+        _ => {}
+    }
+}
+
+fn ordered<'a>(declared: &'a [String], all: impl Iterator<Item = &'a String>) -> Vec<&'a str> {
+    let mut out: Vec<&str> = declared.iter().map(String::as_str).collect();
+    for name in all {
+        if !declared.contains(name) {
+            out.push(name);
+        }
+    }
+    out
+}
+
+/// Reads the order in which `[filters.*]` and `[outputs.*]` are declared in the file.
+pub fn declared_order(file: &Path) -> Result<DeclaredOrder, ConfigError> {
+    let text = std::fs::read_to_string(file)
+        .map_err(|e| ConfigError(format!("cannot read {}: {e}", file.display())))?;
+    let table: toml::Table = text
+        .parse()
+        .map_err(|e| ConfigError(format!("{}: {e}", file.display())))?;
+    let names = |key: &str| -> Vec<String> {
+        table
+            .get(key)
+            .and_then(|v| v.as_table())
+            .map(|t| t.keys().cloned().collect())
+            .unwrap_or_default()
+    };
+    Ok(DeclaredOrder {
+        filters: names("filters"),
+        outputs: names("outputs"),
+    })
+}
+
+/// Turns figment's errors into lines that name the key and where it came from.
+fn describe_figment_error(err: figment::Error) -> String {
+    let mut lines = Vec::new();
+    for e in err {
+        let path = e.path.join(".");
+        let origin = match &e.metadata {
+            Some(md) => match &md.source {
+                Some(figment::Source::File(p)) => format!(" in {}", p.display()),
+                _ if md.name.contains("environment") => {
+                    format!(
+                        " from environment variable {}",
+                        md.interpolate(&figment::Profile::Default, &e.path)
+                    )
+                }
+                _ => format!(" from {}", md.name),
+            },
+            None => String::new(),
+        };
+        let key = if path.is_empty() {
+            String::new()
+        } else {
+            format!("`{path}`")
+        };
+        lines.push(format!("{key}{origin}: {}", e.kind));
+    }
+    format!("invalid configuration:\n  {}", lines.join("\n  "))
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,209 @@
+//! The dead-letter directory (`data_dir/dead-letter/OUTPUT/`): records that could not be
+//! delivered within the retry limits, or can never be delivered (e.g. too large), are kept
+//! here instead of being dropped. `firehose-relay dead-letter list|replay` inspects them and
+//! puts them back into the queue.
+//!
+//! Each entry is two files with the same stem `UNIXMS-SEQ`:
+//! * `.ndjson`: the records' bytes as the sink would have sent them (readable with `less`);
+//! * `.json`: metadata ([`EntryMeta`]), including each record's end offset so records without a
+//!   trailing newline can be split apart again on replay.
+//!
+//! Both are written atomically (temporary file, fsync, rename, directory fsync), data first: an
+//! entry whose metadata file exists is complete.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use serde::{Deserialize, Serialize};
+
+use crate::buffer::{now_ms, Records};
+use crate::fsutil::write_atomic;
+
+/// Metadata of one dead-letter entry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EntryMeta {
+    /// Output the records were meant for.
+    pub output: String,
+    /// Why they were dead-lettered.
+    pub reason: String,
+    /// Tag of the records, when known (records rejected at intake).
+    pub tag: Option<String>,
+    /// Failed delivery attempts.
+    pub attempts: u32,
+    /// When the chunk was created (Unix ms), if it came from a chunk.
+    pub created_ms: Option<u64>,
+    /// When it was dead-lettered (Unix ms).
+    pub dead_lettered_ms: u64,
+    /// Number of records.
+    pub records: usize,
+    /// End offset of each record in the `.ndjson` file.
+    pub record_ends: Vec<u32>,
+}
+
+/// One entry found on disk.
+#[derive(Debug, Clone)]
+pub struct Entry {
+    /// Path of the `.json` metadata file.
+    pub meta_path: PathBuf,
+    /// Path of the `.ndjson` data file.
+    pub data_path: PathBuf,
+    /// The metadata.
+    pub meta: EntryMeta,
+}
+
+/// Writes and reads the dead-letter directory.
+#[derive(Debug)]
+pub struct DeadLetter {
+    root: PathBuf,
+    seq: AtomicU64,
+}
+
+/// What is needed to write an entry.
+#[derive(Debug)]
+pub struct NewEntry<'a> {
+    /// Output name.
+    pub output: &'a str,
+    /// Why.
+    pub reason: &'a str,
+    /// Tag, if known.
+    pub tag: Option<&'a str>,
+    /// Failed attempts.
+    pub attempts: u32,
+    /// Chunk creation time, if any.
+    pub created_ms: Option<u64>,
+    /// The records.
+    pub records: &'a Records,
+}
+
+impl DeadLetter {
+    /// The dead-letter directory under `data_dir`.
+    pub fn new(data_dir: &Path) -> Self {
+        DeadLetter {
+            root: data_dir.join("dead-letter"),
+            seq: AtomicU64::new(0),
+        }
+    }
+
+    /// The directory.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Writes an entry durably; returns the metadata path.
+    pub fn write(&self, entry: NewEntry<'_>) -> std::io::Result<PathBuf> {
+        let dir = self.root.join(sanitize(entry.output));
+        let now = now_ms();
+        let seq = self.seq.fetch_add(1, Ordering::Relaxed);
+        let stem = format!("{now}-{}-{seq}", std::process::id());
+        let meta = EntryMeta {
+            output: entry.output.to_owned(),
+            reason: entry.reason.to_owned(),
+            tag: entry.tag.map(str::to_owned),
+            attempts: entry.attempts,
+            created_ms: entry.created_ms,
+            dead_lettered_ms: now,
+            records: entry.records.len(),
+            record_ends: entry.records.ends().to_vec(),
+        };
+        let meta_json = serde_json::to_vec_pretty(&meta).map_err(std::io::Error::other)?;
+        write_atomic(&dir.join(format!("{stem}.ndjson")), entry.records.as_bytes())?;
+        let meta_path = dir.join(format!("{stem}.json"));
+        write_atomic(&meta_path, &meta_json)?;
+        Ok(meta_path)
+    }
+
+    /// Every complete entry, oldest first. Unreadable metadata is reported, not skipped.
+    pub fn list(&self) -> std::io::Result<Vec<Result<Entry, String>>> {
+        let mut out = Vec::new();
+        if !self.root.exists() {
+            return Ok(out);
+        }
+        let mut paths = Vec::new();
+        for dir in std::fs::read_dir(&self.root)? {
+            let dir = dir?.path();
+            if !dir.is_dir() {
+                continue;
+            }
+            for f in std::fs::read_dir(&dir)? {
+                let p = f?.path();
+                if p.extension().is_some_and(|e| e == "json") {
+                    paths.push(p);
+                }
+            }
+        }
+        paths.sort();
+        for meta_path in paths {
+            let data_path = meta_path.with_extension("ndjson");
+            let parsed = std::fs::read(&meta_path)
+                .map_err(|e| format!("{}: {e}", meta_path.display()))
+                .and_then(|b| {
+                    serde_json::from_slice::<EntryMeta>(&b)
+                        .map_err(|e| format!("{}: {e}", meta_path.display()))
+                });
+            out.push(parsed.map(|meta| Entry {
+                meta_path,
+                data_path,
+                meta,
+            }));
+        }
+        Ok(out)
+    }
+
+    /// Reads an entry's records back.
+    pub fn read_records(entry: &Entry) -> Result<Records, String> {
+        let data = std::fs::read(&entry.data_path)
+            .map_err(|e| format!("{}: {e}", entry.data_path.display()))?;
+        Records::from_parts(data, entry.meta.record_ends.clone()).ok_or_else(|| {
+            format!(
+                "{}: record offsets do not match the data file",
+                entry.meta_path.display()
+            )
+        })
+    }
+
+    /// Removes an entry (after a successful replay).
+    pub fn remove(entry: &Entry) -> std::io::Result<()> {
+        std::fs::remove_file(&entry.meta_path)?;
+        match std::fs::remove_file(&entry.data_path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Output names become directory names: keep them to a safe alphabet.
+fn sanitize(name: &str) -> String {
+    name.chars()
+        .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entries_round_trip_with_their_record_boundaries() {
+        let dir = tempfile::tempdir().unwrap();
+        let dl = DeadLetter::new(dir.path());
+        let mut records = Records::new();
+        records.push(b"no-newline-1").unwrap();
+        records.push(b"no-newline-2").unwrap();
+        dl.write(NewEntry {
+            output: "fh",
+            reason: "retry_timeout exceeded",
+            tag: Some("app"),
+            attempts: 9,
+            created_ms: Some(5),
+            records: &records,
+        })
+        .unwrap();
+        let list = dl.list().unwrap();
+        assert_eq!(list.len(), 1);
+        let entry = list[0].as_ref().unwrap();
+        assert_eq!(entry.meta.reason, "retry_timeout exceeded");
+        assert_eq!(DeadLetter::read_records(entry).unwrap(), records);
+        DeadLetter::remove(entry).unwrap();
+        assert!(dl.list().unwrap().is_empty());
+    }
+}

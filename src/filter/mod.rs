@@ -1,0 +1,38 @@
+//! Filters see every batch whose tag their `match` covers, in config order, before the batch is
+//! routed to an output.
+
+pub mod stdout;
+
+use serde::{Deserialize, Serialize};
+
+use crate::event::EventBatch;
+
+/// `[filters.NAME]`, chosen by `type`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum FilterConfig {
+    /// Prints each event in Fluentd's stdout format and passes it on.
+    Stdout(stdout::StdoutFilterConfig),
+}
+
+impl FilterConfig {
+    /// The `match` pattern.
+    pub fn pattern(&self) -> &str {
+        match self {
+            FilterConfig::Stdout(c) => &c.pattern,
+        }
+    }
+
+    /// Builds the filter.
+    pub fn build(&self) -> Box<dyn Filter> {
+        match self {
+            FilterConfig::Stdout(_) => Box::new(stdout::StdoutFilter),
+        }
+    }
+}
+
+/// A filter. Runs on the source's task, so it must be quick.
+pub trait Filter: Send + Sync {
+    /// Inspects or changes the batch.
+    fn apply(&self, batch: &mut EventBatch);
+}

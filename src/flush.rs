@@ -1,0 +1,368 @@
+//! Flush workers: move chunks from an output's buffer to its sink, with retries, partial
+//! delivery and dead-lettering.
+//!
+//! Per output there are `flush_thread_count` workers and, in `interval` mode, one enqueue timer.
+//! The timing follows Fluentd (`shared/reference/fluentd-buffer-semantics.md`):
+//! * the timer closes staged chunks older than `flush_interval`, checking every
+//!   `max(flush_interval / 11, flush_thread_interval)`;
+//! * an idle worker sleeps `flush_thread_interval` (or until the next retry is due);
+//! * after a chunk, while more are queued, a worker pauses `flush_thread_burst_interval`;
+//! * but a worker is woken at once whenever a chunk is queued, so under steady input chunks go
+//!   out as soon as they are closed and the pauses only pace a backlog replay.
+//!
+//! Retries are per chunk (Fluentd keeps one retry state per output, so one poisoned chunk slows
+//! everything; here the others keep flowing).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::buffer::{now_ms, Buffer, Chunk, Enqueue, Records};
+use crate::config::buffer::{BufferConfig, FlushMode};
+use crate::deadletter::{DeadLetter, NewEntry};
+use crate::metrics::{output_label, Labels, Metrics};
+use crate::pipeline::Output;
+use crate::retry::{RetryDecision, RetryPolicy};
+use crate::sink::{ErrorClass, SinkError};
+use crate::telemetry::Throttle;
+
+/// What the flush workers should be doing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FlushPhase {
+    /// Normal operation.
+    Running,
+    /// Sources have stopped: flush what is ready as fast as possible, then exit when idle.
+    Draining,
+}
+
+/// Timing parameters of one output's workers.
+#[derive(Debug, Clone)]
+struct Timing {
+    mode: FlushMode,
+    flush_interval: Duration,
+    thread_interval: Duration,
+    burst_interval: Duration,
+}
+
+impl Timing {
+    fn from_config(cfg: &BufferConfig) -> Self {
+        Timing {
+            mode: cfg.flush_mode,
+            flush_interval: cfg.flush_interval.0,
+            thread_interval: cfg.flush_thread_interval.0,
+            burst_interval: cfg.flush_thread_burst_interval.0,
+        }
+    }
+
+    fn enqueue_check_period(&self) -> Duration {
+        (self.flush_interval / 11).max(self.thread_interval).max(Duration::from_millis(10))
+    }
+}
+
+/// Everything a worker needs, shared by the workers of one output.
+struct Worker {
+    output: Arc<Output>,
+    metrics: Arc<Metrics>,
+    dead_letter: Arc<DeadLetter>,
+    retry: RetryPolicy,
+    timing: Timing,
+    labels: Labels,
+    failure_log: Throttle,
+}
+
+/// Starts the workers (and the enqueue timer) of `output`. They run until the phase becomes
+/// [`FlushPhase::Draining`] and nothing ready is left.
+pub fn spawn(
+    output: Arc<Output>,
+    metrics: Arc<Metrics>,
+    dead_letter: Arc<DeadLetter>,
+    phase: watch::Receiver<FlushPhase>,
+) -> Vec<JoinHandle<()>> {
+    let cfg = output.config.buffer().clone();
+    let worker = Arc::new(Worker {
+        labels: output_label(&output.name),
+        retry: RetryPolicy::from_config(&cfg),
+        timing: Timing::from_config(&cfg),
+        output,
+        metrics,
+        dead_letter,
+        failure_log: Throttle::new(Duration::from_secs(10)),
+    });
+    let mut handles = Vec::new();
+    if worker.timing.mode == FlushMode::Interval {
+        let w = Arc::clone(&worker);
+        let phase = phase.clone();
+        handles.push(tokio::spawn(async move { w.enqueue_timer(phase).await }));
+    }
+    for _ in 0..cfg.flush_thread_count {
+        let w = Arc::clone(&worker);
+        let phase = phase.clone();
+        handles.push(tokio::spawn(async move { w.run(phase).await }));
+    }
+    handles
+}
+
+/// Waits `d`, or less if `phase` changes or the future `wake` completes.
+async fn pause(
+    d: Duration,
+    phase: &mut watch::Receiver<FlushPhase>,
+    wake: impl std::future::Future<Output = ()>,
+) {
+    tokio::select! {
+        _ = tokio::time::sleep(d) => {}
+        _ = phase.changed() => {}
+        _ = wake => {}
+    }
+}
+
+impl Worker {
+    fn buffer(&self) -> &dyn Buffer {
+        self.output.buffer.as_ref()
+    }
+
+    async fn enqueue_timer(&self, mut phase: watch::Receiver<FlushPhase>) {
+        let period = self.timing.enqueue_check_period();
+        let age_ms = u64::try_from(self.timing.flush_interval.as_millis()).unwrap_or(u64::MAX);
+        while *phase.borrow() == FlushPhase::Running {
+            pause(period, &mut phase, std::future::pending()).await;
+            let cutoff = now_ms().saturating_sub(age_ms);
+            if let Err(e) = self.buffer().enqueue_staged(Enqueue::CreatedBefore(cutoff)).await {
+                tracing::error!(output = %self.output.name, error = %e, "cannot queue staged chunks");
+            }
+        }
+    }
+
+    async fn run(&self, mut phase: watch::Receiver<FlushPhase>) {
+        let signal = self.buffer().queued_signal();
+        loop {
+            let draining = *phase.borrow() == FlushPhase::Draining;
+            let queued = signal.notified();
+            tokio::pin!(queued);
+            queued.as_mut().enable();
+            let now = now_ms();
+            match self.buffer().take(now).await {
+                Ok(Some(chunk)) => {
+                    self.flush(chunk).await;
+                    if !draining && self.buffer().stats().queued_chunks > 0 {
+                        pause(self.timing.burst_interval, &mut phase, queued).await;
+                    }
+                }
+                Ok(None) if draining => return,
+                Ok(None) => {
+                    let mut wait = self.timing.thread_interval;
+                    if let Some(next) = self.buffer().stats().next_retry_ms {
+                        wait = wait.min(Duration::from_millis(next.saturating_sub(now)));
+                    }
+                    pause(wait, &mut phase, queued).await;
+                }
+                Err(e) => {
+                    tracing::error!(output = %self.output.name, error = %e, "cannot take a chunk from the buffer");
+                    if draining {
+                        return;
+                    }
+                    pause(self.timing.thread_interval, &mut phase, std::future::pending()).await;
+                }
+            }
+        }
+    }
+
+    /// One delivery attempt of `chunk`, and the bookkeeping that follows.
+    async fn flush(&self, chunk: Chunk) {
+        let m = &self.metrics;
+        m.flush_attempts.get_or_create(&self.labels).inc();
+        if chunk.retry.failures > 0 {
+            m.records_retried
+                .get_or_create(&self.labels)
+                .inc_by(chunk.pending_count() as u64);
+        }
+        let outcome = self.output.sink.deliver(&chunk).await;
+        let mut delivered = chunk.delivered.clone();
+        let newly = outcome
+            .delivered
+            .iter()
+            .filter(|&i| i < chunk.records.len() && !chunk.delivered.contains(i))
+            .count();
+        delivered.union_with(&outcome.delivered);
+        m.records_delivered.get_or_create(&self.labels).inc_by(newly as u64);
+
+        let mut error = outcome.error;
+        if !outcome.rejected.is_empty() {
+            match self.dead_letter_rejected(&chunk, &outcome.rejected).await {
+                Ok(()) => {
+                    for (i, _) in &outcome.rejected {
+                        delivered.insert(*i);
+                    }
+                }
+                Err(e) => {
+                    error.get_or_insert(SinkError::new(
+                        ErrorClass::Io,
+                        format!("cannot dead-letter rejected records: {e}"),
+                    ));
+                }
+            }
+        }
+
+        if delivered.count() >= chunk.records.len() {
+            if let Err(e) = self.buffer().commit(chunk.id).await {
+                tracing::error!(output = %self.output.name, chunk = %chunk.id, error = %e,
+                    "delivered chunk could not be removed from the buffer; it may be sent again");
+            }
+            m.flush_successes.get_or_create(&self.labels).inc();
+            m.last_delivery_timestamp
+                .get_or_create(&self.labels)
+                .set(i64::try_from(now_ms() / 1000).unwrap_or(i64::MAX));
+            return;
+        }
+
+        let error = error.unwrap_or_else(|| {
+            SinkError::new(
+                ErrorClass::Other,
+                format!(
+                    "sink left {} records neither delivered nor failed",
+                    chunk.records.len() - delivered.count()
+                ),
+            )
+        });
+        let mut labels = self.labels.clone();
+        labels.push(("class", error.class.as_str().to_owned()));
+        m.flush_failures.get_or_create(&labels).inc();
+
+        let pending = chunk.records.len() - delivered.count();
+        match self.retry.on_failure(chunk.retry, now_ms()) {
+            RetryDecision::Retry(next) => {
+                if let Some(suppressed) = self.failure_log.allow() {
+                    let wait_s = next.next_attempt_ms.saturating_sub(now_ms()) as f64 / 1000.0;
+                    if error.class.needs_operator() {
+                        tracing::error!(output = %self.output.name, sink = %self.output.sink.describe(),
+                            chunk = %chunk.id, failures = next.failures, pending, retry_in_s = wait_s,
+                            suppressed, error = %error, "delivery failed; check the output's configuration and IAM permissions");
+                    } else {
+                        tracing::warn!(output = %self.output.name, chunk = %chunk.id,
+                            failures = next.failures, pending, retry_in_s = wait_s, suppressed,
+                            error = %error, "delivery failed; will retry");
+                    }
+                }
+                if let Err(e) = self.buffer().release(chunk.id, delivered, next).await {
+                    tracing::error!(output = %self.output.name, chunk = %chunk.id, error = %e,
+                        "cannot return the chunk to the queue");
+                }
+            }
+            RetryDecision::GiveUp { failures } => {
+                self.give_up(&chunk, delivered, failures, &error).await;
+            }
+        }
+    }
+
+    async fn give_up(
+        &self,
+        chunk: &Chunk,
+        delivered: crate::buffer::DeliveredSet,
+        failures: u32,
+        error: &SinkError,
+    ) {
+        let mut rest = Records::new();
+        for i in (0..chunk.records.len()).filter(|&i| !delivered.contains(i)) {
+            if let Some(r) = chunk.records.get(i) {
+                let _ = rest.push(r);
+            }
+        }
+        let reason = format!("retries exhausted after {failures} failed attempts; last error: {error}");
+        let count = rest.len() as u64;
+        let dl = Arc::clone(&self.dead_letter);
+        let name = self.output.name.clone();
+        let created = chunk.created_ms;
+        let reason_for_entry = reason.clone();
+        let written = tokio::task::spawn_blocking(move || {
+            dl.write(NewEntry {
+                output: &name,
+                reason: &reason_for_entry,
+                tag: None,
+                attempts: failures,
+                created_ms: Some(created),
+                records: &rest,
+            })
+        })
+        .await
+        .map_err(std::io::Error::other)
+        .and_then(|r| r);
+        match written {
+            Ok(path) => {
+                tracing::error!(output = %self.output.name, chunk = %chunk.id, records = count,
+                    path = %path.display(), %reason, "chunk dead-lettered");
+                self.metrics
+                    .records_dead_lettered
+                    .get_or_create(&self.labels)
+                    .inc_by(count);
+                if let Err(e) = self.buffer().commit(chunk.id).await {
+                    tracing::error!(output = %self.output.name, chunk = %chunk.id, error = %e,
+                        "dead-lettered chunk could not be removed from the buffer");
+                }
+            }
+            Err(e) => {
+                // Never drop: keep the chunk and try again later.
+                tracing::error!(output = %self.output.name, chunk = %chunk.id, error = %e,
+                    "cannot write the dead-letter file; keeping the chunk in the buffer");
+                let retry = crate::buffer::RetryState {
+                    failures,
+                    first_failure_ms: chunk.retry.first_failure_ms,
+                    next_attempt_ms: now_ms() + self.retry.wait(failures).as_millis() as u64,
+                };
+                if let Err(e) = self.buffer().release(chunk.id, delivered, retry).await {
+                    tracing::error!(output = %self.output.name, chunk = %chunk.id, error = %e,
+                        "cannot return the chunk to the queue");
+                }
+            }
+        }
+    }
+
+    async fn dead_letter_rejected(
+        &self,
+        chunk: &Chunk,
+        rejected: &[(usize, String)],
+    ) -> std::io::Result<()> {
+        let mut groups: Vec<(String, Records)> = Vec::new();
+        for (i, reason) in rejected {
+            let Some(r) = chunk.records.get(*i) else { continue };
+            match groups.iter_mut().find(|(g, _)| g == reason) {
+                Some((_, recs)) => {
+                    let _ = recs.push(r);
+                }
+                None => {
+                    let mut recs = Records::new();
+                    let _ = recs.push(r);
+                    groups.push((reason.clone(), recs));
+                }
+            }
+        }
+        let dl = Arc::clone(&self.dead_letter);
+        let name = self.output.name.clone();
+        let created = chunk.created_ms;
+        for (reason, _) in &groups {
+            tracing::error!(output = %self.output.name, chunk = %chunk.id, %reason,
+                "records rejected by the destination; writing them to the dead-letter directory");
+        }
+        let count: u64 = groups.iter().map(|(_, r)| r.len() as u64).sum();
+        tokio::task::spawn_blocking(move || {
+            for (reason, records) in &groups {
+                dl.write(NewEntry {
+                    output: &name,
+                    reason,
+                    tag: None,
+                    attempts: 0,
+                    created_ms: Some(created),
+                    records,
+                })?;
+            }
+            Ok::<(), std::io::Error>(())
+        })
+        .await
+        .map_err(std::io::Error::other)??;
+        self.metrics
+            .records_dead_lettered
+            .get_or_create(&self.labels)
+            .inc_by(count);
+        Ok(())
+    }
+}

@@ -1,0 +1,24 @@
+//! firehose-relay: takes log records from Fluentd-compatible clients, keeps them in a
+//! crash-safe on-disk chunk queue, and delivers them to Amazon Kinesis Data Firehose.
+//!
+//! Data flows one way (see `DESIGN.md` in the project's shared notes):
+//! sources → [`pipeline`] (filters, routing by tag, formatting) → per-output [`buffer`] →
+//! [`flush`] workers → [`sink`]s.
+
+pub mod app;
+pub mod buffer;
+pub mod config;
+pub mod deadletter;
+pub mod event;
+pub mod filter;
+pub mod flush;
+pub mod format;
+pub mod fsutil;
+pub mod metrics;
+pub mod pipeline;
+pub mod retry;
+pub mod router;
+pub mod shutdown;
+pub mod sink;
+pub mod source;
+pub mod telemetry;

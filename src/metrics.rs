@@ -1,0 +1,123 @@
+//! Prometheus metrics, one registry per process. Components receive an `Arc<Metrics>` and bump
+//! the counters; the HTTP endpoint renders the registry.
+//!
+//! Labels: `source` for inputs, `output` for outputs, plus `reason` / `class` where a counter
+//! is split by cause. Names follow the Prometheus conventions (`_total`, `_bytes`, `_seconds`).
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+/// Label set: (name, value) pairs.
+pub type Labels = Vec<(&'static str, String)>;
+
+/// All metrics of the relay.
+pub struct Metrics {
+    registry: Registry,
+    /// Events received, by source.
+    pub records_in: Family<Labels, Counter>,
+    /// JSON bytes received, by source.
+    pub bytes_in: Family<Labels, Counter>,
+    /// Events not accepted, by source/output and reason.
+    pub records_dropped: Family<Labels, Counter>,
+    /// Delivery attempts, by output.
+    pub flush_attempts: Family<Labels, Counter>,
+    /// Attempts that delivered everything pending, by output.
+    pub flush_successes: Family<Labels, Counter>,
+    /// Failed attempts, by output and error class.
+    pub flush_failures: Family<Labels, Counter>,
+    /// Records delivered, by output.
+    pub records_delivered: Family<Labels, Counter>,
+    /// Records sent again after a failure, by output.
+    pub records_retried: Family<Labels, Counter>,
+    /// Records written to the dead-letter directory, by output.
+    pub records_dead_lettered: Family<Labels, Counter>,
+    /// Unix time of the last fully successful delivery, by output.
+    pub last_delivery_timestamp: Family<Labels, Gauge>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// A fresh registry with every metric registered.
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("firehose_relay");
+        let m = Metrics {
+            records_in: Family::default(),
+            bytes_in: Family::default(),
+            records_dropped: Family::default(),
+            flush_attempts: Family::default(),
+            flush_successes: Family::default(),
+            flush_failures: Family::default(),
+            records_delivered: Family::default(),
+            records_retried: Family::default(),
+            records_dead_lettered: Family::default(),
+            last_delivery_timestamp: Family::default(),
+            registry: Registry::default(),
+        };
+        registry.register("records_in", "Events received, by source", m.records_in.clone());
+        registry.register("bytes_in", "JSON bytes of events received, by source", m.bytes_in.clone());
+        registry.register(
+            "records_dropped",
+            "Events not accepted, by reason",
+            m.records_dropped.clone(),
+        );
+        registry.register("flush_attempts", "Chunk delivery attempts", m.flush_attempts.clone());
+        registry.register(
+            "flush_successes",
+            "Chunk delivery attempts that delivered every pending record",
+            m.flush_successes.clone(),
+        );
+        registry.register(
+            "flush_failures",
+            "Failed chunk delivery attempts, by error class",
+            m.flush_failures.clone(),
+        );
+        registry.register("records_delivered", "Records delivered", m.records_delivered.clone());
+        registry.register(
+            "records_retried",
+            "Records sent again after a failed attempt",
+            m.records_retried.clone(),
+        );
+        registry.register(
+            "records_dead_lettered",
+            "Records written to the dead-letter directory",
+            m.records_dead_lettered.clone(),
+        );
+        registry.register(
+            "last_delivery_timestamp_seconds",
+            "Unix time of the last fully successful delivery",
+            m.last_delivery_timestamp.clone(),
+        );
+        Metrics { registry, ..m }
+    }
+
+    /// Mutable access for components that register metrics of their own at startup.
+    pub fn registry_mut(&mut self) -> &mut Registry {
+        &mut self.registry
+    }
+
+    /// Prometheus text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        // Encoding into a String cannot fail.
+        let _ = encode(&mut out, &self.registry);
+        out
+    }
+}
+
+/// `[("output", name)]`.
+pub fn output_label(name: &str) -> Labels {
+    vec![("output", name.to_owned())]
+}
+
+/// `[("source", name)]`.
+pub fn source_label(name: &str) -> Labels {
+    vec![("source", name.to_owned())]
+}

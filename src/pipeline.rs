@@ -1,0 +1,198 @@
+//! The routing core: filters, then the first output whose `match` covers the tag, then that
+//! output's formatter and buffer. Sources call [`Pipeline::emit`] directly and wait for it, so
+//! backpressure from a full buffer reaches the source (and a forward client's TCP window) with
+//! no queue in between.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use crate::buffer::{AppendError, Buffer, Records};
+use crate::deadletter::{DeadLetter, NewEntry};
+use crate::event::EventBatch;
+use crate::filter::Filter;
+use crate::format::Formatter;
+use crate::metrics::{output_label, source_label, Metrics};
+use crate::router::TagPattern;
+use crate::sink::{OutputConfig, Sink};
+use crate::telemetry::Throttle;
+
+/// Most distinct tags whose routing decision is cached; beyond that the cache is cleared, so a
+/// client sending random tags cannot grow memory without bound.
+const ROUTE_CACHE_LIMIT: usize = 4096;
+
+/// One configured output at run time.
+pub struct Output {
+    /// Its name in the config.
+    pub name: String,
+    /// Its `match`.
+    pub pattern: TagPattern,
+    /// How events become records.
+    pub formatter: Formatter,
+    /// Its chunk queue.
+    pub buffer: Arc<dyn Buffer>,
+    /// Where chunks go.
+    pub sink: Arc<dyn Sink>,
+    /// Its config.
+    pub config: OutputConfig,
+}
+
+/// Why an emit failed. Nothing of the batch may be acknowledged.
+#[derive(Debug, thiserror::Error)]
+pub enum EmitError {
+    /// The output's buffer refused the records.
+    #[error(transparent)]
+    Append(#[from] AppendError),
+    /// Records that can never be delivered could not be written to the dead-letter directory.
+    #[error("cannot write rejected records to the dead-letter directory: {0}")]
+    DeadLetter(std::io::Error),
+}
+
+/// Filters and outputs, in config order.
+pub struct Pipeline {
+    filters: Vec<(TagPattern, Box<dyn Filter>)>,
+    outputs: Vec<Arc<Output>>,
+    route_cache: Mutex<HashMap<String, Option<usize>>>,
+    metrics: Arc<Metrics>,
+    dead_letter: Arc<DeadLetter>,
+    unmatched_log: Throttle,
+    rejected_log: Throttle,
+}
+
+impl Pipeline {
+    /// Assembles a pipeline from built parts.
+    pub fn new(
+        filters: Vec<(TagPattern, Box<dyn Filter>)>,
+        outputs: Vec<Arc<Output>>,
+        metrics: Arc<Metrics>,
+        dead_letter: Arc<DeadLetter>,
+    ) -> Self {
+        Pipeline {
+            filters,
+            outputs,
+            route_cache: Mutex::new(HashMap::new()),
+            metrics,
+            dead_letter,
+            unmatched_log: Throttle::new(Duration::from_secs(10)),
+            rejected_log: Throttle::new(Duration::from_secs(10)),
+        }
+    }
+
+    /// The outputs in matching order.
+    pub fn outputs(&self) -> &[Arc<Output>] {
+        &self.outputs
+    }
+
+    /// The metrics registry.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// The dead-letter directory.
+    pub fn dead_letter(&self) -> &Arc<DeadLetter> {
+        &self.dead_letter
+    }
+
+    fn route(&self, tag: &str) -> Option<usize> {
+        let mut cache = self.route_cache.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(&hit) = cache.get(tag) {
+            return hit;
+        }
+        let found = self.outputs.iter().position(|o| o.pattern.matches(tag));
+        if cache.len() >= ROUTE_CACHE_LIMIT {
+            cache.clear();
+        }
+        cache.insert(tag.to_owned(), found);
+        found
+    }
+
+    /// Filters, routes, formats and buffers `batch`; resolves once the buffer has stored it.
+    pub async fn emit(&self, source: &str, mut batch: EventBatch) -> Result<(), EmitError> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let labels = source_label(source);
+        self.metrics.records_in.get_or_create(&labels).inc_by(batch.len() as u64);
+        self.metrics
+            .bytes_in
+            .get_or_create(&labels)
+            .inc_by(batch.json_bytes() as u64);
+        for (pattern, filter) in &self.filters {
+            if pattern.matches(batch.tag()) {
+                filter.apply(&mut batch);
+            }
+        }
+        let Some(index) = self.route(batch.tag()) else {
+            self.metrics
+                .records_dropped
+                .get_or_create(&vec![("source", source.to_owned()), ("reason", "no_output_matched".to_owned())])
+                .inc_by(batch.len() as u64);
+            if let Some(suppressed) = self.unmatched_log.allow() {
+                tracing::warn!(tag = batch.tag(), events = batch.len(), suppressed,
+                    "no output matches this tag; events dropped");
+            }
+            return Ok(());
+        };
+        let output = &self.outputs[index];
+        let mut records = Records::with_capacity(batch.len(), batch.json_bytes() + batch.len());
+        let rejected = output.formatter.format(&batch, &mut records);
+        if !rejected.is_empty() {
+            self.dead_letter_rejected(output, &batch, rejected).await?;
+        }
+        output.buffer.append(records).await?;
+        Ok(())
+    }
+
+    async fn dead_letter_rejected(
+        &self,
+        output: &Output,
+        batch: &EventBatch,
+        rejected: Vec<crate::format::Rejected>,
+    ) -> Result<(), EmitError> {
+        let mut by_reason: Vec<(String, Records)> = Vec::new();
+        for r in &rejected {
+            let mut line = r.record.clone().into_bytes();
+            line.push(b'\n');
+            match by_reason.iter_mut().find(|(reason, _)| *reason == r.reason) {
+                Some((_, recs)) => {
+                    let _ = recs.push(&line);
+                }
+                None => {
+                    let mut recs = Records::new();
+                    let _ = recs.push(&line);
+                    by_reason.push((r.reason.clone(), recs));
+                }
+            }
+        }
+        let count = rejected.len() as u64;
+        if let Some(suppressed) = self.rejected_log.allow() {
+            tracing::error!(output = %output.name, tag = batch.tag(), records = count,
+                reason = %rejected[0].reason, suppressed,
+                "records cannot be delivered by this output; written to the dead-letter directory");
+        }
+        let dead_letter = Arc::clone(&self.dead_letter);
+        let name = output.name.clone();
+        let tag = batch.tag().to_owned();
+        tokio::task::spawn_blocking(move || {
+            for (reason, records) in &by_reason {
+                dead_letter.write(NewEntry {
+                    output: &name,
+                    reason,
+                    tag: Some(&tag),
+                    attempts: 0,
+                    created_ms: None,
+                    records,
+                })?;
+            }
+            Ok::<_, std::io::Error>(())
+        })
+        .await
+        .map_err(|e| EmitError::DeadLetter(std::io::Error::other(e)))?
+        .map_err(EmitError::DeadLetter)?;
+        self.metrics
+            .records_dead_lettered
+            .get_or_create(&output_label(&output.name))
+            .inc_by(count);
+        Ok(())
+    }
+}

@@ -1,0 +1,211 @@
+//! Sinks deliver the records of one chunk somewhere: Firehose, files, stdout.
+//!
+//! A sink never sees tags or sources, only the formatted records of a chunk and which of them a
+//! previous attempt already delivered. It reports back, record by record, what it delivered, what
+//! can never be delivered (dead-lettered individually), and why the rest failed. The flush worker
+//! turns that into buffer operations and retry scheduling, so every sink gets partial-delivery,
+//! retry and dead-letter handling for free.
+
+pub mod file;
+pub mod stdout;
+
+use async_trait::async_trait;
+
+use crate::buffer::{Chunk, DeliveredSet};
+
+/// Why a delivery attempt failed. The class is a metric label and decides the log level; every
+/// class is retried on the chunk's retry schedule (an operator may be fixing IAM right now), and
+/// only `retry_timeout`/`retry_max_times` send a chunk to the dead-letter directory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ErrorClass {
+    /// The service asked us to slow down (Firehose `ServiceUnavailableException`, HTTP 429/503).
+    Throttled,
+    /// A 5xx from the service.
+    Server,
+    /// Connection refused/reset, DNS, TLS.
+    Network,
+    /// The call took longer than `request_timeout`.
+    Timeout,
+    /// Credentials missing, expired or rejected.
+    Credentials,
+    /// The destination does not exist (wrong stream, region or account).
+    ResourceNotFound,
+    /// IAM denied the call.
+    AccessDenied,
+    /// The service rejected the request as malformed.
+    InvalidArgument,
+    /// A local I/O error (file sink).
+    Io,
+    /// Anything else.
+    Other,
+}
+
+impl ErrorClass {
+    /// Stable lowercase name, used as a metric label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorClass::Throttled => "throttled",
+            ErrorClass::Server => "server",
+            ErrorClass::Network => "network",
+            ErrorClass::Timeout => "timeout",
+            ErrorClass::Credentials => "credentials",
+            ErrorClass::ResourceNotFound => "resource_not_found",
+            ErrorClass::AccessDenied => "access_denied",
+            ErrorClass::InvalidArgument => "invalid_argument",
+            ErrorClass::Io => "io",
+            ErrorClass::Other => "other",
+        }
+    }
+
+    /// True for errors that need an operator (config or IAM), logged at error level.
+    pub fn needs_operator(self) -> bool {
+        matches!(
+            self,
+            ErrorClass::ResourceNotFound
+                | ErrorClass::AccessDenied
+                | ErrorClass::InvalidArgument
+                | ErrorClass::Credentials
+        )
+    }
+}
+
+/// A failed delivery attempt.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{class}: {message}", class = .class.as_str())]
+pub struct SinkError {
+    /// What kind of failure.
+    pub class: ErrorClass,
+    /// Human-readable detail (never contains credentials).
+    pub message: String,
+}
+
+impl SinkError {
+    /// A new error.
+    pub fn new(class: ErrorClass, message: impl Into<String>) -> Self {
+        SinkError {
+            class,
+            message: message.into(),
+        }
+    }
+}
+
+/// The outcome of one attempt to deliver a chunk.
+#[derive(Debug, Default)]
+pub struct Delivery {
+    /// Records this attempt delivered (indices within the chunk).
+    pub delivered: DeliveredSet,
+    /// Records that can never be delivered (e.g. larger than the service allows), with why.
+    /// They are written to the dead-letter directory and count as handled.
+    pub rejected: Vec<(usize, String)>,
+    /// Set when some pending records were neither delivered nor rejected.
+    pub error: Option<SinkError>,
+}
+
+impl Delivery {
+    /// Every pending record of `chunk` was delivered.
+    pub fn all(chunk: &Chunk) -> Self {
+        Delivery {
+            delivered: chunk.pending().collect(),
+            ..Default::default()
+        }
+    }
+
+    /// Nothing was delivered.
+    pub fn failed(error: SinkError) -> Self {
+        Delivery {
+            error: Some(error),
+            ..Default::default()
+        }
+    }
+}
+
+/// Something that can deliver chunks. Implementations must be shareable between the flush
+/// workers of an output, which call `deliver` concurrently.
+#[async_trait]
+pub trait Sink: Send + Sync {
+    /// Sends the records of `chunk` that are not in `chunk.delivered`.
+    async fn deliver(&self, chunk: &Chunk) -> Delivery;
+
+    /// A short description for logs, e.g. `firehose stream=logs region=eu-west-1`.
+    fn describe(&self) -> String;
+}
+
+/// `[outputs.NAME]`, chosen by `type`.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum OutputConfig {
+    /// Newline-delimited JSON files, one per chunk.
+    File(file::FileOutputConfig),
+    /// Standard output.
+    Stdout(stdout::StdoutOutputConfig),
+}
+
+/// Options every output has. Each output type's config embeds these fields.
+pub trait CommonOutput {
+    /// The `match` pattern.
+    fn pattern(&self) -> &str;
+    /// The buffer section.
+    fn buffer(&self) -> &BufferConfig;
+    /// How records are formatted.
+    fn format(&self) -> FormatOptions;
+}
+
+use crate::config::buffer::BufferConfig;
+use crate::format::FormatOptions;
+
+impl OutputConfig {
+    fn common(&self) -> &dyn CommonOutput {
+        match self {
+            OutputConfig::File(c) => c,
+            OutputConfig::Stdout(c) => c,
+        }
+    }
+
+    /// The `match` pattern.
+    pub fn pattern(&self) -> &str {
+        self.common().pattern()
+    }
+
+    /// The buffer section.
+    pub fn buffer(&self) -> &BufferConfig {
+        self.common().buffer()
+    }
+
+    /// How records are formatted.
+    pub fn format(&self) -> FormatOptions {
+        self.common().format()
+    }
+
+    /// Largest formatted record the destination accepts.
+    pub fn max_record_bytes(&self) -> Option<usize> {
+        match self {
+            OutputConfig::File(_) | OutputConfig::Stdout(_) => None,
+        }
+    }
+
+    /// Values that parse but cannot work (outside the buffer section), as (key, message).
+    pub fn problems(&self) -> Vec<(&'static str, String)> {
+        match self {
+            OutputConfig::File(c) => c.problems(),
+            OutputConfig::Stdout(_) => Vec::new(),
+        }
+    }
+
+    /// Builds the sink.
+    pub async fn build_sink(&self, _name: &str) -> anyhow::Result<std::sync::Arc<dyn Sink>> {
+        Ok(match self {
+            OutputConfig::File(c) => std::sync::Arc::new(file::FileSink::new(&c.path)),
+            OutputConfig::Stdout(_) => std::sync::Arc::new(stdout::StdoutSink),
+        })
+    }
+}
+
+/// Default `match` for outputs and filters.
+pub fn match_all() -> String {
+    "**".to_owned()
+}
+
+/// Default for `append_new_line`.
+pub fn default_true() -> bool {
+    true
+}

@@ -1,0 +1,75 @@
+//! Sources produce [`EventBatch`]es and hand them to an [`Emitter`]. An emit resolves once the
+//! events are stored by the buffer of the output they were routed to (for the file buffer:
+//! fsynced), which is what lets the forward source acknowledge safely.
+
+pub mod sample;
+
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use crate::event::EventBatch;
+use crate::pipeline::{EmitError, Pipeline};
+
+/// `[sources.NAME]`, chosen by `type`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum SourceConfig {
+    /// Generates events at a fixed rate (Fluentd's `sample`, formerly `dummy`).
+    Sample(sample::SampleConfig),
+}
+
+impl SourceConfig {
+    /// Values that parse but cannot work, as (key, message).
+    pub fn problems(&self) -> Vec<(&'static str, String)> {
+        match self {
+            SourceConfig::Sample(c) => c.problems(),
+        }
+    }
+}
+
+/// A source's handle on the pipeline.
+#[derive(Clone)]
+pub struct Emitter {
+    source: Arc<str>,
+    pipeline: Arc<Pipeline>,
+}
+
+impl Emitter {
+    /// An emitter for the source named `source`.
+    pub fn new(source: &str, pipeline: Arc<Pipeline>) -> Self {
+        Emitter {
+            source: source.into(),
+            pipeline,
+        }
+    }
+
+    /// The source's name (a metric label).
+    pub fn source(&self) -> &str {
+        &self.source
+    }
+
+    /// Routes, filters, formats and buffers the batch; resolves once it is stored.
+    pub async fn emit(&self, batch: EventBatch) -> Result<(), EmitError> {
+        self.pipeline.emit(&self.source, batch).await
+    }
+
+    /// The pipeline (metrics, readiness).
+    pub fn pipeline(&self) -> &Arc<Pipeline> {
+        &self.pipeline
+    }
+}
+
+/// Starts a source. Resolves once it is ready (e.g. listening), so that a bind error surfaces at
+/// startup rather than later; the returned task ends after `shutdown`.
+pub async fn spawn(
+    name: &str,
+    config: SourceConfig,
+    emitter: Emitter,
+    shutdown: crate::shutdown::Shutdown,
+) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    tracing::info!(source = name, "starting source");
+    Ok(match config {
+        SourceConfig::Sample(c) => tokio::spawn(sample::run(c, emitter, shutdown)),
+    })
+}
