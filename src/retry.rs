@@ -183,14 +183,14 @@ mod tests {
     fn gives_up_after_max_times_retries() {
         let p = policy(|c| c.retry_max_times = Some(2));
         let mut st = RetryState::default();
-        for _ in 0..3 {
+        for _ in 0..2 {
             match p.on_failure(st, 1000) {
                 RetryDecision::Retry(next) => st = next,
                 RetryDecision::GiveUp { .. } => panic!("gave up too early at {st:?}"),
             }
         }
-        // Three failures so far = the first attempt plus two retries.
-        assert_eq!(p.on_failure(st, 1000), RetryDecision::GiveUp { failures: 4 });
+        // The third failure is the first attempt plus two retries failing: give up.
+        assert_eq!(p.on_failure(st, 1000), RetryDecision::GiveUp { failures: 3 });
     }
 
     #[test]

@@ -1,0 +1,168 @@
+//! Shared helpers for integration tests: the real binary, free ports, a Python venv for
+//! third-party clients (fluent-logger, msgpack, moto), and polling.
+#![allow(dead_code)]
+
+use std::io::Write;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+/// Path of the `firehose-relay` binary built for this test run.
+pub fn relay_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_firehose-relay"))
+}
+
+/// A free TCP port on 127.0.0.1 (bound and released; the OS does not hand it out again at once).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("no free port on 127.0.0.1")
+}
+
+/// Writes `text` as `relay.toml` in `dir` and returns its path.
+pub fn write_config(dir: &Path, text: &str) -> PathBuf {
+    let path = dir.join("relay.toml");
+    let mut f = std::fs::File::create(&path).expect("create config");
+    f.write_all(text.as_bytes()).expect("write config");
+    path
+}
+
+/// Starts the relay with `config`, extra environment, stdout and stderr captured to files in
+/// the config's directory (`stdout.log`, `stderr.log`).
+pub fn spawn_relay(config: &Path, env: &[(&str, &str)]) -> Child {
+    let dir = config.parent().expect("config has a parent dir");
+    let stdout = std::fs::File::create(dir.join("stdout.log")).expect("stdout log");
+    let stderr = std::fs::File::create(dir.join("stderr.log")).expect("stderr log");
+    let mut cmd = Command::new(relay_bin());
+    cmd.arg("run").arg("--config").arg(config);
+    cmd.env_remove("RELAY_CONFIG");
+    cmd.env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()));
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.stdout(Stdio::from(stdout)).stderr(Stdio::from(stderr));
+    cmd.spawn().expect("start firehose-relay")
+}
+
+/// Sends SIGTERM to a child process.
+pub fn sigterm(child: &Child) {
+    let status = Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status()
+        .expect("run kill");
+    assert!(status.success(), "kill -TERM failed");
+}
+
+/// Waits for a child to exit, at most `limit`; kills it and panics on timeout.
+pub fn wait_exit(child: &mut Child, limit: Duration) -> std::process::ExitStatus {
+    let start = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            return status;
+        }
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            panic!("process did not exit within {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Polls `check` every 20 ms until it returns `Some`, at most `limit`.
+pub fn wait_for<T>(limit: Duration, what: &str, mut check: impl FnMut() -> Option<T>) -> T {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = check() {
+            return v;
+        }
+        if start.elapsed() > limit {
+            panic!("timed out after {limit:?} waiting for {what}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Waits until something listens on `127.0.0.1:port`.
+pub fn wait_listening(port: u16, limit: Duration) {
+    wait_for(limit, &format!("a listener on port {port}"), || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).ok().map(|_| ())
+    });
+}
+
+/// Reads a log file the relay wrote (empty if missing).
+pub fn read_log(dir: &Path, name: &str) -> String {
+    std::fs::read_to_string(dir.join(name)).unwrap_or_default()
+}
+
+/// A Python interpreter in a venv with `tests/python/requirements.txt` installed. Created once
+/// per test process at `$RELAY_TEST_VENV` (default: `firehose-relay-venv` in the system temp
+/// dir) and reused across runs. Panics with a clear message if pip cannot install.
+pub fn python() -> PathBuf {
+    static PY: OnceLock<PathBuf> = OnceLock::new();
+    PY.get_or_init(|| {
+        let venv = std::env::var_os("RELAY_TEST_VENV")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| std::env::temp_dir().join("firehose-relay-venv"));
+        let py = venv.join("bin").join("python");
+        let reqs = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/requirements.txt");
+        let stamp = venv.join(".requirements");
+        let wanted = std::fs::read_to_string(&reqs).expect("read tests/python/requirements.txt");
+        if std::fs::read_to_string(&stamp).ok().as_deref() == Some(wanted.as_str()) && py.exists() {
+            return py;
+        }
+        // Serialize venv creation across concurrently running test binaries.
+        let lock_path = std::env::temp_dir().join("firehose-relay-venv.lock");
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .expect("venv lock file");
+        let _guard = FileLock::acquire(lock);
+        if std::fs::read_to_string(&stamp).ok().as_deref() == Some(wanted.as_str()) && py.exists() {
+            return py;
+        }
+        let ok = Command::new("python3")
+            .args(["-m", "venv"])
+            .arg(&venv)
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
+        assert!(ok, "cannot create a Python venv at {} (is python3-venv installed?)", venv.display());
+        let out = Command::new(&py)
+            .args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check", "-r"])
+            .arg(&reqs)
+            .output()
+            .expect("run pip");
+        assert!(
+            out.status.success(),
+            "pip could not install the test requirements ({}); the interop tests need them:\n{}",
+            reqs.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        std::fs::write(&stamp, wanted).expect("write venv stamp");
+        py
+    })
+    .clone()
+}
+
+/// An exclusive `flock` held until dropped.
+struct FileLock(std::fs::File);
+
+impl FileLock {
+    fn acquire(file: std::fs::File) -> FileLock {
+        // std::fs::File::lock (flock on Unix) is stable since Rust 1.89.
+        file.lock().expect("lock venv");
+        FileLock(file)
+    }
+}
+
+impl Drop for FileLock {
+    fn drop(&mut self) {
+        let _ = self.0.unlock();
+    }
+}
