@@ -8,14 +8,15 @@ use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::registry::Registry;
+use prometheus_client::registry::{Metric, Registry};
+use std::sync::Mutex;
 
 /// Label set: (name, value) pairs.
 pub type Labels = Vec<(&'static str, String)>;
 
 /// All metrics of the relay.
 pub struct Metrics {
-    registry: Registry,
+    registry: Mutex<Registry>,
     /// Events received, by source.
     pub records_in: Family<Labels, Counter>,
     /// JSON bytes received, by source.
@@ -59,7 +60,7 @@ impl Metrics {
             records_retried: Family::default(),
             records_dead_lettered: Family::default(),
             last_delivery_timestamp: Family::default(),
-            registry: Registry::default(),
+            registry: Mutex::new(Registry::default()),
         };
         registry.register("records_in", "Events received, by source", m.records_in.clone());
         registry.register("bytes_in", "JSON bytes of events received, by source", m.bytes_in.clone());
@@ -95,19 +96,28 @@ impl Metrics {
             "Unix time of the last fully successful delivery",
             m.last_delivery_timestamp.clone(),
         );
-        Metrics { registry, ..m }
+        Metrics {
+            registry: Mutex::new(registry),
+            ..m
+        }
     }
 
-    /// Mutable access for components that register metrics of their own at startup.
-    pub fn registry_mut(&mut self) -> &mut Registry {
-        &mut self.registry
+    /// Registers a metric owned by a component (a source's connection gauge, a sink's latency
+    /// histogram...). `name` gets the `firehose_relay_` prefix; counters get `_total` appended
+    /// by the encoder. Call it once per name, at startup.
+    pub fn register(&self, name: &str, help: &str, metric: impl Metric) {
+        self.registry
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .register(name, help, metric);
     }
 
     /// Prometheus text exposition of every metric.
     pub fn render(&self) -> String {
         let mut out = String::new();
+        let registry = self.registry.lock().unwrap_or_else(|e| e.into_inner());
         // Encoding into a String cannot fail.
-        let _ = encode(&mut out, &self.registry);
+        let _ = encode(&mut out, &registry);
         out
     }
 }
