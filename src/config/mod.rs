@@ -78,8 +78,11 @@ impl Default for StorageConfig {
 }
 
 /// The whole configuration.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+///
+/// Deserialized in two steps (see [`Config::load`]): the top level with component names only,
+/// then each component from its own focused figment, so that an error inside a component keeps
+/// its full key path (serde's internally tagged enums buffer their content and would lose it).
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Config {
     /// Where the buffer database, dead letters and quarantine live.
     pub data_dir: PathBuf,
@@ -119,6 +122,73 @@ impl Default for Config {
     }
 }
 
+/// The top level of the config as first extracted: components by name only.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TopLevel {
+    data_dir: PathBuf,
+    log_format: LogFormat,
+    shutdown_timeout: ConfigDuration,
+    http: HttpConfig,
+    storage: StorageConfig,
+    #[serde(default)]
+    sources: BTreeMap<String, serde::de::IgnoredAny>,
+    #[serde(default)]
+    filters: BTreeMap<String, serde::de::IgnoredAny>,
+    #[serde(default)]
+    outputs: BTreeMap<String, serde::de::IgnoredAny>,
+}
+
+/// Accepts (and ignores) the `type` key inside a component's own struct: the enum around it has
+/// already used it to pick the struct.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct TypeTag(Option<String>);
+
+/// Extracts component `section.name` of type chosen by its `type` key.
+pub(crate) fn component_type(figment: &Figment, path: &str) -> Result<String, figment::Error> {
+    figment.extract_inner::<String>(&format!("{path}.type")).map_err(|mut e| {
+        if e.path.is_empty() || e.path.last().is_some_and(|k| k != "type") {
+            e.path = path.split('.').map(str::to_owned).collect();
+            e.path.push("type".to_owned());
+        }
+        e
+    })
+}
+
+/// Extracts a component struct from `path`, keeping full key paths in errors.
+pub(crate) fn extract_component<T: serde::de::DeserializeOwned>(
+    figment: &Figment,
+    path: &str,
+) -> Result<T, figment::Error> {
+    figment.focus(path).extract::<T>().map_err(|err| {
+        let prefix: Vec<String> = path.split('.').map(str::to_owned).collect();
+        // Every error in the chain gets the component's path in front of its own.
+        let mut fixed: Option<figment::Error> = None;
+        for mut e in err {
+            let mut full = prefix.clone();
+            full.extend(e.path.drain(..));
+            e.path = full;
+            fixed = Some(match fixed {
+                None => e,
+                Some(prev) => prev.chain(e),
+            });
+        }
+        fixed.unwrap_or_else(|| figment::Error::from(format!("invalid `{path}`")))
+    })
+}
+
+/// An error for an unknown `type` value.
+pub(crate) fn unknown_type(path: &str, found: &str, expected: &[&str]) -> figment::Error {
+    let mut e = figment::Error::from(format!(
+        "unknown type `{found}`, expected one of: {}",
+        expected.join(", ")
+    ));
+    e.path = path.split('.').map(str::to_owned).collect();
+    e.path.push("type".to_owned());
+    e
+}
+
 /// Names of filters and outputs in the order the file declares them.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct DeclaredOrder {
@@ -152,14 +222,49 @@ impl Config {
     /// Loads, merges and validates the configuration.
     pub fn load(source: &ConfigSource) -> Result<Config, ConfigError> {
         let figment = Self::figment(source)?;
-        let mut config: Config = figment
-            .extract()
-            .map_err(|e| ConfigError(describe_figment_error(e)))?;
+        let mut config = Self::extract(&figment).map_err(|e| ConfigError(describe_figment_error(e)))?;
         if let Some(file) = &source.file {
             config.order = declared_order(file)?;
         }
         config.validate(&figment)?;
         Ok(config)
+    }
+
+    fn extract(figment: &Figment) -> Result<Config, figment::Error> {
+        let top: TopLevel = figment.extract()?;
+        let mut errors: Option<figment::Error> = None;
+        let mut keep = |r: Result<(), figment::Error>| {
+            if let Err(e) = r {
+                errors = Some(match errors.take() {
+                    None => e,
+                    Some(prev) => prev.chain(e),
+                });
+            }
+        };
+        let mut config = Config {
+            data_dir: top.data_dir,
+            log_format: top.log_format,
+            shutdown_timeout: top.shutdown_timeout,
+            http: top.http,
+            storage: top.storage,
+            ..Config::default()
+        };
+        for name in top.sources.keys() {
+            keep(SourceConfig::extract(figment, &format!("sources.{name}"))
+                .map(|c| drop(config.sources.insert(name.clone(), c))));
+        }
+        for name in top.filters.keys() {
+            keep(FilterConfig::extract(figment, &format!("filters.{name}"))
+                .map(|c| drop(config.filters.insert(name.clone(), c))));
+        }
+        for name in top.outputs.keys() {
+            keep(OutputConfig::extract(figment, &format!("outputs.{name}"))
+                .map(|c| drop(config.outputs.insert(name.clone(), c))));
+        }
+        match errors {
+            Some(e) => Err(e),
+            None => Ok(config),
+        }
     }
 
     fn figment(source: &ConfigSource) -> Result<Figment, ConfigError> {
@@ -184,10 +289,9 @@ impl Config {
                 let keys: Vec<&str> = path.split('.').collect();
                 match &md.source {
                     Some(figment::Source::File(p)) => format!("in {}", p.display()),
-                    Some(_) | None if md.name.contains("environment") => format!(
-                        "from environment variable {}",
-                        md.interpolate(&figment::Profile::Default, &keys)
-                    ),
+                    Some(_) | None if md.name.contains("environment") => {
+                        format!("from environment variable {}", env_var_name(&keys))
+                    }
                     _ => format!("from {}", md.name),
                 }
             }
@@ -315,6 +419,12 @@ pub fn declared_order(file: &Path) -> Result<DeclaredOrder, ConfigError> {
     })
 }
 
+/// The environment variable that sets the key at `path`.
+pub fn env_var_name<S: AsRef<str>>(path: &[S]) -> String {
+    let joined: Vec<String> = path.iter().map(|k| k.as_ref().to_ascii_uppercase()).collect();
+    format!("{ENV_PREFIX}{}", joined.join("__"))
+}
+
 /// Turns figment's errors into lines that name the key and where it came from.
 fn describe_figment_error(err: figment::Error) -> String {
     let mut lines = Vec::new();
@@ -324,10 +434,7 @@ fn describe_figment_error(err: figment::Error) -> String {
             Some(md) => match &md.source {
                 Some(figment::Source::File(p)) => format!(" in {}", p.display()),
                 _ if md.name.contains("environment") => {
-                    format!(
-                        " from environment variable {}",
-                        md.interpolate(&figment::Profile::Default, &e.path)
-                    )
+                    format!(" from environment variable {}", env_var_name(&e.path))
                 }
                 _ => format!(" from {}", md.name),
             },

@@ -3,12 +3,12 @@
 
 pub mod stdout;
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use crate::event::EventBatch;
 
 /// `[filters.NAME]`, chosen by `type`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum FilterConfig {
     /// Prints each event in Fluentd's stdout format and passes it on.
@@ -16,6 +16,15 @@ pub enum FilterConfig {
 }
 
 impl FilterConfig {
+    /// Reads the filter at `path`, choosing the variant by its `type`.
+    pub fn extract(figment: &figment::Figment, path: &str) -> Result<Self, figment::Error> {
+        use crate::config::{component_type, extract_component, unknown_type};
+        match component_type(figment, path)?.as_str() {
+            "stdout" => Ok(FilterConfig::Stdout(extract_component(figment, path)?)),
+            other => Err(unknown_type(path, other, &["stdout"])),
+        }
+    }
+
     /// The `match` pattern.
     pub fn pattern(&self) -> &str {
         match self {

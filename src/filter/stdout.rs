@@ -12,6 +12,9 @@ use crate::event::EventBatch;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StdoutFilterConfig {
+    /// The component type (already used to choose this struct).
+    #[serde(rename = "type", default, skip_serializing)]
+    pub type_tag: crate::config::TypeTag,
     /// Tags to print.
     #[serde(rename = "match", default = "match_all")]
     pub pattern: String,

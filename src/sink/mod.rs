@@ -131,7 +131,7 @@ pub trait Sink: Send + Sync {
 }
 
 /// `[outputs.NAME]`, chosen by `type`.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum OutputConfig {
     /// Newline-delimited JSON files, one per chunk.
@@ -154,6 +154,16 @@ use crate::config::buffer::BufferConfig;
 use crate::format::FormatOptions;
 
 impl OutputConfig {
+    /// Reads the output at `path`, choosing the variant by its `type`.
+    pub fn extract(figment: &figment::Figment, path: &str) -> Result<Self, figment::Error> {
+        use crate::config::{component_type, extract_component, unknown_type};
+        match component_type(figment, path)?.as_str() {
+            "file" => Ok(OutputConfig::File(extract_component(figment, path)?)),
+            "stdout" => Ok(OutputConfig::Stdout(extract_component(figment, path)?)),
+            other => Err(unknown_type(path, other, &["firehose", "file", "stdout"])),
+        }
+    }
+
     fn common(&self) -> &dyn CommonOutput {
         match self {
             OutputConfig::File(c) => c,

@@ -13,6 +13,9 @@ use crate::buffer::Chunk;
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StdoutOutputConfig {
+    /// The component type (already used to choose this struct).
+    #[serde(rename = "type", default, skip_serializing)]
+    pub type_tag: crate::config::TypeTag,
     /// Tags this output takes.
     #[serde(rename = "match", default = "super::match_all")]
     pub pattern: String,

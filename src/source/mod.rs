@@ -6,13 +6,13 @@ pub mod sample;
 
 use std::sync::Arc;
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use crate::event::EventBatch;
 use crate::pipeline::{EmitError, Pipeline};
 
 /// `[sources.NAME]`, chosen by `type`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum SourceConfig {
     /// Generates events at a fixed rate (Fluentd's `sample`, formerly `dummy`).
@@ -20,6 +20,15 @@ pub enum SourceConfig {
 }
 
 impl SourceConfig {
+    /// Reads the source at `path` (e.g. `sources.in`), choosing the variant by its `type`.
+    pub fn extract(figment: &figment::Figment, path: &str) -> Result<Self, figment::Error> {
+        use crate::config::{component_type, extract_component, unknown_type};
+        match component_type(figment, path)?.as_str() {
+            "sample" => Ok(SourceConfig::Sample(extract_component(figment, path)?)),
+            other => Err(unknown_type(path, other, &["forward", "sample"])),
+        }
+    }
+
     /// Values that parse but cannot work, as (key, message).
     pub fn problems(&self) -> Vec<(&'static str, String)> {
         match self {

@@ -14,6 +14,9 @@ use crate::telemetry::Throttle;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SampleConfig {
+    /// The component type (already used to choose this struct).
+    #[serde(rename = "type", default, skip_serializing)]
+    pub type_tag: crate::config::TypeTag,
     /// Tag of the generated events.
     pub tag: String,
     /// Emissions per second (may be fractional, e.g. 0.5 = one every two seconds).
@@ -31,6 +34,7 @@ impl Default for SampleConfig {
         let mut record = serde_json::Map::new();
         record.insert("message".into(), serde_json::Value::String("sample".into()));
         SampleConfig {
+            type_tag: Default::default(),
             tag: "sample".to_owned(),
             rate: 1.0,
             size: 1,
