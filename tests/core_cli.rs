@@ -1,0 +1,175 @@
+//! The core pipeline through the real binary: quick start, `check`, env overrides, SIGTERM.
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use common::*;
+
+/// Every record in every NDJSON file under `dir`.
+fn records_in(dir: &Path) -> Vec<serde_json::Value> {
+    let mut out = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else { return out };
+    let mut paths: Vec<_> = entries.filter_map(|e| e.ok()).map(|e| e.path()).collect();
+    paths.sort();
+    for p in paths {
+        if p.extension().is_some_and(|e| e == "ndjson") {
+            for line in std::fs::read_to_string(&p).unwrap().lines() {
+                out.push(serde_json::from_str(line).unwrap_or_else(|e| panic!("{p:?}: {e}: {line}")));
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn quickstart_writes_the_sample_records_to_files_and_prints_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let conf = Path::new(env!("CARGO_MANIFEST_DIR")).join("conf/quickstart.toml");
+    let port = free_port();
+    let mut child = Command::new(relay_bin())
+        .args(["run", "--config"])
+        .arg(&conf)
+        .current_dir(dir.path())
+        .env_remove("RELAY_CONFIG")
+        .env("RELAY_HTTP__LISTEN", format!("127.0.0.1:{port}"))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let out_dir = dir.path().join("data/out");
+    // flush_interval is 5s in the quick start: wait for the first file to appear.
+    wait_for(Duration::from_secs(15), "a file from the quick start", || {
+        (!records_in(&out_dir).is_empty()).then_some(())
+    });
+    sigterm(&child);
+    let status = wait_exit(&mut child, Duration::from_secs(20));
+    assert!(status.success(), "exit status {status:?}");
+    let mut stdout = String::new();
+    use std::io::Read;
+    child.stdout.take().unwrap().read_to_string(&mut stdout).unwrap();
+    let printed: Vec<&str> = stdout.lines().collect();
+    let stored = records_in(&out_dir);
+    assert!(stored.len() >= 5, "expected ≥5 records in 5 s, got {}", stored.len());
+    assert!(stored.iter().all(|r| r == &serde_json::json!({"message": "sample"})));
+    assert_eq!(printed.len(), stored.len(), "every printed event was stored (flush at shutdown)");
+    for line in printed {
+        // 2020-10-15 08:21:18.081312494 +0000 raw.sample: {"message":"sample"}
+        let (stamp, rest) = line.split_at(35);
+        assert!(stamp.ends_with(" +0000"), "{line}");
+        assert_eq!(rest, " raw.sample: {\"message\":\"sample\"}");
+    }
+}
+
+#[test]
+fn check_rejects_a_misspelled_key_with_exit_status_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let conf = write_config(
+        dir.path(),
+        r#"
+[sources.s]
+type = "sample"
+[outputs.o]
+type = "stdout"
+[outputs.o.buffer]
+flush_intervall = "5s"
+"#,
+    );
+    let out = Command::new(relay_bin())
+        .args(["check", "--config"])
+        .arg(&conf)
+        .env_remove("RELAY_CONFIG")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("flush_intervall"), "{err}");
+    assert!(err.contains("outputs.o.buffer"), "{err}");
+    assert!(err.contains(&conf.display().to_string()), "{err}");
+}
+
+#[test]
+fn check_prints_the_effective_config_and_run_also_exits_2_on_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let conf = write_config(
+        dir.path(),
+        "[sources.s]\ntype = \"sample\"\n[outputs.o]\ntype = \"stdout\"\n",
+    );
+    let out = Command::new(relay_bin())
+        .args(["check", "--config"])
+        .arg(&conf)
+        .env_remove("RELAY_CONFIG")
+        .env("RELAY_OUTPUTS__O__BUFFER__FLUSH_THREAD_COUNT", "3")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("flush_thread_count = 3"), "{text}");
+    let out = Command::new(relay_bin())
+        .args(["run"])
+        .env("RELAY_CONFIG", &conf)
+        .env("RELAY_OUTPUTS__O__BUFFER__FLUSH_THREAD_COUNT", "0")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr)
+        .contains("RELAY_OUTPUTS__O__BUFFER__FLUSH_THREAD_COUNT"));
+}
+
+fn interval_config(dir: &Path) -> std::path::PathBuf {
+    write_config(
+        dir,
+        &format!(
+            r#"
+data_dir = "{data}"
+[http]
+listen = ""
+[sources.s]
+type = "sample"
+tag = "t"
+rate = 20
+auto_increment_key = "n"
+[outputs.o]
+type = "file"
+path = "{out}"
+[outputs.o.buffer]
+type = "memory"
+flush_interval = "60s"
+"#,
+            data = dir.join("data").display(),
+            out = dir.join("out").display()
+        ),
+    )
+}
+
+#[test]
+fn an_environment_variable_changes_flush_interval() {
+    let dir = tempfile::tempdir().unwrap();
+    let conf = interval_config(dir.path());
+    let mut child = spawn_relay(&conf, &[("RELAY_OUTPUTS__O__BUFFER__FLUSH_INTERVAL", "1s")]);
+    // With the file's 60 s nothing would be written for a minute; with 1 s files appear.
+    wait_for(Duration::from_secs(8), "a flushed file", || {
+        (!records_in(&dir.path().join("out")).is_empty()).then_some(())
+    });
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+#[test]
+fn sigterm_flushes_staged_records_before_exit() {
+    let dir = tempfile::tempdir().unwrap();
+    let conf = interval_config(dir.path());
+    let mut child = spawn_relay(&conf, &[]);
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(records_in(&dir.path().join("out")).is_empty(), "nothing flushed before 60 s");
+    sigterm(&child);
+    let status = wait_exit(&mut child, Duration::from_secs(20));
+    assert!(status.success(), "{status:?}\n{}", read_log(dir.path(), "stderr.log"));
+    let stored = records_in(&dir.path().join("out"));
+    assert!(stored.len() >= 10, "≈30 records emitted in 1.5 s, {} stored", stored.len());
+    let ids: Vec<u64> = stored.iter().map(|r| r["n"].as_u64().unwrap()).collect();
+    let expected: Vec<u64> = (0..ids.len() as u64).collect();
+    assert_eq!(ids, expected, "every emitted record, in order, none missing");
+}
