@@ -21,6 +21,7 @@ use crate::config::Config;
 use crate::deadletter::DeadLetter;
 use crate::flush::{self, FlushPhase};
 use crate::format::Formatter;
+use crate::http::{self, Health, HttpState};
 use crate::metrics::Metrics;
 use crate::pipeline::{Output, Pipeline};
 use crate::router::TagPattern;
@@ -36,6 +37,10 @@ pub struct Relay {
     workers: Vec<JoinHandle<()>>,
     source_shutdown: ShutdownTrigger,
     flush_phase: watch::Sender<FlushPhase>,
+    /// Readiness flags behind `/readyz`.
+    pub health: Arc<Health>,
+    /// Where the HTTP endpoint listens, if enabled.
+    pub http_addr: Option<std::net::SocketAddr>,
 }
 
 /// Creates the buffer of one output.
@@ -93,6 +98,18 @@ impl Relay {
             Arc::clone(&dead_letter),
         ));
 
+        let health = Arc::new(Health::default());
+        let http_addr = if config.http.listen.is_empty() {
+            None
+        } else {
+            let state = HttpState {
+                pipeline: Arc::clone(&pipeline),
+                health: Arc::clone(&health),
+                max_fill: config.http.ready_max_buffer_fill,
+            };
+            Some(http::serve(&config.http.listen, state).await?)
+        };
+
         let (flush_phase, phase_rx) = watch::channel(FlushPhase::Running);
         let mut workers = Vec::new();
         for output in pipeline.outputs() {
@@ -113,6 +130,7 @@ impl Relay {
                 .with_context(|| format!("source `{name}`"))?;
             sources.push(handle);
         }
+        health.set_ready();
         Ok(Relay {
             pipeline,
             config,
@@ -120,6 +138,8 @@ impl Relay {
             workers,
             source_shutdown,
             flush_phase,
+            health,
+            http_addr,
         })
     }
 
@@ -127,7 +147,11 @@ impl Relay {
     pub async fn shutdown(self) {
         let timeout = self.config.shutdown_timeout.0;
         let deadline = tokio::time::Instant::now() + timeout;
-        tracing::info!(timeout_s = timeout.as_secs_f64(), "shutting down: stopping sources");
+        self.health.set_shutting_down();
+        tracing::info!(
+            timeout_s = timeout.as_secs_f64(),
+            "shutting down: stopping sources"
+        );
         self.source_shutdown.trigger();
         for s in self.sources {
             // A source that does not stop in time is abandoned; its unacked data is resent.
@@ -174,7 +198,9 @@ pub async fn wait_for_signal() -> anyhow::Result<()> {
         }
     }
     #[cfg(not(unix))]
-    tokio::signal::ctrl_c().await.context("cannot listen for Ctrl-C")?;
+    tokio::signal::ctrl_c()
+        .await
+        .context("cannot listen for Ctrl-C")?;
     Ok(())
 }
 

@@ -106,7 +106,10 @@ impl DeadLetter {
             record_ends: entry.records.ends().to_vec(),
         };
         let meta_json = serde_json::to_vec_pretty(&meta).map_err(std::io::Error::other)?;
-        write_atomic(&dir.join(format!("{stem}.ndjson")), entry.records.as_bytes())?;
+        write_atomic(
+            &dir.join(format!("{stem}.ndjson")),
+            entry.records.as_bytes(),
+        )?;
         let meta_path = dir.join(format!("{stem}.json"));
         write_atomic(&meta_path, &meta_json)?;
         Ok(meta_path)
@@ -174,7 +177,13 @@ impl DeadLetter {
 /// Output names become directory names: keep them to a safe alphabet.
 fn sanitize(name: &str) -> String {
     name.chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
         .collect()
 }
 

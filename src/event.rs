@@ -111,7 +111,11 @@ impl EventBatch {
     }
 
     /// Appends a record given as a JSON object value.
-    pub fn push_map(&mut self, time: EventTime, record: &serde_json::Map<String, serde_json::Value>) {
+    pub fn push_map(
+        &mut self,
+        time: EventTime,
+        record: &serde_json::Map<String, serde_json::Value>,
+    ) {
         // Serializing a Map into a String cannot fail: keys are strings and serde_json's
         // Value never holds non-finite floats.
         let text = serde_json::to_string(record).unwrap_or_else(|_| "{}".to_owned());

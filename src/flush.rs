@@ -20,7 +20,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::buffer::{now_ms, Buffer, Chunk, Enqueue, Records};
-use crate::config::buffer::{BufferConfig, FlushMode};
+use crate::config::buffer::{BufferConfig, BufferType, FlushMode};
 use crate::deadletter::{DeadLetter, NewEntry};
 use crate::metrics::{output_label, Labels, Metrics};
 use crate::pipeline::Output;
@@ -57,7 +57,9 @@ impl Timing {
     }
 
     fn enqueue_check_period(&self) -> Duration {
-        (self.flush_interval / 11).max(self.thread_interval).max(Duration::from_millis(10))
+        (self.flush_interval / 11)
+            .max(self.thread_interval)
+            .max(Duration::from_millis(10))
     }
 }
 
@@ -125,10 +127,14 @@ impl Worker {
     async fn enqueue_timer(&self, mut phase: watch::Receiver<FlushPhase>) {
         let period = self.timing.enqueue_check_period();
         let age_ms = u64::try_from(self.timing.flush_interval.as_millis()).unwrap_or(u64::MAX);
-        while *phase.borrow() == FlushPhase::Running {
+        while *phase.borrow_and_update() == FlushPhase::Running {
             pause(period, &mut phase, std::future::pending()).await;
             let cutoff = now_ms().saturating_sub(age_ms);
-            if let Err(e) = self.buffer().enqueue_staged(Enqueue::CreatedBefore(cutoff)).await {
+            if let Err(e) = self
+                .buffer()
+                .enqueue_staged(Enqueue::CreatedBefore(cutoff))
+                .await
+            {
                 tracing::error!(output = %self.output.name, error = %e, "cannot queue staged chunks");
             }
         }
@@ -137,7 +143,7 @@ impl Worker {
     async fn run(&self, mut phase: watch::Receiver<FlushPhase>) {
         let signal = self.buffer().queued_signal();
         loop {
-            let draining = *phase.borrow() == FlushPhase::Draining;
+            let draining = *phase.borrow_and_update() == FlushPhase::Draining;
             let queued = signal.notified();
             tokio::pin!(queued);
             queued.as_mut().enable();
@@ -149,7 +155,21 @@ impl Worker {
                         pause(self.timing.burst_interval, &mut phase, queued).await;
                     }
                 }
-                Ok(None) if draining => return,
+                Ok(None) if draining => {
+                    // A memory buffer loses whatever is left at exit, so keep retrying until
+                    // shutdown_timeout stops us; a file buffer keeps it for the next start.
+                    let memory = self.output.config.buffer().kind == BufferType::Memory;
+                    let stats = self.buffer().stats();
+                    if !memory || stats.queued_chunks == 0 {
+                        return;
+                    }
+                    let wait = stats
+                        .next_retry_ms
+                        .map(|t| Duration::from_millis(t.saturating_sub(now)))
+                        .unwrap_or(self.timing.thread_interval)
+                        .min(self.timing.thread_interval);
+                    pause(wait, &mut phase, queued).await;
+                }
                 Ok(None) => {
                     let mut wait = self.timing.thread_interval;
                     if let Some(next) = self.buffer().stats().next_retry_ms {
@@ -162,7 +182,12 @@ impl Worker {
                     if draining {
                         return;
                     }
-                    pause(self.timing.thread_interval, &mut phase, std::future::pending()).await;
+                    pause(
+                        self.timing.thread_interval,
+                        &mut phase,
+                        std::future::pending(),
+                    )
+                    .await;
                 }
             }
         }
@@ -185,7 +210,9 @@ impl Worker {
             .filter(|&i| i < chunk.records.len() && !chunk.delivered.contains(i))
             .count();
         delivered.union_with(&outcome.delivered);
-        m.records_delivered.get_or_create(&self.labels).inc_by(newly as u64);
+        m.records_delivered
+            .get_or_create(&self.labels)
+            .inc_by(newly as u64);
 
         let mut error = outcome.error;
         if !outcome.rejected.is_empty() {
@@ -268,7 +295,8 @@ impl Worker {
                 let _ = rest.push(r);
             }
         }
-        let reason = format!("retries exhausted after {failures} failed attempts; last error: {error}");
+        let reason =
+            format!("retries exhausted after {failures} failed attempts; last error: {error}");
         let count = rest.len() as u64;
         let dl = Arc::clone(&self.dead_letter);
         let name = self.output.name.clone();
@@ -324,7 +352,9 @@ impl Worker {
     ) -> std::io::Result<()> {
         let mut groups: Vec<(String, Records)> = Vec::new();
         for (i, reason) in rejected {
-            let Some(r) = chunk.records.get(*i) else { continue };
+            let Some(r) = chunk.records.get(*i) else {
+                continue;
+            };
             match groups.iter_mut().find(|(g, _)| g == reason) {
                 Some((_, recs)) => {
                     let _ = recs.push(r);

@@ -65,9 +65,10 @@ impl Formatter {
             match &self.options.data_key {
                 None => data.extend_from_slice(record.as_bytes()),
                 Some(key) => {
-                    let field = serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(record)
-                        .ok()
-                        .and_then(|mut m| m.remove(key));
+                    let field =
+                        serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(record)
+                            .ok()
+                            .and_then(|mut m| m.remove(key));
                     match field {
                         Some(serde_json::Value::String(s)) => data.extend_from_slice(s.as_bytes()),
                         Some(other) => data.extend_from_slice(other.to_string().as_bytes()),
@@ -92,7 +93,9 @@ impl Formatter {
                     out.unseal_tail();
                     rejected.push(Rejected {
                         index,
-                        reason: format!("formatted record is {size} bytes, over the limit of {max} bytes"),
+                        reason: format!(
+                            "formatted record is {size} bytes, over the limit of {max} bytes"
+                        ),
                         record: record.to_owned(),
                     });
                     continue;
@@ -125,7 +128,9 @@ mod tests {
     }
 
     fn texts(r: &Records) -> Vec<String> {
-        r.iter().map(|b| String::from_utf8(b.to_vec()).unwrap()).collect()
+        r.iter()
+            .map(|b| String::from_utf8(b.to_vec()).unwrap())
+            .collect()
     }
 
     #[test]
@@ -139,10 +144,17 @@ mod tests {
 
     #[test]
     fn data_key_sends_one_field_and_rejects_records_without_it() {
-        let opts = FormatOptions { append_new_line: false, data_key: Some("log".into()) };
+        let opts = FormatOptions {
+            append_new_line: false,
+            data_key: Some("log".into()),
+        };
         let mut out = Records::new();
         let rej = Formatter::new(opts, None).format(
-            &batch(&[r#"{"log":"line one","k":1}"#, r#"{"other":1}"#, r#"{"log":{"n":2}}"#]),
+            &batch(&[
+                r#"{"log":"line one","k":1}"#,
+                r#"{"other":1}"#,
+                r#"{"log":{"n":2}}"#,
+            ]),
             &mut out,
         );
         assert_eq!(texts(&out), vec!["line one", "{\"n\":2}"]);
@@ -159,6 +171,10 @@ mod tests {
             .format(&batch(&[r#"{"a":1}"#, &big, r#"{"b":2}"#]), &mut out);
         assert_eq!(texts(&out), vec!["{\"a\":1}\n", "{\"b\":2}\n"]);
         assert_eq!(rej.len(), 1);
-        assert!(rej[0].reason.contains("over the limit of 50 bytes"), "{}", rej[0].reason);
+        assert!(
+            rej[0].reason.contains("over the limit of 50 bytes"),
+            "{}",
+            rej[0].reason
+        );
     }
 }

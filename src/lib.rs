@@ -14,6 +14,7 @@ pub mod filter;
 pub mod flush;
 pub mod format;
 pub mod fsutil;
+pub mod http;
 pub mod metrics;
 pub mod pipeline;
 pub mod retry;

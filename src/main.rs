@@ -80,7 +80,10 @@ fn main() -> ExitCode {
                 Err(code) => return code,
             };
             firehose_relay::telemetry::init_logging(cfg.log_format);
-            let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+            let runtime = match tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+            {
                 Ok(rt) => rt,
                 Err(e) => {
                     eprintln!("firehose-relay: cannot start the runtime: {e}");
@@ -96,7 +99,10 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Command::DeadLetter { action, data_dir: dir } => {
+        Command::DeadLetter {
+            action,
+            data_dir: dir,
+        } => {
             let dir = match data_dir(dir, cli.config) {
                 Ok(d) => d,
                 Err(code) => return code,

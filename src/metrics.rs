@@ -9,7 +9,10 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::{Metric, Registry};
+use std::sync::atomic::AtomicU64;
 use std::sync::Mutex;
+
+use crate::buffer::BufferStats;
 
 /// Label set: (name, value) pairs.
 pub type Labels = Vec<(&'static str, String)>;
@@ -37,6 +40,18 @@ pub struct Metrics {
     pub records_dead_lettered: Family<Labels, Counter>,
     /// Unix time of the last fully successful delivery, by output.
     pub last_delivery_timestamp: Family<Labels, Gauge>,
+    /// Buffer chunks by output and state (`staged`, `queued`, `in_flight`, `retrying`).
+    pub buffer_chunks: Family<Labels, Gauge>,
+    /// Records kept in the buffer, by output.
+    pub buffer_records: Family<Labels, Gauge>,
+    /// Logical bytes kept in the buffer, by output.
+    pub buffer_bytes: Family<Labels, Gauge>,
+    /// `total_limit_size`, by output.
+    pub buffer_limit_bytes: Family<Labels, Gauge>,
+    /// Age of the oldest queued chunk, by output (0 when none is queued).
+    pub buffer_oldest_queued_age: Family<Labels, Gauge<f64, AtomicU64>>,
+    /// Chunks removed by `overflow_action = "drop_oldest_chunk"`, by output.
+    pub buffer_dropped_chunks: Family<Labels, Gauge>,
 }
 
 impl Default for Metrics {
@@ -60,16 +75,34 @@ impl Metrics {
             records_retried: Family::default(),
             records_dead_lettered: Family::default(),
             last_delivery_timestamp: Family::default(),
+            buffer_chunks: Family::default(),
+            buffer_records: Family::default(),
+            buffer_bytes: Family::default(),
+            buffer_limit_bytes: Family::default(),
+            buffer_oldest_queued_age: Family::default(),
+            buffer_dropped_chunks: Family::default(),
             registry: Mutex::new(Registry::default()),
         };
-        registry.register("records_in", "Events received, by source", m.records_in.clone());
-        registry.register("bytes_in", "JSON bytes of events received, by source", m.bytes_in.clone());
+        registry.register(
+            "records_in",
+            "Events received, by source",
+            m.records_in.clone(),
+        );
+        registry.register(
+            "bytes_in",
+            "JSON bytes of events received, by source",
+            m.bytes_in.clone(),
+        );
         registry.register(
             "records_dropped",
             "Events not accepted, by reason",
             m.records_dropped.clone(),
         );
-        registry.register("flush_attempts", "Chunk delivery attempts", m.flush_attempts.clone());
+        registry.register(
+            "flush_attempts",
+            "Chunk delivery attempts",
+            m.flush_attempts.clone(),
+        );
         registry.register(
             "flush_successes",
             "Chunk delivery attempts that delivered every pending record",
@@ -80,7 +113,11 @@ impl Metrics {
             "Failed chunk delivery attempts, by error class",
             m.flush_failures.clone(),
         );
-        registry.register("records_delivered", "Records delivered", m.records_delivered.clone());
+        registry.register(
+            "records_delivered",
+            "Records delivered",
+            m.records_delivered.clone(),
+        );
         registry.register(
             "records_retried",
             "Records sent again after a failed attempt",
@@ -95,6 +132,36 @@ impl Metrics {
             "last_delivery_timestamp_seconds",
             "Unix time of the last fully successful delivery",
             m.last_delivery_timestamp.clone(),
+        );
+        registry.register(
+            "buffer_chunks",
+            "Buffer chunks by state (staged, queued, in_flight, retrying)",
+            m.buffer_chunks.clone(),
+        );
+        registry.register(
+            "buffer_records",
+            "Records kept in the buffer",
+            m.buffer_records.clone(),
+        );
+        registry.register(
+            "buffer_bytes",
+            "Logical bytes kept in the buffer (what total_limit_size limits)",
+            m.buffer_bytes.clone(),
+        );
+        registry.register(
+            "buffer_limit_bytes",
+            "total_limit_size of the buffer",
+            m.buffer_limit_bytes.clone(),
+        );
+        registry.register(
+            "buffer_oldest_queued_age_seconds",
+            "Age of the oldest queued chunk (0 when none is queued)",
+            m.buffer_oldest_queued_age.clone(),
+        );
+        registry.register(
+            "buffer_dropped_chunks",
+            "Chunks dropped by overflow_action = drop_oldest_chunk since start",
+            m.buffer_dropped_chunks.clone(),
         );
         Metrics {
             registry: Mutex::new(registry),
@@ -120,6 +187,45 @@ impl Metrics {
         let _ = encode(&mut out, &registry);
         out
     }
+}
+
+impl Metrics {
+    /// Copies a buffer's current state into the buffer gauges (called at scrape time, so the
+    /// buffers never pay for metrics on their hot path).
+    pub fn observe_buffer(&self, output: &str, s: &BufferStats, now_ms: u64) {
+        let labels = output_label(output);
+        for (state, n) in [
+            ("staged", s.staged_chunks),
+            ("queued", s.queued_chunks),
+            ("in_flight", s.in_flight_chunks),
+            ("retrying", s.retrying_chunks),
+        ] {
+            let mut l = labels.clone();
+            l.push(("state", state.to_owned()));
+            self.buffer_chunks.get_or_create(&l).set(clamp(n as u64));
+        }
+        self.buffer_records
+            .get_or_create(&labels)
+            .set(clamp(s.records));
+        self.buffer_bytes.get_or_create(&labels).set(clamp(s.bytes));
+        self.buffer_limit_bytes
+            .get_or_create(&labels)
+            .set(clamp(s.limit_bytes));
+        self.buffer_dropped_chunks
+            .get_or_create(&labels)
+            .set(clamp(s.dropped_chunks));
+        let age = s
+            .oldest_queued_ms
+            .map(|t| now_ms.saturating_sub(t) as f64 / 1000.0)
+            .unwrap_or(0.0);
+        self.buffer_oldest_queued_age
+            .get_or_create(&labels)
+            .set(age);
+    }
+}
+
+fn clamp(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
 }
 
 /// `[("output", name)]`.

@@ -112,7 +112,10 @@ impl Pipeline {
             return Ok(());
         }
         let labels = source_label(source);
-        self.metrics.records_in.get_or_create(&labels).inc_by(batch.len() as u64);
+        self.metrics
+            .records_in
+            .get_or_create(&labels)
+            .inc_by(batch.len() as u64);
         self.metrics
             .bytes_in
             .get_or_create(&labels)
@@ -125,11 +128,18 @@ impl Pipeline {
         let Some(index) = self.route(batch.tag()) else {
             self.metrics
                 .records_dropped
-                .get_or_create(&vec![("source", source.to_owned()), ("reason", "no_output_matched".to_owned())])
+                .get_or_create(&vec![
+                    ("source", source.to_owned()),
+                    ("reason", "no_output_matched".to_owned()),
+                ])
                 .inc_by(batch.len() as u64);
             if let Some(suppressed) = self.unmatched_log.allow() {
-                tracing::warn!(tag = batch.tag(), events = batch.len(), suppressed,
-                    "no output matches this tag; events dropped");
+                tracing::warn!(
+                    tag = batch.tag(),
+                    events = batch.len(),
+                    suppressed,
+                    "no output matches this tag; events dropped"
+                );
             }
             return Ok(());
         };

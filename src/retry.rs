@@ -108,7 +108,9 @@ impl RetryPolicy {
             if out_of_times || now_ms >= deadline {
                 return RetryDecision::GiveUp { failures };
             }
-            let next = now_ms.saturating_add(duration_ms(self.wait(failures))).min(deadline);
+            let next = now_ms
+                .saturating_add(duration_ms(self.wait(failures)))
+                .min(deadline);
             return RetryDecision::Retry(RetryState {
                 failures,
                 first_failure_ms: Some(first),
@@ -153,7 +155,11 @@ mod tests {
         let p = policy(|c| c.retry_max_interval = Some(ConfigDuration::secs(5)));
         let waits: Vec<_> = (1..=5).map(|n| p.wait(n).as_secs()).collect();
         assert_eq!(waits, vec![1, 2, 4, 5, 5]);
-        assert_eq!(p.wait(10_000), Duration::from_secs(5), "huge exponents do not overflow");
+        assert_eq!(
+            p.wait(10_000),
+            Duration::from_secs(5),
+            "huge exponents do not overflow"
+        );
     }
 
     #[test]
@@ -172,7 +178,10 @@ mod tests {
         let (mut lo, mut hi) = (f64::MAX, 0f64);
         for _ in 0..2000 {
             let w = p.wait(4).as_secs_f64();
-            assert!((7.0 - 1e-9..=9.0 + 1e-9).contains(&w), "8s ± 12.5% gave {w}");
+            assert!(
+                (7.0 - 1e-9..=9.0 + 1e-9).contains(&w),
+                "8s ± 12.5% gave {w}"
+            );
             lo = lo.min(w);
             hi = hi.max(w);
         }
@@ -190,19 +199,32 @@ mod tests {
             }
         }
         // The third failure is the first attempt plus two retries failing: give up.
-        assert_eq!(p.on_failure(st, 1000), RetryDecision::GiveUp { failures: 3 });
+        assert_eq!(
+            p.on_failure(st, 1000),
+            RetryDecision::GiveUp { failures: 3 }
+        );
     }
 
     #[test]
     fn timeout_counts_from_the_first_failure_and_clamps_the_last_retry() {
         let p = policy(|c| c.retry_timeout = ConfigDuration::secs(10));
-        let RetryDecision::Retry(s1) = p.on_failure(RetryState::default(), 0) else { panic!() };
-        assert_eq!((s1.failures, s1.first_failure_ms, s1.next_attempt_ms), (1, Some(0), 1000));
+        let RetryDecision::Retry(s1) = p.on_failure(RetryState::default(), 0) else {
+            panic!()
+        };
+        assert_eq!(
+            (s1.failures, s1.first_failure_ms, s1.next_attempt_ms),
+            (1, Some(0), 1000)
+        );
         // At t=8s the 16 s wait would pass the deadline: the last retry is at the deadline.
         let s = RetryState { failures: 4, ..s1 };
-        let RetryDecision::Retry(s5) = p.on_failure(s, 8_000) else { panic!() };
+        let RetryDecision::Retry(s5) = p.on_failure(s, 8_000) else {
+            panic!()
+        };
         assert_eq!(s5.next_attempt_ms, 10_000);
-        assert_eq!(p.on_failure(s5, 10_000), RetryDecision::GiveUp { failures: 6 });
+        assert_eq!(
+            p.on_failure(s5, 10_000),
+            RetryDecision::GiveUp { failures: 6 }
+        );
     }
 
     #[test]
@@ -212,7 +234,14 @@ mod tests {
             c.retry_max_times = Some(0);
             c.retry_timeout = ConfigDuration::secs(1);
         });
-        let st = RetryState { failures: 100, first_failure_ms: Some(0), next_attempt_ms: 0 };
-        assert!(matches!(p.on_failure(st, 1_000_000), RetryDecision::Retry(_)));
+        let st = RetryState {
+            failures: 100,
+            first_failure_ms: Some(0),
+            next_attempt_ms: 0,
+        };
+        assert!(matches!(
+            p.on_failure(st, 1_000_000),
+            RetryDecision::Retry(_)
+        ));
     }
 }

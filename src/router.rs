@@ -181,7 +181,13 @@ mod tests {
     #[test]
     fn bad_patterns_are_errors() {
         assert_eq!(TagPattern::parse("  "), Err(PatternError::Empty));
-        assert!(matches!(TagPattern::parse("{a,b"), Err(PatternError::UnbalancedBraces(_))));
-        assert!(matches!(TagPattern::parse("a}"), Err(PatternError::UnbalancedBraces(_))));
+        assert!(matches!(
+            TagPattern::parse("{a,b"),
+            Err(PatternError::UnbalancedBraces(_))
+        ));
+        assert!(matches!(
+            TagPattern::parse("a}"),
+            Err(PatternError::UnbalancedBraces(_))
+        ));
     }
 }

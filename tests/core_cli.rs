@@ -11,13 +11,17 @@ use common::*;
 /// Every record in every NDJSON file under `dir`.
 fn records_in(dir: &Path) -> Vec<serde_json::Value> {
     let mut out = Vec::new();
-    let Ok(entries) = std::fs::read_dir(dir) else { return out };
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return out;
+    };
     let mut paths: Vec<_> = entries.filter_map(|e| e.ok()).map(|e| e.path()).collect();
     paths.sort();
     for p in paths {
         if p.extension().is_some_and(|e| e == "ndjson") {
             for line in std::fs::read_to_string(&p).unwrap().lines() {
-                out.push(serde_json::from_str(line).unwrap_or_else(|e| panic!("{p:?}: {e}: {line}")));
+                out.push(
+                    serde_json::from_str(line).unwrap_or_else(|e| panic!("{p:?}: {e}: {line}")),
+                );
             }
         }
     }
@@ -41,20 +45,37 @@ fn quickstart_writes_the_sample_records_to_files_and_prints_them() {
         .unwrap();
     let out_dir = dir.path().join("data/out");
     // flush_interval is 5s in the quick start: wait for the first file to appear.
-    wait_for(Duration::from_secs(15), "a file from the quick start", || {
-        (!records_in(&out_dir).is_empty()).then_some(())
-    });
+    wait_for(
+        Duration::from_secs(15),
+        "a file from the quick start",
+        || (!records_in(&out_dir).is_empty()).then_some(()),
+    );
     sigterm(&child);
     let status = wait_exit(&mut child, Duration::from_secs(20));
     assert!(status.success(), "exit status {status:?}");
     let mut stdout = String::new();
     use std::io::Read;
-    child.stdout.take().unwrap().read_to_string(&mut stdout).unwrap();
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut stdout)
+        .unwrap();
     let printed: Vec<&str> = stdout.lines().collect();
     let stored = records_in(&out_dir);
-    assert!(stored.len() >= 5, "expected ≥5 records in 5 s, got {}", stored.len());
-    assert!(stored.iter().all(|r| r == &serde_json::json!({"message": "sample"})));
-    assert_eq!(printed.len(), stored.len(), "every printed event was stored (flush at shutdown)");
+    assert!(
+        stored.len() >= 5,
+        "expected ≥5 records in 5 s, got {}",
+        stored.len()
+    );
+    assert!(stored
+        .iter()
+        .all(|r| r == &serde_json::json!({"message": "sample"})));
+    assert_eq!(
+        printed.len(),
+        stored.len(),
+        "every printed event was stored (flush at shutdown)"
+    );
     for line in printed {
         // 2020-10-15 08:21:18.081312494 +0000 raw.sample: {"message":"sample"}
         let (stamp, rest) = line.split_at(35);
@@ -163,13 +184,27 @@ fn sigterm_flushes_staged_records_before_exit() {
     let conf = interval_config(dir.path());
     let mut child = spawn_relay(&conf, &[]);
     std::thread::sleep(Duration::from_millis(1500));
-    assert!(records_in(&dir.path().join("out")).is_empty(), "nothing flushed before 60 s");
+    assert!(
+        records_in(&dir.path().join("out")).is_empty(),
+        "nothing flushed before 60 s"
+    );
     sigterm(&child);
     let status = wait_exit(&mut child, Duration::from_secs(20));
-    assert!(status.success(), "{status:?}\n{}", read_log(dir.path(), "stderr.log"));
+    assert!(
+        status.success(),
+        "{status:?}\n{}",
+        read_log(dir.path(), "stderr.log")
+    );
     let stored = records_in(&dir.path().join("out"));
-    assert!(stored.len() >= 10, "≈30 records emitted in 1.5 s, {} stored", stored.len());
+    assert!(
+        stored.len() >= 10,
+        "≈30 records emitted in 1.5 s, {} stored",
+        stored.len()
+    );
     let ids: Vec<u64> = stored.iter().map(|r| r["n"].as_u64().unwrap()).collect();
     let expected: Vec<u64> = (0..ids.len() as u64).collect();
-    assert_eq!(ids, expected, "every emitted record, in order, none missing");
+    assert_eq!(
+        ids, expected,
+        "every emitted record, in order, none missing"
+    );
 }

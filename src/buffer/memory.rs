@@ -228,7 +228,10 @@ impl Buffer for MemoryBuffer {
 
     async fn commit(&self, id: ChunkId) -> Result<(), BufferError> {
         let mut st = self.lock();
-        let c = st.in_flight.remove(&id).ok_or(BufferError::NotInFlight(id))?;
+        let c = st
+            .in_flight
+            .remove(&id)
+            .ok_or(BufferError::NotInFlight(id))?;
         st.forget(&c);
         drop(st);
         self.space_freed.notify_waiters();
@@ -242,7 +245,10 @@ impl Buffer for MemoryBuffer {
         retry: RetryState,
     ) -> Result<(), BufferError> {
         let mut st = self.lock();
-        let mut c = st.in_flight.remove(&id).ok_or(BufferError::NotInFlight(id))?;
+        let mut c = st
+            .in_flight
+            .remove(&id)
+            .ok_or(BufferError::NotInFlight(id))?;
         c.delivered = delivered;
         c.retry = retry;
         st.queued.insert(id, c);
@@ -313,11 +319,17 @@ mod tests {
         let b = MemoryBuffer::new(policy(10_000, OverflowAction::Block));
         b.append(recs(25, 10)).await.unwrap(); // 10 per chunk: 2 full chunks + 5 staged
         let s = b.stats();
-        assert_eq!((s.staged_chunks, s.queued_chunks, s.records, s.bytes), (1, 2, 25, 250));
+        assert_eq!(
+            (s.staged_chunks, s.queued_chunks, s.records, s.bytes),
+            (1, 2, 25, 250)
+        );
         let c1 = b.take(now_ms()).await.unwrap().unwrap();
         let c2 = b.take(now_ms()).await.unwrap().unwrap();
         assert!(c1.id < c2.id);
-        assert!(b.take(now_ms()).await.unwrap().is_none(), "in-flight chunks are not taken twice");
+        assert!(
+            b.take(now_ms()).await.unwrap().is_none(),
+            "in-flight chunks are not taken twice"
+        );
         b.commit(c1.id).await.unwrap();
         assert_eq!(b.stats().records, 15);
         assert!(b.commit(c1.id).await.is_err());
@@ -330,7 +342,11 @@ mod tests {
         b.enqueue_staged(Enqueue::All).await.unwrap();
         let c = b.take(now_ms()).await.unwrap().unwrap();
         let delivered: DeliveredSet = [0, 2].into_iter().collect();
-        let retry = RetryState { failures: 1, first_failure_ms: Some(1), next_attempt_ms: 1_000 };
+        let retry = RetryState {
+            failures: 1,
+            first_failure_ms: Some(1),
+            next_attempt_ms: 1_000,
+        };
         b.release(c.id, delivered.clone(), retry).await.unwrap();
         assert!(b.take(999).await.unwrap().is_none());
         let again = b.take(1_000).await.unwrap().unwrap();
@@ -343,7 +359,17 @@ mod tests {
         let b = MemoryBuffer::new(policy(100, OverflowAction::ThrowException));
         b.append(recs(9, 10)).await.unwrap();
         let err = b.append(recs(2, 10)).await.unwrap_err();
-        assert!(matches!(err, AppendError::Overflow { used: 90, limit: 100, .. }), "{err}");
+        assert!(
+            matches!(
+                err,
+                AppendError::Overflow {
+                    used: 90,
+                    limit: 100,
+                    ..
+                }
+            ),
+            "{err}"
+        );
         assert_eq!(b.stats().records, 9, "a rejected append stores nothing");
     }
 
@@ -364,7 +390,10 @@ mod tests {
         let b2 = Arc::clone(&b);
         let blocked = tokio::spawn(async move { b2.append(recs(1, 10)).await });
         tokio::time::sleep(Duration::from_millis(50)).await;
-        assert!(!blocked.is_finished(), "append must wait while the buffer is full");
+        assert!(
+            !blocked.is_finished(),
+            "append must wait while the buffer is full"
+        );
         let c = b.take(now_ms()).await.unwrap().unwrap();
         b.commit(c.id).await.unwrap();
         tokio::time::timeout(Duration::from_secs(2), blocked)
@@ -382,7 +411,10 @@ mod tests {
         let blocked = tokio::spawn(async move { b2.append(recs(1, 10)).await });
         tokio::time::sleep(Duration::from_millis(20)).await;
         b.close();
-        let res = tokio::time::timeout(Duration::from_secs(2), blocked).await.unwrap().unwrap();
+        let res = tokio::time::timeout(Duration::from_secs(2), blocked)
+            .await
+            .unwrap()
+            .unwrap();
         assert!(matches!(res, Err(AppendError::Closed(_))));
     }
 }

@@ -27,7 +27,9 @@ pub use records::Records;
 
 /// Identifies a chunk within one output's buffer. Ids increase with creation time, so ordering
 /// by id is ordering by age.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
 pub struct ChunkId(pub u64);
 
 impl std::fmt::Display for ChunkId {

@@ -186,12 +186,23 @@ mod tests {
     fn small_append_goes_into_the_staged_chunk() {
         let p = policy(100, None, FlushMode::Interval);
         let plan = p
-            .plan(Some(StagedSize { bytes: 10, records: 1 }), &recs(&[10, 10]))
+            .plan(
+                Some(StagedSize {
+                    bytes: 10,
+                    records: 1,
+                }),
+                &recs(&[10, 10]),
+            )
             .unwrap();
         assert!(!plan.close_staged_first);
         assert_eq!(
             plan.parts,
-            vec![PlacedPart { range: 0..2, bytes: 20, new_chunk: false, close_after: false }]
+            vec![PlacedPart {
+                range: 0..2,
+                bytes: 20,
+                new_chunk: false,
+                close_after: false
+            }]
         );
     }
 
@@ -206,7 +217,13 @@ mod tests {
     fn overflowing_append_spills_into_new_chunks_at_record_boundaries() {
         let p = policy(100, None, FlushMode::Interval);
         let plan = p
-            .plan(Some(StagedSize { bytes: 80, records: 8 }), &recs(&[15, 60, 30, 40]))
+            .plan(
+                Some(StagedSize {
+                    bytes: 80,
+                    records: 8,
+                }),
+                &recs(&[15, 60, 30, 40]),
+            )
             .unwrap();
         assert!(!plan.close_staged_first);
         let shape: Vec<_> = plan
@@ -226,7 +243,13 @@ mod tests {
     fn append_that_does_not_fit_at_all_closes_the_staged_chunk_first() {
         let p = policy(100, None, FlushMode::Interval);
         let plan = p
-            .plan(Some(StagedSize { bytes: 90, records: 9 }), &recs(&[20]))
+            .plan(
+                Some(StagedSize {
+                    bytes: 90,
+                    records: 9,
+                }),
+                &recs(&[20]),
+            )
             .unwrap();
         assert!(plan.close_staged_first);
         assert_eq!(plan.parts.len(), 1);
@@ -237,7 +260,11 @@ mod tests {
     fn record_limit_closes_chunks() {
         let p = policy(1000, Some(2), FlushMode::Interval);
         let plan = p.plan(None, &recs(&[1, 1, 1])).unwrap();
-        let shape: Vec<_> = plan.parts.iter().map(|p| (p.range.clone(), p.close_after)).collect();
+        let shape: Vec<_> = plan
+            .parts
+            .iter()
+            .map(|p| (p.range.clone(), p.close_after))
+            .collect();
         assert_eq!(shape, vec![(0..2, true), (2..3, false)]);
     }
 
@@ -261,7 +288,11 @@ mod tests {
     fn a_record_larger_than_a_chunk_is_rejected_not_split() {
         let p = policy(100, None, FlushMode::Interval);
         let err = p.plan(None, &recs(&[10, 101])).unwrap_err();
-        assert!(err.to_string().contains("101 bytes is larger than chunk_limit_size"), "{err}");
+        assert!(
+            err.to_string()
+                .contains("101 bytes is larger than chunk_limit_size"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -143,10 +143,7 @@ impl Records {
         let start = self.range(range.start).start;
         let end = self.ends[range.end - 1] as usize;
         let data = self.data[start..end].to_vec();
-        let ends = self.ends[range]
-            .iter()
-            .map(|&e| e - start as u32)
-            .collect();
+        let ends = self.ends[range].iter().map(|&e| e - start as u32).collect();
         Records { data, ends }
     }
 

@@ -177,14 +177,20 @@ impl BufferConfig {
         if !(self.retry_exponential_backoff_base > 1.0
             && self.retry_exponential_backoff_base.is_finite())
         {
-            p.push(("retry_exponential_backoff_base", "must be greater than 1".to_owned()));
+            p.push((
+                "retry_exponential_backoff_base",
+                "must be greater than 1".to_owned(),
+            ));
         }
         if self.retry_wait.0.is_zero() {
             p.push(("retry_wait", "must be greater than 0".to_owned()));
         }
         if let Some(max) = self.retry_max_interval {
             if max.0 < self.retry_wait.0 {
-                p.push(("retry_max_interval", "must not be smaller than retry_wait".to_owned()));
+                p.push((
+                    "retry_max_interval",
+                    "must not be smaller than retry_wait".to_owned(),
+                ));
             }
         }
         p

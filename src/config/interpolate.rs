@@ -141,8 +141,14 @@ mod tests {
 
     #[test]
     fn expands_set_variables_and_defaults() {
-        assert_eq!(expand_with("${ROLE}", env).unwrap(), "arn:aws:iam::1:role/r");
-        assert_eq!(expand_with("x-${ROLE}-y", env).unwrap(), "x-arn:aws:iam::1:role/r-y");
+        assert_eq!(
+            expand_with("${ROLE}", env).unwrap(),
+            "arn:aws:iam::1:role/r"
+        );
+        assert_eq!(
+            expand_with("x-${ROLE}-y", env).unwrap(),
+            "x-arn:aws:iam::1:role/r-y"
+        );
         assert_eq!(expand_with("${NOPE:-fallback}", env).unwrap(), "fallback");
         assert_eq!(expand_with("${EMPTY:-fallback}", env).unwrap(), "fallback");
         assert_eq!(expand_with("${NOPE:-}", env).unwrap(), "");
@@ -162,8 +168,17 @@ mod tests {
             expand_with("${NOPE}", env).unwrap_err().to_string(),
             "environment variable `NOPE` is not set (write `${NOPE:-default}` to allow that)"
         );
-        assert!(matches!(expand_with("${ROLE", env), Err(InterpolateError::Malformed(_))));
-        assert!(matches!(expand_with("${}", env), Err(InterpolateError::Malformed(_))));
-        assert!(matches!(expand_with("${A B}", env), Err(InterpolateError::Malformed(_))));
+        assert!(matches!(
+            expand_with("${ROLE", env),
+            Err(InterpolateError::Malformed(_))
+        ));
+        assert!(matches!(
+            expand_with("${}", env),
+            Err(InterpolateError::Malformed(_))
+        ));
+        assert!(matches!(
+            expand_with("${A B}", env),
+            Err(InterpolateError::Malformed(_))
+        ));
     }
 }

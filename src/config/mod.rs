@@ -51,12 +51,16 @@ pub enum LogFormat {
 pub struct HttpConfig {
     /// Address to listen on; an empty string disables the endpoint.
     pub listen: String,
+    /// When set (0–1), `/readyz` answers 503 while any output's buffer is fuller than this
+    /// fraction of its `total_limit_size`, so a load balancer steers new clients elsewhere.
+    pub ready_max_buffer_fill: Option<f64>,
 }
 
 impl Default for HttpConfig {
     fn default() -> Self {
         HttpConfig {
             listen: "0.0.0.0:24231".to_owned(),
+            ready_max_buffer_fill: None,
         }
     }
 }
@@ -147,13 +151,15 @@ pub struct TypeTag(Option<String>);
 
 /// Extracts component `section.name` of type chosen by its `type` key.
 pub(crate) fn component_type(figment: &Figment, path: &str) -> Result<String, figment::Error> {
-    figment.extract_inner::<String>(&format!("{path}.type")).map_err(|mut e| {
-        if e.path.is_empty() || e.path.last().is_some_and(|k| k != "type") {
-            e.path = path.split('.').map(str::to_owned).collect();
-            e.path.push("type".to_owned());
-        }
-        e
-    })
+    figment
+        .extract_inner::<String>(&format!("{path}.type"))
+        .map_err(|mut e| {
+            if e.path.is_empty() || e.path.last().is_some_and(|k| k != "type") {
+                e.path = path.split('.').map(str::to_owned).collect();
+                e.path.push("type".to_owned());
+            }
+            e
+        })
 }
 
 /// Extracts a component struct from `path`, keeping full key paths in errors.
@@ -222,7 +228,8 @@ impl Config {
     /// Loads, merges and validates the configuration.
     pub fn load(source: &ConfigSource) -> Result<Config, ConfigError> {
         let figment = Self::figment(source)?;
-        let mut config = Self::extract(&figment).map_err(|e| ConfigError(describe_figment_error(e)))?;
+        let mut config =
+            Self::extract(&figment).map_err(|e| ConfigError(describe_figment_error(e)))?;
         if let Some(file) = &source.file {
             config.order = declared_order(file)?;
         }
@@ -250,16 +257,22 @@ impl Config {
             ..Config::default()
         };
         for name in top.sources.keys() {
-            keep(SourceConfig::extract(figment, &format!("sources.{name}"))
-                .map(|c| drop(config.sources.insert(name.clone(), c))));
+            keep(
+                SourceConfig::extract(figment, &format!("sources.{name}"))
+                    .map(|c| drop(config.sources.insert(name.clone(), c))),
+            );
         }
         for name in top.filters.keys() {
-            keep(FilterConfig::extract(figment, &format!("filters.{name}"))
-                .map(|c| drop(config.filters.insert(name.clone(), c))));
+            keep(
+                FilterConfig::extract(figment, &format!("filters.{name}"))
+                    .map(|c| drop(config.filters.insert(name.clone(), c))),
+            );
         }
         for name in top.outputs.keys() {
-            keep(OutputConfig::extract(figment, &format!("outputs.{name}"))
-                .map(|c| drop(config.outputs.insert(name.clone(), c))));
+            keep(
+                OutputConfig::extract(figment, &format!("outputs.{name}"))
+                    .map(|c| drop(config.outputs.insert(name.clone(), c))),
+            );
         }
         match errors {
             Some(e) => Err(e),
@@ -331,6 +344,24 @@ impl Config {
             for (key, msg) in out.problems() {
                 problem(format!("outputs.{name}.{key}"), msg);
             }
+        }
+        if let Some(f) = self.http.ready_max_buffer_fill {
+            if !(f > 0.0 && f <= 1.0) {
+                problem(
+                    "http.ready_max_buffer_fill".into(),
+                    "must be in (0, 1]".into(),
+                );
+            }
+        }
+        if !self.http.listen.is_empty() && self.http.listen.parse::<std::net::SocketAddr>().is_err()
+        {
+            problem(
+                "http.listen".into(),
+                format!(
+                    "`{}` is not an address like 0.0.0.0:24231",
+                    self.http.listen
+                ),
+            );
         }
         if self.data_dir.as_os_str().is_empty() {
             problem("data_dir".into(), "must not be empty".into());
@@ -421,7 +452,10 @@ pub fn declared_order(file: &Path) -> Result<DeclaredOrder, ConfigError> {
 
 /// The environment variable that sets the key at `path`.
 pub fn env_var_name<S: AsRef<str>>(path: &[S]) -> String {
-    let joined: Vec<String> = path.iter().map(|k| k.as_ref().to_ascii_uppercase()).collect();
+    let joined: Vec<String> = path
+        .iter()
+        .map(|k| k.as_ref().to_ascii_uppercase())
+        .collect();
     format!("{ENV_PREFIX}{}", joined.join("__"))
 }
 

@@ -37,7 +37,11 @@ fn file_values_override_defaults() {
         let cfg = load(jail, BASE).unwrap();
         let out = &cfg.outputs["zeta"];
         assert_eq!(out.buffer().flush_interval, ConfigDuration::secs(10));
-        assert_eq!(out.buffer().flush_thread_count, 1, "untouched keys keep their default");
+        assert_eq!(
+            out.buffer().flush_thread_count,
+            1,
+            "untouched keys keep their default"
+        );
         assert_eq!(cfg.shutdown_timeout, ConfigDuration::secs(60));
         Ok(())
     });
@@ -62,10 +66,13 @@ fn environment_overrides_the_file() {
 fn variables_are_expanded_in_file_strings() {
     Jail::expect_with(|jail| {
         jail.set_env("OUT_DIR", "/srv/logs");
-        let text = BASE.replace("/tmp/relay-test/out", "${OUT_DIR}/relay")
+        let text = BASE
+            .replace("/tmp/relay-test/out", "${OUT_DIR}/relay")
             .replace("app.gen", "${GEN_TAG:-app.default}");
         let cfg = load(jail, &text).unwrap();
-        let crate::sink::OutputConfig::File(f) = &cfg.outputs["zeta"] else { panic!() };
+        let crate::sink::OutputConfig::File(f) = &cfg.outputs["zeta"] else {
+            panic!()
+        };
         assert_eq!(f.path, PathBuf::from("/srv/logs/relay"));
         let crate::source::SourceConfig::Sample(s) = &cfg.sources["gen"];
         assert_eq!(s.tag, "app.default");
@@ -103,7 +110,10 @@ fn a_misspelled_key_in_the_environment_names_the_variable() {
         jail.set_env("RELAY_OUTPUTS__ZETA__BUFFER__FLUSH_INTERVALL", "5s");
         let err = load(jail, BASE).unwrap_err().to_string();
         assert!(err.contains("flush_intervall"), "{err}");
-        assert!(err.contains("RELAY_OUTPUTS__ZETA__BUFFER__FLUSH_INTERVALL"), "{err}");
+        assert!(
+            err.contains("RELAY_OUTPUTS__ZETA__BUFFER__FLUSH_INTERVALL"),
+            "{err}"
+        );
         Ok(())
     });
 }
@@ -113,7 +123,10 @@ fn a_wrong_type_names_the_key() {
     Jail::expect_with(|jail| {
         let text = BASE.replace("flush_interval = \"10s\"", "flush_thread_count = \"many\"");
         let err = load(jail, &text).unwrap_err().to_string();
-        assert!(err.contains("outputs.zeta.buffer.flush_thread_count"), "{err}");
+        assert!(
+            err.contains("outputs.zeta.buffer.flush_thread_count"),
+            "{err}"
+        );
         Ok(())
     });
 }
@@ -157,7 +170,9 @@ fn impossible_values_from_the_environment_name_the_variable() {
         jail.set_env("RELAY_OUTPUTS__ZETA__BUFFER__FLUSH_THREAD_COUNT", "0");
         let err = load(jail, BASE).unwrap_err().to_string();
         assert!(
-            err.contains("from environment variable RELAY_OUTPUTS__ZETA__BUFFER__FLUSH_THREAD_COUNT"),
+            err.contains(
+                "from environment variable RELAY_OUTPUTS__ZETA__BUFFER__FLUSH_THREAD_COUNT"
+            ),
             "{err}"
         );
         Ok(())
@@ -169,7 +184,10 @@ fn bad_match_patterns_are_rejected() {
     Jail::expect_with(|jail| {
         let text = BASE.replace("match = \"app.**\"", "match = \"{app,web\"");
         let err = load(jail, &text).unwrap_err().to_string();
-        assert!(err.contains("outputs.zeta.match") && err.contains("unbalanced braces"), "{err}");
+        assert!(
+            err.contains("outputs.zeta.match") && err.contains("unbalanced braces"),
+            "{err}"
+        );
         Ok(())
     });
 }
@@ -190,7 +208,10 @@ fn a_missing_file_is_a_clear_error() {
     })
     .unwrap_err()
     .to_string();
-    assert!(err.contains("/nonexistent/relay.toml does not exist"), "{err}");
+    assert!(
+        err.contains("/nonexistent/relay.toml does not exist"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -201,6 +222,12 @@ fn secrets_are_redacted_when_printed() {
     .unwrap();
     redact(&mut v);
     let text = toml::to_string(&v).unwrap();
-    assert!(!text.contains("s3cret") && !text.contains("\"x\""), "{text}");
-    assert!(text.contains("AKIA"), "non-secret keys stay visible: {text}");
+    assert!(
+        !text.contains("s3cret") && !text.contains("\"x\""),
+        "{text}"
+    );
+    assert!(
+        text.contains("AKIA"),
+        "non-secret keys stay visible: {text}"
+    );
 }

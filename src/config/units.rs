@@ -108,7 +108,12 @@ pub fn format_duration(d: Duration) -> String {
     if d.subsec_nanos() % 1_000_000 != 0 {
         return format!("{}s", d.as_secs_f64());
     }
-    for (unit, size) in [("d", 86_400_000u128), ("h", 3_600_000), ("m", 60_000), ("s", 1000)] {
+    for (unit, size) in [
+        ("d", 86_400_000u128),
+        ("h", 3_600_000),
+        ("m", 60_000),
+        ("s", 1000),
+    ] {
         if ms != 0 && ms % size == 0 {
             return format!("{}{}", ms / size, unit);
         }
@@ -118,7 +123,12 @@ pub fn format_duration(d: Duration) -> String {
 
 /// Canonical text of a size.
 pub fn format_size(bytes: u64) -> String {
-    for (unit, size) in [("t", 1u64 << 40), ("g", 1 << 30), ("m", 1 << 20), ("k", 1 << 10)] {
+    for (unit, size) in [
+        ("t", 1u64 << 40),
+        ("g", 1 << 30),
+        ("m", 1 << 20),
+        ("k", 1 << 10),
+    ] {
         if bytes != 0 && bytes % size == 0 {
             return format!("{}{}", bytes / size, unit);
         }
@@ -253,7 +263,10 @@ mod tests {
         assert_eq!(parse_duration("1d").unwrap(), Duration::from_secs(86400));
         assert_eq!(parse_duration("1").unwrap(), Duration::from_secs(1));
         assert_eq!(parse_duration("0.5").unwrap(), Duration::from_millis(500));
-        assert_eq!(parse_duration(" 1.5s ").unwrap(), Duration::from_millis(1500));
+        assert_eq!(
+            parse_duration(" 1.5s ").unwrap(),
+            Duration::from_millis(1500)
+        );
     }
 
     #[test]

@@ -53,7 +53,10 @@ mod tests {
     #[test]
     fn renders_like_fluentd() {
         let mut b = EventBatch::new("raw.sample");
-        b.push_raw(EventTime::from_parts(1_602_750_078, 81_312_494), r#"{"message":"sample"}"#);
+        b.push_raw(
+            EventTime::from_parts(1_602_750_078, 81_312_494),
+            r#"{"message":"sample"}"#,
+        );
         let mut out = Vec::new();
         render(&b, &mut out);
         assert_eq!(

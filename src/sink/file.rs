@@ -12,9 +12,9 @@ use std::path::{Path, PathBuf};
 use async_trait::async_trait;
 
 use super::{CommonOutput, Delivery, ErrorClass, Sink, SinkError};
+use crate::buffer::Chunk;
 use crate::config::buffer::BufferConfig;
 use crate::format::FormatOptions;
-use crate::buffer::Chunk;
 
 /// `[outputs.NAME]` with `type = "file"`.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]

@@ -128,6 +128,11 @@ pub trait Sink: Send + Sync {
 
     /// A short description for logs, e.g. `firehose stream=logs region=eu-west-1`.
     fn describe(&self) -> String;
+
+    /// When the sink's credentials expire (Unix ms), for `/status`; `None` when it has none.
+    fn credential_expiry_ms(&self) -> Option<u64> {
+        None
+    }
 }
 
 /// `[outputs.NAME]`, chosen by `type`.

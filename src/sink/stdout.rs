@@ -5,9 +5,9 @@ use async_trait::async_trait;
 use tokio::io::AsyncWriteExt;
 
 use super::{CommonOutput, Delivery, ErrorClass, Sink, SinkError};
+use crate::buffer::Chunk;
 use crate::config::buffer::BufferConfig;
 use crate::format::FormatOptions;
-use crate::buffer::Chunk;
 
 /// `[outputs.NAME]` with `type = "stdout"`.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]

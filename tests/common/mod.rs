@@ -39,7 +39,10 @@ pub fn spawn_relay(config: &Path, env: &[(&str, &str)]) -> Child {
     let mut cmd = Command::new(relay_bin());
     cmd.arg("run").arg("--config").arg(config);
     cmd.env_remove("RELAY_CONFIG");
-    cmd.env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()));
+    cmd.env(
+        "RUST_LOG",
+        std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
+    );
     for (k, v) in env {
         cmd.env(k, v);
     }
@@ -89,7 +92,9 @@ pub fn wait_for<T>(limit: Duration, what: &str, mut check: impl FnMut() -> Optio
 /// Waits until something listens on `127.0.0.1:port`.
 pub fn wait_listening(port: u16, limit: Duration) {
     wait_for(limit, &format!("a listener on port {port}"), || {
-        std::net::TcpStream::connect(("127.0.0.1", port)).ok().map(|_| ())
+        std::net::TcpStream::connect(("127.0.0.1", port))
+            .ok()
+            .map(|_| ())
     });
 }
 
@@ -132,9 +137,20 @@ pub fn python() -> PathBuf {
             .status()
             .map(|s| s.success())
             .unwrap_or(false);
-        assert!(ok, "cannot create a Python venv at {} (is python3-venv installed?)", venv.display());
+        assert!(
+            ok,
+            "cannot create a Python venv at {} (is python3-venv installed?)",
+            venv.display()
+        );
         let out = Command::new(&py)
-            .args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check", "-r"])
+            .args([
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+                "-r",
+            ])
             .arg(&reqs)
             .output()
             .expect("run pip");

@@ -1,0 +1,218 @@
+//! The operations endpoint: `GET /metrics` (Prometheus text), `/healthz` (alive), `/readyz`
+//! (ready for clients), `/status` (JSON: is the data safe?).
+//!
+//! Readiness is about data safety, not only liveness: it is 503 until the buffers are recovered
+//! and every source listens, 503 as soon as shutdown starts, and (with
+//! `http.ready_max_buffer_fill`) 503 while a buffer is nearly full.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use anyhow::Context;
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::Serialize;
+
+use crate::buffer::now_ms;
+use crate::metrics::output_label;
+use crate::pipeline::Pipeline;
+
+/// Process-wide readiness flags.
+#[derive(Debug, Default)]
+pub struct Health {
+    ready: AtomicBool,
+    shutting_down: AtomicBool,
+}
+
+impl Health {
+    /// Buffers recovered and sources listening.
+    pub fn set_ready(&self) {
+        self.ready.store(true, Ordering::Release);
+    }
+
+    /// Shutdown started: readiness fails from now on.
+    pub fn set_shutting_down(&self) {
+        self.shutting_down.store(true, Ordering::Release);
+    }
+
+    /// Started and not stopping.
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Acquire) && !self.shutting_down.load(Ordering::Acquire)
+    }
+
+    /// Shutdown started.
+    pub fn is_shutting_down(&self) -> bool {
+        self.shutting_down.load(Ordering::Acquire)
+    }
+}
+
+/// What the handlers need.
+#[derive(Clone)]
+pub struct HttpState {
+    /// The running pipeline.
+    pub pipeline: Arc<Pipeline>,
+    /// Readiness flags.
+    pub health: Arc<Health>,
+    /// `http.ready_max_buffer_fill`.
+    pub max_fill: Option<f64>,
+}
+
+/// One output in `/status`.
+#[derive(Debug, Serialize)]
+pub struct OutputStatus {
+    /// Buffer bytes / `total_limit_size`.
+    pub buffer_fill_ratio: f64,
+    /// The buffer's counters.
+    pub buffer: crate::buffer::BufferStats,
+    /// Age of the oldest queued chunk.
+    pub oldest_queued_age_seconds: Option<f64>,
+    /// Queued chunks that failed at least once.
+    pub chunks_in_retry: usize,
+    /// Unix time of the last fully successful delivery.
+    pub last_delivery_unix: Option<i64>,
+    /// Unix time the output's credentials expire.
+    pub credential_expiry_unix: Option<u64>,
+}
+
+/// The `/status` document.
+#[derive(Debug, Serialize)]
+pub struct Status {
+    /// Same as `/readyz`.
+    pub ready: bool,
+    /// Shutdown in progress.
+    pub shutting_down: bool,
+    /// Per output.
+    pub outputs: std::collections::BTreeMap<String, OutputStatus>,
+}
+
+fn fill_ratio(s: &crate::buffer::BufferStats) -> f64 {
+    if s.limit_bytes == 0 {
+        0.0
+    } else {
+        s.bytes as f64 / s.limit_bytes as f64
+    }
+}
+
+impl HttpState {
+    fn status(&self) -> Status {
+        let now = now_ms();
+        let mut outputs = std::collections::BTreeMap::new();
+        for o in self.pipeline.outputs() {
+            let s = o.buffer.stats();
+            let last = self
+                .pipeline
+                .metrics()
+                .last_delivery_timestamp
+                .get_or_create(&output_label(&o.name))
+                .get();
+            outputs.insert(
+                o.name.clone(),
+                OutputStatus {
+                    buffer_fill_ratio: fill_ratio(&s),
+                    oldest_queued_age_seconds: s
+                        .oldest_queued_ms
+                        .map(|t| now.saturating_sub(t) as f64 / 1000.0),
+                    chunks_in_retry: s.retrying_chunks,
+                    last_delivery_unix: (last > 0).then_some(last),
+                    credential_expiry_unix: o.sink.credential_expiry_ms().map(|ms| ms / 1000),
+                    buffer: s,
+                },
+            );
+        }
+        Status {
+            ready: self.readiness().is_ok(),
+            shutting_down: self.health.is_shutting_down(),
+            outputs,
+        }
+    }
+
+    /// `Ok` when ready, else why not.
+    fn readiness(&self) -> Result<(), String> {
+        if self.health.is_shutting_down() {
+            return Err("shutting down".into());
+        }
+        if !self.health.is_ready() {
+            return Err("starting: buffers recovering or sources not listening yet".into());
+        }
+        if let Some(max) = self.max_fill {
+            for o in self.pipeline.outputs() {
+                let fill = fill_ratio(&o.buffer.stats());
+                if fill > max {
+                    return Err(format!(
+                        "buffer of output `{}` is {:.0}% full (ready_max_buffer_fill = {:.0}%)",
+                        o.name,
+                        fill * 100.0,
+                        max * 100.0
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+async fn metrics(State(st): State<HttpState>) -> Response {
+    let now = now_ms();
+    let m = st.pipeline.metrics();
+    for o in st.pipeline.outputs() {
+        m.observe_buffer(&o.name, &o.buffer.stats(), now);
+    }
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        m.render(),
+    )
+        .into_response()
+}
+
+async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+async fn readyz(State(st): State<HttpState>) -> Response {
+    match st.readiness() {
+        Ok(()) => (StatusCode::OK, "ready\n".to_owned()).into_response(),
+        Err(why) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready: {why}\n"),
+        )
+            .into_response(),
+    }
+}
+
+async fn status(State(st): State<HttpState>) -> Json<Status> {
+    Json(st.status())
+}
+
+/// The router, separate from binding so tests can drive it.
+pub fn router(state: HttpState) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/status", get(status))
+        .with_state(state)
+}
+
+/// Binds `listen` and serves in a background task until the process ends (it keeps answering
+/// during shutdown so probes see the 503).
+pub async fn serve(listen: &str, state: HttpState) -> anyhow::Result<SocketAddr> {
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("cannot listen on http.listen = {listen}"))?;
+    let addr = listener.local_addr()?;
+    let app = router(state);
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app).await {
+            tracing::error!(error = %e, "http endpoint stopped");
+        }
+    });
+    tracing::info!(%addr, "http endpoint listening (/metrics /healthz /readyz /status)");
+    Ok(addr)
+}

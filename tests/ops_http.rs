@@ -1,0 +1,198 @@
+//! The operations endpoint through the real binary: metrics move with traffic and parse as
+//! valid exposition, health and readiness, `/status`, and readiness flipping on SIGTERM.
+
+mod common;
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+fn get(port: u16, path: &str) -> (u16, String) {
+    let url = format!("http://127.0.0.1:{port}{path}");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        match reqwest::get(&url).await {
+            Ok(r) => {
+                let code = r.status().as_u16();
+                (code, r.text().await.unwrap_or_default())
+            }
+            Err(e) => (0, e.to_string()),
+        }
+    })
+}
+
+/// Parses exposition text with the Prometheus project's own Python parser (strict OpenMetrics).
+fn assert_valid_exposition(text: &str, dir: &Path) {
+    let file = dir.join("metrics.txt");
+    std::fs::write(&file, text).unwrap();
+    let out = std::process::Command::new(python())
+        .arg("-c")
+        .arg(
+            "import sys\nfrom prometheus_client.openmetrics.parser import text_string_to_metric_families as p\n\
+             fams = list(p(open(sys.argv[1]).read()))\nprint(len(fams))",
+        )
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "invalid exposition:\n{}\n---\n{text}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn metric(text: &str, name_and_labels: &str) -> Option<f64> {
+    text.lines()
+        .find(|l| l.starts_with(name_and_labels))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+fn config(dir: &Path, port: u16, out_path: &Path, extra: &str) -> std::path::PathBuf {
+    write_config(
+        dir,
+        &format!(
+            r#"
+data_dir = "{data}"
+shutdown_timeout = "3s"
+[http]
+listen = "127.0.0.1:{port}"
+[sources.gen]
+type = "sample"
+tag = "app"
+rate = 50
+[outputs.out]
+type = "file"
+path = "{out}"
+[outputs.out.buffer]
+type = "memory"
+flush_interval = "1s"
+retry_wait = "200ms"
+{extra}
+"#,
+            data = dir.join("data").display(),
+            out = out_path.display(),
+        ),
+    )
+}
+
+#[test]
+fn metrics_move_with_traffic_and_parse_as_valid_exposition() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let conf = config(dir.path(), port, &dir.path().join("out"), "");
+    let mut child = spawn_relay(&conf, &[]);
+    wait_for(Duration::from_secs(10), "/readyz 200", || {
+        (get(port, "/readyz").0 == 200).then_some(())
+    });
+    assert_eq!(get(port, "/healthz"), (200, "ok\n".to_owned()));
+
+    let (_, first) = get(port, "/metrics");
+    let records_in = |t: &str| metric(t, "firehose_relay_records_in_total{source=\"gen\"}");
+    let delivered = |t: &str| metric(t, "firehose_relay_records_delivered_total{output=\"out\"}");
+    let later = wait_for(Duration::from_secs(10), "delivered records", || {
+        let (_, t) = get(port, "/metrics");
+        (delivered(&t).unwrap_or(0.0) > 0.0).then_some(t)
+    });
+    assert!(
+        records_in(&later).unwrap() > records_in(&first).unwrap_or(0.0),
+        "{later}"
+    );
+    assert!(
+        later.contains("firehose_relay_buffer_limit_bytes{output=\"out\"} 536870912"),
+        "{later}"
+    );
+    assert!(later.contains("firehose_relay_flush_attempts_total{output=\"out\"}"));
+    assert_valid_exposition(&later, dir.path());
+
+    let (code, status) = get(port, "/status");
+    assert_eq!(code, 200);
+    let status: serde_json::Value = serde_json::from_str(&status).unwrap();
+    assert_eq!(status["ready"], true);
+    assert!(
+        status["outputs"]["out"]["buffer_fill_ratio"]
+            .as_f64()
+            .unwrap()
+            < 0.01
+    );
+    assert!(
+        status["outputs"]["out"]["last_delivery_unix"]
+            .as_i64()
+            .unwrap()
+            > 1_600_000_000
+    );
+
+    sigterm(&child);
+    assert!(wait_exit(&mut child, Duration::from_secs(10)).success());
+}
+
+#[test]
+fn readiness_fails_as_soon_as_sigterm_arrives() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    // The output path is a regular file, so every flush fails and the memory buffer keeps
+    // retrying until shutdown_timeout (3 s): a window in which the process is still serving.
+    let blocker = dir.path().join("not-a-dir");
+    std::fs::write(&blocker, "x").unwrap();
+    let conf = config(dir.path(), port, &blocker, "");
+    let mut child = spawn_relay(&conf, &[]);
+    wait_for(Duration::from_secs(10), "/readyz 200", || {
+        (get(port, "/readyz").0 == 200).then_some(())
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    let start = Instant::now();
+    sigterm(&child);
+    let (code, body) = wait_for(Duration::from_secs(2), "/readyz 503", || {
+        let r = get(port, "/readyz");
+        (r.0 == 503).then_some(r)
+    });
+    assert_eq!(code, 503);
+    assert!(body.contains("shutting down"), "{body}");
+    assert_eq!(get(port, "/healthz").0, 200, "still alive while draining");
+    let status = wait_exit(&mut child, Duration::from_secs(15));
+    assert!(status.success(), "{status:?}");
+    assert!(
+        start.elapsed() >= Duration::from_secs(2),
+        "kept retrying until shutdown_timeout"
+    );
+    let log = read_log(dir.path(), "stderr.log");
+    assert!(log.contains("records left in the buffer at exit"), "{log}");
+}
+
+#[test]
+fn readiness_fails_while_the_buffer_is_above_the_fill_threshold() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let blocker = dir.path().join("not-a-dir");
+    std::fs::write(&blocker, "x").unwrap();
+    let conf = config(
+        dir.path(),
+        port,
+        &blocker,
+        "total_limit_size = \"4k\"\nchunk_limit_size = \"1k\"\noverflow_action = \"drop_oldest_chunk\"",
+    );
+    let conf_text = std::fs::read_to_string(&conf)
+        .unwrap()
+        .replace("[http]\n", "[http]\nready_max_buffer_fill = 0.5\n");
+    std::fs::write(&conf, conf_text).unwrap();
+    let mut child = spawn_relay(&conf, &[]);
+    // 50 records/s of 21 bytes fill half of 4 KiB within a few seconds, and nothing drains.
+    let body = wait_for(
+        Duration::from_secs(15),
+        "/readyz 503 for a full buffer",
+        || {
+            let (code, body) = get(port, "/readyz");
+            (code == 503).then_some(body)
+        },
+    );
+    assert!(
+        body.contains("buffer of output `out`") && body.contains("full"),
+        "{body}"
+    );
+    let _ = child.kill();
+    let _ = child.wait();
+}
