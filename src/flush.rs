@@ -396,3 +396,220 @@ impl Worker {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::buffer::memory::MemoryBuffer;
+    use crate::buffer::policy::BufferPolicy;
+    use crate::buffer::DeliveredSet;
+    use crate::config::units::ConfigDuration;
+    use crate::format::{FormatOptions, Formatter};
+    use crate::router::TagPattern;
+    use crate::sink::{Delivery, OutputConfig, Sink};
+    use async_trait::async_trait;
+    use std::sync::Mutex;
+
+    /// One scripted answer of the sink.
+    type Answer = Box<dyn Fn(&Chunk) -> Delivery + Send>;
+
+    /// A sink that answers each attempt from a script and records what it was sent.
+    #[derive(Default)]
+    struct ScriptedSink {
+        script: Mutex<Vec<Answer>>,
+        sent: Mutex<Vec<Vec<String>>>,
+    }
+
+    #[async_trait]
+    impl Sink for ScriptedSink {
+        async fn deliver(&self, chunk: &Chunk) -> Delivery {
+            let pending: Vec<String> = chunk
+                .pending()
+                .map(|i| String::from_utf8_lossy(chunk.records.get(i).unwrap()).into_owned())
+                .collect();
+            self.sent.lock().unwrap().push(pending);
+            let mut script = self.script.lock().unwrap();
+            if script.is_empty() {
+                Delivery::all(chunk)
+            } else {
+                (script.remove(0))(chunk)
+            }
+        }
+        fn describe(&self) -> String {
+            "scripted".into()
+        }
+    }
+
+    fn output(sink: Arc<ScriptedSink>, tweak: impl FnOnce(&mut BufferConfig)) -> Arc<Output> {
+        let mut cfg = OutputConfig::Stdout(crate::sink::stdout::StdoutOutputConfig {
+            type_tag: Default::default(),
+            pattern: "**".into(),
+            append_new_line: true,
+            data_key: None,
+            buffer: BufferConfig::default(),
+        });
+        let OutputConfig::Stdout(c) = &mut cfg else {
+            unreachable!()
+        };
+        c.buffer.kind = BufferType::Memory;
+        c.buffer.flush_mode = FlushMode::Immediate;
+        c.buffer.retry_wait = ConfigDuration::millis(20);
+        c.buffer.retry_randomize = false;
+        c.buffer.flush_thread_interval = ConfigDuration::millis(20);
+        tweak(&mut c.buffer);
+        let policy = BufferPolicy::from_config("out", &c.buffer);
+        Arc::new(Output {
+            name: "out".into(),
+            pattern: TagPattern::parse("**").unwrap(),
+            formatter: Formatter::new(FormatOptions::default(), None),
+            buffer: Arc::new(MemoryBuffer::new(policy)),
+            sink,
+            config: cfg,
+        })
+    }
+
+    fn records(items: &[&str]) -> Records {
+        let mut r = Records::new();
+        for i in items {
+            r.push(i.as_bytes()).unwrap();
+        }
+        r
+    }
+
+    async fn run_until_empty(out: &Arc<Output>, dl: Arc<DeadLetter>) -> Arc<Metrics> {
+        let metrics = Arc::new(Metrics::new());
+        let (tx, rx) = watch::channel(FlushPhase::Running);
+        let handles = spawn(Arc::clone(out), Arc::clone(&metrics), dl, rx);
+        let start = std::time::Instant::now();
+        while out.buffer.stats().records > 0 {
+            assert!(
+                start.elapsed() < Duration::from_secs(5),
+                "buffer never drained"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        tx.send_replace(FlushPhase::Draining);
+        for h in handles {
+            h.await.unwrap();
+        }
+        metrics
+    }
+
+    #[tokio::test]
+    async fn partial_delivery_resends_only_the_failed_records() {
+        let sink = Arc::new(ScriptedSink::default());
+        sink.script
+            .lock()
+            .unwrap()
+            .push(Box::new(|_: &Chunk| Delivery {
+                delivered: [0, 2].into_iter().collect::<DeliveredSet>(),
+                rejected: vec![],
+                error: Some(SinkError::new(ErrorClass::Throttled, "slow down")),
+            }));
+        let out = output(Arc::clone(&sink), |_| {});
+        out.buffer
+            .append(records(&["a\n", "b\n", "c\n", "d\n"]))
+            .await
+            .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let m = run_until_empty(&out, Arc::new(DeadLetter::new(dir.path()))).await;
+        let sent = sink.sent.lock().unwrap().clone();
+        assert_eq!(
+            sent,
+            vec![vec!["a\n", "b\n", "c\n", "d\n"], vec!["b\n", "d\n"]]
+        );
+        let labels = output_label("out");
+        assert_eq!(m.records_delivered.get_or_create(&labels).get(), 4);
+        assert_eq!(m.records_retried.get_or_create(&labels).get(), 2);
+        let mut failed = labels.clone();
+        failed.push(("class", "throttled".into()));
+        assert_eq!(m.flush_failures.get_or_create(&failed).get(), 1);
+    }
+
+    #[tokio::test]
+    async fn rejected_records_are_dead_lettered_and_the_rest_delivered() {
+        let sink = Arc::new(ScriptedSink::default());
+        sink.script
+            .lock()
+            .unwrap()
+            .push(Box::new(|_: &Chunk| Delivery {
+                delivered: [0, 2].into_iter().collect::<DeliveredSet>(),
+                rejected: vec![(1, "record too large".into())],
+                error: None,
+            }));
+        let out = output(Arc::clone(&sink), |_| {});
+        out.buffer
+            .append(records(&["a\n", "huge\n", "c\n"]))
+            .await
+            .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let dl = Arc::new(DeadLetter::new(dir.path()));
+        run_until_empty(&out, Arc::clone(&dl)).await;
+        assert_eq!(sink.sent.lock().unwrap().len(), 1, "no retry needed");
+        let entries = dl.list().unwrap();
+        assert_eq!(entries.len(), 1);
+        let e = entries[0].as_ref().unwrap();
+        assert_eq!(e.meta.reason, "record too large");
+        assert_eq!(DeadLetter::read_records(e).unwrap(), records(&["huge\n"]));
+    }
+
+    #[tokio::test]
+    async fn exhausted_retries_dead_letter_the_undelivered_records() {
+        let sink = Arc::new(ScriptedSink::default());
+        for _ in 0..3 {
+            sink.script
+                .lock()
+                .unwrap()
+                .push(Box::new(|_: &Chunk| Delivery {
+                    delivered: [0].into_iter().collect::<DeliveredSet>(),
+                    rejected: vec![],
+                    error: Some(SinkError::new(ErrorClass::AccessDenied, "not authorized")),
+                }));
+        }
+        let out = output(Arc::clone(&sink), |b| b.retry_max_times = Some(2));
+        out.buffer.append(records(&["a\n", "b\n"])).await.unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let dl = Arc::new(DeadLetter::new(dir.path()));
+        let m = run_until_empty(&out, Arc::clone(&dl)).await;
+        assert_eq!(
+            sink.sent.lock().unwrap().len(),
+            3,
+            "first attempt + 2 retries"
+        );
+        let entries = dl.list().unwrap();
+        let e = entries[0].as_ref().unwrap();
+        assert_eq!(DeadLetter::read_records(e).unwrap(), records(&["b\n"]));
+        assert_eq!(e.meta.attempts, 3);
+        assert!(
+            e.meta.reason.contains("access_denied: not authorized"),
+            "{}",
+            e.meta.reason
+        );
+        assert_eq!(
+            m.records_dead_lettered
+                .get_or_create(&output_label("out"))
+                .get(),
+            1
+        );
+    }
+
+    #[tokio::test]
+    async fn a_failing_chunk_does_not_hold_back_the_next_one() {
+        let sink = Arc::new(ScriptedSink::default());
+        sink.script.lock().unwrap().push(Box::new(|_: &Chunk| {
+            Delivery::failed(SinkError::new(ErrorClass::Server, "500"))
+        }));
+        let out = output(Arc::clone(&sink), |b| {
+            b.retry_wait = ConfigDuration::millis(300)
+        });
+        out.buffer.append(records(&["first\n"])).await.unwrap();
+        out.buffer.append(records(&["second\n"])).await.unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        run_until_empty(&out, Arc::new(DeadLetter::new(dir.path()))).await;
+        let sent = sink.sent.lock().unwrap().clone();
+        assert_eq!(
+            sent,
+            vec![vec!["first\n"], vec!["second\n"], vec!["first\n"]]
+        );
+    }
+}

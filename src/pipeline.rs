@@ -206,3 +206,125 @@ impl Pipeline {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::buffer::memory::MemoryBuffer;
+    use crate::buffer::policy::BufferPolicy;
+    use crate::buffer::{now_ms, Enqueue};
+    use crate::config::buffer::BufferConfig;
+    use crate::event::EventTime;
+    use crate::format::FormatOptions;
+    use crate::sink::stdout::{StdoutOutputConfig, StdoutSink};
+
+    struct Recorder(&'static str, Arc<Mutex<Vec<String>>>);
+    impl Filter for Recorder {
+        fn apply(&self, batch: &mut EventBatch) {
+            self.1
+                .lock()
+                .unwrap()
+                .push(format!("{}:{}", self.0, batch.tag()));
+        }
+    }
+
+    fn output(name: &str, pattern: &str) -> Arc<Output> {
+        let buffer = BufferConfig::default();
+        Arc::new(Output {
+            name: name.into(),
+            pattern: TagPattern::parse(pattern).unwrap(),
+            formatter: Formatter::new(FormatOptions::default(), None),
+            buffer: Arc::new(MemoryBuffer::new(BufferPolicy::from_config(name, &buffer))),
+            sink: Arc::new(StdoutSink),
+            config: OutputConfig::Stdout(StdoutOutputConfig {
+                type_tag: Default::default(),
+                pattern: pattern.into(),
+                append_new_line: true,
+                data_key: None,
+                buffer,
+            }),
+        })
+    }
+
+    async fn stored(o: &Output) -> Vec<String> {
+        o.buffer.enqueue_staged(Enqueue::All).await.unwrap();
+        let mut out = Vec::new();
+        while let Some(c) = o.buffer.take(now_ms()).await.unwrap() {
+            out.extend(
+                c.records
+                    .iter()
+                    .map(|r| String::from_utf8_lossy(r).into_owned()),
+            );
+        }
+        out
+    }
+
+    fn batch(tag: &str, record: &str) -> EventBatch {
+        let mut b = EventBatch::new(tag);
+        b.push_raw(EventTime(0), record);
+        b
+    }
+
+    #[tokio::test]
+    async fn events_go_to_the_first_matching_output_after_matching_filters_in_order() {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let filters: Vec<(TagPattern, Box<dyn Filter>)> = vec![
+            (
+                TagPattern::parse("app.**").unwrap(),
+                Box::new(Recorder("f1", Arc::clone(&seen))),
+            ),
+            (
+                TagPattern::parse("sys.*").unwrap(),
+                Box::new(Recorder("f2", Arc::clone(&seen))),
+            ),
+            (
+                TagPattern::parse("**").unwrap(),
+                Box::new(Recorder("f3", Arc::clone(&seen))),
+            ),
+        ];
+        let (apps, all) = (output("apps", "app.**"), output("all", "**"));
+        let dir = tempfile::tempdir().unwrap();
+        let p = Pipeline::new(
+            filters,
+            vec![Arc::clone(&apps), Arc::clone(&all)],
+            Arc::new(Metrics::new()),
+            Arc::new(DeadLetter::new(dir.path())),
+        );
+        p.emit("src", batch("app.web", r#"{"a":1}"#)).await.unwrap();
+        p.emit("src", batch("sys.kern", r#"{"b":2}"#))
+            .await
+            .unwrap();
+        assert_eq!(
+            *seen.lock().unwrap(),
+            vec!["f1:app.web", "f3:app.web", "f2:sys.kern", "f3:sys.kern"]
+        );
+        assert_eq!(
+            stored(&apps).await,
+            vec!["{\"a\":1}\n"],
+            "first match wins, no copy"
+        );
+        assert_eq!(stored(&all).await, vec!["{\"b\":2}\n"]);
+    }
+
+    #[tokio::test]
+    async fn unmatched_events_are_counted_and_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let metrics = Arc::new(Metrics::new());
+        let p = Pipeline::new(
+            vec![],
+            vec![output("apps", "app.**")],
+            Arc::clone(&metrics),
+            Arc::new(DeadLetter::new(dir.path())),
+        );
+        p.emit("src", batch("other", "{}")).await.unwrap();
+        let labels = vec![
+            ("source", "src".to_owned()),
+            ("reason", "no_output_matched".to_owned()),
+        ];
+        assert_eq!(metrics.records_dropped.get_or_create(&labels).get(), 1);
+        assert_eq!(
+            metrics.records_in.get_or_create(&source_label("src")).get(),
+            1
+        );
+    }
+}

@@ -210,7 +210,7 @@ mod tests {
     fn without_a_staged_chunk_a_new_one_is_created() {
         let p = policy(100, None, FlushMode::Interval);
         let plan = p.plan(None, &recs(&[10])).unwrap();
-        assert_eq!(plan.parts[0].new_chunk, true);
+        assert!(plan.parts[0].new_chunk);
     }
 
     #[test]

@@ -5,6 +5,9 @@
 //! `role_arn` or `shared_key` would fail much later with a far less helpful message. Write
 //! `${VAR:-}` to accept an empty value.
 
+// figment::Error is large, but this runs once at startup.
+#![allow(clippy::result_large_err)]
+
 use figment::value::{Dict, Map, Value};
 use figment::{Error, Metadata, Profile, Provider};
 

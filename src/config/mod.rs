@@ -12,6 +12,10 @@
 //! semantics); figment's maps are sorted, so that order is read from the file separately
 //! ([`declared_order`]). Components added only through the environment come after, by name.
 
+// figment::Error is large (~200 bytes) but config is loaded once at startup: boxing it would
+// only add noise.
+#![allow(clippy::result_large_err)]
+
 pub mod buffer;
 pub mod interpolate;
 pub mod units;
@@ -173,7 +177,7 @@ pub(crate) fn extract_component<T: serde::de::DeserializeOwned>(
         let mut fixed: Option<figment::Error> = None;
         for mut e in err {
             let mut full = prefix.clone();
-            full.extend(e.path.drain(..));
+            full.append(&mut e.path);
             e.path = full;
             fixed = Some(match fixed {
                 None => e,

@@ -105,7 +105,7 @@ pub fn parse_size(text: &str) -> Result<u64, UnitError> {
 /// Canonical text of a duration: the largest unit that divides it exactly.
 pub fn format_duration(d: Duration) -> String {
     let ms = d.as_millis();
-    if d.subsec_nanos() % 1_000_000 != 0 {
+    if !d.subsec_nanos().is_multiple_of(1_000_000) {
         return format!("{}s", d.as_secs_f64());
     }
     for (unit, size) in [
@@ -114,7 +114,7 @@ pub fn format_duration(d: Duration) -> String {
         ("m", 60_000),
         ("s", 1000),
     ] {
-        if ms != 0 && ms % size == 0 {
+        if ms != 0 && ms.is_multiple_of(size) {
             return format!("{}{}", ms / size, unit);
         }
     }
@@ -129,7 +129,7 @@ pub fn format_size(bytes: u64) -> String {
         ("m", 1 << 20),
         ("k", 1 << 10),
     ] {
-        if bytes != 0 && bytes % size == 0 {
+        if bytes != 0 && bytes.is_multiple_of(size) {
             return format!("{}{}", bytes / size, unit);
         }
     }

@@ -160,6 +160,7 @@ use crate::format::FormatOptions;
 
 impl OutputConfig {
     /// Reads the output at `path`, choosing the variant by its `type`.
+    #[allow(clippy::result_large_err)] // figment's error type; runs once at startup
     pub fn extract(figment: &figment::Figment, path: &str) -> Result<Self, figment::Error> {
         use crate::config::{component_type, extract_component, unknown_type};
         match component_type(figment, path)?.as_str() {
