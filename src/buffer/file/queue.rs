@@ -208,6 +208,10 @@ impl Inner {
                 if wake {
                     inner.queued_signal.notify_waiters();
                 }
+                // Let go of the buffer before answering: once the caller has its answer it may
+                // drop its handles and reopen the database, which needs this thread to not be
+                // the last owner of the store.
+                drop(inner);
                 let _ = tx.send(res);
             }),
         };

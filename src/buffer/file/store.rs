@@ -4,6 +4,7 @@
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{self, Sender};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::thread::{JoinHandle, ThreadId};
 
@@ -68,6 +69,7 @@ pub struct Store {
     writer: Mutex<Option<JoinHandle<()>>>,
     writer_id: Option<ThreadId>,
     failed: Arc<OnceLock<String>>,
+    commits: Arc<AtomicU64>,
 }
 
 impl Store {
@@ -103,9 +105,11 @@ impl Store {
         let failed = Arc::new(OnceLock::new());
         let writer_db = db.clone();
         let writer_failed = Arc::clone(&failed);
+        let commits = Arc::new(AtomicU64::new(0));
+        let writer_commits = Arc::clone(&commits);
         let handle = std::thread::Builder::new()
             .name("buffer-writer".to_owned())
-            .spawn(move || writer::run(writer_db, db_file, rx, writer_failed))
+            .spawn(move || writer::run(writer_db, db_file, rx, writer_failed, writer_commits))
             .map_err(|e| io("start the buffer writer thread", e))?;
         Ok(Arc::new(Store {
             db,
@@ -114,6 +118,7 @@ impl Store {
             writer_id: Some(handle.thread().id()),
             writer: Mutex::new(Some(handle)),
             failed,
+            commits,
         }))
     }
 
@@ -150,6 +155,12 @@ impl Store {
             .filter_map(|n| n.strip_prefix(TREE_PREFIX))
             .map(str::to_owned)
             .collect()
+    }
+
+    /// Group commits (flush + fdatasync) done since open: with N concurrent appends this grows
+    /// by far less than N.
+    pub fn group_commits(&self) -> u64 {
+        self.commits.load(Ordering::Relaxed)
     }
 
     /// Physical size of the database files (what the volume must hold).

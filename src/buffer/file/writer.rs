@@ -17,6 +17,7 @@
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::sync::mpsc::{Receiver, TryRecvError};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use sled::{Batch, IVec, Tree};
@@ -86,8 +87,14 @@ struct TreeGroup {
 
 /// The writer loop: runs until every sender is gone. `failed` is set on the first error; from
 /// then on every request fails at once (sled's state after an I/O error is unknown, so the
-/// process must restart and recover from disk).
-pub(crate) fn run(db: sled::Db, db_file: File, rx: Receiver<Request>, failed: Arc<OnceLock<String>>) {
+/// process must restart and recover from disk). `commits` counts group commits.
+pub(crate) fn run(
+    db: sled::Db,
+    db_file: File,
+    rx: Receiver<Request>,
+    failed: Arc<OnceLock<String>>,
+    commits: Arc<AtomicU64>,
+) {
     while let Ok(first) = rx.recv() {
         let mut group = vec![first];
         let mut bytes = group_bytes(&group[0]);
@@ -105,6 +112,7 @@ pub(crate) fn run(db: sled::Db, db_file: File, rx: Receiver<Request>, failed: Ar
             Some(msg) => Err(StoreError::Failed(msg.clone())),
             None => commit(&db, &db_file, group, &mut completions),
         };
+        commits.fetch_add(1, Ordering::Relaxed);
         if let Err(e) = &result {
             if failed.set(e.to_string()).is_ok() {
                 tracing::error!(error = %e, "buffer database write failed; appends are refused until restart");
