@@ -13,6 +13,10 @@ use anyhow::Context;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+
+use crate::buffer::file::{FileBuffer, Store};
 use crate::buffer::memory::MemoryBuffer;
 use crate::buffer::policy::BufferPolicy;
 use crate::buffer::{Buffer, Enqueue};
@@ -22,7 +26,7 @@ use crate::deadletter::DeadLetter;
 use crate::flush::{self, FlushPhase};
 use crate::format::Formatter;
 use crate::http::{self, Health, HttpState};
-use crate::metrics::Metrics;
+use crate::metrics::{output_label, Labels, Metrics};
 use crate::pipeline::{Output, Pipeline};
 use crate::router::TagPattern;
 use crate::shutdown::ShutdownTrigger;
@@ -43,21 +47,46 @@ pub struct Relay {
     pub http_addr: Option<std::net::SocketAddr>,
 }
 
-/// Creates the buffer of one output.
+/// Creates the buffer of one output. File buffers share `store`, the one database of
+/// `data_dir`, opened by [`open_store`].
 fn build_buffer(
     name: &str,
-    config: &Config,
+    store: Option<&Arc<Store>>,
+    quarantined: &Family<Labels, Counter>,
     out: &crate::sink::OutputConfig,
 ) -> anyhow::Result<Arc<dyn Buffer>> {
     let policy = BufferPolicy::from_config(name, out.buffer());
     match out.buffer().kind {
         BufferType::Memory => Ok(Arc::new(MemoryBuffer::new(policy))),
-        BufferType::File => anyhow::bail!(
-            "output `{name}`: buffer.type = \"file\" needs the durable buffer, which this build \
-             does not include yet; set buffer.type = \"memory\" (data dir: {})",
-            config.data_dir.display()
-        ),
+        BufferType::File => {
+            let store = store.context("internal error: the buffer database was not opened")?;
+            let counter = quarantined.get_or_create(&output_label(name)).clone();
+            let buffer = FileBuffer::open(Arc::clone(store), policy, counter)
+                .with_context(|| format!("output `{name}`: cannot recover its buffer"))?;
+            Ok(Arc::new(buffer))
+        }
     }
+}
+
+/// Opens the buffer database of `data_dir` if any output uses a file buffer (blocking work:
+/// runs on the blocking pool).
+async fn open_store(config: &Config) -> anyhow::Result<Option<Arc<Store>>> {
+    let needed = config
+        .outputs
+        .values()
+        .any(|o| o.buffer().kind == BufferType::File);
+    if !needed {
+        return Ok(None);
+    }
+    let dir = config.data_dir.clone();
+    let cache = config.storage.cache_capacity.0;
+    let store = tokio::task::spawn_blocking(move || Store::open(&dir, cache))
+        .await
+        .context("opening the buffer database panicked")?
+        .with_context(|| {
+            format!("cannot open the buffer database in {}", config.data_dir.display())
+        })?;
+    Ok(Some(store))
 }
 
 impl Relay {
@@ -73,10 +102,17 @@ impl Relay {
             let f = &config.filters[name];
             filters.push((TagPattern::parse(f.pattern())?, f.build()));
         }
+        let store = open_store(&config).await?;
+        let quarantined = Family::<Labels, Counter>::default();
+        metrics.register(
+            "buffer_quarantined_chunks",
+            "Buffer chunks moved to data_dir/quarantine because their stored bytes were unreadable",
+            quarantined.clone(),
+        );
         let mut outputs = Vec::new();
         for name in config.output_order() {
             let out = &config.outputs[name];
-            let buffer = build_buffer(name, &config, out)?;
+            let buffer = build_buffer(name, store.as_ref(), &quarantined, out)?;
             let sink = out
                 .build_sink(name)
                 .await

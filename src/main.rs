@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 use firehose_relay::config::{Config, ConfigSource};
+use firehose_relay::buffer::file::{inspect, Store};
 use firehose_relay::deadletter::DeadLetter;
 
 /// Ships logs from Fluentd/Fluent Bit clients to Amazon Kinesis Data Firehose.
@@ -25,12 +26,20 @@ enum Command {
     Run,
     /// Validate the config and print the effective settings (secrets redacted).
     Check,
+    /// Inspect the on-disk chunk queue of a stopped relay.
+    Buffer {
+        #[command(subcommand)]
+        action: BufferAction,
+        /// Data directory (default: from the config).
+        #[arg(long, global = true)]
+        data_dir: Option<PathBuf>,
+    },
     /// Inspect dead-lettered records.
     DeadLetter {
         #[command(subcommand)]
         action: DeadLetterAction,
         /// Data directory (default: from the config).
-        #[arg(long)]
+        #[arg(long, global = true)]
         data_dir: Option<PathBuf>,
     },
 }
@@ -39,7 +48,35 @@ enum Command {
 enum DeadLetterAction {
     /// List entries with their reason and record count.
     List,
+    /// Move entries back into their output's queue (relay stopped), then delete them.
+    Replay {
+        /// Only entries of this output.
+        #[arg(long)]
+        output: Option<String>,
+    },
 }
+
+#[derive(Debug, Subcommand)]
+enum BufferAction {
+    /// Per output: staged/queued chunks, records, bytes, oldest chunk; physical size on disk.
+    Stats {
+        /// Only this output.
+        #[arg(long)]
+        output: Option<String>,
+    },
+    /// Print the records of one chunk (or of all chunks of an output) as NDJSON.
+    Dump {
+        /// The output (may be omitted when there is only one).
+        #[arg(long)]
+        output: Option<String>,
+        /// Chunk id as shown in logs (16 hex digits) or a decimal number.
+        #[arg(long)]
+        chunk: Option<String>,
+    },
+}
+
+/// sled page cache for the inspection commands: they read metadata and one chunk at a time.
+const INSPECT_CACHE: u64 = 16 << 20;
 
 /// Exit status for configuration errors.
 const EXIT_CONFIG: u8 = 2;
@@ -109,6 +146,19 @@ fn main() -> ExitCode {
             };
             match action {
                 DeadLetterAction::List => dead_letter_list(&dir),
+                DeadLetterAction::Replay { output } => dead_letter_replay(&dir, output.as_deref()),
+            }
+        }
+        Command::Buffer { action, data_dir: dir } => {
+            let dir = match data_dir(dir, cli.config) {
+                Ok(d) => d,
+                Err(code) => return code,
+            };
+            match action {
+                BufferAction::Stats { output } => buffer_stats(&dir, output.as_deref()),
+                BufferAction::Dump { output, chunk } => {
+                    buffer_dump(&dir, output.as_deref(), chunk.as_deref())
+                }
             }
         }
     }
@@ -143,5 +193,166 @@ fn dead_letter_list(dir: &std::path::Path) -> ExitCode {
             }
         }
     }
+    status
+}
+
+fn open_store(dir: &std::path::Path) -> Result<std::sync::Arc<Store>, ExitCode> {
+    Store::open_existing(dir, INSPECT_CACHE).map_err(|e| {
+        eprintln!("firehose-relay: {e} (is the relay still running? stop it first)");
+        ExitCode::FAILURE
+    })
+}
+
+fn buffer_stats(dir: &std::path::Path, only: Option<&str>) -> ExitCode {
+    let store = match open_store(dir) {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    let reports = match inspect::stats(&store) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("firehose-relay: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let now = firehose_relay::buffer::now_ms();
+    for r in reports.iter().filter(|r| only.is_none_or(|o| o == r.output)) {
+        let age = r
+            .oldest_created_ms
+            .map_or("-".to_owned(), |t| format!("{}s", now.saturating_sub(t) / 1000));
+        println!(
+            "output={}\tstaged_chunks={}\tqueued_chunks={}\tin_flight_chunks=0\tretrying_chunks={}\t\
+             records={}\tdelivered_records={}\tbytes={}\toldest_chunk_age={age}\tunreadable_chunks={}",
+            r.output,
+            r.staged_chunks,
+            r.queued_chunks,
+            r.retrying_chunks,
+            r.records,
+            r.delivered_records,
+            r.bytes,
+            r.unreadable_chunks
+        );
+    }
+    match store.size_on_disk() {
+        Ok(n) => println!("physical_bytes_on_disk={n}"),
+        Err(e) => eprintln!("firehose-relay: cannot measure the database size: {e}"),
+    }
+    ExitCode::SUCCESS
+}
+
+/// The output to act on: the one named, or the only one there is.
+fn pick_output(store: &Store, output: Option<&str>) -> Result<String, ExitCode> {
+    let outputs = store.outputs();
+    match output {
+        Some(o) if outputs.iter().any(|x| x == o) => Ok(o.to_owned()),
+        Some(o) => {
+            eprintln!("firehose-relay: no output `{o}` in the buffer (outputs: {})", outputs.join(", "));
+            Err(ExitCode::FAILURE)
+        }
+        None if outputs.len() == 1 => Ok(outputs[0].clone()),
+        None => {
+            eprintln!("firehose-relay: name one of the outputs with --output: {}", outputs.join(", "));
+            Err(ExitCode::FAILURE)
+        }
+    }
+}
+
+fn buffer_dump(dir: &std::path::Path, output: Option<&str>, chunk: Option<&str>) -> ExitCode {
+    let store = match open_store(dir) {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    let output = match pick_output(&store, output) {
+        Ok(o) => o,
+        Err(code) => return code,
+    };
+    let chunk = match chunk.map(|c| (c, inspect::parse_chunk_id(c))) {
+        Some((c, None)) => {
+            eprintln!("firehose-relay: `{c}` is not a chunk id");
+            return ExitCode::FAILURE;
+        }
+        Some((_, id)) => id,
+        None => None,
+    };
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    match inspect::dump(&store, &output, chunk, &mut out) {
+        Ok((_, problems)) if problems.is_empty() => ExitCode::SUCCESS,
+        Ok((_, problems)) => {
+            for p in problems {
+                eprintln!("firehose-relay: {p}");
+            }
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("firehose-relay: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn dead_letter_replay(dir: &std::path::Path, only: Option<&str>) -> ExitCode {
+    let dl = DeadLetter::new(dir);
+    let entries = match dl.list() {
+        Ok(e) => e,
+        Err(e) => {
+            eprintln!("firehose-relay: cannot read {}: {e}", dl.root().display());
+            return ExitCode::FAILURE;
+        }
+    };
+    // Create the database if this data_dir never had one: replaying is how it gets data.
+    let store = match Store::open(dir, INSPECT_CACHE) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("firehose-relay: {e} (is the relay still running? stop it first)");
+            return ExitCode::FAILURE;
+        }
+    };
+    let mut status = ExitCode::SUCCESS;
+    let (mut moved, mut records) = (0u64, 0u64);
+    for entry in entries {
+        let entry = match entry {
+            Ok(e) => e,
+            Err(msg) => {
+                eprintln!("firehose-relay: unreadable entry, left in place: {msg}");
+                status = ExitCode::FAILURE;
+                continue;
+            }
+        };
+        if only.is_some_and(|o| o != entry.meta.output) {
+            continue;
+        }
+        let recs = match DeadLetter::read_records(&entry) {
+            Ok(r) => r,
+            Err(msg) => {
+                eprintln!("firehose-relay: {msg}; left in place");
+                status = ExitCode::FAILURE;
+                continue;
+            }
+        };
+        let n = recs.len() as u64;
+        let created = entry.meta.created_ms.unwrap_or(entry.meta.dead_lettered_ms);
+        // Durable in the queue first, then delete: a crash in between duplicates, never loses.
+        match store.import_chunk(&entry.meta.output, recs, created) {
+            Ok(id) => {
+                if let Err(e) = DeadLetter::remove(&entry) {
+                    eprintln!(
+                        "firehose-relay: replayed into chunk {id} but cannot remove {}: {e} \
+                         (remove it by hand, or it will be replayed twice)",
+                        entry.meta_path.display()
+                    );
+                    status = ExitCode::FAILURE;
+                }
+                println!("{}\toutput={}\trecords={n}\tchunk={id}", entry.meta_path.display(), entry.meta.output);
+                moved += 1;
+                records += n;
+            }
+            Err(e) => {
+                eprintln!("firehose-relay: cannot replay {}: {e}", entry.meta_path.display());
+                status = ExitCode::FAILURE;
+            }
+        }
+    }
+    println!("replayed {moved} entries ({records} records) into the buffer in {}", dir.display());
     status
 }

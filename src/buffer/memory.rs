@@ -280,6 +280,7 @@ impl Buffer for MemoryBuffer {
                 .min(),
             dropped_chunks: st.dropped_chunks,
             dropped_records: st.dropped_records,
+            quarantined_chunks: 0,
         }
     }
 

@@ -13,6 +13,7 @@
 //! "file"`), whose on-disk format and recovery rules are documented in its own module.
 
 pub mod delivered;
+pub mod file;
 pub mod memory;
 pub mod policy;
 pub mod records;
@@ -146,6 +147,9 @@ pub struct BufferStats {
     pub dropped_chunks: u64,
     /// Records removed by `overflow_action = "drop_oldest_chunk"` since start.
     pub dropped_records: u64,
+    /// Chunks moved to `data_dir/quarantine/` because their stored bytes were unreadable
+    /// (file buffer only), since start.
+    pub quarantined_chunks: u64,
 }
 
 /// Which staged chunks [`Buffer::enqueue_staged`] closes.

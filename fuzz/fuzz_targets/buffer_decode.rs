@@ -1,0 +1,35 @@
+//! Decoding what the file buffer reads back from disk must never panic, whatever the bytes:
+//! data values, chunk metadata, keys, and whole chunks assembled from several values.
+#![no_main]
+
+use firehose_relay::buffer::file::codec;
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    // First byte selects how the rest is read; the remainder is the stored bytes.
+    let Some((&mode, rest)) = data.split_first() else { return };
+    match mode % 4 {
+        0 => {
+            let _ = codec::decode_value(rest);
+        }
+        1 => {
+            let _ = codec::decode_meta(rest);
+        }
+        2 => {
+            let split = rest.len().min(13);
+            let (key, value) = rest.split_at(split);
+            let _ = codec::decode_stored(Some(key), value);
+        }
+        _ => {
+            // Several values of one chunk, separated by 0xFF 0xFF, assembled against counts
+            // taken from the first 4 bytes.
+            if rest.len() < 4 {
+                return;
+            }
+            let records = u64::from(u16::from_le_bytes([rest[0], rest[1]]));
+            let bytes = u64::from(u16::from_le_bytes([rest[2], rest[3]]));
+            let values: Vec<&[u8]> = rest[4..].split(|&b| b == 0xFF).collect();
+            let _ = codec::assemble(values, records, bytes);
+        }
+    }
+});

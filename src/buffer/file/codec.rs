@@ -1,0 +1,474 @@
+//! Byte layout of everything the file buffer stores in sled: keys, data values and chunk
+//! metadata. Every decoder here treats its input as untrusted (it comes from disk) and returns
+//! a [`CodecError`] instead of panicking; `fuzz/fuzz_targets/buffer_decode.rs` holds it to that.
+//!
+//! The layouts are versioned by their first byte so that a later release can read what this one
+//! wrote; a decoder that meets an unknown version refuses the value (and the chunk is
+//! quarantined) rather than guessing.
+
+use serde::{Deserialize, Serialize};
+
+use crate::buffer::{ChunkId, DeliveredSet, Records, RetryState};
+
+/// First byte of the data-key space (`d` + chunk id BE u64 + seq BE u32).
+pub const DATA_PREFIX: u8 = b'd';
+/// First byte of the metadata-key space (`m` + chunk id BE u64).
+pub const META_PREFIX: u8 = b'm';
+/// Length of a data key.
+pub const DATA_KEY_LEN: usize = 13;
+/// Length of a metadata key.
+pub const META_KEY_LEN: usize = 9;
+
+/// Version byte of data values written by this release.
+pub const VALUE_V1: u8 = 1;
+/// Version byte of metadata written by this release.
+pub const META_V1: u8 = 1;
+
+/// Largest data value the writer produces. DESIGN.md: sled turns values approaching its
+/// `segment_size` into separate blob files whose durability and reclamation we cannot control,
+/// so a commit's bytes for one chunk are split into values of at most this size.
+pub const MAX_VALUE_DATA: usize = 256 * 1024;
+
+/// Fixed part of a data value: version (1), crc32 (4), number of record ends (4).
+const VALUE_HEADER: usize = 9;
+/// Fixed part of a metadata value: version (1), crc32 (4).
+const META_HEADER: usize = 5;
+/// Metadata larger than this is refused: it bounds what a corrupted length prefix can make the
+/// decoder allocate (a delivered set for 64 Mi records fits in 8 MiB).
+const META_DECODE_LIMIT: usize = 16 << 20;
+
+/// Why stored bytes could not be decoded.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CodecError {
+    /// Shorter than its fixed header.
+    #[error("value too short ({0} bytes)")]
+    Truncated(usize),
+    /// Written by a release this one does not know.
+    #[error("unknown format version {0}")]
+    UnknownVersion(u8),
+    /// The checksum does not match the contents: the bytes changed after they were written.
+    #[error("checksum mismatch (stored {stored:08x}, computed {computed:08x})")]
+    Checksum {
+        /// Checksum stored in the value.
+        stored: u32,
+        /// Checksum of the bytes as read.
+        computed: u32,
+    },
+    /// The checksum matched but the contents are inconsistent (a bug, or a forged value).
+    #[error("malformed value: {0}")]
+    Malformed(String),
+    /// A key of unexpected length or prefix.
+    #[error("malformed key of {0} bytes")]
+    BadKey(usize),
+}
+
+/// The data key of value `seq` of chunk `chunk`. Big-endian so that sled's byte order is
+/// (chunk, seq) order: a chunk's values are one contiguous, ordered range.
+pub fn data_key(chunk: ChunkId, seq: u32) -> [u8; DATA_KEY_LEN] {
+    let mut k = [0u8; DATA_KEY_LEN];
+    k[0] = DATA_PREFIX;
+    k[1..9].copy_from_slice(&chunk.0.to_be_bytes());
+    k[9..13].copy_from_slice(&seq.to_be_bytes());
+    k
+}
+
+/// The metadata key of chunk `chunk`.
+pub fn meta_key(chunk: ChunkId) -> [u8; META_KEY_LEN] {
+    let mut k = [0u8; META_KEY_LEN];
+    k[0] = META_PREFIX;
+    k[1..9].copy_from_slice(&chunk.0.to_be_bytes());
+    k
+}
+
+/// The prefix shared by all data keys of `chunk`.
+pub fn chunk_data_prefix(chunk: ChunkId) -> [u8; 9] {
+    let mut k = [0u8; 9];
+    k[0] = DATA_PREFIX;
+    k[1..9].copy_from_slice(&chunk.0.to_be_bytes());
+    k
+}
+
+/// The chunk id in a data or metadata key.
+pub fn chunk_of_key(key: &[u8]) -> Result<ChunkId, CodecError> {
+    let ok = matches!(
+        (key.first(), key.len()),
+        (Some(&DATA_PREFIX), DATA_KEY_LEN) | (Some(&META_PREFIX), META_KEY_LEN)
+    );
+    if !ok {
+        return Err(CodecError::BadKey(key.len()));
+    }
+    let mut id = [0u8; 8];
+    id.copy_from_slice(&key[1..9]);
+    Ok(ChunkId(u64::from_be_bytes(id)))
+}
+
+/// Encodes one data value: `data` holds whole or partial records, `ends` the end offsets of
+/// the records that end inside it, relative to `base` (the offset of `data` in the caller's
+/// buffer; stored relative to `data`).
+///
+/// ```text
+/// u8 version = 1 | u32 LE crc32 of everything after it | u32 LE n | n × u32 LE end | data
+/// ```
+pub fn encode_value(ends: &[u32], base: u32, data: &[u8]) -> Vec<u8> {
+    let mut v = Vec::with_capacity(VALUE_HEADER + ends.len() * 4 + data.len());
+    v.push(VALUE_V1);
+    v.extend_from_slice(&[0; 4]);
+    // A value holds at most MAX_VALUE_DATA bytes of a chunk below 4 GiB, so its record count
+    // fits in u32.
+    v.extend_from_slice(&(ends.len() as u32).to_le_bytes());
+    for e in ends {
+        v.extend_from_slice(&e.saturating_sub(base).to_le_bytes());
+    }
+    v.extend_from_slice(data);
+    let crc = crc32fast::hash(&v[5..]);
+    v[1..5].copy_from_slice(&crc.to_le_bytes());
+    v
+}
+
+/// A decoded data value, borrowing from the stored bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ValueRef<'a> {
+    ends: &'a [u8],
+    /// Record bytes (the last record may continue in the next value).
+    pub data: &'a [u8],
+}
+
+impl ValueRef<'_> {
+    /// End offsets (relative to [`ValueRef::data`]) of the records ending in this value.
+    pub fn ends(&self) -> impl ExactSizeIterator<Item = u32> + '_ {
+        self.ends
+            .chunks_exact(4)
+            .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+    }
+}
+
+/// Decodes a data value, verifying version, checksum and offsets.
+pub fn decode_value(bytes: &[u8]) -> Result<ValueRef<'_>, CodecError> {
+    if bytes.len() < VALUE_HEADER {
+        return Err(CodecError::Truncated(bytes.len()));
+    }
+    if bytes[0] != VALUE_V1 {
+        return Err(CodecError::UnknownVersion(bytes[0]));
+    }
+    let stored = u32::from_le_bytes([bytes[1], bytes[2], bytes[3], bytes[4]]);
+    let computed = crc32fast::hash(&bytes[5..]);
+    if stored != computed {
+        return Err(CodecError::Checksum { stored, computed });
+    }
+    let n = u32::from_le_bytes([bytes[5], bytes[6], bytes[7], bytes[8]]) as usize;
+    let rest = &bytes[VALUE_HEADER..];
+    let ends_len = n
+        .checked_mul(4)
+        .filter(|&l| l <= rest.len())
+        .ok_or_else(|| CodecError::Malformed(format!("{n} record ends do not fit")))?;
+    let (ends, data) = rest.split_at(ends_len);
+    let value = ValueRef { ends, data };
+    let mut prev = 0u32;
+    for e in value.ends() {
+        if e < prev || e as usize > data.len() {
+            return Err(CodecError::Malformed(format!(
+                "record end {e} out of order or beyond {} data bytes",
+                data.len()
+            )));
+        }
+        prev = e;
+    }
+    Ok(value)
+}
+
+/// Where a chunk stands on disk. In-flight exists only in memory: on disk such a chunk is
+/// queued, so a crash during delivery simply queues it again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum StoredState {
+    /// Accepting appends when written; recovered as queued.
+    Staged,
+    /// Closed, waiting for delivery.
+    Queued,
+}
+
+/// Metadata of one chunk, rewritten (one small value) whenever it changes. It is what recovery
+/// and `total_limit_size` accounting read, so startup never has to scan the data values.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChunkMeta {
+    /// Staged or queued.
+    pub state: StoredState,
+    /// Creation time (Unix ms).
+    pub created_ms: u64,
+    /// Logical bytes of all records of the chunk.
+    pub bytes: u64,
+    /// Number of records of the chunk.
+    pub records: u64,
+    /// First data-key sequence number not yet used.
+    pub next_seq: u32,
+    /// Retry history.
+    pub retry: RetryState,
+    /// Records already delivered (partial delivery).
+    pub delivered: DeliveredSet,
+}
+
+/// Wire form of [`ChunkMeta`] version 1 (bincode, standard config). Field order is the format:
+/// append new fields only in a new version.
+#[derive(Serialize, Deserialize)]
+struct MetaV1 {
+    state: StoredState,
+    created_ms: u64,
+    bytes: u64,
+    records: u64,
+    next_seq: u32,
+    failures: u32,
+    first_failure_ms: Option<u64>,
+    next_attempt_ms: u64,
+    delivered: Vec<u64>,
+}
+
+/// Encodes chunk metadata: `u8 version = 1 | u32 LE crc32 of the rest | bincode(MetaV1)`.
+pub fn encode_meta(meta: &ChunkMeta) -> Vec<u8> {
+    let wire = MetaV1 {
+        state: meta.state,
+        created_ms: meta.created_ms,
+        bytes: meta.bytes,
+        records: meta.records,
+        next_seq: meta.next_seq,
+        failures: meta.retry.failures,
+        first_failure_ms: meta.retry.first_failure_ms,
+        next_attempt_ms: meta.retry.next_attempt_ms,
+        delivered: meta.delivered.words().to_vec(),
+    };
+    let mut v = Vec::with_capacity(META_HEADER + 48 + wire.delivered.len() * 8);
+    v.extend_from_slice(&[META_V1, 0, 0, 0, 0]);
+    // Encoding plain integers and vectors into a Vec cannot fail (no I/O, no size limit).
+    let _ = bincode::serde::encode_into_std_write(&wire, &mut v, bincode::config::standard());
+    let crc = crc32fast::hash(&v[META_HEADER..]);
+    v[1..5].copy_from_slice(&crc.to_le_bytes());
+    v
+}
+
+/// Decodes chunk metadata, verifying version, checksum and internal consistency.
+pub fn decode_meta(bytes: &[u8]) -> Result<ChunkMeta, CodecError> {
+    if bytes.len() < META_HEADER {
+        return Err(CodecError::Truncated(bytes.len()));
+    }
+    if bytes[0] != META_V1 {
+        return Err(CodecError::UnknownVersion(bytes[0]));
+    }
+    let stored = u32::from_le_bytes([bytes[1], bytes[2], bytes[3], bytes[4]]);
+    let body = &bytes[META_HEADER..];
+    let computed = crc32fast::hash(body);
+    if stored != computed {
+        return Err(CodecError::Checksum { stored, computed });
+    }
+    let config = bincode::config::standard().with_limit::<META_DECODE_LIMIT>();
+    let (wire, used): (MetaV1, usize) = bincode::serde::decode_from_slice(body, config)
+        .map_err(|e| CodecError::Malformed(e.to_string()))?;
+    if used != body.len() {
+        return Err(CodecError::Malformed(format!(
+            "{} trailing bytes after metadata",
+            body.len() - used
+        )));
+    }
+    let delivered = DeliveredSet::from_words(wire.delivered);
+    if delivered.iter().last().is_some_and(|i| i as u64 >= wire.records) {
+        return Err(CodecError::Malformed(format!(
+            "delivered set names a record beyond the chunk's {} records",
+            wire.records
+        )));
+    }
+    Ok(ChunkMeta {
+        state: wire.state,
+        created_ms: wire.created_ms,
+        bytes: wire.bytes,
+        records: wire.records,
+        next_seq: wire.next_seq,
+        retry: RetryState {
+            failures: wire.failures,
+            first_failure_ms: wire.first_failure_ms,
+            next_attempt_ms: wire.next_attempt_ms,
+        },
+        delivered,
+    })
+}
+
+/// Decodes any stored value, guessing its kind from the key if there is one (the fuzz entry
+/// point: it must never panic, whatever the bytes). Returns a short description on success.
+pub fn decode_stored(key: Option<&[u8]>, value: &[u8]) -> Result<String, CodecError> {
+    match key.map(chunk_of_key) {
+        Some(Err(e)) => Err(e),
+        Some(Ok(_)) if key.and_then(|k| k.first()) == Some(&META_PREFIX) => {
+            decode_meta(value).map(|m| format!("meta: {} records", m.records))
+        }
+        Some(Ok(_)) => decode_value(value).map(|v| format!("value: {} ends", v.ends().len())),
+        None => match decode_meta(value) {
+            Ok(m) => Ok(format!("meta: {} records", m.records)),
+            Err(_) => decode_value(value).map(|v| format!("value: {} ends", v.ends().len())),
+        },
+    }
+}
+
+/// Encodes the records one group commit adds to a chunk as data values of at most
+/// [`MAX_VALUE_DATA`] record bytes each, in order. A record may straddle two values; the
+/// records' end offsets say where each one ends. Always at least one value.
+pub fn split_values(records: &Records) -> Vec<Vec<u8>> {
+    let data = records.as_bytes();
+    let ends = records.ends();
+    let pieces = data.len().div_ceil(MAX_VALUE_DATA).max(1);
+    let mut out = Vec::with_capacity(pieces);
+    let mut next_end = 0usize;
+    for p in 0..pieces {
+        let start = p * MAX_VALUE_DATA;
+        let stop = if p + 1 == pieces { data.len() } else { start + MAX_VALUE_DATA };
+        let first = next_end;
+        while next_end < ends.len() && (ends[next_end] as usize <= stop || p + 1 == pieces) {
+            next_end += 1;
+        }
+        // `start` is below 4 GiB because a Records buffer is.
+        out.push(encode_value(&ends[first..next_end], start as u32, &data[start..stop]));
+    }
+    out
+}
+
+/// Rebuilds a chunk's records from its data values (in key order), checking them against the
+/// chunk's metadata. Any mismatch means the chunk cannot be trusted as a whole.
+pub fn assemble<'a>(
+    values: impl IntoIterator<Item = &'a [u8]>,
+    expect_records: u64,
+    expect_bytes: u64,
+) -> Result<Records, CodecError> {
+    let cap_bytes = usize::try_from(expect_bytes).unwrap_or(0).min(u32::MAX as usize);
+    let cap_records = usize::try_from(expect_records).unwrap_or(0).min(1 << 24);
+    let mut records = Records::with_capacity(cap_records, cap_bytes);
+    for raw in values {
+        let value = decode_value(raw)?;
+        let mut done = 0usize;
+        for e in value.ends() {
+            let e = e as usize;
+            records.data_mut().extend_from_slice(&value.data[done..e]);
+            records
+                .seal()
+                .map_err(|e| CodecError::Malformed(e.to_string()))?;
+            done = e;
+        }
+        records.data_mut().extend_from_slice(&value.data[done..]);
+        if records.byte_len() as u64 > expect_bytes {
+            return Err(CodecError::Malformed(format!(
+                "chunk data exceeds the {expect_bytes} bytes its metadata records"
+            )));
+        }
+    }
+    let sealed = records.ends().last().copied().unwrap_or(0) as usize;
+    if sealed != records.byte_len() {
+        return Err(CodecError::Malformed(format!(
+            "{} bytes after the last record end",
+            records.byte_len() - sealed
+        )));
+    }
+    if records.len() as u64 != expect_records || records.byte_len() as u64 != expect_bytes {
+        return Err(CodecError::Malformed(format!(
+            "chunk data holds {} records / {} bytes, metadata says {expect_records} / {expect_bytes}",
+            records.len(),
+            records.byte_len()
+        )));
+    }
+    Ok(records)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn meta() -> ChunkMeta {
+        ChunkMeta {
+            state: StoredState::Queued,
+            created_ms: 1_700_000_000_000,
+            bytes: 1234,
+            records: 130,
+            next_seq: 7,
+            retry: RetryState { failures: 2, first_failure_ms: Some(5), next_attempt_ms: 9 },
+            delivered: [0usize, 64, 129].into_iter().collect(),
+        }
+    }
+
+    #[test]
+    fn split_values_round_trip_through_assemble_at_any_size() {
+        let mut r = Records::new();
+        r.push(b"").unwrap();
+        r.push(&vec![b'a'; MAX_VALUE_DATA - 1]).unwrap();
+        r.push(b"b").unwrap(); // ends exactly on the value boundary
+        r.push(b"").unwrap(); // empty record right at the boundary
+        r.push(&vec![b'c'; 2 * MAX_VALUE_DATA + 7]).unwrap(); // spans three values
+        r.push(b"d\n").unwrap();
+        let values = split_values(&r);
+        assert_eq!(values.len(), r.byte_len().div_ceil(MAX_VALUE_DATA));
+        assert!(values.iter().all(|v| v.len() <= MAX_VALUE_DATA + 64));
+        let back = assemble(values.iter().map(Vec::as_slice), 6, r.byte_len() as u64).unwrap();
+        assert_eq!(back, r);
+        assert!(assemble(values.iter().map(Vec::as_slice), 5, r.byte_len() as u64).is_err());
+        assert!(assemble(values[..1].iter().map(Vec::as_slice), 6, r.byte_len() as u64).is_err());
+    }
+
+    #[test]
+    fn empty_records_make_one_value() {
+        let mut r = Records::new();
+        r.push(b"").unwrap();
+        r.push(b"").unwrap();
+        let values = split_values(&r);
+        assert_eq!(values.len(), 1);
+        assert_eq!(assemble(values.iter().map(Vec::as_slice), 2, 0).unwrap(), r);
+    }
+
+    #[test]
+    fn keys_sort_by_chunk_then_seq_and_name_their_chunk() {
+        assert!(data_key(ChunkId(1), u32::MAX) < data_key(ChunkId(2), 0));
+        assert!(data_key(ChunkId(2), 1) < data_key(ChunkId(2), 2));
+        assert_eq!(chunk_of_key(&data_key(ChunkId(42), 3)), Ok(ChunkId(42)));
+        assert_eq!(chunk_of_key(&meta_key(ChunkId(42))), Ok(ChunkId(42)));
+        assert!(data_key(ChunkId(7), 0).starts_with(&chunk_data_prefix(ChunkId(7))));
+        assert_eq!(chunk_of_key(b"x"), Err(CodecError::BadKey(1)));
+    }
+
+    #[test]
+    fn values_round_trip() {
+        let v = encode_value(&[2, 5, 5], 0, b"ab\ncdxyz");
+        let d = decode_value(&v).unwrap();
+        assert_eq!(d.ends().collect::<Vec<_>>(), vec![2, 5, 5]);
+        assert_eq!(d.data, b"ab\ncdxyz");
+    }
+
+    #[test]
+    fn any_flipped_bit_in_a_value_is_detected() {
+        let v = encode_value(&[3], 0, b"abc");
+        for i in 0..v.len() {
+            for bit in 0..8 {
+                let mut bad = v.clone();
+                bad[i] ^= 1 << bit;
+                assert!(decode_value(&bad).is_err(), "flip at byte {i} bit {bit} went unnoticed");
+            }
+        }
+    }
+
+    #[test]
+    fn meta_round_trips_and_detects_corruption() {
+        let m = meta();
+        let bytes = encode_meta(&m);
+        assert_eq!(decode_meta(&bytes).unwrap(), m);
+        let mut bad = bytes.clone();
+        let last = bad.len() - 1;
+        bad[last] ^= 0x40;
+        assert!(matches!(decode_meta(&bad), Err(CodecError::Checksum { .. })));
+        assert!(matches!(decode_meta(&bytes[..3]), Err(CodecError::Truncated(3))));
+        let mut future = bytes;
+        future[0] = 9;
+        assert_eq!(decode_meta(&future), Err(CodecError::UnknownVersion(9)));
+    }
+
+    #[test]
+    fn inconsistent_contents_with_a_valid_checksum_are_refused() {
+        // Ends out of order.
+        assert!(matches!(decode_value(&encode_value(&[3, 1], 0, b"abc")), Err(CodecError::Malformed(_))));
+        // End beyond the data.
+        assert!(matches!(decode_value(&encode_value(&[4], 0, b"abc")), Err(CodecError::Malformed(_))));
+        // Delivered set beyond the records.
+        let mut m = meta();
+        m.records = 10;
+        assert!(matches!(decode_meta(&encode_meta(&m)), Err(CodecError::Malformed(_))));
+    }
+}

@@ -1,0 +1,68 @@
+//! Moving an unreadable chunk out of the way: its raw stored bytes go to
+//! `data_dir/quarantine/` (fsynced, with a reason file) before the chunk is deleted from the
+//! database, so nothing is ever silently dropped and an operator can inspect or salvage it.
+//!
+//! `<output>-<chunk>-<unix ms>.bin` holds every stored entry of the chunk as
+//! `u32 LE key length | key | u32 LE value length | value`, repeated; `….reason.txt` says why.
+
+use std::path::{Path, PathBuf};
+
+use super::store::StoreError;
+use crate::buffer::{now_ms, ChunkId};
+use crate::fsutil::write_atomic;
+
+/// Writes the quarantine files of one chunk; returns the path of the `.bin` file. The chunk may
+/// be deleted from the database only after this succeeded.
+pub(crate) fn write(
+    dir: &Path,
+    output: &str,
+    chunk: ChunkId,
+    reason: &str,
+    entries: &[(Vec<u8>, Vec<u8>)],
+) -> Result<PathBuf, StoreError> {
+    let stem = format!("{}-{chunk}-{}", sanitize(output), now_ms());
+    let mut raw = Vec::with_capacity(entries.iter().map(|(k, v)| k.len() + v.len() + 8).sum());
+    for (k, v) in entries {
+        raw.extend_from_slice(&(k.len() as u32).to_le_bytes());
+        raw.extend_from_slice(k);
+        raw.extend_from_slice(&(v.len() as u32).to_le_bytes());
+        raw.extend_from_slice(v);
+    }
+    let bin = dir.join(format!("{stem}.bin"));
+    let io = |p: &Path, e: std::io::Error| StoreError::Io(format!("{}: {e}", p.display()));
+    write_atomic(&bin, &raw).map_err(|e| io(&bin, e))?;
+    let text = format!(
+        "output: {output}\nchunk: {chunk}\nreason: {reason}\nentries: {}\n\
+         format: repeated (u32 LE key length, key, u32 LE value length, value); keys are \
+         'd' + chunk id (u64 BE) + seq (u32 BE) for record data, 'm' + chunk id for metadata\n",
+        entries.len()
+    );
+    let reason_path = dir.join(format!("{stem}.reason.txt"));
+    write_atomic(&reason_path, text.as_bytes()).map_err(|e| io(&reason_path, e))?;
+    Ok(bin)
+}
+
+/// Output names become file names: keep them to a safe alphabet.
+fn sanitize(name: &str) -> String {
+    name.chars()
+        .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' })
+        .collect()
+}
+
+/// Reads back a quarantine `.bin` file (for tests and salvage tools).
+pub fn read_entries(bytes: &[u8]) -> Option<Vec<(Vec<u8>, Vec<u8>)>> {
+    let mut out = Vec::new();
+    let mut rest = bytes;
+    let take = |rest: &mut &[u8]| -> Option<Vec<u8>> {
+        let len = u32::from_le_bytes(rest.get(..4)?.try_into().ok()?) as usize;
+        let v = rest.get(4..4 + len)?.to_vec();
+        *rest = &rest[4 + len..];
+        Some(v)
+    };
+    while !rest.is_empty() {
+        let k = take(&mut rest)?;
+        let v = take(&mut rest)?;
+        out.push((k, v));
+    }
+    Some(out)
+}

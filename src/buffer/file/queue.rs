@@ -1,0 +1,644 @@
+//! [`FileBuffer`]: the [`Buffer`] of one output on the shared database. It keeps only chunk
+//! metadata in memory; record data lives in sled and is read when a chunk is taken.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use prometheus_client::metrics::counter::Counter;
+use sled::Tree;
+use tokio::sync::{oneshot, Notify};
+
+use super::codec::{self, chunk_data_prefix, ChunkMeta, StoredState};
+use super::recovery;
+use super::store::{seq_slots, Store, StoreError};
+use super::writer::{Op, Request};
+use crate::buffer::policy::{BufferPolicy, StagedSize};
+use crate::buffer::{
+    now_ms, AppendError, Buffer, BufferError, BufferStats, Chunk, ChunkId, DeliveredSet, Enqueue,
+    Records, RetryState,
+};
+use crate::config::buffer::OverflowAction;
+
+/// A staged chunk this close to running out of data-key sequence numbers is closed before the
+/// next append (an append into one chunk reserves at most ~16k of them).
+const SEQ_HEADROOM: u32 = 1 << 20;
+
+/// How often replay progress is logged while a recovered backlog drains.
+const REPLAY_LOG_EVERY: Duration = Duration::from_secs(10);
+
+/// Where a chunk is in its life, in memory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Accepting appends (at most one per output).
+    Staged,
+    /// Waiting for a flush worker.
+    Queued,
+    /// Handed to a flush worker.
+    InFlight,
+    /// Committed; its purge is being written.
+    Purging,
+    /// Unreadable and could not be quarantined: kept on disk and in the accounting, never taken.
+    Broken,
+}
+
+#[derive(Debug)]
+struct Entry {
+    meta: ChunkMeta,
+    phase: Phase,
+    /// Writes sent to the writer and not yet durable. A chunk is taken only at 0, so a flush
+    /// worker never reads a chunk whose data is still on its way to disk.
+    pending_writes: u32,
+}
+
+/// Recovered backlog still to deliver, for progress logs.
+#[derive(Debug)]
+struct Replay {
+    last_recovered: ChunkId,
+    remaining: u64,
+    last_log: Instant,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    next_id: u64,
+    staged: Option<ChunkId>,
+    chunks: BTreeMap<ChunkId, Entry>,
+    bytes: u64,
+    records: u64,
+    dropped_chunks: u64,
+    dropped_records: u64,
+    quarantined_chunks: u64,
+    replay: Option<Replay>,
+}
+
+impl State {
+    fn forget(&mut self, id: ChunkId) -> Option<Entry> {
+        let e = self.chunks.remove(&id)?;
+        self.bytes = self.bytes.saturating_sub(e.meta.bytes);
+        self.records = self.records.saturating_sub(e.meta.records);
+        if self.staged == Some(id) {
+            self.staged = None;
+        }
+        if let Some(r) = self.replay.as_mut() {
+            if id <= r.last_recovered {
+                r.remaining = r.remaining.saturating_sub(1);
+            }
+        }
+        Some(e)
+    }
+}
+
+struct Inner {
+    policy: BufferPolicy,
+    store: Arc<Store>,
+    tree: Tree,
+    state: Mutex<State>,
+    queued_signal: Arc<Notify>,
+    space_freed: Notify,
+    closed: AtomicBool,
+    quarantined: Counter,
+}
+
+/// The durable chunk queue of one output (`buffer.type = "file"`).
+pub struct FileBuffer {
+    inner: Arc<Inner>,
+}
+
+/// Changes prepared under the state lock, sent to the writer in one request.
+#[derive(Default)]
+struct Prepared {
+    ops: Vec<Op>,
+    /// One entry per `pending_writes` increment.
+    touched: Vec<ChunkId>,
+}
+
+impl Prepared {
+    fn put_meta(&mut self, st: &mut State, id: ChunkId) {
+        if let Some(e) = st.chunks.get_mut(&id) {
+            self.ops.push(Op::PutMeta { chunk: id, meta: codec::encode_meta(&e.meta) });
+            e.pending_writes += 1;
+            self.touched.push(id);
+        }
+    }
+}
+
+impl FileBuffer {
+    /// Opens output `policy.output`'s queue in `store`, recovering what is on disk: queued and
+    /// staged chunks come back queued, unreadable ones go to quarantine. `quarantined` counts
+    /// quarantined chunks (a Prometheus counter the caller registered).
+    pub fn open(
+        store: Arc<Store>,
+        policy: BufferPolicy,
+        quarantined: Counter,
+    ) -> Result<FileBuffer, StoreError> {
+        let tree = store.tree(&policy.output)?;
+        let rec = recovery::recover(&store, &tree, &policy.output)?;
+        quarantined.inc_by(rec.quarantined);
+        let mut st = State {
+            next_id: rec.next_id,
+            quarantined_chunks: rec.quarantined,
+            ..State::default()
+        };
+        for (id, meta) in rec.chunks {
+            st.bytes += meta.bytes;
+            st.records += meta.records;
+            st.chunks.insert(id, Entry { meta, phase: Phase::Queued, pending_writes: 0 });
+        }
+        let delivered: u64 = st.chunks.values().map(|e| e.meta.delivered.count() as u64).sum();
+        tracing::info!(output = %policy.output, chunks = st.chunks.len(), records = st.records,
+            bytes = st.bytes, already_delivered = delivered, quarantined = rec.quarantined,
+            "buffer recovered from disk");
+        if let Some((&last, _)) = st.chunks.iter().next_back() {
+            st.replay = Some(Replay {
+                last_recovered: last,
+                remaining: st.chunks.len() as u64,
+                last_log: Instant::now(),
+            });
+        }
+        Ok(FileBuffer {
+            inner: Arc::new(Inner {
+                policy,
+                store,
+                tree,
+                state: Mutex::new(st),
+                queued_signal: Arc::new(Notify::new()),
+                space_freed: Notify::new(),
+                closed: AtomicBool::new(false),
+                quarantined,
+            }),
+        })
+    }
+}
+
+impl Inner {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock leaves at worst stale counters; the data is on disk.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Sends `prep` to the writer; `after` runs on the writer thread once it is durable, after
+    /// the touched chunks' pending writes are released. Returns the completion to await.
+    fn submit(
+        self: &Arc<Self>,
+        st: &mut State,
+        prep: Prepared,
+        after: impl FnOnce(&Inner, &mut State, &Result<(), StoreError>) + Send + 'static,
+    ) -> Result<oneshot::Receiver<Result<(), StoreError>>, StoreError> {
+        let (tx, rx) = oneshot::channel();
+        let inner = Arc::clone(self);
+        let touched = prep.touched.clone();
+        let req = Request {
+            tree: self.tree.clone(),
+            ops: prep.ops,
+            done: Box::new(move |res| {
+                let mut wake = false;
+                {
+                    let mut st = inner.lock();
+                    for id in &touched {
+                        if let Some(e) = st.chunks.get_mut(id) {
+                            e.pending_writes = e.pending_writes.saturating_sub(1);
+                            wake |= e.pending_writes == 0 && e.phase == Phase::Queued;
+                        }
+                    }
+                    after(&inner, &mut st, &res);
+                }
+                if wake {
+                    inner.queued_signal.notify_waiters();
+                }
+                // Let go of the buffer before answering: once the caller has its answer it may
+                // drop its handles and reopen the database, which needs this thread to not be
+                // the last owner of the store.
+                drop(inner);
+                let _ = tx.send(res);
+            }),
+        };
+        if let Err(e) = self.store.submit(req) {
+            // Nothing was sent: undo the pending marks so the chunks stay consistent.
+            for id in &prep.touched {
+                if let Some(e) = st.chunks.get_mut(id) {
+                    e.pending_writes = e.pending_writes.saturating_sub(1);
+                }
+            }
+            return Err(e);
+        }
+        Ok(rx)
+    }
+
+    fn close_staged(&self, st: &mut State, prep: &mut Prepared) {
+        if let Some(id) = st.staged.take() {
+            if let Some(e) = st.chunks.get_mut(&id) {
+                e.phase = Phase::Queued;
+                e.meta.state = StoredState::Queued;
+            }
+            prep.put_meta(st, id);
+        }
+    }
+
+    /// Waits for or makes room for `adding` bytes according to `overflow_action`; returns the
+    /// locked state once the append may proceed. Chunks dropped for room are purged through
+    /// `prep`, ahead of the append.
+    async fn reserve(
+        &self,
+        adding: u64,
+        prep: &mut Prepared,
+    ) -> Result<MutexGuard<'_, State>, AppendError> {
+        loop {
+            let freed = self.space_freed.notified();
+            tokio::pin!(freed);
+            freed.as_mut().enable();
+            {
+                let mut st = self.lock();
+                if self.closed.load(Ordering::Acquire) {
+                    return Err(AppendError::Closed(self.policy.output.clone()));
+                }
+                if self.policy.has_room(st.bytes, adding) {
+                    return Ok(st);
+                }
+                match self.policy.overflow_action {
+                    OverflowAction::ThrowException => {
+                        return Err(self.policy.overflow_error(st.bytes))
+                    }
+                    OverflowAction::DropOldestChunk => {
+                        while !self.policy.has_room(st.bytes, adding) {
+                            let oldest = st
+                                .chunks
+                                .iter()
+                                .find(|(_, e)| e.phase == Phase::Queued)
+                                .map(|(&id, _)| id);
+                            let Some(id) = oldest else { break };
+                            if let Some(e) = st.forget(id) {
+                                st.dropped_chunks += 1;
+                                st.dropped_records += e.meta.records;
+                                prep.ops.push(Op::Purge { chunk: id });
+                                tracing::warn!(output = %self.policy.output, chunk = %id,
+                                    records = e.meta.records, bytes = e.meta.bytes,
+                                    "buffer full: dropped oldest queued chunk (overflow_action = drop_oldest_chunk)");
+                            }
+                        }
+                        if self.policy.has_room(st.bytes, adding) {
+                            return Ok(st);
+                        }
+                        return Err(self.policy.overflow_error(st.bytes));
+                    }
+                    OverflowAction::Block => {}
+                }
+            }
+            freed.await;
+        }
+    }
+
+    fn new_chunk(&self, st: &mut State) -> ChunkId {
+        let id = ChunkId(st.next_id);
+        st.next_id += 1;
+        let meta = ChunkMeta {
+            state: StoredState::Staged,
+            created_ms: now_ms(),
+            bytes: 0,
+            records: 0,
+            next_seq: 0,
+            retry: RetryState::default(),
+            delivered: DeliveredSet::new(),
+        };
+        st.chunks.insert(id, Entry { meta, phase: Phase::Staged, pending_writes: 0 });
+        st.staged = Some(id);
+        id
+    }
+
+    async fn append(self: &Arc<Self>, records: Records) -> Result<(), AppendError> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        let adding = records.byte_len() as u64;
+        let mut prep = Prepared::default();
+        let rx = {
+            let mut st = match self.reserve(adding, &mut prep).await {
+                Ok(st) => st,
+                Err(e) => {
+                    // Chunks dropped while trying to make room are gone from memory: their
+                    // purge must reach the disk even though this append fails.
+                    if !prep.ops.is_empty() {
+                        let mut st = self.lock();
+                        let _ = self.submit(&mut st, prep, |_, _, _| {});
+                    }
+                    return Err(e);
+                }
+            };
+            let st = &mut *st;
+            let exhausted = st
+                .staged
+                .and_then(|id| st.chunks.get(&id))
+                .is_some_and(|e| e.meta.next_seq > u32::MAX - SEQ_HEADROOM);
+            if exhausted {
+                self.close_staged(st, &mut prep);
+            }
+            let staged = st.staged.and_then(|id| st.chunks.get(&id)).map(|e| StagedSize {
+                bytes: e.meta.bytes,
+                records: e.meta.records,
+            });
+            let plan = match self.policy.plan(staged, &records) {
+                Ok(p) => p,
+                Err(e) => {
+                    // Drops and closes decided above still have to reach the disk.
+                    if !prep.ops.is_empty() {
+                        self.submit(st, prep, |_, _, _| {})?;
+                    }
+                    return Err(e);
+                }
+            };
+            if plan.close_staged_first {
+                self.close_staged(st, &mut prep);
+            }
+            let single = plan.parts.len() == 1;
+            let mut whole = Some(records);
+            for part in plan.parts {
+                if part.new_chunk {
+                    self.close_staged(st, &mut prep);
+                    self.new_chunk(st);
+                }
+                let Some(id) = st.staged else { continue };
+                let slice = match (single, whole.as_ref()) {
+                    (true, _) => whole.take().unwrap_or_default(),
+                    (false, Some(all)) => all.slice(part.range.clone()),
+                    (false, None) => Records::new(),
+                };
+                let n = slice.len() as u64;
+                let Some(e) = st.chunks.get_mut(&id) else { continue };
+                let first_seq = e.meta.next_seq;
+                e.meta.next_seq = first_seq.saturating_add(seq_slots(part.bytes));
+                e.meta.bytes += part.bytes;
+                e.meta.records += n;
+                st.bytes += part.bytes;
+                st.records += n;
+                prep.ops.push(Op::Append { chunk: id, first_seq, records: slice });
+                if part.close_after {
+                    self.close_staged(st, &mut prep);
+                } else {
+                    prep.put_meta(st, id);
+                }
+            }
+            self.submit(st, prep, |_, _, _| {})?
+        };
+        match rx.await {
+            Ok(res) => Ok(res?),
+            Err(_) => Err(StoreError::WriterGone.into()),
+        }
+    }
+
+    async fn enqueue_staged(self: &Arc<Self>, which: Enqueue) -> Result<usize, BufferError> {
+        let rx = {
+            let mut st = self.lock();
+            let due = st.staged.and_then(|id| st.chunks.get(&id)).is_some_and(|e| match which {
+                Enqueue::All => true,
+                Enqueue::CreatedBefore(t) => e.meta.created_ms <= t,
+            });
+            if !due {
+                return Ok(0);
+            }
+            let mut prep = Prepared::default();
+            self.close_staged(&mut st, &mut prep);
+            self.submit(&mut st, prep, |_, _, _| {})?
+        };
+        rx.await.map_err(|_| StoreError::WriterGone)??;
+        Ok(1)
+    }
+
+    async fn take(self: &Arc<Self>, now: u64) -> Result<Option<Chunk>, BufferError> {
+        loop {
+            let (id, meta) = {
+                let mut st = self.lock();
+                let found = st.chunks.iter_mut().find(|(_, e)| {
+                    e.phase == Phase::Queued
+                        && e.pending_writes == 0
+                        && e.meta.retry.next_attempt_ms <= now
+                });
+                let Some((&id, e)) = found else { return Ok(None) };
+                e.phase = Phase::InFlight;
+                (id, e.meta.clone())
+            };
+            let tree = self.tree.clone();
+            let (records, bytes) = (meta.records, meta.bytes);
+            let read = tokio::task::spawn_blocking(move || read_chunk(&tree, id, records, bytes))
+                .await
+                .unwrap_or_else(|e| Err(ReadError::Storage(StoreError::Io(e.to_string()))));
+            match read {
+                Ok(records) => {
+                    return Ok(Some(Chunk {
+                        id,
+                        created_ms: meta.created_ms,
+                        records,
+                        delivered: meta.delivered,
+                        retry: meta.retry,
+                    }))
+                }
+                Err(ReadError::Storage(e)) => {
+                    self.set_phase(id, Phase::Queued);
+                    return Err(e.into());
+                }
+                Err(ReadError::Corrupt(reason)) => self.quarantine(id, reason).await?,
+            }
+        }
+    }
+
+    fn set_phase(&self, id: ChunkId, phase: Phase) {
+        if let Some(e) = self.lock().chunks.get_mut(&id) {
+            e.phase = phase;
+        }
+    }
+
+    /// Moves an unreadable in-flight chunk to quarantine and forgets it.
+    async fn quarantine(self: &Arc<Self>, id: ChunkId, reason: String) -> Result<(), BufferError> {
+        let store = Arc::clone(&self.store);
+        let tree = self.tree.clone();
+        let output = self.policy.output.clone();
+        let reason = format!("unreadable chunk data: {reason}");
+        let res = tokio::task::spawn_blocking(move || {
+            recovery::quarantine_chunk(&store, &tree, &output, id, &reason)
+        })
+        .await
+        .unwrap_or_else(|e| Err(StoreError::Io(e.to_string())));
+        match res {
+            Ok(()) => {
+                let mut st = self.lock();
+                st.forget(id);
+                st.quarantined_chunks += 1;
+                drop(st);
+                self.quarantined.inc();
+                self.space_freed.notify_waiters();
+                Ok(())
+            }
+            Err(e) => {
+                tracing::error!(output = %self.policy.output, chunk = %id, error = %e,
+                    "buffer: cannot quarantine an unreadable chunk; it stays on disk and is skipped");
+                self.set_phase(id, Phase::Broken);
+                Ok(())
+            }
+        }
+    }
+
+    async fn commit(self: &Arc<Self>, id: ChunkId) -> Result<(), BufferError> {
+        let rx = {
+            let mut st = self.lock();
+            match st.chunks.get_mut(&id) {
+                Some(e) if e.phase == Phase::InFlight => e.phase = Phase::Purging,
+                _ => return Err(BufferError::NotInFlight(id)),
+            }
+            let prep = Prepared { ops: vec![Op::Purge { chunk: id }], touched: Vec::new() };
+            let submitted = self.submit(&mut st, prep, move |inner, st, res| {
+                if res.is_ok() {
+                    st.forget(id);
+                    inner.log_replay(st);
+                    inner.space_freed.notify_waiters();
+                } else if let Some(e) = st.chunks.get_mut(&id) {
+                    e.phase = Phase::InFlight;
+                }
+            });
+            match submitted {
+                Ok(rx) => rx,
+                Err(e) => {
+                    if let Some(e) = st.chunks.get_mut(&id) {
+                        e.phase = Phase::InFlight;
+                    }
+                    return Err(e.into());
+                }
+            }
+        };
+        rx.await.map_err(|_| StoreError::WriterGone)??;
+        Ok(())
+    }
+
+    fn log_replay(&self, st: &mut State) {
+        let Some(r) = st.replay.as_mut() else { return };
+        if r.remaining == 0 {
+            tracing::info!(output = %self.policy.output, "buffer: recovered backlog delivered");
+            st.replay = None;
+        } else if r.last_log.elapsed() >= REPLAY_LOG_EVERY {
+            r.last_log = Instant::now();
+            tracing::info!(output = %self.policy.output, chunks_left = r.remaining,
+                "buffer: replaying recovered backlog");
+        }
+    }
+
+    async fn release(
+        self: &Arc<Self>,
+        id: ChunkId,
+        delivered: DeliveredSet,
+        retry: RetryState,
+    ) -> Result<(), BufferError> {
+        let rx = {
+            let mut st = self.lock();
+            let Some(e) = st.chunks.get_mut(&id).filter(|e| e.phase == Phase::InFlight) else {
+                return Err(BufferError::NotInFlight(id));
+            };
+            // Only indices of real records can be stored (recovery refuses others).
+            let records = e.meta.records;
+            e.meta.delivered = if delivered.iter().last().is_some_and(|i| i as u64 >= records) {
+                delivered.iter().filter(|&i| (i as u64) < records).collect()
+            } else {
+                delivered
+            };
+            e.meta.retry = retry;
+            e.meta.state = StoredState::Queued;
+            // Takeable again only once the new delivered set is durable (pending_writes).
+            e.phase = Phase::Queued;
+            let mut prep = Prepared::default();
+            prep.put_meta(&mut st, id);
+            self.submit(&mut st, prep, |_, _, _| {})?
+        };
+        rx.await.map_err(|_| StoreError::WriterGone)??;
+        Ok(())
+    }
+
+    fn stats(&self) -> BufferStats {
+        let st = self.lock();
+        let mut s = BufferStats {
+            records: st.records,
+            bytes: st.bytes,
+            limit_bytes: self.policy.total_limit_size,
+            dropped_chunks: st.dropped_chunks,
+            dropped_records: st.dropped_records,
+            quarantined_chunks: st.quarantined_chunks,
+            ..BufferStats::default()
+        };
+        for e in st.chunks.values() {
+            match e.phase {
+                Phase::Staged => s.staged_chunks += 1,
+                Phase::Queued | Phase::Broken => {
+                    s.queued_chunks += 1;
+                    s.oldest_queued_ms = Some(
+                        s.oldest_queued_ms.map_or(e.meta.created_ms, |m| m.min(e.meta.created_ms)),
+                    );
+                    if e.meta.retry.failures > 0 {
+                        s.retrying_chunks += 1;
+                        let t = e.meta.retry.next_attempt_ms;
+                        s.next_retry_ms = Some(s.next_retry_ms.map_or(t, |m| m.min(t)));
+                    }
+                }
+                Phase::InFlight | Phase::Purging => s.in_flight_chunks += 1,
+            }
+        }
+        s
+    }
+}
+
+/// Why a chunk's data could not be read.
+enum ReadError {
+    /// The store failed; the chunk may be fine.
+    Storage(StoreError),
+    /// The stored bytes are wrong; the chunk must be quarantined.
+    Corrupt(String),
+}
+
+/// Reads and verifies all records of chunk `id` (blocking).
+fn read_chunk(tree: &Tree, id: ChunkId, records: u64, bytes: u64) -> Result<Records, ReadError> {
+    let mut values = Vec::new();
+    for kv in tree.scan_prefix(chunk_data_prefix(id)) {
+        let (_, v) = kv.map_err(|e| ReadError::Storage(e.into()))?;
+        values.push(v);
+    }
+    codec::assemble(values.iter().map(|v| v.as_ref()), records, bytes)
+        .map_err(|e| ReadError::Corrupt(e.to_string()))
+}
+
+#[async_trait]
+impl Buffer for FileBuffer {
+    async fn append(&self, records: Records) -> Result<(), AppendError> {
+        self.inner.append(records).await
+    }
+
+    async fn enqueue_staged(&self, which: Enqueue) -> Result<usize, BufferError> {
+        self.inner.enqueue_staged(which).await
+    }
+
+    async fn take(&self, now_ms: u64) -> Result<Option<Chunk>, BufferError> {
+        self.inner.take(now_ms).await
+    }
+
+    async fn commit(&self, id: ChunkId) -> Result<(), BufferError> {
+        self.inner.commit(id).await
+    }
+
+    async fn release(
+        &self,
+        id: ChunkId,
+        delivered: DeliveredSet,
+        retry: RetryState,
+    ) -> Result<(), BufferError> {
+        self.inner.release(id, delivered, retry).await
+    }
+
+    fn queued_signal(&self) -> Arc<Notify> {
+        Arc::clone(&self.inner.queued_signal)
+    }
+
+    fn stats(&self) -> BufferStats {
+        self.inner.stats()
+    }
+
+    fn close(&self) {
+        self.inner.closed.store(true, Ordering::Release);
+        self.inner.space_freed.notify_waiters();
+    }
+}
