@@ -256,7 +256,7 @@ fn dockerfile_builds_this_binary_from_files_in_the_repo() {
         .unwrap()
         .to_owned();
     let mut stages = 0;
-    for line in text.lines().map(str::trim) {
+    for line in text.lines().map(str::trim).filter(|l| !l.starts_with('#')) {
         if line.starts_with("FROM ") {
             stages += 1;
         }
