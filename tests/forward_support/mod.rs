@@ -21,6 +21,11 @@ impl Relay {
     /// Starts the relay; `source_extra` is TOML appended inside `[sources.fwd]` (it may open
     /// sub-tables such as `[sources.fwd.security]` at its end).
     pub fn start(source_extra: &str) -> Relay {
+        Relay::start_with(source_extra, "")
+    }
+
+    /// Like [`Relay::start`]; `buffer_extra` goes into `[outputs.out.buffer]`.
+    pub fn start_with(source_extra: &str, buffer_extra: &str) -> Relay {
         let dir = tempfile::tempdir().expect("tempdir");
         let port = common::free_port();
         let d = dir.path().display();
@@ -46,6 +51,7 @@ type = "memory"
 flush_mode = "immediate"
 flush_thread_interval = "20ms"
 flush_thread_burst_interval = "0s"
+{buffer_extra}
 
 [sources.fwd]
 type = "forward"
@@ -79,8 +85,9 @@ listen = "127.0.0.1:{port}"
         }
     }
 
+    /// The relay's log, without terminal colour codes.
     pub fn stderr(&self) -> String {
-        common::read_log(self.dir.path(), "stderr.log")
+        strip_ansi(&common::read_log(self.dir.path(), "stderr.log"))
     }
 
     pub fn stdout(&self) -> String {
@@ -106,9 +113,15 @@ listen = "127.0.0.1:{port}"
 
     /// Waits until the stderr log contains `text`.
     pub fn wait_log(&self, text: &str) {
-        common::wait_for(Duration::from_secs(10), &format!("log line {text:?}"), || {
-            self.stderr().contains(text).then_some(())
-        });
+        let start = std::time::Instant::now();
+        while !self.stderr().contains(text) {
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "no log line with {text:?} in:\n{}",
+                self.stderr()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     pub fn connect(&self) -> TcpStream {
@@ -121,12 +134,22 @@ listen = "127.0.0.1:{port}"
     /// process still serves after whatever happened before.
     pub fn assert_still_serving(&self, marker: &str) {
         let mut s = self.connect();
-        let msg = Mp::new().arr(4).s("alive").int(1).rec(marker).map(1).s("chunk").s(marker);
+        let msg = Mp::new()
+            .arr(4)
+            .s("alive")
+            .int(1)
+            .rec(marker)
+            .map(1)
+            .s("chunk")
+            .s(marker);
         s.write_all(&msg.0).unwrap();
         assert_eq!(read_reply(&mut s), Mp::new().map(1).s("ack").s(marker).0);
         let recs = self.wait_records(1);
         common::wait_for(Duration::from_secs(10), "the marker record", || {
-            self.records().iter().any(|r| r["msg"] == marker).then_some(())
+            self.records()
+                .iter()
+                .any(|r| r["msg"] == marker)
+                .then_some(())
         });
         drop(recs);
     }
@@ -153,10 +176,36 @@ pub fn read_records(dir: &Path) -> Vec<serde_json::Value> {
     for f in files {
         let text = std::fs::read_to_string(&f).unwrap_or_default();
         for line in text.lines().filter(|l| !l.is_empty()) {
-            out.push(serde_json::from_str(line).unwrap_or_else(|e| panic!("bad JSON {line:?}: {e}")));
+            out.push(
+                serde_json::from_str(line).unwrap_or_else(|e| panic!("bad JSON {line:?}: {e}")),
+            );
         }
     }
     out
+}
+
+/// Removes ANSI escape sequences (`ESC [ ... letter`).
+pub fn strip_ansi(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' && chars.peek() == Some(&'[') {
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// Reads one reply without panicking; `None` on error.
+pub fn try_read_reply(s: &mut TcpStream) -> Option<Vec<u8>> {
+    let mut buf = vec![0u8; 4096];
+    s.read(&mut buf).ok().map(|n| buf[..n].to_vec())
 }
 
 /// Reads one reply (an ack, a PONG...) of up to 4 KiB; empty if the server closed first.

@@ -58,6 +58,28 @@ pub enum ConnError {
     Internal(String),
 }
 
+/// One [`Throttle`] per reason, so that a flood of one kind of bad input cannot hide the
+/// first occurrence of another kind. Reasons are a small fixed set of labels.
+#[derive(Default)]
+struct ReasonThrottle(std::sync::Mutex<Vec<(&'static str, Arc<Throttle>)>>);
+
+impl ReasonThrottle {
+    fn allow(&self, reason: &'static str) -> Option<u64> {
+        let throttle = {
+            let mut all = self.0.lock().unwrap_or_else(|e| e.into_inner());
+            match all.iter().find(|(r, _)| *r == reason) {
+                Some((_, t)) => Arc::clone(t),
+                None => {
+                    let t = Arc::new(Throttle::new(LOG_PERIOD));
+                    all.push((reason, Arc::clone(&t)));
+                    t
+                }
+            }
+        };
+        throttle.allow()
+    }
+}
+
 /// What every connection of one forward source shares.
 pub struct Shared {
     /// The source name.
@@ -77,7 +99,7 @@ pub struct Shared {
     idle_timeout: Option<Duration>,
     message_timeout: Duration,
     deny_keepalive: bool,
-    bad_input_log: Throttle,
+    bad_input_log: ReasonThrottle,
     emit_log: Throttle,
     reject_log: Throttle,
 }
@@ -123,7 +145,7 @@ impl Shared {
             idle_timeout: Some(config.idle_timeout.0).filter(|d| !d.is_zero()),
             message_timeout: config.message_timeout.0,
             deny_keepalive: config.deny_keepalive,
-            bad_input_log: Throttle::new(LOG_PERIOD),
+            bad_input_log: ReasonThrottle::default(),
             emit_log: Throttle::new(LOG_PERIOD),
             reject_log: Throttle::new(LOG_PERIOD),
         })
@@ -163,8 +185,8 @@ impl Shared {
 
     /// Logs and counts why a connection ended early.
     fn report(&self, peer: SocketAddr, err: &ConnError) {
-        let warn = |reason: &str| {
-            if let Some(suppressed) = self.bad_input_log.allow() {
+        let warn = |reason: &'static str| {
+            if let Some(suppressed) = self.bad_input_log.allow(reason) {
                 tracing::warn!(source = %self.name, %peer, reason, error = %err, suppressed,
                     "closing forward connection");
             }
@@ -364,7 +386,7 @@ where
         let shared = self.shared;
         if events.invalid_events > 0 {
             shared.invalid_events.inc_by(events.invalid_events as u64);
-            if let Some(suppressed) = shared.bad_input_log.allow() {
+            if let Some(suppressed) = shared.bad_input_log.allow("invalid_event") {
                 tracing::warn!(source = %shared.name, tag = events.batch.tag(),
                     skipped = events.invalid_events, reason = events.invalid_reason.unwrap_or(""),
                     suppressed, "skipped invalid events (skip_invalid_event)");
