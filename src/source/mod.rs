@@ -2,6 +2,7 @@
 //! events are stored by the buffer of the output they were routed to (for the file buffer:
 //! fsynced), which is what lets the forward source acknowledge safely.
 
+pub mod forward;
 pub mod sample;
 
 use std::sync::Arc;
@@ -17,6 +18,8 @@ use crate::pipeline::{EmitError, Pipeline};
 pub enum SourceConfig {
     /// Generates events at a fixed rate (Fluentd's `sample`, formerly `dummy`).
     Sample(sample::SampleConfig),
+    /// Receives events from Fluentd/Fluent Bit/fluent-logger clients (Fluentd's `forward`).
+    Forward(forward::ForwardConfig),
 }
 
 impl SourceConfig {
@@ -25,6 +28,7 @@ impl SourceConfig {
     pub fn extract(figment: &figment::Figment, path: &str) -> Result<Self, figment::Error> {
         use crate::config::{component_type, extract_component, unknown_type};
         match component_type(figment, path)?.as_str() {
+            "forward" => Ok(SourceConfig::Forward(extract_component(figment, path)?)),
             "sample" => Ok(SourceConfig::Sample(extract_component(figment, path)?)),
             other => Err(unknown_type(path, other, &["forward", "sample"])),
         }
@@ -34,6 +38,7 @@ impl SourceConfig {
     pub fn problems(&self) -> Vec<(&'static str, String)> {
         match self {
             SourceConfig::Sample(c) => c.problems(),
+            SourceConfig::Forward(c) => c.problems(),
         }
     }
 }
@@ -81,5 +86,6 @@ pub async fn spawn(
     tracing::info!(source = name, "starting source");
     Ok(match config {
         SourceConfig::Sample(c) => tokio::spawn(sample::run(c, emitter, shutdown)),
+        SourceConfig::Forward(c) => forward::spawn(name, c, emitter, shutdown).await?,
     })
 }

@@ -1,0 +1,413 @@
+//! One client connection: optional TLS and handshake, then messages one at a time —
+//! frame, decode, emit, ack — with no read while an emit is pending (that is the
+//! backpressure: the client's TCP window fills up when the buffer blocks).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use prometheus_client::metrics::counter::Counter;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+use tokio_rustls::TlsAcceptor;
+
+use super::decode::{decode_message, DecodeError, DecodeOptions, Message};
+use super::handshake::Security;
+use super::metrics::ForwardMetrics;
+use super::msgpack::Framer;
+use super::ForwardConfig;
+use crate::event::EventTime;
+use crate::metrics::{source_label, Labels};
+use crate::shutdown::Shutdown;
+use crate::source::Emitter;
+use crate::telemetry::Throttle;
+
+/// Bytes requested from the socket per read.
+const READ_CHUNK: usize = 64 * 1024;
+/// Messages larger than this are decoded on the blocking pool so that a big (or gzip) message
+/// does not stall the other connections sharing the runtime thread.
+const OFFLOAD_BYTES: usize = 16 * 1024;
+/// How often the same kind of warning may be logged per source.
+const LOG_PERIOD: Duration = Duration::from_secs(10);
+
+/// Why a connection ended early.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnError {
+    /// The client sent a message we reject.
+    #[error(transparent)]
+    Decode(#[from] DecodeError),
+    /// A message (or handshake step) did not complete within `message_timeout`.
+    #[error("no complete message within message_timeout ({0:?})")]
+    MessageTimeout(Duration),
+    /// The handshake failed (PONG false was sent).
+    #[error("handshake refused: {0}")]
+    Handshake(&'static str),
+    /// The TLS handshake failed or timed out.
+    #[error("TLS handshake failed: {0}")]
+    Tls(String),
+    /// The client closed the connection in the middle of a message.
+    #[error("connection closed in the middle of a message ({0} bytes unread)")]
+    Truncated(usize),
+    /// Reading or writing the socket failed (typically a reset by the client).
+    #[error("socket error: {0}")]
+    Io(#[from] std::io::Error),
+    /// The decoding task died (a bug; reported, never propagated as a panic).
+    #[error("internal error while decoding: {0}")]
+    Internal(String),
+}
+
+/// One [`Throttle`] per reason, so that a flood of one kind of bad input cannot hide the
+/// first occurrence of another kind. Reasons are a small fixed set of labels.
+#[derive(Default)]
+struct ReasonThrottle(std::sync::Mutex<Vec<(&'static str, Arc<Throttle>)>>);
+
+impl ReasonThrottle {
+    fn allow(&self, reason: &'static str) -> Option<u64> {
+        let throttle = {
+            let mut all = self.0.lock().unwrap_or_else(|e| e.into_inner());
+            match all.iter().find(|(r, _)| *r == reason) {
+                Some((_, t)) => Arc::clone(t),
+                None => {
+                    let t = Arc::new(Throttle::new(LOG_PERIOD));
+                    all.push((reason, Arc::clone(&t)));
+                    t
+                }
+            }
+        };
+        throttle.allow()
+    }
+}
+
+/// What every connection of one forward source shares.
+pub struct Shared {
+    /// The source name.
+    pub name: String,
+    labels: Labels,
+    emitter: Emitter,
+    metrics: Arc<ForwardMetrics>,
+    acks_sent: Counter,
+    emit_failures: Counter,
+    invalid_events: Counter,
+    acceptor: Option<TlsAcceptor>,
+    security: Option<Security>,
+    message_length_limit: usize,
+    decode: DecodeOptions,
+    source_address_key: Option<String>,
+    source_hostname_key: Option<String>,
+    idle_timeout: Option<Duration>,
+    message_timeout: Duration,
+    deny_keepalive: bool,
+    bad_input_log: ReasonThrottle,
+    emit_log: Throttle,
+    reject_log: Throttle,
+}
+
+impl Shared {
+    /// From the source's config; fails only on values `problems()` would also report.
+    pub fn new(
+        name: &str,
+        config: &ForwardConfig,
+        emitter: Emitter,
+        metrics: Arc<ForwardMetrics>,
+        acceptor: Option<TlsAcceptor>,
+    ) -> anyhow::Result<Shared> {
+        let labels = source_label(name);
+        let size = |v: u64, key: &str| {
+            usize::try_from(v).map_err(|_| anyhow::anyhow!("{key} is too large for this platform"))
+        };
+        let acks_sent = metrics.acks_sent.get_or_create(&labels).clone();
+        let emit_failures = metrics.emit_failures.get_or_create(&labels).clone();
+        let invalid_events = metrics.invalid_events.get_or_create(&labels).clone();
+        Ok(Shared {
+            name: name.to_owned(),
+            acks_sent,
+            emit_failures,
+            invalid_events,
+            labels,
+            emitter,
+            metrics,
+            acceptor,
+            security: config.security.as_ref().map(Security::new),
+            message_length_limit: size(config.message_length_limit.0, "message_length_limit")?,
+            decode: DecodeOptions {
+                skip_invalid_event: config.skip_invalid_event,
+                decompression_size_limit: size(
+                    config.decompression_size_limit.0,
+                    "decompression_size_limit",
+                )?,
+                tag_prefix: config.add_tag_prefix.clone(),
+                extra_fields: Vec::new(),
+            },
+            source_address_key: config.source_address_key.clone(),
+            source_hostname_key: config.source_hostname_key.clone(),
+            idle_timeout: Some(config.idle_timeout.0).filter(|d| !d.is_zero()),
+            message_timeout: config.message_timeout.0,
+            deny_keepalive: config.deny_keepalive,
+            bad_input_log: ReasonThrottle::default(),
+            emit_log: Throttle::new(LOG_PERIOD),
+            reject_log: Throttle::new(LOG_PERIOD),
+        })
+    }
+
+    fn labels_with(&self, key: &'static str, value: &str) -> Labels {
+        let mut l = self.labels.clone();
+        l.push((key, value.to_owned()));
+        l
+    }
+
+    /// Counts and logs a connection refused before it was served.
+    pub fn reject(&self, peer: SocketAddr, reason: &'static str, why: &str) {
+        self.metrics
+            .connections_rejected
+            .get_or_create(&self.labels_with("reason", reason))
+            .inc();
+        if let Some(suppressed) = self.reject_log.allow() {
+            tracing::warn!(source = %self.name, %peer, reason, suppressed, "forward connection refused: {why}");
+        }
+    }
+
+    /// Decode options for one client (its address in `source_*_key` fields).
+    fn options_for(&self, peer: SocketAddr) -> DecodeOptions {
+        let mut opts = self.decode.clone();
+        let ip = peer.ip().to_string();
+        for key in [&self.source_address_key, &self.source_hostname_key]
+            .into_iter()
+            .flatten()
+        {
+            if !opts.extra_fields.iter().any(|(k, _)| k == key) {
+                opts.extra_fields.push((key.clone(), ip.clone()));
+            }
+        }
+        opts
+    }
+
+    /// Logs and counts why a connection ended early.
+    fn report(&self, peer: SocketAddr, err: &ConnError) {
+        let warn = |reason: &'static str| {
+            if let Some(suppressed) = self.bad_input_log.allow(reason) {
+                tracing::warn!(source = %self.name, %peer, reason, error = %err, suppressed,
+                    "closing forward connection");
+            }
+        };
+        match err {
+            ConnError::Decode(e) => {
+                self.metrics
+                    .invalid_messages
+                    .get_or_create(&self.labels_with("reason", e.reason()))
+                    .inc();
+                warn(e.reason());
+            }
+            ConnError::MessageTimeout(_) => {
+                self.metrics
+                    .invalid_messages
+                    .get_or_create(&self.labels_with("reason", "timeout"))
+                    .inc();
+                warn("timeout");
+            }
+            ConnError::Handshake(reason) => {
+                self.metrics
+                    .handshake_failures
+                    .get_or_create(&self.labels_with("reason", reason))
+                    .inc();
+                warn(reason);
+            }
+            ConnError::Tls(_) => {
+                self.metrics
+                    .handshake_failures
+                    .get_or_create(&self.labels_with("reason", "tls"))
+                    .inc();
+                warn("tls");
+            }
+            ConnError::Internal(_) => {
+                tracing::error!(source = %self.name, %peer, error = %err, "forward connection failed");
+            }
+            ConnError::Truncated(_) | ConnError::Io(_) => {
+                tracing::debug!(source = %self.name, %peer, error = %err, "forward connection ended");
+            }
+        }
+    }
+}
+
+/// Serves one accepted connection until the client leaves, misbehaves, or shutdown.
+pub async fn run(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>, shutdown: Shutdown) {
+    shared
+        .metrics
+        .connections_accepted
+        .get_or_create(&shared.labels)
+        .inc();
+    let open = shared
+        .metrics
+        .connections_open
+        .get_or_create(&shared.labels)
+        .clone();
+    open.inc();
+    let result = match &shared.acceptor {
+        Some(acceptor) => {
+            match tokio::time::timeout(shared.message_timeout, acceptor.accept(stream)).await {
+                Ok(Ok(tls)) => serve(tls, peer, &shared, shutdown).await,
+                Ok(Err(e)) => Err(ConnError::Tls(e.to_string())),
+                Err(_) => Err(ConnError::Tls("timed out".to_owned())),
+            }
+        }
+        None => serve(stream, peer, &shared, shutdown).await,
+    };
+    open.dec();
+    if let Err(e) = result {
+        shared.report(peer, &e);
+    }
+}
+
+/// A connection's socket and read state.
+struct Conn<'s, S> {
+    stream: S,
+    buf: BytesMut,
+    framer: Framer,
+    shared: &'s Shared,
+    shutdown: Shutdown,
+}
+
+async fn serve<S>(
+    stream: S,
+    peer: SocketAddr,
+    shared: &Shared,
+    shutdown: Shutdown,
+) -> Result<(), ConnError>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+{
+    let mut conn = Conn {
+        stream,
+        buf: BytesMut::with_capacity(READ_CHUNK),
+        framer: Framer::new(shared.message_length_limit),
+        shared,
+        shutdown,
+    };
+    if let Some(security) = &shared.security {
+        let (helo, bytes) = security.helo(!shared.deny_keepalive);
+        conn.write(&bytes).await?;
+        let Some(ping) = conn.next_frame(true).await? else {
+            return Ok(());
+        };
+        match security.answer_ping(&helo, &ping) {
+            Ok(pong) => conn.write(&pong).await?,
+            Err(refusal) => {
+                // The client may already be gone; the refusal is reported either way.
+                let _ = conn.write(&refusal.pong).await;
+                let _ = conn.stream.shutdown().await;
+                return Err(ConnError::Handshake(refusal.reason));
+            }
+        }
+    }
+    let opts = Arc::new(shared.options_for(peer));
+    while let Some(frame) = conn.next_frame(false).await? {
+        conn.handle(frame, &opts).await?;
+        if shared.deny_keepalive {
+            break;
+        }
+    }
+    let _ = conn.stream.shutdown().await;
+    Ok(())
+}
+
+impl<S> Conn<'_, S>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+{
+    async fn write(&mut self, bytes: &[u8]) -> Result<(), ConnError> {
+        self.stream.write_all(bytes).await?;
+        self.stream.flush().await?;
+        Ok(())
+    }
+
+    /// The next complete message, or `None` when the client closed cleanly, the connection
+    /// was idle for `idle_timeout`, or shutdown began. `handshake` applies `message_timeout`
+    /// even before the first byte.
+    async fn next_frame(&mut self, handshake: bool) -> Result<Option<Bytes>, ConnError> {
+        let timeout = self.shared.message_timeout;
+        let mut deadline = handshake.then(|| Instant::now() + timeout);
+        loop {
+            if !self.buf.is_empty() {
+                if let Some(len) = self.framer.advance(&self.buf)? {
+                    return Ok(Some(self.buf.split_to(len).freeze()));
+                }
+                deadline.get_or_insert_with(|| Instant::now() + timeout);
+            }
+            if self.shutdown.is_shutdown() {
+                return Ok(None);
+            }
+            let wait_until =
+                deadline.or_else(|| self.shared.idle_timeout.map(|d| Instant::now() + d));
+            if self.buf.capacity() - self.buf.len() < READ_CHUNK / 4 {
+                self.buf.reserve(READ_CHUNK);
+            }
+            let expired = async {
+                match wait_until {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            };
+            let read = tokio::select! {
+                _ = self.shutdown.recv() => return Ok(None),
+                _ = expired => {
+                    if deadline.is_some() {
+                        return Err(ConnError::MessageTimeout(timeout));
+                    }
+                    tracing::debug!(source = %self.shared.name, "closing idle forward connection");
+                    return Ok(None);
+                }
+                r = self.stream.read_buf(&mut self.buf) => r?,
+            };
+            if read == 0 {
+                return if self.buf.is_empty() {
+                    Ok(None)
+                } else {
+                    Err(ConnError::Truncated(self.buf.len()))
+                };
+            }
+        }
+    }
+
+    /// Decodes, emits, and acks one message.
+    async fn handle(&mut self, frame: Bytes, opts: &Arc<DecodeOptions>) -> Result<(), ConnError> {
+        let now = EventTime::now();
+        let decoded = if frame.len() > OFFLOAD_BYTES {
+            let opts = Arc::clone(opts);
+            tokio::task::spawn_blocking(move || decode_message(&frame, &opts, now))
+                .await
+                .map_err(|e| ConnError::Internal(e.to_string()))?
+        } else {
+            decode_message(&frame, opts, now)
+        };
+        let Message::Events(events) = decoded? else {
+            return Ok(());
+        };
+        let shared = self.shared;
+        if events.invalid_events > 0 {
+            shared.invalid_events.inc_by(events.invalid_events as u64);
+            if let Some(suppressed) = shared.bad_input_log.allow("invalid_event") {
+                tracing::warn!(source = %shared.name, tag = events.batch.tag(),
+                    skipped = events.invalid_events, reason = events.invalid_reason.unwrap_or(""),
+                    suppressed, "skipped invalid events (skip_invalid_event)");
+            }
+        }
+        match shared.emitter.emit(events.batch).await {
+            Ok(()) => {
+                if let Some(ack) = events.ack {
+                    self.write(&ack).await?;
+                    shared.acks_sent.inc();
+                }
+            }
+            Err(e) => {
+                // No ack: the client resends. The connection stays usable.
+                shared.emit_failures.inc();
+                if let Some(suppressed) = shared.emit_log.allow() {
+                    tracing::warn!(source = %shared.name, error = %e, suppressed,
+                        "could not store a forward message; not acknowledged");
+                }
+            }
+        }
+        Ok(())
+    }
+}

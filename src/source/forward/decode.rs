@@ -1,0 +1,448 @@
+//! One forward-protocol message (already framed) → one [`EventBatch`] plus its ack id.
+//!
+//! Modes are told apart by the type of element `[1]` (Forward Protocol Specification v1):
+//! array → Forward, str/bin → PackedForward (gzip when option `compressed` is `"gzip"`,
+//! possibly several concatenated members), anything else → Message. A top-level `nil` is a
+//! keepalive.
+//!
+//! Two kinds of bad input, handled differently:
+//! * a bad **message** (malformed msgpack, not an array, tag not a UTF-8 string, bad gzip,
+//!   decompressed size over the limit, too deep) is a [`DecodeError`]: nothing of the message is
+//!   emitted, no ack is sent, and the connection is closed, because a stream whose framing we
+//!   cannot trust cannot be resynchronised;
+//! * a bad **event** inside a good message (time not an integer/EventTime, record not a map,
+//!   entry not `[time, record]`) is skipped and counted when `skip_invalid_event` is on (the
+//!   default, like Fluentd), and the message is still acknowledged since a resend could never
+//!   succeed. With `skip_invalid_event = false` it fails the whole message instead.
+
+use std::io::Read;
+
+use super::json;
+use super::msgpack::{Cursor, Framer, Item};
+use crate::event::{EventBatch, EventTime};
+
+/// Why a message was rejected. The connection that sent it is closed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeError {
+    /// The bytes are not valid msgpack.
+    #[error("malformed msgpack: {0}")]
+    Malformed(&'static str),
+    /// The message is longer than `message_length_limit`.
+    #[error("message longer than message_length_limit ({limit} bytes)")]
+    TooLarge {
+        /// The limit in bytes.
+        limit: usize,
+    },
+    /// Arrays/maps nested deeper than we accept.
+    #[error("values nested deeper than {limit} levels")]
+    TooDeep {
+        /// The limit.
+        limit: usize,
+    },
+    /// Valid msgpack, but not the shape of a forward message.
+    #[error("not a forward message: {0}")]
+    WrongType(&'static str),
+    /// The tag is not a msgpack str.
+    #[error("tag is not a string")]
+    TagNotString,
+    /// The tag is a str whose bytes are not UTF-8 (record values are repaired instead; a tag
+    /// decides routing, so it is never guessed).
+    #[error("tag is not valid UTF-8")]
+    TagNotUtf8,
+    /// The JSON variant of the protocol, which this source does not implement.
+    #[error("the JSON variant of the forward protocol is not supported; send msgpack")]
+    JsonNotSupported,
+    /// `compressed` names a codec we do not support.
+    #[error("unsupported compression {0:?} (only \"gzip\" and \"text\" are supported)")]
+    UnsupportedCompression(String),
+    /// The gzip payload is corrupt or truncated.
+    #[error("bad gzip payload: {0}")]
+    Gzip(String),
+    /// The payload decompresses to more than `decompression_size_limit`.
+    #[error("payload decompresses to more than decompression_size_limit ({limit} bytes)")]
+    DecompressedTooLarge {
+        /// The limit in bytes.
+        limit: usize,
+    },
+    /// An invalid event with `skip_invalid_event = false`.
+    #[error("invalid event: {0}")]
+    InvalidEvent(&'static str),
+}
+
+impl DecodeError {
+    /// Short label for the `reason` of the invalid-message counter.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            DecodeError::Malformed(_) => "malformed",
+            DecodeError::TooLarge { .. } => "too_large",
+            DecodeError::TooDeep { .. } => "too_deep",
+            DecodeError::WrongType(_) => "wrong_type",
+            DecodeError::TagNotString => "tag_not_string",
+            DecodeError::TagNotUtf8 => "invalid_utf8",
+            DecodeError::JsonNotSupported => "json",
+            DecodeError::UnsupportedCompression(_) => "unsupported_compression",
+            DecodeError::Gzip(_) => "bad_gzip",
+            DecodeError::DecompressedTooLarge { .. } => "decompression_limit",
+            DecodeError::InvalidEvent(_) => "invalid_event",
+        }
+    }
+}
+
+/// How messages are turned into events (from the source config, plus per-connection fields).
+#[derive(Debug, Clone)]
+pub struct DecodeOptions {
+    /// Skip invalid events inside a valid message instead of failing it.
+    pub skip_invalid_event: bool,
+    /// Largest decompressed CompressedPackedForward payload.
+    pub decompression_size_limit: usize,
+    /// Prepended to every tag, followed by `.`.
+    pub tag_prefix: Option<String>,
+    /// Fields added to every record (`source_address_key`, `source_hostname_key`), as
+    /// (key, value); a record's own field of the same name is replaced.
+    pub extra_fields: Vec<(String, String)>,
+}
+
+impl Default for DecodeOptions {
+    fn default() -> Self {
+        DecodeOptions {
+            skip_invalid_event: true,
+            decompression_size_limit: 256 << 20,
+            tag_prefix: None,
+            extra_fields: Vec::new(),
+        }
+    }
+}
+
+/// A decoded message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Message {
+    /// `nil`: keepalive/heartbeat, nothing to do.
+    Keepalive,
+    /// Events to emit.
+    Events(Events),
+}
+
+/// The events of one message and what to answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Events {
+    /// The events (possibly none, e.g. all invalid).
+    pub batch: EventBatch,
+    /// The ack to send once the batch is stored: msgpack `{"ack": <chunk>}`, echoing the
+    /// client's chunk id byte for byte. `None` when the client did not ask for one.
+    pub ack: Option<Vec<u8>>,
+    /// Events skipped because they were invalid.
+    pub invalid_events: usize,
+    /// Why the first skipped event was invalid.
+    pub invalid_reason: Option<&'static str>,
+}
+
+/// What the options map said.
+#[derive(Default)]
+struct MessageOptions<'a> {
+    chunk: Option<&'a [u8]>,
+    compressed: Option<&'a [u8]>,
+}
+
+/// Decodes one framed message. `now` replaces times of `0`/`nil`.
+pub fn decode_message(
+    frame: &[u8],
+    opts: &DecodeOptions,
+    now: EventTime,
+) -> Result<Message, DecodeError> {
+    if let Some(b'{' | b'[') = frame.first() {
+        return Err(DecodeError::JsonNotSupported);
+    }
+    let mut cur = Cursor::new(frame);
+    let len = match cur.next_item()? {
+        Item::Nil => return Ok(Message::Keepalive),
+        Item::Array(n @ 2..=4) => n,
+        Item::Array(_) => return Err(DecodeError::WrongType("array must have 2 to 4 elements")),
+        _ => return Err(DecodeError::WrongType("message is not an array")),
+    };
+    let tag = match cur.next_item()? {
+        Item::Str(b) => std::str::from_utf8(b).map_err(|_| DecodeError::TagNotUtf8)?,
+        other => {
+            cur.skip_children(&other)?;
+            return Err(DecodeError::TagNotString);
+        }
+    };
+    let tag = match &opts.tag_prefix {
+        Some(p) => format!("{p}.{tag}"),
+        None => tag.to_owned(),
+    };
+    let body = cur.pos();
+    let second = cur.next_item()?;
+    let is_message_mode = !matches!(second, Item::Array(_) | Item::Str(_) | Item::Bin(_));
+    // The options come last; read them first because `compressed` decides how to read [1].
+    let (event_values, option_present) = match (is_message_mode, len) {
+        (true, 3) => (2, false),
+        (true, 4) => (2, true),
+        (true, _) => {
+            return Err(DecodeError::WrongType(
+                "Message mode needs [tag, time, record]",
+            ))
+        }
+        (false, 2) => (1, false),
+        (false, 3) => (1, true),
+        (false, _) => return Err(DecodeError::WrongType("too many elements")),
+    };
+    cur.seek(body);
+    cur.skip_values(event_values)?;
+    let options = if option_present {
+        read_options(&mut cur)?
+    } else {
+        MessageOptions::default()
+    };
+    cur.seek(body);
+
+    let mut out = Events {
+        batch: EventBatch::with_capacity(tag, 1, frame.len() + frame.len() / 4),
+        ack: options.chunk.map(ack_for),
+        invalid_events: 0,
+        invalid_reason: None,
+    };
+    let mut sink = EventSink {
+        opts,
+        now,
+        out: &mut out,
+    };
+    let second = cur.next_item()?;
+    match second {
+        Item::Array(n) => {
+            for _ in 0..n {
+                sink.entry(&mut cur)?;
+            }
+        }
+        Item::Str(payload) | Item::Bin(payload) => match options.compressed {
+            None | Some(b"text") => sink.packed(payload)?,
+            Some(b"gzip") => {
+                let plain = gunzip(payload, opts.decompression_size_limit)?;
+                sink.packed(&plain)?;
+            }
+            Some(other) => {
+                return Err(DecodeError::UnsupportedCompression(
+                    String::from_utf8_lossy(other).into_owned(),
+                ))
+            }
+        },
+        time => {
+            let time = sink.time(&mut cur, time)?;
+            sink.record(&mut cur, time)?;
+        }
+    }
+    Ok(Message::Events(out))
+}
+
+/// `{"ack": <chunk>}` as msgpack, reusing the chunk's own encoding.
+fn ack_for(chunk: &[u8]) -> Vec<u8> {
+    let mut ack = Vec::with_capacity(5 + chunk.len());
+    ack.extend_from_slice(&[0x81, 0xa3, b'a', b'c', b'k']);
+    ack.extend_from_slice(chunk);
+    ack
+}
+
+fn read_options<'a>(cur: &mut Cursor<'a>) -> Result<MessageOptions<'a>, DecodeError> {
+    let mut o = MessageOptions::default();
+    let n = match cur.next_item()? {
+        Item::Map(n) => n,
+        Item::Nil => return Ok(o),
+        _ => return Err(DecodeError::WrongType("option is not a map")),
+    };
+    for _ in 0..n {
+        let key = cur.next_item()?;
+        cur.skip_children(&key)?;
+        let start = cur.pos();
+        let value = cur.next_item()?;
+        cur.skip_children(&value)?;
+        match (key, value) {
+            (Item::Str(b"chunk"), _) => o.chunk = Some(cur.slice_from(start)),
+            (Item::Str(b"compressed"), Item::Str(c)) => o.compressed = Some(c),
+            (Item::Str(b"compressed"), _) => {
+                return Err(DecodeError::WrongType("option compressed is not a string"))
+            }
+            _ => {}
+        }
+    }
+    Ok(o)
+}
+
+/// Decompresses one or more concatenated gzip members, failing beyond `limit` bytes.
+fn gunzip(payload: &[u8], limit: usize) -> Result<Vec<u8>, DecodeError> {
+    let mut out = Vec::with_capacity(payload.len().saturating_mul(4).min(limit));
+    let cap = u64::try_from(limit).unwrap_or(u64::MAX).saturating_add(1);
+    flate2::read::MultiGzDecoder::new(payload)
+        .take(cap)
+        .read_to_end(&mut out)
+        .map_err(|e| DecodeError::Gzip(e.to_string()))?;
+    if out.len() > limit {
+        return Err(DecodeError::DecompressedTooLarge { limit });
+    }
+    Ok(out)
+}
+
+/// Writes events into the output, applying the invalid-event policy.
+struct EventSink<'o> {
+    opts: &'o DecodeOptions,
+    now: EventTime,
+    out: &'o mut Events,
+}
+
+impl EventSink<'_> {
+    fn invalid(&mut self, reason: &'static str) -> Result<(), DecodeError> {
+        if !self.opts.skip_invalid_event {
+            return Err(DecodeError::InvalidEvent(reason));
+        }
+        self.out.invalid_events += 1;
+        self.out.invalid_reason.get_or_insert(reason);
+        Ok(())
+    }
+
+    /// PackedForward payload: `[time, record]` entries back to back.
+    fn packed(&mut self, payload: &[u8]) -> Result<(), DecodeError> {
+        let mut cur = Cursor::new(payload);
+        while !cur.is_empty() {
+            self.entry(&mut cur)?;
+        }
+        Ok(())
+    }
+
+    /// One `[time, record]` entry.
+    fn entry(&mut self, cur: &mut Cursor<'_>) -> Result<(), DecodeError> {
+        match cur.next_item()? {
+            Item::Array(2) => {
+                let t = cur.next_item()?;
+                let time = self.time(cur, t)?;
+                self.record(cur, time)
+            }
+            other => {
+                cur.skip_children(&other)?;
+                self.invalid("entry is not a [time, record] array")
+            }
+        }
+    }
+
+    /// Reads a time; `None` when it is invalid (its value is consumed either way).
+    fn time(
+        &mut self,
+        cur: &mut Cursor<'_>,
+        item: Item<'_>,
+    ) -> Result<Option<EventTime>, DecodeError> {
+        Ok(match item {
+            Item::Nil | Item::Uint(0) => Some(self.now),
+            Item::Uint(s) => Some(EventTime::from_parts(
+                i64::try_from(s).unwrap_or(i64::MAX),
+                0,
+            )),
+            Item::Int(s) => Some(EventTime::from_parts(s, 0)),
+            Item::Ext(0, p) if p.len() == 8 => {
+                let secs = u32::from_be_bytes([p[0], p[1], p[2], p[3]]);
+                let nanos = u32::from_be_bytes([p[4], p[5], p[6], p[7]]);
+                if secs == 0 && nanos == 0 {
+                    Some(self.now)
+                } else if nanos >= 1_000_000_000 {
+                    None
+                } else {
+                    Some(EventTime::from_parts(i64::from(secs), nanos))
+                }
+            }
+            // Fluent Bit v2+ (`fluent_signal`): [EventTime, metadata].
+            Item::Array(2) => {
+                let inner = cur.next_item()?;
+                let time = match inner {
+                    Item::Array(_) => {
+                        cur.skip_children(&inner)?;
+                        None
+                    }
+                    other => self.time(cur, other)?,
+                };
+                cur.skip_values(1)?;
+                time
+            }
+            other => {
+                cur.skip_children(&other)?;
+                None
+            }
+        })
+    }
+
+    /// Reads a record and commits it with `time`, or skips the event if either is invalid.
+    fn record(&mut self, cur: &mut Cursor<'_>, time: Option<EventTime>) -> Result<(), DecodeError> {
+        let item = cur.next_item()?;
+        let Item::Map(n) = item else {
+            cur.skip_children(&item)?;
+            return self.invalid("record is not a map");
+        };
+        let Some(time) = time else {
+            cur.skip_values(2 * u64::from(n))?;
+            return self.invalid("time is not an integer or EventTime");
+        };
+        let extra = &self.opts.extra_fields;
+        let out = self.out.batch.raw_json_mut();
+        out.push('{');
+        let mut first = true;
+        for _ in 0..n {
+            let key = cur.next_item()?;
+            if let Item::Str(k) = key {
+                if extra.iter().any(|(name, _)| name.as_bytes() == k) {
+                    cur.skip_values(1)?;
+                    continue;
+                }
+            }
+            if !first {
+                out.push(',');
+            }
+            first = false;
+            let written = json::write_key(cur, key, out, 1).and_then(|()| {
+                out.push(':');
+                let value = cur.next_item()?;
+                json::write_item(cur, value, out, 1)
+            });
+            if let Err(e) = written {
+                self.out.batch.rollback_raw();
+                return Err(e);
+            }
+        }
+        for (name, value) in extra {
+            if !first {
+                out.push(',');
+            }
+            first = false;
+            json::write_escaped(out, name);
+            out.push(':');
+            json::write_escaped(out, value);
+        }
+        out.push('}');
+        self.out.batch.commit_raw(time);
+        Ok(())
+    }
+}
+
+/// Decodes a whole byte stream as one connection would, without I/O: the entry point of the
+/// fuzz target and of the benchmark. Returns the messages decoded before the first error, and
+/// that error. Bytes of an incomplete last message are ignored (a connection would wait).
+pub fn decode_stream(
+    bytes: &[u8],
+    message_length_limit: usize,
+    opts: &DecodeOptions,
+) -> (Vec<Message>, Option<DecodeError>) {
+    let mut framer = Framer::new(message_length_limit);
+    let mut messages = Vec::new();
+    let mut rest = bytes;
+    while !rest.is_empty() {
+        let len = match framer.advance(rest) {
+            Ok(Some(len)) => len,
+            Ok(None) => break,
+            Err(e) => return (messages, Some(e)),
+        };
+        let (frame, tail) = rest.split_at(len);
+        rest = tail;
+        match decode_message(frame, opts, EventTime(0)) {
+            Ok(m) => messages.push(m),
+            Err(e) => return (messages, Some(e)),
+        }
+    }
+    (messages, None)
+}
+
+#[cfg(test)]
+mod tests;
