@@ -74,7 +74,9 @@ fn variables_are_expanded_in_file_strings() {
             panic!()
         };
         assert_eq!(f.path, PathBuf::from("/srv/logs/relay"));
-        let crate::source::SourceConfig::Sample(s) = &cfg.sources["gen"];
+        let crate::source::SourceConfig::Sample(s) = &cfg.sources["gen"] else {
+            panic!("gen is a sample source")
+        };
         assert_eq!(s.tag, "app.default");
         Ok(())
     });
