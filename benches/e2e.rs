@@ -1,0 +1,473 @@
+//! End-to-end benchmark through the release binary, the way users run it:
+//! forward clients (PackedForward, acks with a window) → forward source → `file` buffer
+//! (fsync before ack) → Firehose sink over HTTPS (`tls_ca_file`) → an in-process fake Firehose.
+//!
+//! ```sh
+//! cargo bench --bench e2e                         # steady run + backlog run, default knobs
+//! cargo bench --bench e2e -- --records 1000000 --connections 2 --workers 8 --scenario steady
+//! ```
+//!
+//! Knobs (`--name value`): `records` (5,000,000), `record-size` (≈200 bytes of JSON),
+//! `per-message` (1,000), `connections` (1), `window` (8 unacked messages per connection),
+//! `workers` (`flush_thread_count`, 2), `backlog-mb` (2,048), `scenario`
+//! (`steady`|`backlog`|`all`).
+//!
+//! Printed, in one run so ratios are comparable despite machine noise: records/s and MB/s end to
+//! end (load start → last record accepted by the fake), CPU seconds of the relay per million
+//! records (`/proc/PID/stat`), peak RSS (`VmHWM`), the disk's own ceiling (sequential `write` +
+//! `fdatasync` of the same bytes in message-sized pieces) and the load generator's ceiling (the
+//! same load into an in-process server that only decodes and acks).
+
+#[path = "../tests/common/http_server.rs"]
+#[allow(dead_code)]
+mod http_server;
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::Semaphore;
+
+use firehose_relay::event::EventTime;
+use firehose_relay::source::forward::msgpack::Framer;
+use firehose_relay::source::forward::{decode_message, DecodeOptions, Message};
+
+#[derive(Debug, Clone)]
+struct Knobs {
+    records: u64,
+    record_size: usize,
+    per_message: u64,
+    connections: u64,
+    window: usize,
+    workers: u32,
+    backlog_mb: u64,
+    scenario: String,
+}
+
+impl Knobs {
+    fn from_args() -> Knobs {
+        let mut k = Knobs {
+            records: 5_000_000,
+            record_size: 200,
+            per_message: 1000,
+            connections: 1,
+            window: 8,
+            workers: 2,
+            backlog_mb: 2048,
+            scenario: "all".into(),
+        };
+        let args: Vec<String> = std::env::args().skip(1).collect();
+        let mut i = 0;
+        while i < args.len() {
+            let value = args.get(i + 1).cloned().unwrap_or_default();
+            let num = || value.replace('_', "").parse::<u64>().unwrap_or_else(|_| panic!("{} needs a number", args[i]));
+            match args[i].as_str() {
+                "--records" => k.records = num(),
+                "--record-size" => k.record_size = num() as usize,
+                "--per-message" => k.per_message = num(),
+                "--connections" => k.connections = num(),
+                "--window" => k.window = num() as usize,
+                "--workers" => k.workers = num() as u32,
+                "--backlog-mb" => k.backlog_mb = num(),
+                "--scenario" => k.scenario = value.clone(),
+                // `cargo bench` passes --bench; filters are not used here.
+                _ => {
+                    i += 1;
+                    continue;
+                }
+            }
+            i += 2;
+        }
+        k
+    }
+}
+
+/// One PackedForward message body (everything but the options map), shared by all messages.
+struct Load {
+    prefix: Arc<Vec<u8>>,
+    per_message: u64,
+    json_bytes_per_record: usize,
+}
+
+const CHUNK_ID_LEN: usize = 24;
+
+impl Load {
+    fn new(per_message: u64, record_size: usize) -> Load {
+        // {"message":"xxx…","seq":N,"host":"bench"} ≈ record_size bytes of JSON.
+        let filler = "x".repeat(record_size.saturating_sub(45).max(1));
+        let mut payload = Vec::new();
+        let now = EventTime::now();
+        let mut json_len = 0;
+        for seq in 0..per_message {
+            rmp::encode::write_array_len(&mut payload, 2).unwrap();
+            let mut t = [0u8; 8];
+            t[..4].copy_from_slice(&(now.secs() as u32).to_be_bytes());
+            t[4..].copy_from_slice(&now.subsec_nanos().to_be_bytes());
+            rmp::encode::write_ext_meta(&mut payload, 8, 0).unwrap();
+            payload.extend_from_slice(&t);
+            rmp::encode::write_map_len(&mut payload, 3).unwrap();
+            rmp::encode::write_str(&mut payload, "message").unwrap();
+            rmp::encode::write_str(&mut payload, &filler).unwrap();
+            rmp::encode::write_str(&mut payload, "seq").unwrap();
+            rmp::encode::write_uint(&mut payload, seq).unwrap();
+            rmp::encode::write_str(&mut payload, "host").unwrap();
+            rmp::encode::write_str(&mut payload, "bench").unwrap();
+            json_len = serde_json::json!({"message": filler, "seq": seq, "host": "bench"}).to_string().len() + 1;
+        }
+        let mut prefix = Vec::with_capacity(payload.len() + 32);
+        rmp::encode::write_array_len(&mut prefix, 3).unwrap();
+        rmp::encode::write_str(&mut prefix, "bench.load").unwrap();
+        rmp::encode::write_bin_len(&mut prefix, payload.len() as u32).unwrap();
+        prefix.extend_from_slice(&payload);
+        Load { prefix: Arc::new(prefix), per_message, json_bytes_per_record: json_len }
+    }
+
+    fn options(&self, conn: u64, seq: u64) -> Vec<u8> {
+        let chunk = format!("c{conn:03}-{seq:0width$}", width = CHUNK_ID_LEN - 5);
+        let mut o = Vec::with_capacity(48);
+        rmp::encode::write_map_len(&mut o, 2).unwrap();
+        rmp::encode::write_str(&mut o, "chunk").unwrap();
+        rmp::encode::write_str(&mut o, &chunk).unwrap();
+        rmp::encode::write_str(&mut o, "size").unwrap();
+        rmp::encode::write_uint(&mut o, self.per_message).unwrap();
+        o
+    }
+}
+
+/// Sends `messages` messages on one connection keeping at most `window` unacknowledged, and
+/// returns when every ack has arrived.
+async fn drive(port: u16, conn: u64, messages: u64, load: Arc<Load>, window: usize) -> std::io::Result<()> {
+    let stream = TcpStream::connect(("127.0.0.1", port)).await?;
+    stream.set_nodelay(true)?;
+    let (mut rd, mut wr) = stream.into_split();
+    let permits = Arc::new(Semaphore::new(window));
+    let writer_permits = Arc::clone(&permits);
+    let writer_load = Arc::clone(&load);
+    let writer = tokio::spawn(async move {
+        for seq in 0..messages {
+            writer_permits.acquire().await.expect("semaphore open").forget();
+            wr.write_all(&writer_load.prefix).await?;
+            wr.write_all(&writer_load.options(conn, seq)).await?;
+        }
+        Ok::<_, std::io::Error>(wr)
+    });
+    // {"ack": "<24 chars>"} is 1 + 4 + 1 + 24 bytes.
+    let mut ack = [0u8; 30];
+    for _ in 0..messages {
+        rd.read_exact(&mut ack).await?;
+        if &ack[..5] != b"\x81\xa3ack" {
+            return Err(std::io::Error::other(format!("unexpected reply {ack:?}")));
+        }
+        permits.add_permits(1);
+    }
+    writer.await.map_err(std::io::Error::other)??;
+    Ok(())
+}
+
+/// Runs the whole load; returns when every message was acknowledged.
+async fn run_load(port: u16, k: &Knobs, load: &Arc<Load>, records: u64) -> Duration {
+    let start = Instant::now();
+    let messages = records / k.per_message;
+    let mut tasks = Vec::new();
+    for c in 0..k.connections {
+        let n = messages / k.connections + u64::from(c < messages % k.connections);
+        tasks.push(tokio::spawn(drive(port, c, n, Arc::clone(load), k.window)));
+    }
+    for t in tasks {
+        t.await.expect("load task").expect("load connection failed");
+    }
+    start.elapsed()
+}
+
+/// The fake Firehose: counts records and answers success (or 503 while refusing).
+struct Fake {
+    records: AtomicU64,
+    bytes: AtomicU64,
+    calls: AtomicU64,
+    refusing: AtomicBool,
+}
+
+fn fake_handler(fake: Arc<Fake>) -> http_server::Handler {
+    Arc::new(move |req: http_server::Request| {
+        let fake = Arc::clone(&fake);
+        Box::pin(async move {
+            if fake.refusing.load(Ordering::Relaxed) {
+                return http_server::Reply::Response {
+                    status: 503,
+                    content_type: "application/x-amz-json-1.1",
+                    body: br#"{"__type":"ServiceUnavailableException","message":"Slow down."}"#.to_vec(),
+                };
+            }
+            let body = &req.body;
+            let mut n = 0u64;
+            let mut data_bytes = 0u64;
+            let mut i = 0;
+            while let Some(pos) = find(&body[i..], b"\"Data\":\"") {
+                let start = i + pos + 8;
+                let end = find(&body[start..], b"\"").map(|e| start + e).unwrap_or(body.len());
+                data_bytes += ((end - start) / 4 * 3) as u64;
+                n += 1;
+                i = end;
+            }
+            fake.calls.fetch_add(1, Ordering::Relaxed);
+            fake.bytes.fetch_add(data_bytes, Ordering::Relaxed);
+            fake.records.fetch_add(n, Ordering::Relaxed);
+            let mut out = String::with_capacity(32 + n as usize * 20);
+            out.push_str(r#"{"FailedPutCount":0,"Encrypted":false,"RequestResponses":["#);
+            for j in 0..n {
+                if j > 0 {
+                    out.push(',');
+                }
+                out.push_str(r#"{"RecordId":"r"}"#);
+            }
+            out.push_str("]}");
+            http_server::Reply::Response { status: 200, content_type: "application/x-amz-json-1.1", body: out.into_bytes() }
+        })
+    })
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn clock_ticks() -> f64 {
+    Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(100.0)
+}
+
+/// CPU seconds (user + system) used so far by process `pid`.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = f.get(11).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0)
+        + f.get(12).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    ticks / clock_ticks()
+}
+
+/// Peak resident set size (VmHWM) of `pid`, in MiB.
+fn peak_rss_mib(pid: u32) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse::<f64>().ok())
+        .map(|kb| kb / 1024.0)
+        .unwrap_or(0.0)
+}
+
+struct Relay {
+    child: Child,
+    forward_port: u16,
+    dir: PathBuf,
+}
+
+impl Relay {
+    fn start(dir: &Path, fake_port: u16, ca: &Path, k: &Knobs, extra_buffer: &str) -> Relay {
+        let forward_port = free_port();
+        let http_port = free_port();
+        let conf = format!(
+            r#"
+data_dir = "{data}"
+shutdown_timeout = "5s"
+[http]
+listen = "127.0.0.1:{http_port}"
+[sources.in]
+type = "forward"
+listen = "127.0.0.1:{forward_port}"
+[outputs.fh]
+type = "firehose"
+region = "us-east-1"
+delivery_stream = "bench"
+endpoint_url = "https://127.0.0.1:{fake_port}"
+tls_ca_file = "{ca}"
+[outputs.fh.credentials]
+type = "static"
+access_key_id = "AKIDBENCH"
+secret_access_key = "bench-secret"
+[outputs.fh.buffer]
+type = "file"
+chunk_limit_size = "1m"
+flush_interval = "1s"
+flush_thread_count = {workers}
+flush_thread_burst_interval = "0s"
+{extra_buffer}
+"#,
+            data = dir.join("data").display(),
+            ca = ca.display(),
+            workers = k.workers,
+        );
+        let conf_path = dir.join("relay.toml");
+        std::fs::write(&conf_path, conf).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_firehose-relay"))
+            .args(["run", "--config"])
+            .arg(&conf_path)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(std::fs::File::create(dir.join("relay.log")).unwrap()))
+            .spawn()
+            .expect("start the relay");
+        let start = Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", forward_port)).is_err() {
+            assert!(start.elapsed() < Duration::from_secs(30), "relay did not start; see {}", dir.join("relay.log").display());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Relay { child, forward_port, dir: dir.to_owned() }
+    }
+
+    fn stop(mut self) {
+        let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(self.dir.join("data"));
+    }
+}
+
+fn wait_records(fake: &Fake, want: u64, limit: Duration) -> Instant {
+    let start = Instant::now();
+    loop {
+        if fake.records.load(Ordering::Relaxed) >= want {
+            return Instant::now();
+        }
+        assert!(start.elapsed() < limit, "fake got {} of {want} records", fake.records.load(Ordering::Relaxed));
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// The disk's ceiling: the same bytes, written sequentially with an fdatasync per message.
+fn disk_ceiling(dir: &Path, total_bytes: u64, piece: usize) -> f64 {
+    let path = dir.join("ceiling.bin");
+    let buf = vec![b'x'; piece];
+    let mut f = std::fs::File::create(&path).unwrap();
+    let start = Instant::now();
+    let mut written = 0u64;
+    while written < total_bytes {
+        f.write_all(&buf).unwrap();
+        f.sync_data().unwrap();
+        written += piece as u64;
+    }
+    let secs = start.elapsed().as_secs_f64();
+    let _ = std::fs::remove_file(&path);
+    written as f64 / secs
+}
+
+/// The load generator's ceiling: a server that only frames, decodes and acks.
+async fn generator_ceiling(k: &Knobs, load: &Arc<Load>) -> f64 {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((mut sock, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let _ = sock.set_nodelay(true);
+                let mut buf = Vec::with_capacity(1 << 20);
+                let mut framer = Framer::new(64 << 20);
+                let opts = DecodeOptions::default();
+                let mut chunk = vec![0u8; 256 << 10];
+                loop {
+                    let n = match sock.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => n,
+                    };
+                    buf.extend_from_slice(&chunk[..n]);
+                    while let Ok(Some(len)) = framer.advance(&buf) {
+                        let frame: Vec<u8> = buf.drain(..len).collect();
+                        if let Ok(Message::Events(ev)) = decode_message(&frame, &opts, EventTime::now()) {
+                            if let Some(ack) = ev.ack {
+                                if sock.write_all(&ack).await.is_err() {
+                                    return;
+                                }
+                            }
+                        }
+                    }
+                }
+            });
+        }
+    });
+    let elapsed = run_load(port, k, load, k.records).await;
+    k.records as f64 / elapsed.as_secs_f64()
+}
+
+fn main() {
+    let k = Knobs::from_args();
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let ca = http_server::TestCa::new();
+    let ca_path = tmp.path().join("ca.pem");
+    std::fs::write(&ca_path, &ca.ca_pem).unwrap();
+    let fake = Arc::new(Fake {
+        records: AtomicU64::new(0),
+        bytes: AtomicU64::new(0),
+        calls: AtomicU64::new(0),
+        refusing: AtomicBool::new(false),
+    });
+    let fake_addr = rt.block_on(http_server::serve(Some(Arc::clone(&ca.server_config)), fake_handler(Arc::clone(&fake))));
+    let load = Arc::new(Load::new(k.per_message, k.record_size));
+    let rec_bytes = load.json_bytes_per_record as f64;
+    println!("e2e: {k:?}, {} JSON bytes per record", load.json_bytes_per_record);
+
+    if k.scenario == "steady" || k.scenario == "all" {
+        let gen = rt.block_on(generator_ceiling(&k, &load));
+        let disk = disk_ceiling(tmp.path(), k.records * load.json_bytes_per_record as u64, (k.per_message as usize) * load.json_bytes_per_record);
+        let relay = Relay::start(tmp.path(), fake_addr.port(), &ca_path, &k, "");
+        let pid = relay.child.id();
+        let cpu0 = cpu_seconds(pid);
+        fake.records.store(0, Ordering::Relaxed);
+        let start = Instant::now();
+        let acked = rt.block_on(run_load(relay.forward_port, &k, &load, k.records));
+        let end = wait_records(&fake, k.records, Duration::from_secs(600));
+        let secs = end.duration_since(start).as_secs_f64();
+        let cpu = cpu_seconds(pid) - cpu0;
+        let rss = peak_rss_mib(pid);
+        let rate = k.records as f64 / secs;
+        println!("steady: {} records in {secs:.2} s (all acked after {:.2} s)", k.records, acked.as_secs_f64());
+        println!("  relay end to end      {rate:>12.0} records/s  {:>8.1} MB/s", rate * rec_bytes / 1e6);
+        println!("  relay CPU             {:>12.2} CPU-s per million records", cpu / (k.records as f64 / 1e6));
+        println!("  relay peak RSS        {rss:>12.1} MiB");
+        println!("  generator ceiling     {gen:>12.0} records/s  (relay = {:.2}× of it)", rate / gen);
+        println!("  disk ceiling          {:>12.0} records/s  {:>8.1} MB/s write+fdatasync per message (relay = {:.2}× of it)", disk / rec_bytes, disk / 1e6, rate * rec_bytes / disk);
+        println!("  firehose calls        {:>12}", fake.calls.load(Ordering::Relaxed));
+        relay.stop();
+    }
+
+    if k.scenario == "backlog" || k.scenario == "all" {
+        let records = (k.backlog_mb << 20) / load.json_bytes_per_record as u64 / k.per_message * k.per_message;
+        for workers in [2u32, 8] {
+            let kk = Knobs { workers, ..k.clone() };
+            fake.refusing.store(true, Ordering::Relaxed);
+            fake.records.store(0, Ordering::Relaxed);
+            let relay = Relay::start(tmp.path(), fake_addr.port(), &ca_path, &kk, "total_limit_size = \"8g\"\nretry_wait = \"100ms\"\nretry_max_interval = \"500ms\"\nretry_randomize = false\nretry_forever = true");
+            let pid = relay.child.id();
+            let loaded = rt.block_on(run_load(relay.forward_port, &kk, &load, records));
+            let rss_loaded = peak_rss_mib(pid);
+            let start = Instant::now();
+            fake.refusing.store(false, Ordering::Relaxed);
+            let end = wait_records(&fake, records, Duration::from_secs(1800));
+            let secs = end.duration_since(start).as_secs_f64();
+            println!(
+                "backlog {} MB ({records} records) with flush_thread_count {workers}: loaded in {:.1} s, drained at {:.0} records/s ({:.1} MB/s), peak RSS {:.1} MiB (after loading {:.1} MiB)",
+                k.backlog_mb,
+                loaded.as_secs_f64(),
+                records as f64 / secs,
+                records as f64 * rec_bytes / secs / 1e6,
+                peak_rss_mib(pid),
+                rss_loaded
+            );
+            relay.stop();
+        }
+    }
+}
