@@ -35,8 +35,11 @@ use crate::metrics::{output_label, Labels, Metrics};
 
 /// First wait after a failed refresh; doubles per failure.
 const FIRST_RETRY: Duration = Duration::from_millis(500);
-/// Longest wait between refresh attempts after failures.
+/// Longest wait between refresh attempts after failures while credentials are valid.
 const MAX_RETRY: Duration = Duration::from_secs(30);
+/// Longest wait between refresh attempts once no valid credentials are left (deliveries are
+/// blocked, so recover quickly when STS comes back).
+const MAX_RETRY_EXPIRED: Duration = Duration::from_secs(5);
 /// How long `build` waits for the first credentials before starting anyway (the background
 /// task keeps trying; records wait in the buffer).
 const FIRST_FETCH_TIMEOUT: Duration = Duration::from_secs(15);
@@ -265,16 +268,15 @@ impl Refresher {
         }
     }
 
-    /// Backoff after `failures` failed attempts: doubling from 0.5 s to 30 s, ±20 % jitter,
-    /// and never longer than half the remaining validity (so a short outage before expiry gets
-    /// several attempts).
+    /// Backoff after `failures` failed attempts: doubling from 0.5 s to 30 s (5 s once the
+    /// credentials have expired), ±20 % jitter, and never longer than half the remaining
+    /// validity (so a short outage before expiry gets several attempts).
     fn retry_delay(&self, failures: u32) -> Duration {
         let exp = failures.saturating_sub(1).min(16);
         let mut d = (FIRST_RETRY * 2u32.pow(exp)).min(MAX_RETRY);
-        if let Some(expiry) = self.expiry() {
-            if let Ok(left) = expiry.duration_since(SystemTime::now()) {
-                d = d.min((left / 2).max(Duration::from_millis(200)));
-            }
+        match self.expiry().map(|e| e.duration_since(SystemTime::now())) {
+            Some(Ok(left)) => d = d.min((left / 2).max(Duration::from_millis(200))),
+            _ => d = d.min(MAX_RETRY_EXPIRED),
         }
         d.mul_f64(rand::thread_rng().gen_range(0.8..1.2))
     }
@@ -542,7 +544,10 @@ mod tests {
         let err = r.current().unwrap_err();
         assert!(format!("{}", aws_smithy_types_display(&err)).contains("expired"), "{err:?}");
         f.fail.store(false, Ordering::SeqCst);
-        tokio::time::sleep(Duration::from_millis(1500)).await;
+        let until = std::time::Instant::now() + Duration::from_secs(8);
+        while r.current().is_err() && std::time::Instant::now() < until {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
         assert!(r.current().is_ok(), "recovered after STS came back");
     }
 

@@ -7,6 +7,7 @@
 //! retry and dead-letter handling for free.
 
 pub mod file;
+pub mod firehose;
 pub mod stdout;
 
 use async_trait::async_trait;
@@ -138,6 +139,8 @@ pub enum OutputConfig {
     File(file::FileOutputConfig),
     /// Standard output.
     Stdout(stdout::StdoutOutputConfig),
+    /// Amazon Kinesis Data Firehose (PutRecordBatch).
+    Firehose(firehose::FirehoseConfig),
 }
 
 /// Options every output has. Each output type's config embeds these fields.
@@ -158,6 +161,7 @@ impl OutputConfig {
         match self {
             OutputConfig::File(c) => c,
             OutputConfig::Stdout(c) => c,
+            OutputConfig::Firehose(c) => c,
         }
     }
 
@@ -180,6 +184,7 @@ impl OutputConfig {
     pub fn max_record_bytes(&self) -> Option<usize> {
         match self {
             OutputConfig::File(_) | OutputConfig::Stdout(_) => None,
+            OutputConfig::Firehose(_) => Some(firehose::FirehoseConfig::MAX_RECORD_BYTES),
         }
     }
 
@@ -188,14 +193,22 @@ impl OutputConfig {
         match self {
             OutputConfig::File(c) => c.problems(),
             OutputConfig::Stdout(_) => Vec::new(),
+            OutputConfig::Firehose(c) => c.problems(),
         }
     }
 
-    /// Builds the sink.
-    pub async fn build_sink(&self, _name: &str) -> anyhow::Result<std::sync::Arc<dyn Sink>> {
+    /// Builds the sink of output `name`; sinks register their own metrics in `metrics`.
+    pub async fn build_sink(
+        &self,
+        name: &str,
+        metrics: &std::sync::Arc<crate::metrics::Metrics>,
+    ) -> anyhow::Result<std::sync::Arc<dyn Sink>> {
         Ok(match self {
             OutputConfig::File(c) => std::sync::Arc::new(file::FileSink::new(&c.path)),
             OutputConfig::Stdout(_) => std::sync::Arc::new(stdout::StdoutSink),
+            OutputConfig::Firehose(c) => {
+                std::sync::Arc::new(firehose::FirehoseSink::build(name, c, metrics).await?)
+            }
         })
     }
 }

@@ -67,7 +67,7 @@ pub fn retry_in_flush(class: ErrorClass) -> bool {
 pub fn classify<E, R>(err: &SdkError<E, R>) -> ErrorClass
 where
     E: ProvideErrorMetadata + std::error::Error + 'static,
-    R: std::fmt::Debug + HasStatus,
+    R: std::fmt::Debug + HasStatus + 'static,
 {
     if chain_has_credentials_error(err) {
         return ErrorClass::Credentials;

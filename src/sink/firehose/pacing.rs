@@ -208,24 +208,24 @@ mod tests {
         Pacer::new(limits, Gauge::default(), Gauge::default())
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn a_record_bucket_limits_the_rate_across_callers() {
+    #[test]
+    fn a_record_bucket_limits_the_rate_across_callers() {
         let p = pacer(PacingLimits { records: Some(1000.0), ..Default::default() });
         // The first second's burst is free, then 500 records cost half a second each.
         assert_eq!(p.reserve(1000, 0), Duration::ZERO);
         let w1 = p.reserve(500, 0);
         let w2 = p.reserve(500, 0);
-        assert!((w1.as_secs_f64() - 0.5).abs() < 0.01, "{w1:?}");
-        assert!((w2.as_secs_f64() - 1.0).abs() < 0.01, "{w2:?}");
+        assert!((w1.as_secs_f64() - 0.5).abs() < 0.05, "{w1:?}");
+        assert!((w2.as_secs_f64() - 1.0).abs() < 0.05, "{w2:?}");
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn throttling_halves_the_rate_once_per_burst_and_success_restores_it() {
+    #[test]
+    fn throttling_halves_the_rate_once_per_burst_and_success_restores_it() {
         let p = pacer(PacingLimits { bytes: Some(1e6), adaptive: true, ..Default::default() });
         p.on_throttle();
         p.on_throttle();
         assert_eq!(p.current().0, 0.5, "two throttles in one burst count once");
-        tokio::time::advance(CUT_COOLDOWN).await;
+        std::thread::sleep(CUT_COOLDOWN);
         p.on_throttle();
         assert_eq!(p.current().0, 0.25);
         for _ in 0..200 {
@@ -234,22 +234,23 @@ mod tests {
         assert_eq!(p.current().0, 1.0);
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn without_buckets_throttling_spaces_calls_and_success_removes_the_spacing() {
+    #[test]
+    fn without_buckets_throttling_spaces_calls_and_success_removes_the_spacing() {
         let p = pacer(PacingLimits { adaptive: true, ..Default::default() });
         assert_eq!(p.reserve(1, 1), Duration::ZERO);
         p.on_throttle();
         assert_eq!(p.current().1, MIN_DELAY);
         assert_eq!(p.reserve(1, 1), Duration::ZERO);
-        assert_eq!(p.reserve(1, 1), MIN_DELAY, "the second call waits for its slot");
+        let w = p.reserve(1, 1);
+        assert!(w > MIN_DELAY / 2 && w <= MIN_DELAY, "the second call waits for its slot: {w:?}");
         for _ in 0..100 {
             p.on_success();
         }
         assert_eq!(p.current().1, Duration::ZERO);
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn not_adaptive_ignores_throttles() {
+    #[test]
+    fn not_adaptive_ignores_throttles() {
         let p = pacer(PacingLimits::default());
         p.on_throttle();
         assert_eq!(p.current(), (1.0, Duration::ZERO));
