@@ -5,6 +5,8 @@
 pub mod fake_firehose;
 pub mod fake_sts;
 pub mod http_server;
+pub mod moto;
+pub mod relay_run;
 
 use std::io::Write;
 use std::net::TcpListener;
