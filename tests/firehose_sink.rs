@@ -326,3 +326,18 @@ async fn pacing_limits_the_request_rate_of_all_workers_together() {
     // 20 calls at 10/s with a burst of 10: at least ~1 s.
     assert!(started.elapsed() >= Duration::from_millis(900), "{:?}", started.elapsed());
 }
+
+#[tokio::test]
+async fn throttling_is_counted_and_slows_the_output_down() {
+    let fake = FakeFirehose::http();
+    fake.push_faults((0..3).map(|_| Fault::Error(503, "ServiceUnavailableException")));
+    let metrics = Arc::new(Metrics::new());
+    let sink = FirehoseSink::build("fh", &config(&fake, ""), &metrics).await.unwrap();
+    let d = sink.deliver(&chunk(&records(10, 100))).await;
+    assert!(d.error.is_none());
+    let text = metrics.render();
+    assert!(text.contains("firehose_relay_firehose_throttles_total{output=\"fh\"} 3"), "{text}");
+    assert!(text.contains("firehose_relay_firehose_call_errors_total{output=\"fh\",class=\"throttled\"} 3"), "{text}");
+    assert!(text.contains("firehose_relay_firehose_pacing_delay_seconds{output=\"fh\"}"), "{text}");
+    assert!(text.contains("firehose_relay_firehose_put_record_batch_duration_seconds_count{output=\"fh\"} 4"), "{text}");
+}
