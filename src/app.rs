@@ -114,7 +114,7 @@ impl Relay {
             let out = &config.outputs[name];
             let buffer = build_buffer(name, store.as_ref(), &quarantined, out)?;
             let sink = out
-                .build_sink(name)
+                .build_sink(name, &metrics)
                 .await
                 .with_context(|| format!("output `{name}`"))?;
             tracing::info!(output = name, sink = %sink.describe(), "output ready");

@@ -6,6 +6,7 @@
 //! [`flush`] workers → [`sink`]s.
 
 pub mod app;
+pub mod aws;
 pub mod buffer;
 pub mod config;
 pub mod deadletter;

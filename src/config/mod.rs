@@ -406,6 +406,7 @@ pub const SECRET_KEYS: &[&str] = &[
     "secret_access_key",
     "session_token",
     "proxy_password",
+    "access_key_id",
 ];
 
 fn redact(value: &mut toml::Value) {

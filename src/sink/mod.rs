@@ -7,6 +7,7 @@
 //! retry and dead-letter handling for free.
 
 pub mod file;
+pub mod firehose;
 pub mod stdout;
 
 use async_trait::async_trait;
@@ -143,6 +144,8 @@ pub enum OutputConfig {
     File(file::FileOutputConfig),
     /// Standard output.
     Stdout(stdout::StdoutOutputConfig),
+    /// Amazon Kinesis Data Firehose (PutRecordBatch).
+    Firehose(firehose::FirehoseConfig),
 }
 
 /// Options every output has. Each output type's config embeds these fields.
@@ -164,6 +167,7 @@ impl OutputConfig {
     pub fn extract(figment: &figment::Figment, path: &str) -> Result<Self, figment::Error> {
         use crate::config::{component_type, extract_component, unknown_type};
         match component_type(figment, path)?.as_str() {
+            "firehose" => Ok(OutputConfig::Firehose(extract_component(figment, path)?)),
             "file" => Ok(OutputConfig::File(extract_component(figment, path)?)),
             "stdout" => Ok(OutputConfig::Stdout(extract_component(figment, path)?)),
             other => Err(unknown_type(path, other, &["firehose", "file", "stdout"])),
@@ -174,6 +178,7 @@ impl OutputConfig {
         match self {
             OutputConfig::File(c) => c,
             OutputConfig::Stdout(c) => c,
+            OutputConfig::Firehose(c) => c,
         }
     }
 
@@ -196,6 +201,7 @@ impl OutputConfig {
     pub fn max_record_bytes(&self) -> Option<usize> {
         match self {
             OutputConfig::File(_) | OutputConfig::Stdout(_) => None,
+            OutputConfig::Firehose(_) => Some(firehose::FirehoseConfig::MAX_RECORD_BYTES),
         }
     }
 
@@ -204,14 +210,22 @@ impl OutputConfig {
         match self {
             OutputConfig::File(c) => c.problems(),
             OutputConfig::Stdout(_) => Vec::new(),
+            OutputConfig::Firehose(c) => c.problems(),
         }
     }
 
-    /// Builds the sink.
-    pub async fn build_sink(&self, _name: &str) -> anyhow::Result<std::sync::Arc<dyn Sink>> {
+    /// Builds the sink of output `name`; sinks register their own metrics in `metrics`.
+    pub async fn build_sink(
+        &self,
+        name: &str,
+        metrics: &std::sync::Arc<crate::metrics::Metrics>,
+    ) -> anyhow::Result<std::sync::Arc<dyn Sink>> {
         Ok(match self {
             OutputConfig::File(c) => std::sync::Arc::new(file::FileSink::new(&c.path)),
             OutputConfig::Stdout(_) => std::sync::Arc::new(stdout::StdoutSink),
+            OutputConfig::Firehose(c) => {
+                std::sync::Arc::new(firehose::FirehoseSink::build(name, c, metrics).await?)
+            }
         })
     }
 }

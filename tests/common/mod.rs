@@ -2,6 +2,12 @@
 //! third-party clients (fluent-logger, msgpack, moto), and polling.
 #![allow(dead_code)]
 
+pub mod fake_firehose;
+pub mod fake_sts;
+pub mod http_server;
+pub mod moto;
+pub mod relay_run;
+
 use std::io::Write;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};

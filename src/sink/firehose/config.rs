@@ -1,0 +1,189 @@
+//! `[outputs.NAME]` with `type = "firehose"`.
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use super::aggregate::MAX_RECORD_BYTES;
+use super::batch::{MAX_BYTES_PER_CALL, MAX_RECORDS_PER_CALL};
+use crate::aws::config::CredentialsConfig;
+use crate::config::buffer::BufferConfig;
+use crate::config::{ByteSize, ConfigDuration};
+use crate::format::FormatOptions;
+use crate::sink::CommonOutput;
+
+/// Compression of each Firehose record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Compression {
+    /// Send as is.
+    #[default]
+    None,
+    /// Gzip each Firehose record on its own (newlines are added before compressing).
+    Gzip,
+}
+
+/// The Firehose output's settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FirehoseConfig {
+    /// The component type (already used to choose this struct).
+    #[serde(rename = "type", default, skip_serializing)]
+    pub type_tag: crate::config::TypeTag,
+    /// Tags this output takes.
+    #[serde(rename = "match", default = "crate::sink::match_all")]
+    pub pattern: String,
+    /// AWS region; default `AWS_REGION`/`AWS_DEFAULT_REGION`.
+    #[serde(default)]
+    pub region: Option<String>,
+    /// The delivery stream name.
+    pub delivery_stream: String,
+    /// Endpoint override (moto, LocalStack, VPC endpoints). `AWS_ENDPOINT_URL_FIREHOSE` is
+    /// honoured when unset.
+    #[serde(default)]
+    pub endpoint_url: Option<String>,
+    /// Extra PEM CA bundle trusted for the endpoints (and STS).
+    #[serde(default)]
+    pub tls_ca_file: Option<PathBuf>,
+    /// HTTP(S) proxy for all AWS calls; default from `HTTPS_PROXY`/`HTTP_PROXY`/`NO_PROXY`.
+    #[serde(default)]
+    pub proxy_url: Option<String>,
+    /// Add `\n` after each record.
+    #[serde(default = "crate::sink::default_true")]
+    pub append_new_line: bool,
+    /// Send only this field of each record.
+    #[serde(default)]
+    pub data_key: Option<String>,
+    /// `none` or `gzip`, per Firehose record.
+    #[serde(default)]
+    pub compression: Compression,
+    /// Pack consecutive records into Firehose records of up to 1,000 KiB.
+    #[serde(default)]
+    pub aggregation: bool,
+    /// Records per PutRecordBatch call (at most 500).
+    #[serde(default = "default_max_records_per_call")]
+    pub max_records_per_call: usize,
+    /// Data bytes per PutRecordBatch call (at most 4 MiB).
+    #[serde(default = "default_max_bytes_per_call")]
+    pub max_bytes_per_call: ByteSize,
+    /// Timeout of one PutRecordBatch attempt.
+    #[serde(default = "default_request_timeout")]
+    pub request_timeout: ConfigDuration,
+    /// Resends of failed records (or failed calls) within one flush before the rest goes back
+    /// to the buffer.
+    #[serde(default = "default_retries_on_batch_request")]
+    pub retries_on_batch_request: u32,
+    /// Output-wide records/s limit (all flush workers together).
+    #[serde(default)]
+    pub max_records_per_second: Option<f64>,
+    /// Output-wide data bytes/s limit.
+    #[serde(default)]
+    pub max_bytes_per_second: Option<ByteSize>,
+    /// Output-wide PutRecordBatch calls/s limit.
+    #[serde(default)]
+    pub max_requests_per_second: Option<f64>,
+    /// Slow down when Firehose throttles, speed up again on success.
+    #[serde(default = "crate::sink::default_true")]
+    pub adaptive_pacing: bool,
+    /// Where credentials come from; default IRSA env vars, else the SDK default chain.
+    #[serde(default)]
+    pub credentials: Option<CredentialsConfig>,
+    /// Buffer parameters.
+    #[serde(default)]
+    pub buffer: BufferConfig,
+}
+
+fn default_max_records_per_call() -> usize {
+    MAX_RECORDS_PER_CALL
+}
+fn default_max_bytes_per_call() -> ByteSize {
+    ByteSize(MAX_BYTES_PER_CALL as u64)
+}
+fn default_request_timeout() -> ConfigDuration {
+    ConfigDuration::secs(30)
+}
+fn default_retries_on_batch_request() -> u32 {
+    8
+}
+
+impl CommonOutput for FirehoseConfig {
+    fn pattern(&self) -> &str {
+        &self.pattern
+    }
+    fn buffer(&self) -> &BufferConfig {
+        &self.buffer
+    }
+    fn format(&self) -> FormatOptions {
+        FormatOptions {
+            append_new_line: self.append_new_line,
+            data_key: self.data_key.clone(),
+        }
+    }
+}
+
+impl FirehoseConfig {
+    /// Largest formatted record accepted at intake (Firehose's per-record limit).
+    pub const MAX_RECORD_BYTES: usize = MAX_RECORD_BYTES;
+
+    /// Values that parse but cannot work, as (key under the output, message).
+    pub fn problems(&self) -> Vec<(&'static str, String)> {
+        let mut p = Vec::new();
+        if self.delivery_stream.trim().is_empty() {
+            p.push(("delivery_stream", "must not be empty".to_owned()));
+        }
+        if self.region.as_deref().is_some_and(|r| r.trim().is_empty()) {
+            p.push(("region", "must not be empty".to_owned()));
+        }
+        let env_region = ["AWS_REGION", "AWS_DEFAULT_REGION"]
+            .iter()
+            .any(|v| std::env::var(v).is_ok_and(|r| !r.is_empty()));
+        if self.region.is_none() && !env_region {
+            p.push(("region", "not set, and neither AWS_REGION nor AWS_DEFAULT_REGION is set".to_owned()));
+        }
+        if !(1..=MAX_RECORDS_PER_CALL).contains(&self.max_records_per_call) {
+            p.push(("max_records_per_call", format!("must be between 1 and {MAX_RECORDS_PER_CALL} (PutRecordBatch limit)")));
+        }
+        if self.max_bytes_per_call.0 == 0 || self.max_bytes_per_call.0 > MAX_BYTES_PER_CALL as u64 {
+            p.push(("max_bytes_per_call", "must be greater than 0 and at most 4MiB (PutRecordBatch limit)".to_owned()));
+        }
+        if self.request_timeout.0.is_zero() {
+            p.push(("request_timeout", "must be greater than 0".to_owned()));
+        }
+        for (key, v) in [("max_records_per_second", self.max_records_per_second), ("max_requests_per_second", self.max_requests_per_second)] {
+            if v.is_some_and(|v| !(v > 0.0 && v.is_finite())) {
+                p.push((key, "must be a positive number".to_owned()));
+            }
+        }
+        if self.max_bytes_per_second.is_some_and(|b| b.0 == 0) {
+            p.push(("max_bytes_per_second", "must be greater than 0".to_owned()));
+        }
+        if self.aggregation && !self.append_new_line {
+            p.push((
+                "aggregation",
+                "packs newline-terminated records into one Firehose record; it needs append_new_line = true so the records can be told apart"
+                    .to_owned(),
+            ));
+        }
+        for url in [&self.endpoint_url, &self.proxy_url].into_iter().flatten() {
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                let key = if Some(url) == self.endpoint_url.as_ref() { "endpoint_url" } else { "proxy_url" };
+                p.push((key, "must be an http:// or https:// URL".to_owned()));
+            }
+        }
+        if let Some(ca) = &self.tls_ca_file {
+            if let Err(e) = crate::aws::http::read_ca_file(ca) {
+                p.push(("tls_ca_file", e.to_string()));
+            }
+        }
+        match &self.credentials {
+            Some(c) => p.extend(c.problems()),
+            // IRSA variables present: check them as if they had been written out.
+            None => {
+                if let Some(w) = crate::aws::config::WebIdentityConfig::from_env() {
+                    p.extend(w.problems());
+                }
+            }
+        }
+        p
+    }
+}

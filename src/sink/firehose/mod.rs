@@ -1,0 +1,340 @@
+//! `type = "firehose"`: delivers chunks to Amazon Kinesis Data Firehose with PutRecordBatch.
+//!
+//! One delivery attempt of a chunk:
+//! 1. [`aggregate`] turns the pending records into Firehose records (one each, or packed, and
+//!    optionally gzipped), remembering which chunk records each carries; a record that can
+//!    never fit is reported as rejected and dead-lettered by the flush worker;
+//! 2. [`batch`] splits them into calls of at most 500 records and 4 MiB;
+//! 3. each call waits for [`pacing`], is sent, and when Firehose accepts only part of it
+//!    (`FailedPutCount > 0`, which comes with HTTP 200) only the failed records are sent again,
+//!    with backoff, up to `retries_on_batch_request` times; failed calls (throttling, 5xx,
+//!    timeouts, connection errors) are retried the same way, while configuration and IAM
+//!    errors ([`errors`]) stop the attempt at once;
+//! 4. every chunk record whose Firehose record was confirmed goes into `Delivery::delivered`;
+//!    the rest stay in the buffer and are retried on the chunk's schedule. Nothing is dropped.
+//!
+//! Firehose has no idempotency key, so a record whose call timed out after Firehose accepted it
+//! is sent again: duplicates are possible exactly where a delivery was not confirmed.
+//!
+//! The SDK's own retries are off: this module retries, so that pacing sees every throttle and a
+//! partial failure resends only the failed records.
+
+pub mod aggregate;
+pub mod batch;
+pub mod config;
+pub mod errors;
+pub mod metrics;
+pub mod pacing;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use aws_config::retry::RetryConfig;
+use aws_config::timeout::TimeoutConfig;
+use aws_config::BehaviorVersion;
+use aws_sdk_firehose::primitives::Blob;
+use aws_sdk_firehose::types::Record;
+use rand::Rng;
+
+pub use config::{Compression, FirehoseConfig};
+
+use self::aggregate::{Encoded, Encoder, Packed, MAX_RECORD_BYTES};
+use self::batch::CallLimits;
+use self::metrics::FirehoseMetrics;
+use self::pacing::{Pacer, PacingLimits};
+use super::{Delivery, ErrorClass, Sink, SinkError};
+use crate::aws::credentials::{AwsContext, OutputCredentials};
+use crate::aws::http::{build_http_client, HttpOptions};
+use crate::buffer::Chunk;
+use crate::metrics::{output_label, Labels, Metrics};
+
+/// First backoff between resends inside a flush; doubles per attempt.
+const FIRST_BACKOFF: Duration = Duration::from_millis(100);
+/// Longest backoff between resends inside a flush.
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+/// Why the sink could not be built (the relay does not start).
+#[derive(Debug, thiserror::Error)]
+pub enum FirehoseBuildError {
+    /// No region anywhere.
+    #[error("no region: set `region` or AWS_REGION")]
+    NoRegion,
+    /// HTTP client (CA file, proxy).
+    #[error(transparent)]
+    Http(#[from] crate::aws::http::HttpClientError),
+    /// Credentials setup.
+    #[error(transparent)]
+    Credentials(#[from] crate::aws::credentials::CredentialsSetupError),
+}
+
+/// Sends chunks to one delivery stream. Shared by the output's flush workers.
+pub struct FirehoseSink {
+    client: aws_sdk_firehose::Client,
+    stream: String,
+    region: String,
+    encoder: Encoder,
+    limits: CallLimits,
+    retries: u32,
+    pacer: Pacer,
+    metrics: FirehoseMetrics,
+    labels: Labels,
+    credentials: OutputCredentials,
+}
+
+/// The outcome of sending one call's records (with its resends).
+struct CallOutcome {
+    confirmed: Vec<bool>,
+    error: Option<SinkError>,
+}
+
+impl FirehoseSink {
+    /// Builds the client (HTTP, credentials, endpoint) for output `name`.
+    pub async fn build(name: &str, cfg: &FirehoseConfig, metrics: &Arc<Metrics>) -> Result<Self, FirehoseBuildError> {
+        let region = match &cfg.region {
+            Some(r) => aws_config::Region::new(r.clone()),
+            None => aws_config::default_provider::region::DefaultRegionChain::builder()
+                .build()
+                .region()
+                .await
+                .ok_or(FirehoseBuildError::NoRegion)?,
+        };
+        let http = build_http_client(&HttpOptions {
+            tls_ca_file: cfg.tls_ca_file.clone(),
+            proxy_url: cfg.proxy_url.clone(),
+        })?;
+        let ctx = AwsContext {
+            output: name.to_owned(),
+            region: region.clone(),
+            http: http.clone(),
+            metrics: Arc::clone(metrics),
+        };
+        let credentials = crate::aws::credentials::build(cfg.credentials.as_ref(), &ctx).await?;
+        let timeout = cfg.request_timeout.0;
+        let mut loader = aws_config::defaults(BehaviorVersion::latest())
+            .region(region.clone())
+            .http_client(http)
+            .retry_config(RetryConfig::disabled())
+            .timeout_config(
+                TimeoutConfig::builder()
+                    .operation_attempt_timeout(timeout)
+                    .connect_timeout(timeout.min(Duration::from_secs(10)))
+                    .build(),
+            )
+            .credentials_provider(credentials.provider.clone());
+        if credentials.self_cached {
+            loader = loader.identity_cache(aws_config::identity::IdentityCache::no_cache());
+        }
+        let sdk = loader.load().await;
+        let mut builder = aws_sdk_firehose::config::Builder::from(&sdk);
+        if let Some(url) = &cfg.endpoint_url {
+            builder = builder.endpoint_url(url);
+        }
+        let fm = FirehoseMetrics::get(metrics);
+        let labels = output_label(name);
+        let pacer = Pacer::new(
+            PacingLimits {
+                records: cfg.max_records_per_second,
+                bytes: cfg.max_bytes_per_second.map(|b| b.0 as f64),
+                requests: cfg.max_requests_per_second,
+                adaptive: cfg.adaptive_pacing,
+            },
+            fm.pacing_factor.get_or_create(&labels).clone(),
+            fm.pacing_delay.get_or_create(&labels).clone(),
+        );
+        tracing::info!(output = name, stream = %cfg.delivery_stream, region = %region,
+            endpoint = cfg.endpoint_url.as_deref().unwrap_or("default"), credentials = %credentials.description,
+            aggregation = cfg.aggregation, compression = ?cfg.compression, "firehose output configured");
+        Ok(FirehoseSink {
+            client: aws_sdk_firehose::Client::from_conf(builder.build()),
+            stream: cfg.delivery_stream.clone(),
+            region: region.to_string(),
+            encoder: Encoder {
+                aggregation: cfg.aggregation,
+                gzip: cfg.compression == Compression::Gzip,
+                max_record_bytes: MAX_RECORD_BYTES,
+            },
+            limits: CallLimits {
+                max_records: cfg.max_records_per_call,
+                max_bytes: usize::try_from(cfg.max_bytes_per_call.0).unwrap_or(usize::MAX),
+            },
+            retries: cfg.retries_on_batch_request,
+            pacer,
+            metrics: fm,
+            labels,
+            credentials,
+        })
+    }
+
+    async fn encode(&self, chunk: &Chunk) -> Encoded {
+        if !self.encoder.gzip {
+            return self.encoder.encode(chunk);
+        }
+        // Compression is CPU work: keep it off the async workers.
+        let encoder = self.encoder;
+        let owned = chunk.clone();
+        match tokio::task::spawn_blocking(move || encoder.encode(&owned)).await {
+            Ok(e) => e,
+            Err(_) => self.encoder.encode(chunk),
+        }
+    }
+
+    fn class_labels(&self, class: ErrorClass) -> Labels {
+        let mut l = self.labels.clone();
+        l.push(("class", class.as_str().to_owned()));
+        l
+    }
+
+    /// Sends `records` with resends of failures; reports which were confirmed.
+    async fn send_call(&self, records: &[Packed]) -> CallOutcome {
+        let mut confirmed = vec![false; records.len()];
+        let mut todo: Vec<usize> = (0..records.len()).collect();
+        let mut attempt: u32 = 0;
+        loop {
+            let bytes: usize = todo.iter().map(|&i| records[i].data.len()).sum();
+            let waited = self.pacer.acquire(todo.len(), bytes).await;
+            if !waited.is_zero() {
+                self.metrics.pacing_wait.get_or_create(&self.labels).inc_by(waited.as_secs_f64());
+            }
+            let batch: Vec<Record> = todo
+                .iter()
+                .filter_map(|&i| Record::builder().data(Blob::new(records[i].data.clone())).build().ok())
+                .collect();
+            let started = Instant::now();
+            let result = self
+                .client
+                .put_record_batch()
+                .delivery_stream_name(&self.stream)
+                .set_records(Some(batch))
+                .send()
+                .await;
+            self.metrics
+                .call_duration
+                .get_or_create(&self.labels)
+                .observe(started.elapsed().as_secs_f64());
+            let error = match result {
+                Ok(out) => {
+                    let responses = out.request_responses();
+                    let mut failed = Vec::new();
+                    let mut first_failure: Option<(ErrorClass, String)> = None;
+                    let (mut sent_records, mut sent_bytes) = (0u64, 0u64);
+                    for (k, &i) in todo.iter().enumerate() {
+                        match responses.get(k) {
+                            Some(r) if r.error_code().is_none() => {
+                                confirmed[i] = true;
+                                sent_records += 1;
+                                sent_bytes += records[i].data.len() as u64;
+                            }
+                            Some(r) => {
+                                let code = r.error_code().unwrap_or_default();
+                                let class = errors::class_of_record_code(code);
+                                self.metrics.record_failures.get_or_create(&self.class_labels(class)).inc();
+                                if class == ErrorClass::Throttled {
+                                    self.metrics.throttles.get_or_create(&self.labels).inc();
+                                }
+                                first_failure.get_or_insert_with(|| {
+                                    (class, format!("{code}: {}", r.error_message().unwrap_or_default()))
+                                });
+                                failed.push(i);
+                            }
+                            None => {
+                                // Not confirmed: send again (a duplicate at worst, never a loss).
+                                first_failure.get_or_insert_with(|| {
+                                    (ErrorClass::Other, format!("response has {} entries for {} records", responses.len(), todo.len()))
+                                });
+                                failed.push(i);
+                            }
+                        }
+                    }
+                    self.metrics.records_sent.get_or_create(&self.labels).inc_by(sent_records);
+                    self.metrics.bytes_sent.get_or_create(&self.labels).inc_by(sent_bytes);
+                    let Some((class, detail)) = first_failure else {
+                        self.pacer.on_success();
+                        return CallOutcome { confirmed, error: None };
+                    };
+                    if class == ErrorClass::Throttled {
+                        self.pacer.on_throttle();
+                    }
+                    let err = SinkError::new(
+                        class,
+                        format!(
+                            "PutRecordBatch to stream `{}` ({}): {} of {} records failed, first: {detail}",
+                            self.stream,
+                            self.region,
+                            failed.len(),
+                            todo.len()
+                        ),
+                    );
+                    todo = failed;
+                    err
+                }
+                Err(e) => {
+                    let class = errors::classify(&e);
+                    self.metrics.call_errors.get_or_create(&self.class_labels(class)).inc();
+                    if class == ErrorClass::Throttled {
+                        self.metrics.throttles.get_or_create(&self.labels).inc();
+                        self.pacer.on_throttle();
+                    }
+                    let err = SinkError::new(
+                        class,
+                        format!("PutRecordBatch to stream `{}` ({}): {}", self.stream, self.region, errors::describe(&e)),
+                    );
+                    if !errors::retry_in_flush(class) {
+                        if class == ErrorClass::Credentials {
+                            if let Some(r) = &self.credentials.refresher {
+                                r.request_refresh();
+                            }
+                        }
+                        return CallOutcome { confirmed, error: Some(err) };
+                    }
+                    err
+                }
+            };
+            attempt += 1;
+            if attempt > self.retries {
+                return CallOutcome { confirmed, error: Some(error) };
+            }
+            tracing::debug!(stream = %self.stream, attempt, pending = todo.len(), error = %error, "resending within the flush");
+            tokio::time::sleep(backoff(attempt)).await;
+        }
+    }
+}
+
+/// Backoff before resend number `attempt` (1-based): 100 ms doubling to 5 s, 50–100 % jitter.
+fn backoff(attempt: u32) -> Duration {
+    let exp = attempt.saturating_sub(1).min(16);
+    let d = (FIRST_BACKOFF * 2u32.pow(exp)).min(MAX_BACKOFF);
+    d.mul_f64(rand::thread_rng().gen_range(0.5..=1.0))
+}
+
+#[async_trait]
+impl Sink for FirehoseSink {
+    async fn deliver(&self, chunk: &Chunk) -> Delivery {
+        let encoded = self.encode(chunk).await;
+        let mut delivery = Delivery {
+            rejected: encoded.rejected.clone(),
+            ..Default::default()
+        };
+        let calls = self.limits.split(encoded.records.iter().map(|p| p.data.len()));
+        for range in calls {
+            let outcome = self.send_call(&encoded.records[range.clone()]).await;
+            for (k, ok) in outcome.confirmed.iter().enumerate() {
+                if *ok {
+                    for &i in encoded.chunk_indices(range.start + k) {
+                        delivery.delivered.insert(i);
+                    }
+                }
+            }
+            if let Some(e) = outcome.error {
+                // The rest of the chunk stays pending; it goes out on the chunk's next attempt.
+                delivery.error = Some(e);
+                break;
+            }
+        }
+        delivery
+    }
+
+    fn describe(&self) -> String {
+        format!("firehose stream={} region={}", self.stream, self.region)
+    }
+}
