@@ -3,12 +3,12 @@
 //! delivering chunks of 5,000 records (~1 MB, the default chunk size). Reports records/s and
 //! MB/s (criterion's throughput is set in bytes; records/s = MB/s × 1e6 / 200).
 
-#[path = "../tests/common/http_server.rs"]
-#[allow(dead_code)]
-mod http_server;
 #[path = "../tests/common/fake_firehose.rs"]
 #[allow(dead_code)]
 mod fake_firehose;
+#[path = "../tests/common/http_server.rs"]
+#[allow(dead_code)]
+mod http_server;
 
 use std::sync::Arc;
 
@@ -29,12 +29,22 @@ fn chunk() -> Chunk {
         rec.extend_from_slice(b"\"}\n");
         r.push(&rec).unwrap();
     }
-    Chunk { id: ChunkId(1), created_ms: 0, records: r, delivered: DeliveredSet::new(), retry: RetryState::default() }
+    Chunk {
+        id: ChunkId(1),
+        created_ms: 0,
+        records: r,
+        delivered: DeliveredSet::new(),
+        retry: RetryState::default(),
+    }
 }
 
 fn bench(c: &mut Criterion) {
     let fake = fake_firehose::FakeFirehose::http();
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
     let chunk = Arc::new(chunk());
     let mut group = c.benchmark_group("firehose_sink");
     group.sample_size(10);
@@ -44,30 +54,43 @@ fn bench(c: &mut Criterion) {
             fake.url
         );
         let cfg: FirehoseConfig = toml::from_str(&text).unwrap();
-        let sink = Arc::new(rt.block_on(FirehoseSink::build("bench", &cfg, &Arc::new(Metrics::new()))).unwrap());
+        let sink = Arc::new(
+            rt.block_on(FirehoseSink::build(
+                "bench",
+                &cfg,
+                &Arc::new(Metrics::new()),
+            ))
+            .unwrap(),
+        );
         for workers in [2usize, 8] {
             let name = if aggregation { "aggregated" } else { "plain" };
-            group.throughput(Throughput::Bytes((workers * RECORDS_PER_CHUNK * RECORD_BYTES) as u64));
-            group.bench_with_input(BenchmarkId::new(name, format!("{workers}_workers")), &workers, |b, &workers| {
-                b.to_async(&rt).iter(|| {
-                    let sink = Arc::clone(&sink);
-                    let chunk = Arc::clone(&chunk);
-                    async move {
-                        let tasks: Vec<_> = (0..workers)
-                            .map(|_| {
-                                let (s, c) = (Arc::clone(&sink), Arc::clone(&chunk));
-                                tokio::spawn(async move {
-                                    let d = s.deliver(&c).await;
-                                    assert!(d.error.is_none(), "{:?}", d.error);
+            group.throughput(Throughput::Bytes(
+                (workers * RECORDS_PER_CHUNK * RECORD_BYTES) as u64,
+            ));
+            group.bench_with_input(
+                BenchmarkId::new(name, format!("{workers}_workers")),
+                &workers,
+                |b, &workers| {
+                    b.to_async(&rt).iter(|| {
+                        let sink = Arc::clone(&sink);
+                        let chunk = Arc::clone(&chunk);
+                        async move {
+                            let tasks: Vec<_> = (0..workers)
+                                .map(|_| {
+                                    let (s, c) = (Arc::clone(&sink), Arc::clone(&chunk));
+                                    tokio::spawn(async move {
+                                        let d = s.deliver(&c).await;
+                                        assert!(d.error.is_none(), "{:?}", d.error);
+                                    })
                                 })
-                            })
-                            .collect();
-                        for t in tasks {
-                            t.await.unwrap();
+                                .collect();
+                            for t in tasks {
+                                t.await.unwrap();
+                            }
                         }
-                    }
-                });
-            });
+                    });
+                },
+            );
         }
     }
     group.finish();

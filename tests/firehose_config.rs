@@ -51,7 +51,11 @@ fn static_keys_are_redacted_in_check_output() {
     let out = check(&format!(
         "{HEAD}[outputs.fh.credentials]\ntype = \"static\"\naccess_key_id = \"AKIAEXAMPLEKEY\"\nsecret_access_key = \"${{SECRET_FROM_ENV}}\"\nsession_token = \"tok-123\"\n"
     ));
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(out.status.success(), "{text}");
     assert!(text.contains("<redacted>"), "{text}");
     for secret in ["wJalrXUtnFEMI-very-secret", "tok-123", "AKIAEXAMPLEKEY"] {
@@ -61,8 +65,14 @@ fn static_keys_are_redacted_in_check_output() {
 
 #[test]
 fn bad_firehose_limits_are_refused() {
-    let out = check(&format!("{HEAD}max_records_per_call = 501\nmax_bytes_per_call = \"5MiB\"\n"));
+    let out = check(&format!(
+        "{HEAD}max_records_per_call = 501\nmax_bytes_per_call = \"5MiB\"\n"
+    ));
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{err}");
-    assert!(err.contains("outputs.fh.max_records_per_call") && err.contains("outputs.fh.max_bytes_per_call"), "{err}");
+    assert!(
+        err.contains("outputs.fh.max_records_per_call")
+            && err.contains("outputs.fh.max_bytes_per_call"),
+        "{err}"
+    );
 }

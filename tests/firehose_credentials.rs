@@ -16,9 +16,16 @@ use firehose_relay::sink::{ErrorClass, Sink};
 fn chunk(n: usize, tag: &str) -> Chunk {
     let mut r = Records::new();
     for i in 0..n {
-        r.push(format!("{{\"tag\":\"{tag}\",\"i\":{i}}}\n").as_bytes()).unwrap();
+        r.push(format!("{{\"tag\":\"{tag}\",\"i\":{i}}}\n").as_bytes())
+            .unwrap();
     }
-    Chunk { id: ChunkId(1), created_ms: 0, records: r, delivered: DeliveredSet::new(), retry: RetryState::default() }
+    Chunk {
+        id: ChunkId(1),
+        created_ms: 0,
+        records: r,
+        delivered: DeliveredSet::new(),
+        retry: RetryState::default(),
+    }
 }
 
 struct Setup {
@@ -57,7 +64,14 @@ sts_endpoint_url = "{sts}"
     let cfg: FirehoseConfig = toml::from_str(&text).unwrap();
     let metrics = Arc::new(Metrics::new());
     let sink = FirehoseSink::build("fh", &cfg, &metrics).await.unwrap();
-    Setup { sts, fh, token_file, _dir: dir, metrics, sink }
+    Setup {
+        sts,
+        fh,
+        token_file,
+        _dir: dir,
+        metrics,
+        sink,
+    }
 }
 
 #[tokio::test]
@@ -79,24 +93,49 @@ async fn every_call_is_signed_with_a_valid_key_and_refresh_happens_before_expiry
     }
     let calls = s.fh.calls();
     assert!(calls.len() > 50);
-    assert!(calls.iter().all(|c| c.status == 200), "every call carried a valid key");
+    assert!(
+        calls.iter().all(|c| c.status == 200),
+        "every call carried a valid key"
+    );
     let issued = s.sts.issued();
-    assert!(issued.len() >= 4, "several expiry periods, {} refreshes", issued.len());
+    assert!(
+        issued.len() >= 4,
+        "several expiry periods, {} refreshes",
+        issued.len()
+    );
     for pair in issued.windows(2) {
-        assert!(pair[1].issued < pair[0].expires, "refreshed before the previous keys expired");
+        assert!(
+            pair[1].issued < pair[0].expires,
+            "refreshed before the previous keys expired"
+        );
     }
-    let keys: std::collections::BTreeSet<_> = calls.iter().filter_map(|c| c.access_key.clone()).collect();
+    let keys: std::collections::BTreeSet<_> =
+        calls.iter().filter_map(|c| c.access_key.clone()).collect();
     assert!(keys.len() >= 3, "calls used the renewed keys: {keys:?}");
-    assert!(slowest < Duration::from_millis(500), "no flush waited on STS: {slowest:?}");
-    assert!(issued.iter().all(|i| i.role_arn.ends_with("role/relay") && i.session_name == "relay-test"));
+    assert!(
+        slowest < Duration::from_millis(500),
+        "no flush waited on STS: {slowest:?}"
+    );
+    assert!(issued
+        .iter()
+        .all(|i| i.role_arn.ends_with("role/relay") && i.session_name == "relay-test"));
     assert_eq!(issued[0].duration_seconds, Some(900));
     let rotated_at = rotated_at.unwrap();
     let after: Vec<_> = issued.iter().filter(|i| i.issued > rotated_at).collect();
     assert!(!after.is_empty());
-    assert!(after.iter().all(|i| i.token == "token-2"), "the next STS call carried the new token");
-    assert!(issued.iter().filter(|i| i.issued < rotated_at).all(|i| i.token == "token-1"));
+    assert!(
+        after.iter().all(|i| i.token == "token-2"),
+        "the next STS call carried the new token"
+    );
+    assert!(issued
+        .iter()
+        .filter(|i| i.issued < rotated_at)
+        .all(|i| i.token == "token-1"));
     let text = s.metrics.render();
-    assert!(text.contains("firehose_relay_aws_credentials_expiry_timestamp_seconds{output=\"fh\"}"), "{text}");
+    assert!(
+        text.contains("firehose_relay_aws_credentials_expiry_timestamp_seconds{output=\"fh\"}"),
+        "{text}"
+    );
 }
 
 #[tokio::test]
@@ -109,11 +148,17 @@ async fn records_wait_while_sts_is_down_and_are_delivered_after_it_recovers() {
     // error and the records stay pending.
     let t = Instant::now();
     let d = s.sink.deliver(&chunk(3, "during")).await;
-    assert!(t.elapsed() < Duration::from_millis(500), "no waiting on STS");
+    assert!(
+        t.elapsed() < Duration::from_millis(500),
+        "no waiting on STS"
+    );
     let e = d.error.expect("no valid credentials");
     assert_eq!(e.class, ErrorClass::Credentials, "{e}");
     assert!(d.delivered.is_empty());
-    assert!(s.sts.refused() >= 2, "refresh was retried while STS was down");
+    assert!(
+        s.sts.refused() >= 2,
+        "refresh was retried while STS was down"
+    );
     s.sts.set_down(false);
     let until = Instant::now() + Duration::from_secs(10);
     let mut c = chunk(3, "during");
@@ -123,13 +168,24 @@ async fn records_wait_while_sts_is_down_and_are_delivered_after_it_recovers() {
         if d.error.is_none() {
             break;
         }
-        assert!(Instant::now() < until, "not delivered after STS recovered: {:?}", d.error);
+        assert!(
+            Instant::now() < until,
+            "not delivered after STS recovered: {:?}",
+            d.error
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let got: Vec<String> = s.fh.accepted().iter().map(|r| String::from_utf8_lossy(r).to_string()).collect();
+    let got: Vec<String> =
+        s.fh.accepted()
+            .iter()
+            .map(|r| String::from_utf8_lossy(r).to_string())
+            .collect();
     assert_eq!(got.iter().filter(|r| r.contains("during")).count(), 3);
     let text = s.metrics.render();
-    assert!(text.contains("firehose_relay_aws_credentials_refresh_failures_total{output=\"fh\"}"), "{text}");
+    assert!(
+        text.contains("firehose_relay_aws_credentials_refresh_failures_total{output=\"fh\"}"),
+        "{text}"
+    );
 }
 
 #[tokio::test]
@@ -147,6 +203,14 @@ duration_seconds = 60
     .unwrap();
     let p = cfg.problems();
     let text = format!("{p:?}");
-    assert!(p.iter().any(|(k, _)| *k == "credentials.duration_seconds"), "{text}");
-    assert!(p.iter().any(|(k, m)| *k == "credentials.web_identity_token_file" && m.contains("/nonexistent/relay/token")), "{text}");
+    assert!(
+        p.iter().any(|(k, _)| *k == "credentials.duration_seconds"),
+        "{text}"
+    );
+    assert!(
+        p.iter()
+            .any(|(k, m)| *k == "credentials.web_identity_token_file"
+                && m.contains("/nonexistent/relay/token")),
+        "{text}"
+    );
 }

@@ -5,7 +5,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::fake_firehose::{Fault, FakeFirehose};
+use common::fake_firehose::{FakeFirehose, Fault};
 use common::relay_run::{assert_contiguous, run_for, sample_to_firehose_config, sequence_counts};
 
 const STATIC: &str = r#"
@@ -42,9 +42,18 @@ fn the_relay_delivers_every_record_through_faults_over_https() {
     let seen = sequence_counts(accepted.iter().map(Vec::as_slice));
     let n = assert_contiguous(&seen, &log);
     assert!(n >= 500, "only {n} records");
-    assert!(seen.values().all(|&c| c == 1), "no duplicates: every failure was explicit");
+    assert!(
+        seen.values().all(|&c| c == 1),
+        "no duplicates: every failure was explicit"
+    );
     assert!(fake.limit_violations().is_empty());
-    assert!(fake.calls().iter().all(|c| c.records.len() <= 40 && c.stream == "relay-stream"));
-    assert!(log.contains("ResourceNotFoundException"), "the operator error was logged:\n{log}");
+    assert!(fake
+        .calls()
+        .iter()
+        .all(|c| c.records.len() <= 40 && c.stream == "relay-stream"));
+    assert!(
+        log.contains("ResourceNotFoundException"),
+        "the operator error was logged:\n{log}"
+    );
     assert!(!log.contains("relay-secret-value"), "secret in the log");
 }

@@ -9,7 +9,7 @@ use std::io::Read;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::fake_firehose::{Fault, FakeFirehose};
+use common::fake_firehose::{FakeFirehose, Fault};
 use firehose_relay::buffer::{Chunk, ChunkId, DeliveredSet, Records, RetryState};
 use firehose_relay::metrics::Metrics;
 use firehose_relay::sink::firehose::{FirehoseConfig, FirehoseSink};
@@ -18,7 +18,8 @@ use firehose_relay::sink::{Delivery, ErrorClass, Sink};
 fn config(fake: &FakeFirehose, extra: &str) -> FirehoseConfig {
     let ca = match &fake.ca_pem {
         Some(pem) => {
-            let path = std::env::temp_dir().join(format!("fake-firehose-ca-{}.pem", fake.addr.port()));
+            let path =
+                std::env::temp_dir().join(format!("fake-firehose-ca-{}.pem", fake.addr.port()));
             std::fs::write(&path, pem).unwrap();
             format!("tls_ca_file = {:?}\n", path.display().to_string())
         }
@@ -42,7 +43,9 @@ secret_access_key = "not-a-secret"
 }
 
 async fn sink(fake: &FakeFirehose, extra: &str) -> FirehoseSink {
-    FirehoseSink::build("fh", &config(fake, extra), &Arc::new(Metrics::new())).await.unwrap()
+    FirehoseSink::build("fh", &config(fake, extra), &Arc::new(Metrics::new()))
+        .await
+        .unwrap()
 }
 
 fn records(n: usize, size: usize) -> Vec<Vec<u8>> {
@@ -61,12 +64,22 @@ fn chunk(recs: &[Vec<u8>]) -> Chunk {
     for rec in recs {
         r.push(rec).unwrap();
     }
-    Chunk { id: ChunkId(1), created_ms: 0, records: r, delivered: DeliveredSet::new(), retry: RetryState::default() }
+    Chunk {
+        id: ChunkId(1),
+        created_ms: 0,
+        records: r,
+        delivered: DeliveredSet::new(),
+        retry: RetryState::default(),
+    }
 }
 
 /// Delivers like a flush worker: up to `attempts` times, keeping what was delivered or
 /// rejected. Returns the last delivery and the chunk.
-async fn deliver_until_done(sink: &FirehoseSink, mut c: Chunk, attempts: usize) -> (Chunk, Vec<Delivery>) {
+async fn deliver_until_done(
+    sink: &FirehoseSink,
+    mut c: Chunk,
+    attempts: usize,
+) -> (Chunk, Vec<Delivery>) {
     let mut outcomes = Vec::new();
     for _ in 0..attempts {
         let d = sink.deliver(&c).await;
@@ -101,11 +114,19 @@ fn assert_all_delivered_without_unexplained_duplicates(fake: &FakeFirehose, inpu
         let n = got.get(r).copied().unwrap_or(0);
         assert!(n >= 1, "record lost: {}", String::from_utf8_lossy(r));
         if n > 1 {
-            assert!(unconfirmed.contains_key(r), "unexplained duplicate: {}", String::from_utf8_lossy(r));
+            assert!(
+                unconfirmed.contains_key(r),
+                "unexplained duplicate: {}",
+                String::from_utf8_lossy(r)
+            );
         }
     }
     assert_eq!(got.len(), input.len(), "nothing but the input arrived");
-    assert!(fake.limit_violations().is_empty(), "{:?}", fake.limit_violations());
+    assert!(
+        fake.limit_violations().is_empty(),
+        "{:?}",
+        fake.limit_violations()
+    );
 }
 
 #[tokio::test]
@@ -122,7 +143,9 @@ async fn partial_failures_resend_only_the_failed_records_and_nothing_is_lost() {
     // Resends carry only what failed: total sent ≈ n / (1 - p), far below a resend of everything.
     let sent: usize = calls.iter().map(|c| c.records.len()).sum();
     assert!(sent < 2000 * 2, "sent {sent} records for 2000");
-    assert!(calls.iter().all(|c| c.access_key.as_deref() == Some("AKIDSTATICTEST")));
+    assert!(calls
+        .iter()
+        .all(|c| c.access_key.as_deref() == Some("AKIDSTATICTEST")));
 }
 
 #[tokio::test]
@@ -139,14 +162,26 @@ async fn calls_never_exceed_500_records_or_4_mib_and_honour_configured_limits() 
     // 1,200 small records: the record limit binds.
     let small = records(1200, 100);
     deliver_until_done(&sink, chunk(&small), 1).await;
-    let sizes: Vec<usize> = fake.calls()[calls.len()..].iter().map(|c| c.records.len()).collect();
+    let sizes: Vec<usize> = fake.calls()[calls.len()..]
+        .iter()
+        .map(|c| c.records.len())
+        .collect();
     assert_eq!(sizes, vec![500, 500, 200]);
 
     let fake2 = FakeFirehose::http();
-    let sink2 = self::sink(&fake2, "max_records_per_call = 100\nmax_bytes_per_call = \"64k\"").await;
+    let sink2 = self::sink(
+        &fake2,
+        "max_records_per_call = 100\nmax_bytes_per_call = \"64k\"",
+    )
+    .await;
     deliver_until_done(&sink2, chunk(&records(1000, 1000)), 1).await;
     for call in fake2.calls() {
-        assert!(call.records.len() <= 100 && call.data_bytes <= 65536, "{} records, {} bytes", call.records.len(), call.data_bytes);
+        assert!(
+            call.records.len() <= 100 && call.data_bytes <= 65536,
+            "{} records, {} bytes",
+            call.records.len(),
+            call.data_bytes
+        );
     }
     assert!(fake2.limit_violations().is_empty());
 }
@@ -168,7 +203,11 @@ async fn whole_call_failures_are_retried_within_the_flush() {
     assert_eq!(d.delivered.count(), 300);
     assert_all_delivered_without_unexplained_duplicates(&fake, &input);
     let calls = fake.calls();
-    assert_eq!(calls.len(), 6, "4 failed calls, 1 partial, 1 resend of the 3 failed records");
+    assert_eq!(
+        calls.len(),
+        6,
+        "4 failed calls, 1 partial, 1 resend of the 3 failed records"
+    );
     assert_eq!(calls[5].records.len(), 3);
 }
 
@@ -181,8 +220,15 @@ async fn a_slow_answer_times_out_and_only_those_records_may_be_duplicated() {
     let started = std::time::Instant::now();
     let d = sink.deliver(&chunk(&input)).await;
     assert!(d.error.is_none(), "{:?}", d.error);
-    assert!(started.elapsed() < Duration::from_secs(4), "request_timeout (2s) cut the slow call");
-    assert_eq!(fake.accepted().len(), 100, "the slow call's records were accepted twice");
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "request_timeout (2s) cut the slow call"
+    );
+    assert_eq!(
+        fake.accepted().len(),
+        100,
+        "the slow call's records were accepted twice"
+    );
     assert_all_delivered_without_unexplained_duplicates(&fake, &input);
 }
 
@@ -214,10 +260,16 @@ async fn configuration_and_iam_errors_stop_at_once_with_their_class() {
         fake.push_faults([Fault::Error(400, code)]);
         let sink = sink(&fake, "").await;
         let d = sink.deliver(&chunk(&records(10, 100))).await;
-        let e = d.error.unwrap_or_else(|| panic!("{code} must fail the attempt"));
+        let e = d
+            .error
+            .unwrap_or_else(|| panic!("{code} must fail the attempt"));
         assert_eq!(e.class, class, "{code}: {e}");
         assert!(e.message.contains("test-stream"), "names the stream: {e}");
-        assert_eq!(fake.calls().len(), 1, "{code} is not retried within the flush");
+        assert_eq!(
+            fake.calls().len(),
+            1,
+            "{code} is not retried within the flush"
+        );
     }
 }
 
@@ -233,8 +285,16 @@ async fn a_record_over_1024000_bytes_is_rejected_and_the_rest_delivered() {
     assert!(d.error.is_none());
     assert_eq!(d.rejected.len(), 1);
     assert_eq!(d.rejected[0].0, 2);
-    assert!(d.rejected[0].1.contains("1024001 bytes"), "{}", d.rejected[0].1);
-    assert_eq!(d.delivered.count(), 6, "a record of exactly 1,024,000 bytes is fine");
+    assert!(
+        d.rejected[0].1.contains("1024001 bytes"),
+        "{}",
+        d.rejected[0].1
+    );
+    assert_eq!(
+        d.delivered.count(),
+        6,
+        "a record of exactly 1,024,000 bytes is fine"
+    );
     assert!(fake.limit_violations().is_empty());
 }
 
@@ -247,7 +307,11 @@ async fn aggregation_packs_records_and_splits_back_into_exactly_the_input() {
     let (c, _) = deliver_until_done(&sink, chunk(&input), 3).await;
     assert_eq!(c.delivered.count(), input.len());
     let firehose_records = fake.accepted();
-    assert!(firehose_records.len() <= 5, "4 MB in records of ≤ 1,000 KiB: {}", firehose_records.len());
+    assert!(
+        firehose_records.len() <= 5,
+        "4 MB in records of ≤ 1,000 KiB: {}",
+        firehose_records.len()
+    );
     assert!(firehose_records.iter().all(|r| r.len() <= 1_024_000));
     let mut lines: Vec<Vec<u8>> = Vec::new();
     for r in &firehose_records {
@@ -256,14 +320,20 @@ async fn aggregation_packs_records_and_splits_back_into_exactly_the_input() {
     lines.sort();
     let mut expected = input.clone();
     expected.sort();
-    assert_eq!(lines, expected, "the failed aggregate was resent whole, nothing else twice");
+    assert_eq!(
+        lines, expected,
+        "the failed aggregate was resent whole, nothing else twice"
+    );
 }
 
 #[tokio::test]
 async fn gzip_records_decompress_to_newline_delimited_json() {
     let fake = FakeFirehose::http();
     let input = records(3000, 200);
-    for (extra, max_records) in [("compression = \"gzip\"", 3000), ("compression = \"gzip\"\naggregation = true", 2)] {
+    for (extra, max_records) in [
+        ("compression = \"gzip\"", 3000),
+        ("compression = \"gzip\"\naggregation = true", 2),
+    ] {
         let before = fake.accepted().len();
         let sink = sink(&fake, extra).await;
         let d = sink.deliver(&chunk(&input)).await;
@@ -272,7 +342,9 @@ async fn gzip_records_decompress_to_newline_delimited_json() {
         assert!(got.len() <= max_records, "{extra}: {}", got.len());
         let mut text = Vec::new();
         for r in got {
-            flate2::read::GzDecoder::new(&r[..]).read_to_end(&mut text).unwrap();
+            flate2::read::GzDecoder::new(&r[..])
+                .read_to_end(&mut text)
+                .unwrap();
         }
         let lines: Vec<&[u8]> = text.split_inclusive(|&b| b == b'\n').collect();
         assert_eq!(lines.len(), input.len());
@@ -297,12 +369,17 @@ async fn concurrent_flushes_share_the_sink_and_a_slow_call_blocks_no_other() {
     let mut tasks = Vec::new();
     for _ in 0..8 {
         let s = Arc::clone(&sink);
-        tasks.push(tokio::spawn(async move { s.deliver(&chunk(&records(100, 100))).await }));
+        tasks.push(tokio::spawn(async move {
+            s.deliver(&chunk(&records(100, 100))).await
+        }));
     }
     for t in tasks {
         assert!(t.await.unwrap().error.is_none());
     }
-    assert!(started.elapsed() < Duration::from_millis(1000), "others finished while the slow call waited");
+    assert!(
+        started.elapsed() < Duration::from_millis(1000),
+        "others finished while the slow call waited"
+    );
     assert!(slow.await.unwrap().error.is_none());
 }
 
@@ -324,7 +401,11 @@ async fn pacing_limits_the_request_rate_of_all_workers_together() {
         t.await.unwrap();
     }
     // 20 calls at 10/s with a burst of 10: at least ~1 s.
-    assert!(started.elapsed() >= Duration::from_millis(900), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() >= Duration::from_millis(900),
+        "{:?}",
+        started.elapsed()
+    );
 }
 
 #[tokio::test]
@@ -332,12 +413,30 @@ async fn throttling_is_counted_and_slows_the_output_down() {
     let fake = FakeFirehose::http();
     fake.push_faults((0..3).map(|_| Fault::Error(503, "ServiceUnavailableException")));
     let metrics = Arc::new(Metrics::new());
-    let sink = FirehoseSink::build("fh", &config(&fake, ""), &metrics).await.unwrap();
+    let sink = FirehoseSink::build("fh", &config(&fake, ""), &metrics)
+        .await
+        .unwrap();
     let d = sink.deliver(&chunk(&records(10, 100))).await;
     assert!(d.error.is_none());
     let text = metrics.render();
-    assert!(text.contains("firehose_relay_firehose_throttles_total{output=\"fh\"} 3"), "{text}");
-    assert!(text.contains("firehose_relay_firehose_call_errors_total{output=\"fh\",class=\"throttled\"} 3"), "{text}");
-    assert!(text.contains("firehose_relay_firehose_pacing_delay_seconds{output=\"fh\"}"), "{text}");
-    assert!(text.contains("firehose_relay_firehose_put_record_batch_duration_seconds_count{output=\"fh\"} 4"), "{text}");
+    assert!(
+        text.contains("firehose_relay_firehose_throttles_total{output=\"fh\"} 3"),
+        "{text}"
+    );
+    assert!(
+        text.contains(
+            "firehose_relay_firehose_call_errors_total{output=\"fh\",class=\"throttled\"} 3"
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains("firehose_relay_firehose_pacing_delay_seconds{output=\"fh\"}"),
+        "{text}"
+    );
+    assert!(
+        text.contains(
+            "firehose_relay_firehose_put_record_batch_duration_seconds_count{output=\"fh\"} 4"
+        ),
+        "{text}"
+    );
 }

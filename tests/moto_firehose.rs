@@ -12,7 +12,10 @@ use common::moto::Moto;
 use common::relay_run::{assert_contiguous, run_for, sample_to_firehose_config, sequence_counts};
 
 fn output(moto: &Moto, stream: &str, extra: &str) -> String {
-    format!("region = \"us-east-1\"\ndelivery_stream = \"{stream}\"\nendpoint_url = \"{}\"\n{extra}\n", moto.url)
+    format!(
+        "region = \"us-east-1\"\ndelivery_stream = \"{stream}\"\nendpoint_url = \"{}\"\n{extra}\n",
+        moto.url
+    )
 }
 
 fn check_bucket(moto: &Moto, bucket: &str, log: &str) -> u64 {
@@ -42,7 +45,11 @@ fn aggregated_gzip_records_reach_s3_through_moto() {
     let creds = "[outputs.fh.credentials]\ntype = \"static\"\naccess_key_id = \"testing\"\nsecret_access_key = \"testing\"\n";
     let config = sample_to_firehose_config(
         dir.path(),
-        &output(&moto, "gzip-stream", "aggregation = true\ncompression = \"gzip\""),
+        &output(
+            &moto,
+            "gzip-stream",
+            "aggregation = true\ncompression = \"gzip\"",
+        ),
         creds,
     );
     let log = run_for(dir.path(), &config, &[], Duration::from_secs(3));
@@ -50,7 +57,9 @@ fn aggregated_gzip_records_reach_s3_through_moto() {
     // yields the newline-delimited JSON.
     let mut text = Vec::new();
     use std::io::Read;
-    flate2::read::MultiGzDecoder::new(&moto.read_bucket("relay-gzip")[..]).read_to_end(&mut text).unwrap();
+    flate2::read::MultiGzDecoder::new(&moto.read_bucket("relay-gzip")[..])
+        .read_to_end(&mut text)
+        .unwrap();
     let seen = sequence_counts(text.split_inclusive(|&b| b == b'\n'));
     assert!(assert_contiguous(&seen, &log) >= 200);
 }
@@ -93,7 +102,10 @@ fn irsa_environment_and_aws_endpoint_url_sts_are_honoured() {
         ("AWS_SECRET_ACCESS_KEY", ""),
     ];
     let log = run_for(dir.path(), &config, &env, Duration::from_secs(3));
-    assert!(log.contains("web_identity role=arn:aws:iam::123456789012:role/irsa"), "{log}");
+    assert!(
+        log.contains("web_identity role=arn:aws:iam::123456789012:role/irsa"),
+        "{log}"
+    );
     assert!(!log.contains(TOKEN), "the token leaked into the log");
     assert!(check_bucket(&moto, "relay-irsa", &log) >= 200);
 }

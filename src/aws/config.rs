@@ -140,7 +140,10 @@ impl std::fmt::Debug for StaticCredentialsConfig {
         f.debug_struct("StaticCredentialsConfig")
             .field("access_key_id", &"<redacted>")
             .field("secret_access_key", &"<redacted>")
-            .field("session_token", &self.session_token.as_ref().map(|_| "<redacted>"))
+            .field(
+                "session_token",
+                &self.session_token.as_ref().map(|_| "<redacted>"),
+            )
             .finish()
     }
 }
@@ -236,7 +239,11 @@ impl WebIdentityConfig {
     pub fn session_name(&self) -> String {
         self.role_session_name
             .clone()
-            .or_else(|| std::env::var(ENV_SESSION_NAME).ok().filter(|v| !v.is_empty()))
+            .or_else(|| {
+                std::env::var(ENV_SESSION_NAME)
+                    .ok()
+                    .filter(|v| !v.is_empty())
+            })
             .unwrap_or_else(default_session_name)
     }
 
@@ -284,7 +291,10 @@ impl AssumeRoleConfig {
     pub fn problems(&self) -> Vec<(&'static str, String)> {
         let mut p = Vec::new();
         if self.role_arn.as_deref().is_none_or(|a| a.trim().is_empty()) {
-            p.push(("credentials.role_arn", "missing (type = \"assume_role\")".to_owned()));
+            p.push((
+                "credentials.role_arn",
+                "missing (type = \"assume_role\")".to_owned(),
+            ));
         }
         if let Some(name) = &self.role_session_name {
             if let Err(e) = check_session_name(name) {
@@ -297,7 +307,9 @@ impl AssumeRoleConfig {
 
     /// The session name: configured or derived from the host.
     pub fn session_name(&self) -> String {
-        self.role_session_name.clone().unwrap_or_else(default_session_name)
+        self.role_session_name
+            .clone()
+            .unwrap_or_else(default_session_name)
     }
 }
 
@@ -325,11 +337,17 @@ impl StsOptions {
             ));
         }
         if self.refresh_before.0.is_zero() {
-            p.push(("credentials.refresh_before", "must be greater than 0".to_owned()));
+            p.push((
+                "credentials.refresh_before",
+                "must be greater than 0".to_owned(),
+            ));
         }
         if let Some(url) = &self.sts_endpoint_url {
             if !(url.starts_with("http://") || url.starts_with("https://")) {
-                p.push(("credentials.sts_endpoint_url", format!("`{url}` is not an http(s) URL")));
+                p.push((
+                    "credentials.sts_endpoint_url",
+                    format!("`{url}` is not an http(s) URL"),
+                ));
             }
         }
         p
@@ -344,7 +362,10 @@ impl StaticCredentialsConfig {
             p.push(("credentials.access_key_id", "must not be empty".to_owned()));
         }
         if self.secret_access_key.trim().is_empty() {
-            p.push(("credentials.secret_access_key", "must not be empty".to_owned()));
+            p.push((
+                "credentials.secret_access_key",
+                "must not be empty".to_owned(),
+            ));
         }
         p
     }
@@ -432,7 +453,13 @@ pub fn default_session_name() -> String {
     };
     name = name
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || "_+=,.@-".contains(c) { c } else { '-' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "_+=,.@-".contains(c) {
+                c
+            } else {
+                '-'
+            }
+        })
         .collect();
     name.truncate(64);
     name
@@ -449,17 +476,30 @@ mod tests {
     #[test]
     fn each_type_parses_with_its_keys() {
         let c = parse("type = \"web_identity\"\nrole_arn = \"arn:aws:iam::1:role/r\"\nweb_identity_token_file = \"/t\"\nduration_seconds = 900\nrefresh_before = \"1m\"").unwrap();
-        let CredentialsConfig::WebIdentity(w) = c else { panic!("{c:?}") };
+        let CredentialsConfig::WebIdentity(w) = c else {
+            panic!("{c:?}")
+        };
         assert_eq!(w.duration_seconds, 900);
         assert_eq!(w.refresh_before, ConfigDuration::secs(60));
-        assert!(matches!(parse("type = \"static\"\naccess_key_id = \"a\"\nsecret_access_key = \"b\"").unwrap(), CredentialsConfig::Static(_)));
-        assert!(matches!(parse("type = \"default\"").unwrap(), CredentialsConfig::Default(_)));
-        assert!(matches!(parse("type = \"assume_role\"\nrole_arn = \"x\"\nexternal_id = \"e\"").unwrap(), CredentialsConfig::AssumeRole(_)));
+        assert!(matches!(
+            parse("type = \"static\"\naccess_key_id = \"a\"\nsecret_access_key = \"b\"").unwrap(),
+            CredentialsConfig::Static(_)
+        ));
+        assert!(matches!(
+            parse("type = \"default\"").unwrap(),
+            CredentialsConfig::Default(_)
+        ));
+        assert!(matches!(
+            parse("type = \"assume_role\"\nrole_arn = \"x\"\nexternal_id = \"e\"").unwrap(),
+            CredentialsConfig::AssumeRole(_)
+        ));
     }
 
     #[test]
     fn unknown_keys_are_refused() {
-        let err = parse("type = \"web_identity\"\nrole_arm = \"x\"").unwrap_err().to_string();
+        let err = parse("type = \"web_identity\"\nrole_arm = \"x\"")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("role_arm"), "{err}");
     }
 
@@ -477,8 +517,19 @@ mod tests {
         };
         let p = c.problems();
         let keys: Vec<_> = p.iter().map(|(k, _)| *k).collect();
-        assert_eq!(keys, vec!["credentials.web_identity_token_file", "credentials.duration_seconds"]);
-        assert!(p[0].1.contains("/nonexistent/token") && p[0].1.contains("credentials.web_identity_token_file"), "{}", p[0].1);
+        assert_eq!(
+            keys,
+            vec![
+                "credentials.web_identity_token_file",
+                "credentials.duration_seconds"
+            ]
+        );
+        assert!(
+            p[0].1.contains("/nonexistent/token")
+                && p[0].1.contains("credentials.web_identity_token_file"),
+            "{}",
+            p[0].1
+        );
     }
 
     #[test]
@@ -486,19 +537,37 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let f = dir.path().join("token");
         std::fs::write(&f, "  \n").unwrap();
-        let e = read_token(&f, "$AWS_WEB_IDENTITY_TOKEN_FILE").unwrap_err().to_string();
-        assert!(e.contains(&f.display().to_string()) && e.contains("$AWS_WEB_IDENTITY_TOKEN_FILE") && e.contains("empty"), "{e}");
+        let e = read_token(&f, "$AWS_WEB_IDENTITY_TOKEN_FILE")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains(&f.display().to_string())
+                && e.contains("$AWS_WEB_IDENTITY_TOKEN_FILE")
+                && e.contains("empty"),
+            "{e}"
+        );
     }
 
     #[test]
     fn static_keys_never_show_in_debug() {
-        let c = StaticCredentialsConfig { access_key_id: "AKIAXXX".into(), secret_access_key: "s3cr3t".into(), session_token: Some("tok".into()) };
+        let c = StaticCredentialsConfig {
+            access_key_id: "AKIAXXX".into(),
+            secret_access_key: "s3cr3t".into(),
+            session_token: Some("tok".into()),
+        };
         let d = format!("{c:?}");
-        assert!(!d.contains("s3cr3t") && !d.contains("tok\"") && !d.contains("AKIAXXX"), "{d}");
+        assert!(
+            !d.contains("s3cr3t") && !d.contains("tok\"") && !d.contains("AKIAXXX"),
+            "{d}"
+        );
     }
 
     #[test]
     fn default_session_name_is_valid() {
-        assert!(check_session_name(&default_session_name()).is_ok(), "{}", default_session_name());
+        assert!(
+            check_session_name(&default_session_name()).is_ok(),
+            "{}",
+            default_session_name()
+        );
     }
 }

@@ -43,6 +43,8 @@ const MAX_RETRY_EXPIRED: Duration = Duration::from_secs(5);
 /// How long `build` waits for the first credentials before starting anyway (the background
 /// task keeps trying; records wait in the buffer).
 const FIRST_FETCH_TIMEOUT: Duration = Duration::from_secs(15);
+/// Timeout of one STS call.
+const STS_CALL_TIMEOUT: Duration = Duration::from_secs(10);
 /// Forced refreshes (after the service said the credentials expired) are at most this frequent.
 const MIN_FORCED_INTERVAL: Duration = Duration::from_secs(5);
 
@@ -64,7 +66,10 @@ impl CredentialMetrics {
             std::sync::Mutex::new(Vec::new());
         let mut list = REGISTERED.lock().unwrap_or_else(|e| e.into_inner());
         list.retain(|(w, _)| w.strong_count() > 0);
-        if let Some((_, m)) = list.iter().find(|(w, _)| std::ptr::eq(w.as_ptr(), Arc::as_ptr(metrics))) {
+        if let Some((_, m)) = list
+            .iter()
+            .find(|(w, _)| std::ptr::eq(w.as_ptr(), Arc::as_ptr(metrics)))
+        {
             return m.clone();
         }
         let m = CredentialMetrics::default();
@@ -73,7 +78,11 @@ impl CredentialMetrics {
             "Unix time at which the output's current AWS credentials expire",
             m.expiry.clone(),
         );
-        metrics.register("aws_credentials_refreshes", "Successful credential refreshes", m.refreshes.clone());
+        metrics.register(
+            "aws_credentials_refreshes",
+            "Successful credential refreshes",
+            m.refreshes.clone(),
+        );
         metrics.register(
             "aws_credentials_refresh_failures",
             "Failed credential refresh attempts (STS errors, unreadable token file)",
@@ -142,7 +151,11 @@ impl Refresher {
                 return Ok(c.clone());
             }
         }
-        let state = if guard.is_some() { "expired" } else { "not obtained yet" };
+        let state = if guard.is_some() {
+            "expired"
+        } else {
+            "not obtained yet"
+        };
         let last = self
             .last_error
             .read()
@@ -171,7 +184,10 @@ impl Refresher {
                 *self.last_error.write().unwrap_or_else(|e| e.into_inner()) = None;
                 self.metrics.refreshes.get_or_create(&self.labels).inc();
                 if let Some(e) = expiry {
-                    let secs = e.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default().as_secs();
+                    let secs = e
+                        .duration_since(SystemTime::UNIX_EPOCH)
+                        .unwrap_or_default()
+                        .as_secs();
                     self.metrics
                         .expiry
                         .get_or_create(&self.labels)
@@ -347,7 +363,10 @@ pub enum CredentialsSetupError {
 }
 
 /// Builds the credentials of an output from its `credentials` section (or the environment).
-pub async fn build(config: Option<&CredentialsConfig>, ctx: &AwsContext) -> Result<OutputCredentials, CredentialsSetupError> {
+pub async fn build(
+    config: Option<&CredentialsConfig>,
+    ctx: &AwsContext,
+) -> Result<OutputCredentials, CredentialsSetupError> {
     let from_env;
     let config = match config {
         Some(c) => Some(c),
@@ -388,7 +407,9 @@ pub async fn build(config: Option<&CredentialsConfig>, ctx: &AwsContext) -> Resu
                 .load()
                 .await;
             let provider = sdk.credentials_provider().ok_or_else(|| {
-                CredentialsSetupError::Missing("the SDK default credential chain is not available".to_owned())
+                CredentialsSetupError::Missing(
+                    "the SDK default credential chain is not available".to_owned(),
+                )
             })?;
             Ok(OutputCredentials {
                 provider,
@@ -401,9 +422,18 @@ pub async fn build(config: Option<&CredentialsConfig>, ctx: &AwsContext) -> Resu
     }
 }
 
-async fn start_refresher(fetcher: Box<dyn Fetch>, sts: &StsOptions, ctx: &AwsContext) -> OutputCredentials {
+async fn start_refresher(
+    fetcher: Box<dyn Fetch>,
+    sts: &StsOptions,
+    ctx: &AwsContext,
+) -> OutputCredentials {
     let description = fetcher.describe();
-    let refresher = Refresher::new(fetcher, sts.refresh_before.0, &ctx.output, CredentialMetrics::get(&ctx.metrics));
+    let refresher = Refresher::new(
+        fetcher,
+        sts.refresh_before.0,
+        &ctx.output,
+        CredentialMetrics::get(&ctx.metrics),
+    );
     let task = refresher.start().await;
     OutputCredentials {
         provider: SharedCredentialsProvider::new(RefreshingProvider(Arc::clone(&refresher))),
@@ -416,10 +446,23 @@ async fn start_refresher(fetcher: Box<dyn Fetch>, sts: &StsOptions, ctx: &AwsCon
 
 /// An STS client for the region/endpoint in `sts`; `signed` clients use the SDK default chain.
 async fn sts_client(sts: &StsOptions, ctx: &AwsContext, signed: bool) -> aws_sdk_sts::Client {
-    let region = sts.sts_region.clone().map(Region::new).unwrap_or_else(|| ctx.region.clone());
+    let region = sts
+        .sts_region
+        .clone()
+        .map(Region::new)
+        .unwrap_or_else(|| ctx.region.clone());
+    // The refresher retries with its own backoff and counts and logs every failure; SDK
+    // retries would hide failures inside one long attempt.
     let mut loader = aws_config::defaults(BehaviorVersion::latest())
         .region(region)
-        .http_client(ctx.http.clone());
+        .http_client(ctx.http.clone())
+        .retry_config(aws_config::retry::RetryConfig::disabled())
+        .timeout_config(
+            aws_config::timeout::TimeoutConfig::builder()
+                .operation_attempt_timeout(STS_CALL_TIMEOUT)
+                .connect_timeout(Duration::from_secs(5))
+                .build(),
+        );
     if !signed {
         loader = loader.no_credentials();
     }
@@ -431,9 +474,15 @@ async fn sts_client(sts: &StsOptions, ctx: &AwsContext, signed: bool) -> aws_sdk
     aws_sdk_sts::Client::from_conf(builder.build())
 }
 
-async fn web_identity_fetcher(w: &WebIdentityConfig, ctx: &AwsContext) -> Result<WebIdentityFetcher, CredentialsSetupError> {
+async fn web_identity_fetcher(
+    w: &WebIdentityConfig,
+    ctx: &AwsContext,
+) -> Result<WebIdentityFetcher, CredentialsSetupError> {
     let role = w.role_arn().ok_or_else(|| {
-        CredentialsSetupError::Missing(format!("web_identity needs role_arn (or ${})", super::config::ENV_ROLE_ARN))
+        CredentialsSetupError::Missing(format!(
+            "web_identity needs role_arn (or ${})",
+            super::config::ENV_ROLE_ARN
+        ))
     })?;
     let file = w.token_file().ok_or_else(|| {
         CredentialsSetupError::Missing(format!(
@@ -453,7 +502,10 @@ async fn web_identity_fetcher(w: &WebIdentityConfig, ctx: &AwsContext) -> Result
     })
 }
 
-async fn assume_role_fetcher(a: &AssumeRoleConfig, ctx: &AwsContext) -> Result<AssumeRoleFetcher, CredentialsSetupError> {
+async fn assume_role_fetcher(
+    a: &AssumeRoleConfig,
+    ctx: &AwsContext,
+) -> Result<AssumeRoleFetcher, CredentialsSetupError> {
     let role = a
         .role_arn
         .clone()
@@ -487,9 +539,19 @@ mod tests {
             Box::pin(async move {
                 let n = self.calls.fetch_add(1, Ordering::SeqCst);
                 if self.fail.load(Ordering::SeqCst) {
-                    return Err(FetchError::BadResponse { operation: "Test", role_arn: "r".into(), detail: "down".into() });
+                    return Err(FetchError::BadResponse {
+                        operation: "Test",
+                        role_arn: "r".into(),
+                        detail: "down".into(),
+                    });
                 }
-                Ok(Credentials::new(format!("AK{n}"), "secret", None, Some(SystemTime::now() + self.life), "test"))
+                Ok(Credentials::new(
+                    format!("AK{n}"),
+                    "secret",
+                    None,
+                    Some(SystemTime::now() + self.life),
+                    "test",
+                ))
             })
         }
         fn describe(&self) -> String {
@@ -498,8 +560,17 @@ mod tests {
     }
 
     fn refresher(life: Duration, refresh_before: Duration) -> (Arc<FakeFetch>, Arc<Refresher>) {
-        let f = Arc::new(FakeFetch { life, calls: AtomicU32::new(0), fail: false.into() });
-        let r = Refresher::new(Box::new(Arc::clone(&f)), refresh_before, "out", CredentialMetrics::default());
+        let f = Arc::new(FakeFetch {
+            life,
+            calls: AtomicU32::new(0),
+            fail: false.into(),
+        });
+        let r = Refresher::new(
+            Box::new(Arc::clone(&f)),
+            refresh_before,
+            "out",
+            CredentialMetrics::default(),
+        );
         (f, r)
     }
 
@@ -509,9 +580,15 @@ mod tests {
         let now = SystemTime::now();
         for _ in 0..50 {
             let d = r.refresh_delay(now + Duration::from_secs(3600), now);
-            assert!(d <= Duration::from_secs(3300) && d >= Duration::from_secs(3240), "{d:?}");
+            assert!(
+                d <= Duration::from_secs(3300) && d >= Duration::from_secs(3240),
+                "{d:?}"
+            );
             let short = r.refresh_delay(now + Duration::from_secs(4), now);
-            assert!(short <= Duration::from_secs(2) && short >= Duration::from_millis(1600), "{short:?}");
+            assert!(
+                short <= Duration::from_secs(2) && short >= Duration::from_millis(1600),
+                "{short:?}"
+            );
         }
     }
 
@@ -523,7 +600,10 @@ mod tests {
         let mut keys = std::collections::BTreeSet::new();
         let until = std::time::Instant::now() + Duration::from_secs(4);
         while std::time::Instant::now() < until {
-            let c = provider.provide_credentials().await.expect("always valid credentials");
+            let c = provider
+                .provide_credentials()
+                .await
+                .expect("always valid credentials");
             assert!(c.expiry().unwrap() > SystemTime::now());
             keys.insert(c.access_key_id().to_owned());
             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -542,7 +622,10 @@ mod tests {
         assert!(f.calls.load(Ordering::SeqCst) >= 2, "retried");
         tokio::time::sleep(Duration::from_millis(1500)).await;
         let err = r.current().unwrap_err();
-        assert!(format!("{}", aws_smithy_types_display(&err)).contains("expired"), "{err:?}");
+        assert!(
+            aws_smithy_types_display(&err).contains("expired"),
+            "{err:?}"
+        );
         f.fail.store(false, Ordering::SeqCst);
         let until = std::time::Instant::now() + Duration::from_secs(8);
         while r.current().is_err() && std::time::Instant::now() < until {

@@ -33,7 +33,9 @@ pub enum HttpClientError {
         source: std::io::Error,
     },
     /// The CA file holds no PEM certificate.
-    #[error("tls_ca_file {path} contains no PEM certificate (-----BEGIN CERTIFICATE-----){detail}")]
+    #[error(
+        "tls_ca_file {path} contains no PEM certificate (-----BEGIN CERTIFICATE-----){detail}"
+    )]
     CaInvalid {
         /// The file.
         path: String,
@@ -80,8 +82,12 @@ fn proxy_config(options: &HttpOptions) -> Result<ProxyConfig, HttpClientError> {
     match &options.proxy_url {
         None => Ok(ProxyConfig::from_env()),
         Some(url) => {
-            let mut config = ProxyConfig::all(url.as_str()).map_err(|e| HttpClientError::Proxy(e.to_string()))?;
-            if let Some(no_proxy) = std::env::var("NO_PROXY").ok().or_else(|| std::env::var("no_proxy").ok()) {
+            let mut config = ProxyConfig::all(url.as_str())
+                .map_err(|e| HttpClientError::Proxy(e.to_string()))?;
+            if let Some(no_proxy) = std::env::var("NO_PROXY")
+                .ok()
+                .or_else(|| std::env::var("no_proxy").ok())
+            {
                 config = config.no_proxy(no_proxy);
             }
             Ok(config)
@@ -101,18 +107,22 @@ pub fn build_http_client(options: &HttpOptions) -> Result<SharedHttpClient, Http
         .build()
         .map_err(|e| HttpClientError::Tls(e.to_string()))?;
     let proxy = proxy_config(options)?;
-    Ok(Builder::new().build_with_connector_fn(move |settings, components| {
-        let mut builder = Connector::builder()
-            .enable_tcp_nodelay(true)
-            .proxy_config(proxy.clone())
-            .tls_provider(tls::Provider::Rustls(tls::rustls_provider::CryptoMode::AwsLc))
-            .tls_context(tls_context.clone());
-        builder.set_connector_settings(settings.cloned());
-        if let Some(components) = components {
-            builder.set_sleep_impl(components.sleep_impl());
-        }
-        builder.build()
-    }))
+    Ok(
+        Builder::new().build_with_connector_fn(move |settings, components| {
+            let mut builder = Connector::builder()
+                .enable_tcp_nodelay(true)
+                .proxy_config(proxy.clone())
+                .tls_provider(tls::Provider::Rustls(
+                    tls::rustls_provider::CryptoMode::AwsLc,
+                ))
+                .tls_context(tls_context.clone());
+            builder.set_connector_settings(settings.cloned());
+            if let Some(components) = components {
+                builder.set_sleep_impl(components.sleep_impl());
+            }
+            builder.build()
+        }),
+    )
 }
 
 #[cfg(test)]
@@ -125,14 +135,22 @@ mod tests {
         let f = dir.path().join("ca.pem");
         std::fs::write(&f, "not a certificate").unwrap();
         let e = read_ca_file(&f).unwrap_err().to_string();
-        assert!(e.contains(&f.display().to_string()) && e.contains("no PEM certificate"), "{e}");
-        let e = read_ca_file(&dir.path().join("missing.pem")).unwrap_err().to_string();
+        assert!(
+            e.contains(&f.display().to_string()) && e.contains("no PEM certificate"),
+            "{e}"
+        );
+        let e = read_ca_file(&dir.path().join("missing.pem"))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("missing.pem"), "{e}");
     }
 
     #[test]
     fn a_bad_proxy_url_is_refused() {
-        let opts = HttpOptions { tls_ca_file: None, proxy_url: Some("::not a url".into()) };
+        let opts = HttpOptions {
+            tls_ca_file: None,
+            proxy_url: Some("::not a url".into()),
+        };
         assert!(build_http_client(&opts).is_err());
     }
 }

@@ -96,7 +96,11 @@ fn duration_secs(d: Duration) -> i32 {
     i32::try_from(d.as_secs()).unwrap_or(i32::MAX)
 }
 
-fn sts_error<E>(operation: &'static str, role_arn: &str, err: aws_sdk_sts::error::SdkError<E>) -> FetchError
+fn sts_error<E>(
+    operation: &'static str,
+    role_arn: &str,
+    err: aws_sdk_sts::error::SdkError<E>,
+) -> FetchError
 where
     E: ProvideErrorMetadata + std::error::Error + 'static,
 {
@@ -127,7 +131,8 @@ fn convert(
         detail: detail.to_owned(),
     };
     let c = creds.ok_or_else(|| bad("no Credentials element"))?;
-    let expiry = SystemTime::try_from(*c.expiration()).map_err(|_| bad("Expiration out of range"))?;
+    let expiry =
+        SystemTime::try_from(*c.expiration()).map_err(|_| bad("Expiration out of range"))?;
     if c.access_key_id().is_empty() || c.secret_access_key().is_empty() {
         return Err(bad("empty access key"));
     }
@@ -199,6 +204,9 @@ impl Fetch for AssumeRoleFetcher {
     }
 
     fn describe(&self) -> String {
-        format!("assume_role role={} session={}", self.role_arn, self.session_name)
+        format!(
+            "assume_role role={} session={}",
+            self.role_arn, self.session_name
+        )
     }
 }

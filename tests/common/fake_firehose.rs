@@ -98,7 +98,14 @@ impl FakeFirehose {
             Some(_) => format!("https://localhost:{}", addr.port()),
             None => format!("http://127.0.0.1:{}", addr.port()),
         };
-        FakeFirehose { addr, url, ca_pem: ca.map(|c| c.ca_pem), state, key_check, _rt: rt }
+        FakeFirehose {
+            addr,
+            url,
+            ca_pem: ca.map(|c| c.ca_pem),
+            state,
+            key_check,
+            _rt: rt,
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -135,7 +142,13 @@ impl FakeFirehose {
         let s = self.lock();
         s.calls
             .iter()
-            .flat_map(|c| c.records.iter().zip(&c.accepted).filter(|(_, a)| **a).map(|(r, _)| r.clone()))
+            .flat_map(|c| {
+                c.records
+                    .iter()
+                    .zip(&c.accepted)
+                    .filter(|(_, a)| **a)
+                    .map(|(r, _)| r.clone())
+            })
             .collect()
     }
 
@@ -145,7 +158,13 @@ impl FakeFirehose {
         s.calls
             .iter()
             .filter(|c| !c.confirmed)
-            .flat_map(|c| c.records.iter().zip(&c.accepted).filter(|(_, a)| **a).map(|(r, _)| r.clone()))
+            .flat_map(|c| {
+                c.records
+                    .iter()
+                    .zip(&c.accepted)
+                    .filter(|(_, a)| **a)
+                    .map(|(r, _)| r.clone())
+            })
             .collect()
     }
 }
@@ -154,20 +173,29 @@ fn error_reply(status: u16, code: &str, message: &str) -> Reply {
     Reply::Response {
         status,
         content_type: "application/x-amz-json-1.1",
-        body: serde_json::json!({"__type": code, "message": message}).to_string().into_bytes(),
+        body: serde_json::json!({"__type": code, "message": message})
+            .to_string()
+            .into_bytes(),
     }
 }
 
 async fn handle(req: Request, state: &Mutex<State>, key_check: &Mutex<Option<KeyCheck>>) -> Reply {
     if req.header("x-amz-target") != Some("Firehose_20150804.PutRecordBatch") {
-        return error_reply(400, "UnknownOperationException", "only PutRecordBatch is faked");
+        return error_reply(
+            400,
+            "UnknownOperationException",
+            "only PutRecordBatch is faked",
+        );
     }
     let access_key = req.access_key();
     let body: serde_json::Value = match serde_json::from_slice(&req.body) {
         Ok(v) => v,
         Err(e) => return error_reply(400, "SerializationException", &e.to_string()),
     };
-    let stream = body["DeliveryStreamName"].as_str().unwrap_or_default().to_owned();
+    let stream = body["DeliveryStreamName"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
     let mut records = Vec::new();
     for r in body["Records"].as_array().cloned().unwrap_or_default() {
         let data = base64::engine::general_purpose::STANDARD
@@ -190,14 +218,17 @@ async fn handle(req: Request, state: &Mutex<State>, key_check: &Mutex<Option<Key
     let (fault, rate) = {
         let mut s = state.lock().unwrap();
         if call.records.len() > MAX_RECORDS_PER_CALL {
-            s.limit_violations.push(format!("{} records in one call", call.records.len()));
+            s.limit_violations
+                .push(format!("{} records in one call", call.records.len()));
         }
         if call.data_bytes > MAX_BYTES_PER_CALL {
-            s.limit_violations.push(format!("{} bytes in one call", call.data_bytes));
+            s.limit_violations
+                .push(format!("{} bytes in one call", call.data_bytes));
         }
         for r in &call.records {
             if r.len() > MAX_RECORD {
-                s.limit_violations.push(format!("a record of {} bytes", r.len()));
+                s.limit_violations
+                    .push(format!("a record of {} bytes", r.len()));
             }
         }
         (s.faults.pop_front(), s.record_failure_rate)
@@ -208,7 +239,11 @@ async fn handle(req: Request, state: &Mutex<State>, key_check: &Mutex<Option<Key
             call.accepted = vec![false; n];
             call.status = 400;
             state.lock().unwrap().calls.push(call);
-            return error_reply(400, "ExpiredTokenException", "The security token included in the request is expired");
+            return error_reply(
+                400,
+                "ExpiredTokenException",
+                "The security token included in the request is expired",
+            );
         }
     }
     let mut failed = vec![false; n];
@@ -271,5 +306,9 @@ fn ok_reply(failed: &[bool]) -> Reply {
         "Encrypted": false,
         "RequestResponses": responses,
     });
-    Reply::Response { status: 200, content_type: "application/x-amz-json-1.1", body: body.to_string().into_bytes() }
+    Reply::Response {
+        status: 200,
+        content_type: "application/x-amz-json-1.1",
+        body: body.to_string().into_bytes(),
+    }
 }

@@ -39,14 +39,24 @@ impl FakeSts {
     /// Issues credentials valid for `lifetime` (whatever DurationSeconds says).
     pub fn start(lifetime: Duration) -> FakeSts {
         let rt = OwnedRuntime::new();
-        let state = Arc::new(Mutex::new(State { lifetime, down: false, issued: Vec::new(), refused: 0 }));
+        let state = Arc::new(Mutex::new(State {
+            lifetime,
+            down: false,
+            issued: Vec::new(),
+            refused: 0,
+        }));
         let s = Arc::clone(&state);
         let handler: Handler = Arc::new(move |req| {
             let s = Arc::clone(&s);
             Box::pin(async move { handle(req, &s) })
         });
         let addr = rt.block_on(serve(None, handler));
-        FakeSts { addr, url: format!("http://127.0.0.1:{}", addr.port()), state, _rt: rt }
+        FakeSts {
+            addr,
+            url: format!("http://127.0.0.1:{}", addr.port()),
+            state,
+            _rt: rt,
+        }
     }
 
     /// While down, every call gets HTTP 503.
@@ -66,7 +76,12 @@ impl FakeSts {
     /// True if `key` was issued here and has not expired.
     pub fn is_valid(&self, key: &str) -> bool {
         let now = SystemTime::now();
-        self.state.lock().unwrap().issued.iter().any(|i| i.access_key == key && now < i.expires)
+        self.state
+            .lock()
+            .unwrap()
+            .issued
+            .iter()
+            .any(|i| i.access_key == key && now < i.expires)
     }
 
     /// A predicate for [`super::fake_firehose::FakeFirehose::set_key_check`].
@@ -107,7 +122,11 @@ fn xml_error(status: u16, code: &str, message: &str) -> Reply {
     let body = format!(
         "<ErrorResponse xmlns=\"https://sts.amazonaws.com/doc/2011-06-15/\"><Error><Type>Sender</Type><Code>{code}</Code><Message>{message}</Message></Error><RequestId>fake</RequestId></ErrorResponse>"
     );
-    Reply::Response { status, content_type: "text/xml", body: body.into_bytes() }
+    Reply::Response {
+        status,
+        content_type: "text/xml",
+        body: body.into_bytes(),
+    }
 }
 
 fn handle(req: Request, state: &Mutex<State>) -> Reply {
@@ -119,7 +138,11 @@ fn handle(req: Request, state: &Mutex<State>) -> Reply {
         return xml_error(503, "ServiceUnavailable", "injected outage");
     }
     if get("Action").as_deref() != Some("AssumeRoleWithWebIdentity") {
-        return xml_error(400, "InvalidAction", "only AssumeRoleWithWebIdentity is faked");
+        return xml_error(
+            400,
+            "InvalidAction",
+            "only AssumeRoleWithWebIdentity is faked",
+        );
     }
     let Some(token) = get("WebIdentityToken").filter(|t| !t.is_empty()) else {
         return xml_error(400, "InvalidIdentityToken", "no token");
@@ -158,5 +181,9 @@ fn handle(req: Request, state: &Mutex<State>) -> Reply {
         key = issued.access_key,
     );
     s.issued.push(issued);
-    Reply::Response { status: 200, content_type: "text/xml", body: body.into_bytes() }
+    Reply::Response {
+        status: 200,
+        content_type: "text/xml",
+        body: body.into_bytes(),
+    }
 }

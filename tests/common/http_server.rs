@@ -41,12 +41,17 @@ impl Request {
 #[derive(Debug, Clone)]
 pub enum Reply {
     /// An HTTP response.
-    Response { status: u16, content_type: &'static str, body: Vec<u8> },
+    Response {
+        status: u16,
+        content_type: &'static str,
+        body: Vec<u8>,
+    },
     /// Reset the connection (RST) without answering.
     Reset,
 }
 
-pub type Handler = Arc<dyn Fn(Request) -> Pin<Box<dyn Future<Output = Reply> + Send>> + Send + Sync>;
+pub type Handler =
+    Arc<dyn Fn(Request) -> Pin<Box<dyn Future<Output = Reply> + Send>> + Send + Sync>;
 
 /// A test CA and a server certificate for `localhost` and `127.0.0.1`.
 pub struct TestCa {
@@ -60,21 +65,31 @@ impl TestCa {
         let ca_key = KeyPair::generate().unwrap();
         let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
         ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        ca_params.distinguished_name.push(DnType::CommonName, "firehose-relay test CA");
+        ca_params
+            .distinguished_name
+            .push(DnType::CommonName, "firehose-relay test CA");
         let ca = ca_params.self_signed(&ca_key).unwrap();
         let key = KeyPair::generate().unwrap();
-        let mut params = CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()]).unwrap();
-        params.distinguished_name.push(DnType::CommonName, "localhost");
+        let mut params =
+            CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()]).unwrap();
+        params
+            .distinguished_name
+            .push(DnType::CommonName, "localhost");
         let cert = params.signed_by(&key, &ca, &ca_key).unwrap();
         let certs = vec![rustls::pki_types::CertificateDer::from(cert.der().to_vec())];
         let key = rustls::pki_types::PrivateKeyDer::try_from(key.serialize_der()).unwrap();
-        let config = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_no_client_auth()
-            .with_single_cert(certs, key)
-            .unwrap();
-        TestCa { ca_pem: ca.pem(), server_config: Arc::new(config) }
+        let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .unwrap();
+        TestCa {
+            ca_pem: ca.pem(),
+            server_config: Arc::new(config),
+        }
     }
 }
 
@@ -85,7 +100,9 @@ pub async fn serve(tls: Option<Arc<rustls::ServerConfig>>, handler: Handler) -> 
     let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
     tokio::spawn(async move {
         loop {
-            let Ok((tcp, _)) = listener.accept().await else { continue };
+            let Ok((tcp, _)) = listener.accept().await else {
+                continue;
+            };
             let _ = tcp.set_nodelay(true);
             let handler = Arc::clone(&handler);
             let acceptor = acceptor.clone();
@@ -110,20 +127,28 @@ where
 {
     let mut buf: Vec<u8> = Vec::new();
     loop {
-        let Some(req) = read_request(&mut stream, &mut buf).await else { return };
+        let Some(req) = read_request(&mut stream, &mut buf).await else {
+            return;
+        };
         match handler(req).await {
             Reply::Reset => {
                 #[allow(deprecated)]
                 let _ = tcp(&stream).set_linger(Some(Duration::ZERO));
                 return;
             }
-            Reply::Response { status, content_type, body } => {
+            Reply::Response {
+                status,
+                content_type,
+                body,
+            } => {
                 let head = format!(
                     "HTTP/1.1 {status} {}\r\ncontent-type: {content_type}\r\ncontent-length: {}\r\nx-amzn-requestid: test\r\n\r\n",
                     if status == 200 { "OK" } else { "Error" },
                     body.len()
                 );
-                if stream.write_all(head.as_bytes()).await.is_err() || stream.write_all(&body).await.is_err() {
+                if stream.write_all(head.as_bytes()).await.is_err()
+                    || stream.write_all(&body).await.is_err()
+                {
                     return;
                 }
                 if stream.flush().await.is_err() {
@@ -152,7 +177,10 @@ async fn read_request<S: AsyncRead + Unpin>(stream: &mut S, buf: &mut Vec<u8>) -
     let method = first.next()?.to_owned();
     let path = first.next()?.to_owned();
     let headers: Vec<(String, String)> = lines
-        .filter_map(|l| l.split_once(':').map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned())))
+        .filter_map(|l| {
+            l.split_once(':')
+                .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
+        })
         .collect();
     let len: usize = headers
         .iter()
@@ -169,7 +197,12 @@ async fn read_request<S: AsyncRead + Unpin>(stream: &mut S, buf: &mut Vec<u8>) -
     }
     let body = buf[start..start + len].to_vec();
     buf.drain(..start + len);
-    Some(Request { method, path, headers, body })
+    Some(Request {
+        method,
+        path,
+        headers,
+        body,
+    })
 }
 
 /// A multi-thread runtime owned by a fake, so synchronous tests (driving the real binary) can
@@ -179,7 +212,11 @@ pub struct OwnedRuntime(Option<tokio::runtime::Runtime>);
 impl OwnedRuntime {
     pub fn new() -> OwnedRuntime {
         OwnedRuntime(Some(
-            tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap(),
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .unwrap(),
         ))
     }
 

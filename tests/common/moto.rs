@@ -34,7 +34,10 @@ impl Moto {
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {}: {e}", server.display()));
         super::wait_listening(port, Duration::from_secs(30));
-        Moto { url: format!("http://127.0.0.1:{port}"), child }
+        Moto {
+            url: format!("http://127.0.0.1:{port}"),
+            child,
+        }
     }
 
     /// Creates `bucket` and a DirectPut stream `stream` delivering into it.
@@ -44,7 +47,11 @@ impl Moto {
             .args(["setup", &self.url, bucket, stream])
             .output()
             .expect("run moto_firehose.py");
-        assert!(out.status.success(), "moto setup failed: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "moto setup failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 
     /// All bytes moto wrote into `bucket`.
@@ -54,7 +61,11 @@ impl Moto {
             .args(["read", &self.url, bucket])
             .output()
             .expect("run moto_firehose.py");
-        assert!(out.status.success(), "moto read failed: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "moto read failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         out.stdout
     }
 }

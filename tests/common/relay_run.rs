@@ -69,8 +69,16 @@ pub fn sequence_counts<'a>(lines: impl Iterator<Item = &'a [u8]>) -> BTreeMap<u6
 /// Every number from 0 to the largest seen arrived (the source counts without gaps and the
 /// relay flushes everything at shutdown); returns how many.
 pub fn assert_contiguous(seen: &BTreeMap<u64, usize>, log: &str) -> u64 {
-    let max = *seen.keys().last().unwrap_or_else(|| panic!("nothing arrived:\n{log}"));
+    let max = *seen
+        .keys()
+        .last()
+        .unwrap_or_else(|| panic!("nothing arrived:\n{log}"));
     let missing: Vec<u64> = (0..=max).filter(|s| !seen.contains_key(s)).collect();
-    assert!(missing.is_empty(), "{} records lost, first {:?}:\n{log}", missing.len(), &missing[..missing.len().min(10)]);
+    assert!(
+        missing.is_empty(),
+        "{} records lost, first {:?}:\n{log}",
+        missing.len(),
+        &missing[..missing.len().min(10)]
+    );
     max + 1
 }

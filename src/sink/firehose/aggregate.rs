@@ -81,7 +81,9 @@ impl Encoder {
             self.max_record_bytes
         };
         for i in chunk.pending() {
-            let Some(record) = chunk.records.get(i) else { continue };
+            let Some(record) = chunk.records.get(i) else {
+                continue;
+            };
             if !self.aggregation {
                 self.push_group(chunk, &[i], &mut out);
                 continue;
@@ -102,7 +104,13 @@ impl Encoder {
         out
     }
 
-    fn flush_group(&self, chunk: &Chunk, group: &mut Vec<usize>, bytes: &mut usize, out: &mut Encoded) {
+    fn flush_group(
+        &self,
+        chunk: &Chunk,
+        group: &mut Vec<usize>,
+        bytes: &mut usize,
+        out: &mut Encoded,
+    ) {
         if !group.is_empty() {
             self.push_group(chunk, group, out);
             group.clear();
@@ -125,7 +133,8 @@ impl Encoder {
                 Ok(d) => d,
                 Err(e) => {
                     for &i in indices {
-                        out.rejected.push((i, format!("gzip compression failed: {e}")));
+                        out.rejected
+                            .push((i, format!("gzip compression failed: {e}")));
                     }
                     return;
                 }
@@ -166,7 +175,10 @@ impl Encoder {
 }
 
 fn gzip(data: &[u8]) -> std::io::Result<Vec<u8>> {
-    let mut enc = GzEncoder::new(Vec::with_capacity(data.len() / 4 + 64), flate2::Compression::fast());
+    let mut enc = GzEncoder::new(
+        Vec::with_capacity(data.len() / 4 + 64),
+        flate2::Compression::fast(),
+    );
     enc.write_all(data)?;
     enc.finish()
 }
@@ -202,7 +214,9 @@ mod tests {
 
     fn gunzip(d: &[u8]) -> Vec<u8> {
         let mut out = Vec::new();
-        flate2::read::GzDecoder::new(d).read_to_end(&mut out).unwrap();
+        flate2::read::GzDecoder::new(d)
+            .read_to_end(&mut out)
+            .unwrap();
         out
     }
 
@@ -210,7 +224,12 @@ mod tests {
     fn without_aggregation_each_pending_record_is_one_firehose_record() {
         let recs: Vec<_> = (0..4).map(|n| line(n, 50)).collect();
         let c = chunk(&recs, &[1]);
-        let e = Encoder { aggregation: false, gzip: false, max_record_bytes: MAX_RECORD_BYTES }.encode(&c);
+        let e = Encoder {
+            aggregation: false,
+            gzip: false,
+            max_record_bytes: MAX_RECORD_BYTES,
+        }
+        .encode(&c);
         assert_eq!(e.records.len(), 3);
         assert_eq!(e.chunk_indices(0), &[0]);
         assert_eq!(e.chunk_indices(1), &[2]);
@@ -221,17 +240,36 @@ mod tests {
     fn aggregation_packs_up_to_the_limit_and_splits_back_into_the_input() {
         let recs: Vec<_> = (0..100).map(|n| line(n, 100)).collect();
         let c = chunk(&recs, &[5, 6]);
-        let e = Encoder { aggregation: true, gzip: false, max_record_bytes: 1000 }.encode(&c);
+        let e = Encoder {
+            aggregation: true,
+            gzip: false,
+            max_record_bytes: 1000,
+        }
+        .encode(&c);
         assert!(e.records.iter().all(|p| p.data.len() <= 1000));
-        assert_eq!(e.records.len(), 10, "98 records of 100 bytes, 10 per record");
+        assert_eq!(
+            e.records.len(),
+            10,
+            "98 records of 100 bytes, 10 per record"
+        );
         let mut back: Vec<Vec<u8>> = Vec::new();
         for p in &e.records {
             back.extend(p.data.split_inclusive(|&b| b == b'\n').map(<[u8]>::to_vec));
         }
-        let expected: Vec<_> = recs.iter().enumerate().filter(|(i, _)| *i != 5 && *i != 6).map(|(_, r)| r.clone()).collect();
+        let expected: Vec<_> = recs
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| *i != 5 && *i != 6)
+            .map(|(_, r)| r.clone())
+            .collect();
         assert_eq!(back, expected);
-        let carried: Vec<usize> = (0..e.records.len()).flat_map(|i| e.chunk_indices(i).to_vec()).collect();
-        assert_eq!(carried, (0..100).filter(|i| *i != 5 && *i != 6).collect::<Vec<_>>());
+        let carried: Vec<usize> = (0..e.records.len())
+            .flat_map(|i| e.chunk_indices(i).to_vec())
+            .collect();
+        assert_eq!(
+            carried,
+            (0..100).filter(|i| *i != 5 && *i != 6).collect::<Vec<_>>()
+        );
     }
 
     #[test]
@@ -239,10 +277,21 @@ mod tests {
         let recs = vec![line(0, 50), line(1, 2000), line(2, 50)];
         for aggregation in [false, true] {
             let c = chunk(&recs, &[]);
-            let e = Encoder { aggregation, gzip: false, max_record_bytes: 1000 }.encode(&c);
+            let e = Encoder {
+                aggregation,
+                gzip: false,
+                max_record_bytes: 1000,
+            }
+            .encode(&c);
             assert_eq!(e.rejected.len(), 1);
             assert_eq!(e.rejected[0].0, 1);
-            assert!(e.rejected[0].1.contains("over the Firehose limit of 1000 bytes"), "{}", e.rejected[0].1);
+            assert!(
+                e.rejected[0]
+                    .1
+                    .contains("over the Firehose limit of 1000 bytes"),
+                "{}",
+                e.rejected[0].1
+            );
             assert_eq!(e.sources, vec![0, 2]);
         }
     }
@@ -251,10 +300,20 @@ mod tests {
     fn gzip_records_decompress_to_newline_delimited_json() {
         let recs: Vec<_> = (0..50).map(|n| line(n, 80)).collect();
         let c = chunk(&recs, &[]);
-        let e = Encoder { aggregation: true, gzip: true, max_record_bytes: MAX_RECORD_BYTES }.encode(&c);
+        let e = Encoder {
+            aggregation: true,
+            gzip: true,
+            max_record_bytes: MAX_RECORD_BYTES,
+        }
+        .encode(&c);
         assert_eq!(e.records.len(), 1);
         assert_eq!(gunzip(&e.records[0].data), recs.concat());
-        let e = Encoder { aggregation: false, gzip: true, max_record_bytes: MAX_RECORD_BYTES }.encode(&c);
+        let e = Encoder {
+            aggregation: false,
+            gzip: true,
+            max_record_bytes: MAX_RECORD_BYTES,
+        }
+        .encode(&c);
         assert_eq!(gunzip(&e.records[7].data), recs[7]);
     }
 
@@ -271,7 +330,12 @@ mod tests {
             })
             .collect();
         let c = chunk(&recs, &[]);
-        let e = Encoder { aggregation: true, gzip: true, max_record_bytes: 1000 }.encode(&c);
+        let e = Encoder {
+            aggregation: true,
+            gzip: true,
+            max_record_bytes: 1000,
+        }
+        .encode(&c);
         assert!(e.rejected.is_empty());
         assert!(e.records.iter().all(|p| p.data.len() <= 1000));
         let all: Vec<u8> = e.records.iter().flat_map(|p| gunzip(&p.data)).collect();

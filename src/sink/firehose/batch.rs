@@ -77,8 +77,14 @@ mod tests {
 
     #[test]
     fn a_record_over_a_small_byte_limit_goes_alone() {
-        let limits = CallLimits { max_records: 500, max_bytes: 100 };
-        assert_eq!(limits.split([40, 150, 40, 40, 40]), vec![0..1, 1..2, 2..4, 4..5]);
+        let limits = CallLimits {
+            max_records: 500,
+            max_bytes: 100,
+        };
+        assert_eq!(
+            limits.split([40, 150, 40, 40, 40]),
+            vec![0..1, 1..2, 2..4, 4..5]
+        );
     }
 
     proptest! {

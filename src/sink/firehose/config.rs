@@ -138,18 +138,30 @@ impl FirehoseConfig {
             .iter()
             .any(|v| std::env::var(v).is_ok_and(|r| !r.is_empty()));
         if self.region.is_none() && !env_region {
-            p.push(("region", "not set, and neither AWS_REGION nor AWS_DEFAULT_REGION is set".to_owned()));
+            p.push((
+                "region",
+                "not set, and neither AWS_REGION nor AWS_DEFAULT_REGION is set".to_owned(),
+            ));
         }
         if !(1..=MAX_RECORDS_PER_CALL).contains(&self.max_records_per_call) {
-            p.push(("max_records_per_call", format!("must be between 1 and {MAX_RECORDS_PER_CALL} (PutRecordBatch limit)")));
+            p.push((
+                "max_records_per_call",
+                format!("must be between 1 and {MAX_RECORDS_PER_CALL} (PutRecordBatch limit)"),
+            ));
         }
         if self.max_bytes_per_call.0 == 0 || self.max_bytes_per_call.0 > MAX_BYTES_PER_CALL as u64 {
-            p.push(("max_bytes_per_call", "must be greater than 0 and at most 4MiB (PutRecordBatch limit)".to_owned()));
+            p.push((
+                "max_bytes_per_call",
+                "must be greater than 0 and at most 4MiB (PutRecordBatch limit)".to_owned(),
+            ));
         }
         if self.request_timeout.0.is_zero() {
             p.push(("request_timeout", "must be greater than 0".to_owned()));
         }
-        for (key, v) in [("max_records_per_second", self.max_records_per_second), ("max_requests_per_second", self.max_requests_per_second)] {
+        for (key, v) in [
+            ("max_records_per_second", self.max_records_per_second),
+            ("max_requests_per_second", self.max_requests_per_second),
+        ] {
             if v.is_some_and(|v| !(v > 0.0 && v.is_finite())) {
                 p.push((key, "must be a positive number".to_owned()));
             }
@@ -166,7 +178,11 @@ impl FirehoseConfig {
         }
         for url in [&self.endpoint_url, &self.proxy_url].into_iter().flatten() {
             if !(url.starts_with("http://") || url.starts_with("https://")) {
-                let key = if Some(url) == self.endpoint_url.as_ref() { "endpoint_url" } else { "proxy_url" };
+                let key = if Some(url) == self.endpoint_url.as_ref() {
+                    "endpoint_url"
+                } else {
+                    "proxy_url"
+                };
                 p.push((key, "must be an http:// or https:// URL".to_owned()));
             }
         }

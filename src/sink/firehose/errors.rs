@@ -14,21 +14,37 @@ use crate::sink::ErrorClass;
 /// Class of an error code, as found in a service error or a per-record `ErrorCode`.
 pub fn class_of_code(code: &str) -> Option<ErrorClass> {
     Some(match code {
-        "ServiceUnavailableException" | "ThrottlingException" | "Throttling" | "TooManyRequestsException"
-        | "SlowDown" | "RequestLimitExceeded" | "LimitExceededException" => ErrorClass::Throttled,
-        "InternalFailure" | "InternalFailureException" | "InternalError" | "InternalServerError"
+        "ServiceUnavailableException"
+        | "ThrottlingException"
+        | "Throttling"
+        | "TooManyRequestsException"
+        | "SlowDown"
+        | "RequestLimitExceeded"
+        | "LimitExceededException" => ErrorClass::Throttled,
+        "InternalFailure"
+        | "InternalFailureException"
+        | "InternalError"
+        | "InternalServerError"
         | "ServiceFailure" => ErrorClass::Server,
         "ResourceNotFoundException" => ErrorClass::ResourceNotFound,
-        "AccessDeniedException" | "AccessDenied" | "InvalidKMSResourceException" | "KMSAccessDeniedException" => {
-            ErrorClass::AccessDenied
-        }
-        "InvalidArgumentException" | "ValidationException" | "SerializationException"
+        "AccessDeniedException"
+        | "AccessDenied"
+        | "InvalidKMSResourceException"
+        | "KMSAccessDeniedException" => ErrorClass::AccessDenied,
+        "InvalidArgumentException"
+        | "ValidationException"
+        | "SerializationException"
         | "InvalidSourceException" => ErrorClass::InvalidArgument,
-        "ExpiredTokenException" | "ExpiredToken" | "UnrecognizedClientException" | "InvalidClientTokenId"
-        | "InvalidSignatureException" | "SignatureDoesNotMatch" | "IncompleteSignature"
-        | "MissingAuthenticationToken" | "MissingAuthenticationTokenException" | "RequestExpired" => {
-            ErrorClass::Credentials
-        }
+        "ExpiredTokenException"
+        | "ExpiredToken"
+        | "UnrecognizedClientException"
+        | "InvalidClientTokenId"
+        | "InvalidSignatureException"
+        | "SignatureDoesNotMatch"
+        | "IncompleteSignature"
+        | "MissingAuthenticationToken"
+        | "MissingAuthenticationTokenException"
+        | "RequestExpired" => ErrorClass::Credentials,
         _ => return None,
     })
 }
@@ -133,7 +149,10 @@ mod tests {
 
     #[test]
     fn throttling_codes_and_statuses_are_throttled() {
-        assert_eq!(class_of_code("ServiceUnavailableException"), Some(ErrorClass::Throttled));
+        assert_eq!(
+            class_of_code("ServiceUnavailableException"),
+            Some(ErrorClass::Throttled)
+        );
         assert_eq!(class_of_status(429), ErrorClass::Throttled);
         assert_eq!(class_of_status(503), ErrorClass::Throttled);
         assert_eq!(class_of_status(500), ErrorClass::Server);
@@ -141,12 +160,31 @@ mod tests {
 
     #[test]
     fn operator_errors_are_recognised() {
-        assert_eq!(class_of_code("ResourceNotFoundException"), Some(ErrorClass::ResourceNotFound));
-        assert_eq!(class_of_code("AccessDeniedException"), Some(ErrorClass::AccessDenied));
-        assert_eq!(class_of_code("InvalidArgumentException"), Some(ErrorClass::InvalidArgument));
-        assert_eq!(class_of_code("ExpiredTokenException"), Some(ErrorClass::Credentials));
-        assert_eq!(class_of_code("UnrecognizedClientException"), Some(ErrorClass::Credentials));
-        for c in ["ResourceNotFoundException", "AccessDeniedException", "ExpiredTokenException"] {
+        assert_eq!(
+            class_of_code("ResourceNotFoundException"),
+            Some(ErrorClass::ResourceNotFound)
+        );
+        assert_eq!(
+            class_of_code("AccessDeniedException"),
+            Some(ErrorClass::AccessDenied)
+        );
+        assert_eq!(
+            class_of_code("InvalidArgumentException"),
+            Some(ErrorClass::InvalidArgument)
+        );
+        assert_eq!(
+            class_of_code("ExpiredTokenException"),
+            Some(ErrorClass::Credentials)
+        );
+        assert_eq!(
+            class_of_code("UnrecognizedClientException"),
+            Some(ErrorClass::Credentials)
+        );
+        for c in [
+            "ResourceNotFoundException",
+            "AccessDeniedException",
+            "ExpiredTokenException",
+        ] {
             assert!(!retry_in_flush(class_of_code(c).unwrap()), "{c}");
         }
     }
@@ -155,6 +193,8 @@ mod tests {
     fn unknown_per_record_codes_are_resent() {
         assert_eq!(class_of_record_code("InternalFailure"), ErrorClass::Server);
         assert_eq!(class_of_record_code("SomethingNew"), ErrorClass::Server);
-        assert!(retry_in_flush(class_of_record_code("ServiceUnavailableException")));
+        assert!(retry_in_flush(class_of_record_code(
+            "ServiceUnavailableException"
+        )));
     }
 }

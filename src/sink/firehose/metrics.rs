@@ -60,7 +60,10 @@ impl FirehoseMetrics {
             std::sync::Mutex::new(Vec::new());
         let mut list = REGISTERED.lock().unwrap_or_else(|e| e.into_inner());
         list.retain(|(w, _)| w.strong_count() > 0);
-        if let Some((_, m)) = list.iter().find(|(w, _)| std::ptr::eq(w.as_ptr(), Arc::as_ptr(metrics))) {
+        if let Some((_, m)) = list
+            .iter()
+            .find(|(w, _)| std::ptr::eq(w.as_ptr(), Arc::as_ptr(metrics)))
+        {
             return m.clone();
         }
         let m = FirehoseMetrics::new();
@@ -69,15 +72,31 @@ impl FirehoseMetrics {
             "PutRecordBatch latency per attempt",
             m.call_duration.clone(),
         );
-        metrics.register("firehose_call_errors", "Failed PutRecordBatch calls, by error class", m.call_errors.clone());
+        metrics.register(
+            "firehose_call_errors",
+            "Failed PutRecordBatch calls, by error class",
+            m.call_errors.clone(),
+        );
         metrics.register(
             "firehose_record_failures",
             "Records refused in a PutRecordBatch response (FailedPutCount), by error class",
             m.record_failures.clone(),
         );
-        metrics.register("firehose_throttles", "Throttling signals from Firehose", m.throttles.clone());
-        metrics.register("firehose_records_sent", "Firehose records accepted", m.records_sent.clone());
-        metrics.register("firehose_bytes_sent", "Data bytes accepted by Firehose", m.bytes_sent.clone());
+        metrics.register(
+            "firehose_throttles",
+            "Throttling signals from Firehose",
+            m.throttles.clone(),
+        );
+        metrics.register(
+            "firehose_records_sent",
+            "Firehose records accepted",
+            m.records_sent.clone(),
+        );
+        metrics.register(
+            "firehose_bytes_sent",
+            "Data bytes accepted by Firehose",
+            m.bytes_sent.clone(),
+        );
         metrics.register(
             "firehose_pacing_rate_factor",
             "Pacing rate factor (1 = configured rates; lower after throttling)",
@@ -88,7 +107,11 @@ impl FirehoseMetrics {
             "Adaptive spacing between PutRecordBatch calls after throttling",
             m.pacing_delay.clone(),
         );
-        metrics.register("firehose_pacing_wait_seconds", "Time calls waited for pacing", m.pacing_wait.clone());
+        metrics.register(
+            "firehose_pacing_wait_seconds",
+            "Time calls waited for pacing",
+            m.pacing_wait.clone(),
+        );
         list.push((Arc::downgrade(metrics), m.clone()));
         m
     }

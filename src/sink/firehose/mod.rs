@@ -90,7 +90,11 @@ struct CallOutcome {
 
 impl FirehoseSink {
     /// Builds the client (HTTP, credentials, endpoint) for output `name`.
-    pub async fn build(name: &str, cfg: &FirehoseConfig, metrics: &Arc<Metrics>) -> Result<Self, FirehoseBuildError> {
+    pub async fn build(
+        name: &str,
+        cfg: &FirehoseConfig,
+        metrics: &Arc<Metrics>,
+    ) -> Result<Self, FirehoseBuildError> {
         let region = match &cfg.region {
             Some(r) => aws_config::Region::new(r.clone()),
             None => aws_config::default_provider::region::DefaultRegionChain::builder()
@@ -194,11 +198,19 @@ impl FirehoseSink {
             let bytes: usize = todo.iter().map(|&i| records[i].data.len()).sum();
             let waited = self.pacer.acquire(todo.len(), bytes).await;
             if !waited.is_zero() {
-                self.metrics.pacing_wait.get_or_create(&self.labels).inc_by(waited.as_secs_f64());
+                self.metrics
+                    .pacing_wait
+                    .get_or_create(&self.labels)
+                    .inc_by(waited.as_secs_f64());
             }
             let batch: Vec<Record> = todo
                 .iter()
-                .filter_map(|&i| Record::builder().data(Blob::new(records[i].data.clone())).build().ok())
+                .filter_map(|&i| {
+                    Record::builder()
+                        .data(Blob::new(records[i].data.clone()))
+                        .build()
+                        .ok()
+                })
                 .collect();
             let started = Instant::now();
             let result = self
@@ -228,29 +240,54 @@ impl FirehoseSink {
                             Some(r) => {
                                 let code = r.error_code().unwrap_or_default();
                                 let class = errors::class_of_record_code(code);
-                                self.metrics.record_failures.get_or_create(&self.class_labels(class)).inc();
+                                self.metrics
+                                    .record_failures
+                                    .get_or_create(&self.class_labels(class))
+                                    .inc();
                                 if class == ErrorClass::Throttled {
                                     self.metrics.throttles.get_or_create(&self.labels).inc();
                                 }
                                 first_failure.get_or_insert_with(|| {
-                                    (class, format!("{code}: {}", r.error_message().unwrap_or_default()))
+                                    (
+                                        class,
+                                        format!(
+                                            "{code}: {}",
+                                            r.error_message().unwrap_or_default()
+                                        ),
+                                    )
                                 });
                                 failed.push(i);
                             }
                             None => {
                                 // Not confirmed: send again (a duplicate at worst, never a loss).
                                 first_failure.get_or_insert_with(|| {
-                                    (ErrorClass::Other, format!("response has {} entries for {} records", responses.len(), todo.len()))
+                                    (
+                                        ErrorClass::Other,
+                                        format!(
+                                            "response has {} entries for {} records",
+                                            responses.len(),
+                                            todo.len()
+                                        ),
+                                    )
                                 });
                                 failed.push(i);
                             }
                         }
                     }
-                    self.metrics.records_sent.get_or_create(&self.labels).inc_by(sent_records);
-                    self.metrics.bytes_sent.get_or_create(&self.labels).inc_by(sent_bytes);
+                    self.metrics
+                        .records_sent
+                        .get_or_create(&self.labels)
+                        .inc_by(sent_records);
+                    self.metrics
+                        .bytes_sent
+                        .get_or_create(&self.labels)
+                        .inc_by(sent_bytes);
                     let Some((class, detail)) = first_failure else {
                         self.pacer.on_success();
-                        return CallOutcome { confirmed, error: None };
+                        return CallOutcome {
+                            confirmed,
+                            error: None,
+                        };
                     };
                     if class == ErrorClass::Throttled {
                         self.pacer.on_throttle();
@@ -270,14 +307,22 @@ impl FirehoseSink {
                 }
                 Err(e) => {
                     let class = errors::classify(&e);
-                    self.metrics.call_errors.get_or_create(&self.class_labels(class)).inc();
+                    self.metrics
+                        .call_errors
+                        .get_or_create(&self.class_labels(class))
+                        .inc();
                     if class == ErrorClass::Throttled {
                         self.metrics.throttles.get_or_create(&self.labels).inc();
                         self.pacer.on_throttle();
                     }
                     let err = SinkError::new(
                         class,
-                        format!("PutRecordBatch to stream `{}` ({}): {}", self.stream, self.region, errors::describe(&e)),
+                        format!(
+                            "PutRecordBatch to stream `{}` ({}): {}",
+                            self.stream,
+                            self.region,
+                            errors::describe(&e)
+                        ),
                     );
                     if !errors::retry_in_flush(class) {
                         if class == ErrorClass::Credentials {
@@ -285,14 +330,20 @@ impl FirehoseSink {
                                 r.request_refresh();
                             }
                         }
-                        return CallOutcome { confirmed, error: Some(err) };
+                        return CallOutcome {
+                            confirmed,
+                            error: Some(err),
+                        };
                     }
                     err
                 }
             };
             attempt += 1;
             if attempt > self.retries {
-                return CallOutcome { confirmed, error: Some(error) };
+                return CallOutcome {
+                    confirmed,
+                    error: Some(error),
+                };
             }
             tracing::debug!(stream = %self.stream, attempt, pending = todo.len(), error = %error, "resending within the flush");
             tokio::time::sleep(backoff(attempt)).await;
@@ -315,7 +366,9 @@ impl Sink for FirehoseSink {
             rejected: encoded.rejected.clone(),
             ..Default::default()
         };
-        let calls = self.limits.split(encoded.records.iter().map(|p| p.data.len()));
+        let calls = self
+            .limits
+            .split(encoded.records.iter().map(|p| p.data.len()));
         for range in calls {
             let outcome = self.send_call(&encoded.records[range.clone()]).await;
             for (k, ok) in outcome.confirmed.iter().enumerate() {

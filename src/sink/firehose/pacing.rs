@@ -51,7 +51,11 @@ struct Bucket {
 
 impl Bucket {
     fn new(rate: f64, now: Instant) -> Self {
-        Bucket { rate, tokens: rate, last: now }
+        Bucket {
+            rate,
+            tokens: rate,
+            last: now,
+        }
     }
 
     /// Takes `n` tokens at `factor` × rate; returns how long the caller must wait.
@@ -159,7 +163,9 @@ impl Pacer {
         }
         let now = Instant::now();
         let mut s = self.lock();
-        if s.last_cut.is_some_and(|t| now.saturating_duration_since(t) < CUT_COOLDOWN) {
+        if s.last_cut
+            .is_some_and(|t| now.saturating_duration_since(t) < CUT_COOLDOWN)
+        {
             return;
         }
         s.last_cut = Some(now);
@@ -211,7 +217,10 @@ mod tests {
 
     #[test]
     fn a_record_bucket_limits_the_rate_across_callers() {
-        let p = pacer(PacingLimits { records: Some(1000.0), ..Default::default() });
+        let p = pacer(PacingLimits {
+            records: Some(1000.0),
+            ..Default::default()
+        });
         // The first second's burst is free, then 500 records cost half a second each.
         assert_eq!(p.reserve(1000, 0), Duration::ZERO);
         let w1 = p.reserve(500, 0);
@@ -222,7 +231,11 @@ mod tests {
 
     #[test]
     fn throttling_halves_the_rate_once_per_burst_and_success_restores_it() {
-        let p = pacer(PacingLimits { bytes: Some(1e6), adaptive: true, ..Default::default() });
+        let p = pacer(PacingLimits {
+            bytes: Some(1e6),
+            adaptive: true,
+            ..Default::default()
+        });
         p.on_throttle();
         p.on_throttle();
         assert_eq!(p.current().0, 0.5, "two throttles in one burst count once");
@@ -237,13 +250,19 @@ mod tests {
 
     #[test]
     fn without_buckets_throttling_spaces_calls_and_success_removes_the_spacing() {
-        let p = pacer(PacingLimits { adaptive: true, ..Default::default() });
+        let p = pacer(PacingLimits {
+            adaptive: true,
+            ..Default::default()
+        });
         assert_eq!(p.reserve(1, 1), Duration::ZERO);
         p.on_throttle();
         assert_eq!(p.current().1, MIN_DELAY);
         assert_eq!(p.reserve(1, 1), Duration::ZERO);
         let w = p.reserve(1, 1);
-        assert!(w > MIN_DELAY / 2 && w <= MIN_DELAY, "the second call waits for its slot: {w:?}");
+        assert!(
+            w > MIN_DELAY / 2 && w <= MIN_DELAY,
+            "the second call waits for its slot: {w:?}"
+        );
         for _ in 0..100 {
             p.on_success();
         }
