@@ -5,16 +5,20 @@
 //! * `write_fdatasync_ceiling/W`: the same bytes written to a plain file with `write` and one
 //!   `fdatasync` per round of W batches: a perfect group commit with no database at all, the
 //!   ceiling the durable append is compared against.
+//!   `overwrite_fdatasync_ceiling/W` does the same over a preallocated file (no file growth,
+//!   so no journal commit per fdatasync: the stricter ceiling).
 //! * `take_purge`: a backlog of `BACKLOG` bytes in 1 MiB chunks (built before timing) is
 //!   taken and committed (purged durably) until empty.
 //!
 //! Elements are records (200 bytes each).
 
-use std::io::Write;
+use std::io::{Seek, SeekFrom, Write};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, SamplingMode, Throughput};
+use criterion::{
+    criterion_group, criterion_main, BenchmarkId, Criterion, SamplingMode, Throughput,
+};
 use firehose_relay::buffer::file::{FileBuffer, Store};
 use firehose_relay::buffer::policy::BufferPolicy;
 use firehose_relay::buffer::{Buffer, Enqueue, Records};
@@ -55,7 +59,11 @@ fn open(dir: &std::path::Path) -> (Arc<Store>, Arc<FileBuffer>) {
 }
 
 fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
 }
 
 fn durable_append(c: &mut Criterion) {
@@ -64,60 +72,100 @@ fn durable_append(c: &mut Criterion) {
     g.sample_size(10);
     for writers in [1usize, 4, 16] {
         g.throughput(Throughput::Elements((writers * ROUNDS * BATCH) as u64));
-        g.bench_with_input(BenchmarkId::from_parameter(writers), &writers, |bench, &w| {
-            let dir = tempfile::tempdir().unwrap();
-            let (_store, b) = open(dir.path());
-            let mut drained = 0usize;
-            bench.iter_custom(|iters| {
-                let mut total = Duration::ZERO;
-                for _ in 0..iters {
-                    let start = Instant::now();
-                    rt.block_on(async {
-                        let tasks: Vec<_> = (0..w)
-                            .map(|t| {
-                                let b = Arc::clone(&b);
-                                tokio::spawn(async move {
-                                    for r in 0..ROUNDS {
-                                        b.append(batch((t * ROUNDS + r) * BATCH)).await.unwrap();
-                                    }
+        g.bench_with_input(
+            BenchmarkId::from_parameter(writers),
+            &writers,
+            |bench, &w| {
+                let dir = tempfile::tempdir().unwrap();
+                let (_store, b) = open(dir.path());
+                let mut drained = 0usize;
+                bench.iter_custom(|iters| {
+                    let mut total = Duration::ZERO;
+                    for _ in 0..iters {
+                        let start = Instant::now();
+                        rt.block_on(async {
+                            let tasks: Vec<_> = (0..w)
+                                .map(|t| {
+                                    let b = Arc::clone(&b);
+                                    tokio::spawn(async move {
+                                        for r in 0..ROUNDS {
+                                            b.append(batch((t * ROUNDS + r) * BATCH))
+                                                .await
+                                                .unwrap();
+                                        }
+                                    })
                                 })
-                            })
-                            .collect();
-                        for t in tasks {
-                            t.await.unwrap();
-                        }
-                    });
-                    total += start.elapsed();
-                    // Keep the database small between iterations (not timed).
-                    rt.block_on(async {
-                        b.enqueue_staged(Enqueue::All).await.unwrap();
-                        while let Some(c) = b.take(u64::MAX).await.unwrap() {
-                            drained += c.records.len();
-                            b.commit(c.id).await.unwrap();
-                        }
-                    });
-                }
-                total
-            });
-        });
-        g.bench_with_input(BenchmarkId::new("write_fdatasync_ceiling", writers), &writers, |bench, &w| {
-            let dir = tempfile::tempdir().unwrap();
-            let path = dir.path().join("ceiling");
-            let bytes: Vec<u8> = (0..w).flat_map(|t| batch(t * BATCH).into_parts().0).collect();
-            bench.iter_custom(|iters| {
-                let mut total = Duration::ZERO;
-                for _ in 0..iters {
-                    let mut f = std::fs::File::create(&path).unwrap();
-                    let start = Instant::now();
-                    for _ in 0..ROUNDS {
-                        f.write_all(&bytes).unwrap();
-                        f.sync_data().unwrap();
+                                .collect();
+                            for t in tasks {
+                                t.await.unwrap();
+                            }
+                        });
+                        total += start.elapsed();
+                        // Keep the database small between iterations (not timed).
+                        rt.block_on(async {
+                            b.enqueue_staged(Enqueue::All).await.unwrap();
+                            while let Some(c) = b.take(u64::MAX).await.unwrap() {
+                                drained += c.records.len();
+                                b.commit(c.id).await.unwrap();
+                            }
+                        });
                     }
-                    total += start.elapsed();
-                }
-                total
-            });
-        });
+                    total
+                });
+            },
+        );
+        g.bench_with_input(
+            BenchmarkId::new("write_fdatasync_ceiling", writers),
+            &writers,
+            |bench, &w| {
+                let dir = tempfile::tempdir().unwrap();
+                let path = dir.path().join("ceiling");
+                let bytes: Vec<u8> = (0..w)
+                    .flat_map(|t| batch(t * BATCH).into_parts().0)
+                    .collect();
+                bench.iter_custom(|iters| {
+                    let mut total = Duration::ZERO;
+                    for _ in 0..iters {
+                        let mut f = std::fs::File::create(&path).unwrap();
+                        let start = Instant::now();
+                        for _ in 0..ROUNDS {
+                            f.write_all(&bytes).unwrap();
+                            f.sync_data().unwrap();
+                        }
+                        total += start.elapsed();
+                    }
+                    total
+                });
+            },
+        );
+        g.bench_with_input(
+            BenchmarkId::new("overwrite_fdatasync_ceiling", writers),
+            &writers,
+            |bench, &w| {
+                // Over a preallocated, synced file, fdatasync flushes data only (as for sled's
+                // reused segments); extending a file also commits the file system journal.
+                let dir = tempfile::tempdir().unwrap();
+                let bytes: Vec<u8> = (0..w)
+                    .flat_map(|t| batch(t * BATCH).into_parts().0)
+                    .collect();
+                let mut f = std::fs::File::create(dir.path().join("ceiling")).unwrap();
+                f.write_all(&vec![0u8; bytes.len() * ROUNDS]).unwrap();
+                f.sync_all().unwrap();
+                bench.iter_custom(|iters| {
+                    let mut total = Duration::ZERO;
+                    for _ in 0..iters {
+                        f.seek(SeekFrom::Start(0)).unwrap();
+                        let start = Instant::now();
+                        for _ in 0..ROUNDS {
+                            f.write_all(&bytes).unwrap();
+                            f.sync_data().unwrap();
+                        }
+                        total += start.elapsed();
+                    }
+                    total
+                });
+            },
+        );
     }
     g.finish();
 }

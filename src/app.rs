@@ -84,7 +84,10 @@ async fn open_store(config: &Config) -> anyhow::Result<Option<Arc<Store>>> {
         .await
         .context("opening the buffer database panicked")?
         .with_context(|| {
-            format!("cannot open the buffer database in {}", config.data_dir.display())
+            format!(
+                "cannot open the buffer database in {}",
+                config.data_dir.display()
+            )
         })?;
     Ok(Some(store))
 }

@@ -149,7 +149,10 @@ fn main() -> ExitCode {
                 DeadLetterAction::Replay { output } => dead_letter_replay(&dir, output.as_deref()),
             }
         }
-        Command::Buffer { action, data_dir: dir } => {
+        Command::Buffer {
+            action,
+            data_dir: dir,
+        } => {
             let dir = match data_dir(dir, cli.config) {
                 Ok(d) => d,
                 Err(code) => return code,
@@ -216,10 +219,13 @@ fn buffer_stats(dir: &std::path::Path, only: Option<&str>) -> ExitCode {
         }
     };
     let now = firehose_relay::buffer::now_ms();
-    for r in reports.iter().filter(|r| only.is_none_or(|o| o == r.output)) {
-        let age = r
-            .oldest_created_ms
-            .map_or("-".to_owned(), |t| format!("{}s", now.saturating_sub(t) / 1000));
+    for r in reports
+        .iter()
+        .filter(|r| only.is_none_or(|o| o == r.output))
+    {
+        let age = r.oldest_created_ms.map_or("-".to_owned(), |t| {
+            format!("{}s", now.saturating_sub(t) / 1000)
+        });
         println!(
             "output={}\tstaged_chunks={}\tqueued_chunks={}\tin_flight_chunks=0\tretrying_chunks={}\t\
              records={}\tdelivered_records={}\tbytes={}\toldest_chunk_age={age}\tunreadable_chunks={}",
@@ -246,12 +252,18 @@ fn pick_output(store: &Store, output: Option<&str>) -> Result<String, ExitCode> 
     match output {
         Some(o) if outputs.iter().any(|x| x == o) => Ok(o.to_owned()),
         Some(o) => {
-            eprintln!("firehose-relay: no output `{o}` in the buffer (outputs: {})", outputs.join(", "));
+            eprintln!(
+                "firehose-relay: no output `{o}` in the buffer (outputs: {})",
+                outputs.join(", ")
+            );
             Err(ExitCode::FAILURE)
         }
         None if outputs.len() == 1 => Ok(outputs[0].clone()),
         None => {
-            eprintln!("firehose-relay: name one of the outputs with --output: {}", outputs.join(", "));
+            eprintln!(
+                "firehose-relay: name one of the outputs with --output: {}",
+                outputs.join(", ")
+            );
             Err(ExitCode::FAILURE)
         }
     }
@@ -343,16 +355,26 @@ fn dead_letter_replay(dir: &std::path::Path, only: Option<&str>) -> ExitCode {
                     );
                     status = ExitCode::FAILURE;
                 }
-                println!("{}\toutput={}\trecords={n}\tchunk={id}", entry.meta_path.display(), entry.meta.output);
+                println!(
+                    "{}\toutput={}\trecords={n}\tchunk={id}",
+                    entry.meta_path.display(),
+                    entry.meta.output
+                );
                 moved += 1;
                 records += n;
             }
             Err(e) => {
-                eprintln!("firehose-relay: cannot replay {}: {e}", entry.meta_path.display());
+                eprintln!(
+                    "firehose-relay: cannot replay {}: {e}",
+                    entry.meta_path.display()
+                );
                 status = ExitCode::FAILURE;
             }
         }
     }
-    println!("replayed {moved} entries ({records} records) into the buffer in {}", dir.display());
+    println!(
+        "replayed {moved} entries ({records} records) into the buffer in {}",
+        dir.display()
+    );
     status
 }

@@ -52,13 +52,27 @@ flush_interval = "1s"
     });
     common::sigterm(&child);
     let status = common::wait_exit(&mut child, Duration::from_secs(20));
-    assert!(status.success(), "{}", common::read_log(dir.path(), "stderr.log"));
-    assert!(data.join("buffer").join("db").is_file(), "buffer.type defaults to file");
+    assert!(
+        status.success(),
+        "{}",
+        common::read_log(dir.path(), "stderr.log")
+    );
+    assert!(
+        data.join("buffer").join("db").is_file(),
+        "buffer.type defaults to file"
+    );
 
     let stats = relay(&["buffer", "stats"], &data);
     let text = String::from_utf8_lossy(&stats.stdout);
-    assert!(stats.status.success(), "{}", String::from_utf8_lossy(&stats.stderr));
-    assert!(text.contains("output=local") && text.contains("physical_bytes_on_disk="), "{text}");
+    assert!(
+        stats.status.success(),
+        "{}",
+        String::from_utf8_lossy(&stats.stderr)
+    );
+    assert!(
+        text.contains("output=local") && text.contains("physical_bytes_on_disk="),
+        "{text}"
+    );
 }
 
 #[test]
@@ -80,16 +94,33 @@ fn dead_letter_replay_moves_entries_back_into_the_queue_and_dump_shows_them() {
         .unwrap();
 
     let replay = relay(&["dead-letter", "replay"], data);
-    assert!(replay.status.success(), "{}", String::from_utf8_lossy(&replay.stderr));
-    assert!(DeadLetter::new(data).list().unwrap().is_empty(), "replayed entries are removed");
+    assert!(
+        replay.status.success(),
+        "{}",
+        String::from_utf8_lossy(&replay.stderr)
+    );
+    assert!(
+        DeadLetter::new(data).list().unwrap().is_empty(),
+        "replayed entries are removed"
+    );
 
     let dump = relay(&["buffer", "dump", "--output", "fh"], data);
-    assert!(dump.status.success(), "{}", String::from_utf8_lossy(&dump.stderr));
-    assert_eq!(String::from_utf8_lossy(&dump.stdout), "{\"n\":1}\n{\"n\":2}\n");
+    assert!(
+        dump.status.success(),
+        "{}",
+        String::from_utf8_lossy(&dump.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&dump.stdout),
+        "{\"n\":1}\n{\"n\":2}\n"
+    );
 
     let stats = relay(&["buffer", "stats", "--output", "fh"], data);
     let text = String::from_utf8_lossy(&stats.stdout);
-    assert!(text.contains("queued_chunks=1") && text.contains("records=2"), "{text}");
+    assert!(
+        text.contains("queued_chunks=1") && text.contains("records=2"),
+        "{text}"
+    );
 
     let missing = relay(&["buffer", "stats"], &data.join("nowhere"));
     assert!(!missing.status.success());

@@ -60,9 +60,15 @@ fn id_of(r: &[u8]) -> u64 {
 /// Child mode: 8 appenders (batches of 1–5 records) and one consumer, until killed.
 #[test]
 fn child_load() {
-    let Some(dir) = std::env::var_os(CHILD_DIR) else { return };
+    let Some(dir) = std::env::var_os(CHILD_DIR) else {
+        return;
+    };
     let first: u64 = std::env::var(CHILD_FIRST_ID).unwrap().parse().unwrap();
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
     rt.block_on(async move {
         let (_store, b) = open(Path::new(&dir));
         let mut tasks = Vec::new();
@@ -94,7 +100,11 @@ fn child_load() {
                     let pending: Vec<usize> = c.pending().collect();
                     // Every third chunk is delivered only in part and released.
                     let partial = round % 3 == 0 && pending.len() > 1;
-                    let deliver = if partial { &pending[..pending.len() / 2] } else { &pending[..] };
+                    let deliver = if partial {
+                        &pending[..pending.len() / 2]
+                    } else {
+                        &pending[..]
+                    };
                     for &i in deliver {
                         println!("delivered {}", id_of(c.records.get(i).unwrap()));
                     }
@@ -103,7 +113,10 @@ fn child_load() {
                         deliver.iter().for_each(|&i| {
                             d.insert(i);
                         });
-                        consumer.release(c.id, d, RetryState::default()).await.unwrap();
+                        consumer
+                            .release(c.id, d, RetryState::default())
+                            .await
+                            .unwrap();
                     } else {
                         consumer.commit(c.id).await.unwrap();
                     }
@@ -120,8 +133,13 @@ fn child_load() {
 /// Child mode for the strace test: one append of one record, then `acked`.
 #[test]
 fn child_single_append() {
-    let Some(dir) = std::env::var_os(CHILD_DIR) else { return };
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let Some(dir) = std::env::var_os(CHILD_DIR) else {
+        return;
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     rt.block_on(async move {
         let (_store, b) = open(Path::new(&dir));
         let mut r = Records::new();
@@ -133,7 +151,8 @@ fn child_single_append() {
 
 fn child(test: &str, dir: &Path) -> Command {
     let mut cmd = Command::new(std::env::current_exe().unwrap());
-    cmd.args([test, "--exact", "--nocapture", "--test-threads=1"]).env(CHILD_DIR, dir);
+    cmd.args([test, "--exact", "--nocapture", "--test-threads=1"])
+        .env(CHILD_DIR, dir);
     cmd
 }
 
@@ -166,7 +185,9 @@ fn kill_9_at_random_moments_loses_no_acknowledged_record() {
         });
         // Kill at a random moment once the load is running (recovery included: the first
         // ack comes after the previous run's backlog was recovered).
-        first_rx.recv_timeout(Duration::from_secs(20)).expect("child produced no output");
+        first_rx
+            .recv_timeout(Duration::from_secs(20))
+            .expect("child produced no output");
         std::thread::sleep(Duration::from_millis(rng.gen_range(0..400)));
         c.kill().unwrap(); // SIGKILL
         c.wait().unwrap();
@@ -187,7 +208,10 @@ fn kill_9_at_random_moments_loses_no_acknowledged_record() {
         assert!(acked.len() >= before, "run {run}");
     }
     let (_store, b) = open(dir.path());
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     let mut drained: BTreeMap<u64, u32> = BTreeMap::new();
     rt.block_on(async {
         b.enqueue_staged(Enqueue::All).await.unwrap();
@@ -217,7 +241,12 @@ fn kill_9_at_random_moments_loses_no_acknowledged_record() {
         drained.len(),
         lost.len()
     );
-    assert!(lost.is_empty(), "{} acknowledged records lost, e.g. {:?}", lost.len(), &lost[..lost.len().min(10)]);
+    assert!(
+        lost.is_empty(),
+        "{} acknowledged records lost, e.g. {:?}",
+        lost.len(),
+        &lost[..lost.len().min(10)]
+    );
 }
 
 #[test]
@@ -232,9 +261,17 @@ fn fdatasync_of_the_database_completes_before_an_append_resolves() {
     let out = Command::new("strace")
         .args(["-f", "-qq", "-o"])
         .arg(&trace)
-        .args(["-e", "trace=openat,close,write,pwrite64,pwritev,fsync,fdatasync,sync_file_range"])
+        .args([
+            "-e",
+            "trace=openat,close,write,pwrite64,pwritev,fsync,fdatasync,sync_file_range",
+        ])
         .arg(exe)
-        .args(["child_single_append", "--exact", "--nocapture", "--test-threads=1"])
+        .args([
+            "child_single_append",
+            "--exact",
+            "--nocapture",
+            "--test-threads=1",
+        ])
         .env(CHILD_DIR, &data)
         .output()
         .unwrap();
@@ -258,7 +295,9 @@ fn fdatasync_of_the_database_completes_before_an_append_resolves() {
             "pwrite64" | "pwritev" | "write" if db_fds.contains(&fd) && c.result != "-1" => {
                 last_db_write = Some(i)
             }
-            "fsync" | "fdatasync" if db_fds.contains(&fd) && c.result == "0" => last_db_sync = Some(i),
+            "fsync" | "fdatasync" if db_fds.contains(&fd) && c.result == "0" => {
+                last_db_sync = Some(i)
+            }
             "write" if fd == "1" && c.args.contains("acked 1") => {
                 ack = Some(i);
                 break;
@@ -298,15 +337,23 @@ fn completed_calls(trace: &str) -> Vec<Call> {
             pending.insert(pid.to_owned(), head.trim_end().to_owned());
             continue;
         } else if rest.starts_with("<...") {
-            let Some(head) = pending.remove(pid) else { continue };
+            let Some(head) = pending.remove(pid) else {
+                continue;
+            };
             let tail = rest.split_once("resumed>").map_or("", |(_, t)| t);
             format!("{head}{tail}")
         } else {
             rest.to_owned()
         };
-        let Some((name, after)) = full.split_once('(') else { continue };
-        let Some((lhs, result)) = after.rsplit_once(" = ") else { continue };
-        let Some(args) = lhs.trim_end().strip_suffix(')') else { continue };
+        let Some((name, after)) = full.split_once('(') else {
+            continue;
+        };
+        let Some((lhs, result)) = after.rsplit_once(" = ") else {
+            continue;
+        };
+        let Some(args) = lhs.trim_end().strip_suffix(')') else {
+            continue;
+        };
         calls.push(Call {
             name: name.trim().to_owned(),
             args: args.to_owned(),

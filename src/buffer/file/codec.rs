@@ -267,7 +267,11 @@ pub fn decode_meta(bytes: &[u8]) -> Result<ChunkMeta, CodecError> {
         )));
     }
     let delivered = DeliveredSet::from_words(wire.delivered);
-    if delivered.iter().last().is_some_and(|i| i as u64 >= wire.records) {
+    if delivered
+        .iter()
+        .last()
+        .is_some_and(|i| i as u64 >= wire.records)
+    {
         return Err(CodecError::Malformed(format!(
             "delivered set names a record beyond the chunk's {} records",
             wire.records
@@ -315,13 +319,21 @@ pub fn split_values(records: &Records) -> Vec<Vec<u8>> {
     let mut next_end = 0usize;
     for p in 0..pieces {
         let start = p * MAX_VALUE_DATA;
-        let stop = if p + 1 == pieces { data.len() } else { start + MAX_VALUE_DATA };
+        let stop = if p + 1 == pieces {
+            data.len()
+        } else {
+            start + MAX_VALUE_DATA
+        };
         let first = next_end;
         while next_end < ends.len() && (ends[next_end] as usize <= stop || p + 1 == pieces) {
             next_end += 1;
         }
         // `start` is below 4 GiB because a Records buffer is.
-        out.push(encode_value(&ends[first..next_end], start as u32, &data[start..stop]));
+        out.push(encode_value(
+            &ends[first..next_end],
+            start as u32,
+            &data[start..stop],
+        ));
     }
     out
 }
@@ -333,7 +345,9 @@ pub fn assemble<'a>(
     expect_records: u64,
     expect_bytes: u64,
 ) -> Result<Records, CodecError> {
-    let cap_bytes = usize::try_from(expect_bytes).unwrap_or(0).min(u32::MAX as usize);
+    let cap_bytes = usize::try_from(expect_bytes)
+        .unwrap_or(0)
+        .min(u32::MAX as usize);
     let cap_records = usize::try_from(expect_records).unwrap_or(0).min(1 << 24);
     let mut records = Records::with_capacity(cap_records, cap_bytes);
     for raw in values {
@@ -382,7 +396,11 @@ mod tests {
             bytes: 1234,
             records: 130,
             next_seq: 7,
-            retry: RetryState { failures: 2, first_failure_ms: Some(5), next_attempt_ms: 9 },
+            retry: RetryState {
+                failures: 2,
+                first_failure_ms: Some(5),
+                next_attempt_ms: 9,
+            },
             delivered: [0usize, 64, 129].into_iter().collect(),
         }
     }
@@ -402,7 +420,12 @@ mod tests {
         let back = assemble(values.iter().map(Vec::as_slice), 6, r.byte_len() as u64).unwrap();
         assert_eq!(back, r);
         assert!(assemble(values.iter().map(Vec::as_slice), 5, r.byte_len() as u64).is_err());
-        assert!(assemble(values[..1].iter().map(Vec::as_slice), 6, r.byte_len() as u64).is_err());
+        assert!(assemble(
+            values[..1].iter().map(Vec::as_slice),
+            6,
+            r.byte_len() as u64
+        )
+        .is_err());
     }
 
     #[test]
@@ -440,7 +463,10 @@ mod tests {
             for bit in 0..8 {
                 let mut bad = v.clone();
                 bad[i] ^= 1 << bit;
-                assert!(decode_value(&bad).is_err(), "flip at byte {i} bit {bit} went unnoticed");
+                assert!(
+                    decode_value(&bad).is_err(),
+                    "flip at byte {i} bit {bit} went unnoticed"
+                );
             }
         }
     }
@@ -453,8 +479,14 @@ mod tests {
         let mut bad = bytes.clone();
         let last = bad.len() - 1;
         bad[last] ^= 0x40;
-        assert!(matches!(decode_meta(&bad), Err(CodecError::Checksum { .. })));
-        assert!(matches!(decode_meta(&bytes[..3]), Err(CodecError::Truncated(3))));
+        assert!(matches!(
+            decode_meta(&bad),
+            Err(CodecError::Checksum { .. })
+        ));
+        assert!(matches!(
+            decode_meta(&bytes[..3]),
+            Err(CodecError::Truncated(3))
+        ));
         let mut future = bytes;
         future[0] = 9;
         assert_eq!(decode_meta(&future), Err(CodecError::UnknownVersion(9)));
@@ -463,12 +495,21 @@ mod tests {
     #[test]
     fn inconsistent_contents_with_a_valid_checksum_are_refused() {
         // Ends out of order.
-        assert!(matches!(decode_value(&encode_value(&[3, 1], 0, b"abc")), Err(CodecError::Malformed(_))));
+        assert!(matches!(
+            decode_value(&encode_value(&[3, 1], 0, b"abc")),
+            Err(CodecError::Malformed(_))
+        ));
         // End beyond the data.
-        assert!(matches!(decode_value(&encode_value(&[4], 0, b"abc")), Err(CodecError::Malformed(_))));
+        assert!(matches!(
+            decode_value(&encode_value(&[4], 0, b"abc")),
+            Err(CodecError::Malformed(_))
+        ));
         // Delivered set beyond the records.
         let mut m = meta();
         m.records = 10;
-        assert!(matches!(decode_meta(&encode_meta(&m)), Err(CodecError::Malformed(_))));
+        assert!(matches!(
+            decode_meta(&encode_meta(&m)),
+            Err(CodecError::Malformed(_))
+        ));
     }
 }

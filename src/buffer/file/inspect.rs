@@ -52,7 +52,10 @@ pub fn chunks(store: &Store, output: &str) -> Result<ChunkListing, StoreError> {
 pub fn stats(store: &Store) -> Result<Vec<OutputReport>, StoreError> {
     let mut reports = Vec::new();
     for output in store.outputs() {
-        let mut r = OutputReport { output: output.clone(), ..OutputReport::default() };
+        let mut r = OutputReport {
+            output: output.clone(),
+            ..OutputReport::default()
+        };
         for (_, meta) in chunks(store, &output)? {
             let Ok(m) = meta else {
                 r.unreadable_chunks += 1;
@@ -66,8 +69,10 @@ pub fn stats(store: &Store) -> Result<Vec<OutputReport>, StoreError> {
             r.records += m.records;
             r.delivered_records += m.delivered.count() as u64;
             r.bytes += m.bytes;
-            r.oldest_created_ms =
-                Some(r.oldest_created_ms.map_or(m.created_ms, |o| o.min(m.created_ms)));
+            r.oldest_created_ms = Some(
+                r.oldest_created_ms
+                    .map_or(m.created_ms, |o| o.min(m.created_ms)),
+            );
         }
         reports.push(r);
     }

@@ -118,7 +118,10 @@ struct Prepared {
 impl Prepared {
     fn put_meta(&mut self, st: &mut State, id: ChunkId) {
         if let Some(e) = st.chunks.get_mut(&id) {
-            self.ops.push(Op::PutMeta { chunk: id, meta: codec::encode_meta(&e.meta) });
+            self.ops.push(Op::PutMeta {
+                chunk: id,
+                meta: codec::encode_meta(&e.meta),
+            });
             e.pending_writes += 1;
             self.touched.push(id);
         }
@@ -145,9 +148,20 @@ impl FileBuffer {
         for (id, meta) in rec.chunks {
             st.bytes += meta.bytes;
             st.records += meta.records;
-            st.chunks.insert(id, Entry { meta, phase: Phase::Queued, pending_writes: 0 });
+            st.chunks.insert(
+                id,
+                Entry {
+                    meta,
+                    phase: Phase::Queued,
+                    pending_writes: 0,
+                },
+            );
         }
-        let delivered: u64 = st.chunks.values().map(|e| e.meta.delivered.count() as u64).sum();
+        let delivered: u64 = st
+            .chunks
+            .values()
+            .map(|e| e.meta.delivered.count() as u64)
+            .sum();
         tracing::info!(output = %policy.output, chunks = st.chunks.len(), records = st.records,
             bytes = st.bytes, already_delivered = delivered, quarantined = rec.quarantined,
             "buffer recovered from disk");
@@ -302,7 +316,14 @@ impl Inner {
             retry: RetryState::default(),
             delivered: DeliveredSet::new(),
         };
-        st.chunks.insert(id, Entry { meta, phase: Phase::Staged, pending_writes: 0 });
+        st.chunks.insert(
+            id,
+            Entry {
+                meta,
+                phase: Phase::Staged,
+                pending_writes: 0,
+            },
+        );
         st.staged = Some(id);
         id
     }
@@ -334,10 +355,13 @@ impl Inner {
             if exhausted {
                 self.close_staged(st, &mut prep);
             }
-            let staged = st.staged.and_then(|id| st.chunks.get(&id)).map(|e| StagedSize {
-                bytes: e.meta.bytes,
-                records: e.meta.records,
-            });
+            let staged = st
+                .staged
+                .and_then(|id| st.chunks.get(&id))
+                .map(|e| StagedSize {
+                    bytes: e.meta.bytes,
+                    records: e.meta.records,
+                });
             let plan = match self.policy.plan(staged, &records) {
                 Ok(p) => p,
                 Err(e) => {
@@ -365,14 +389,20 @@ impl Inner {
                     (false, None) => Records::new(),
                 };
                 let n = slice.len() as u64;
-                let Some(e) = st.chunks.get_mut(&id) else { continue };
+                let Some(e) = st.chunks.get_mut(&id) else {
+                    continue;
+                };
                 let first_seq = e.meta.next_seq;
                 e.meta.next_seq = first_seq.saturating_add(seq_slots(part.bytes));
                 e.meta.bytes += part.bytes;
                 e.meta.records += n;
                 st.bytes += part.bytes;
                 st.records += n;
-                prep.ops.push(Op::Append { chunk: id, first_seq, records: slice });
+                prep.ops.push(Op::Append {
+                    chunk: id,
+                    first_seq,
+                    records: slice,
+                });
                 if part.close_after {
                     self.close_staged(st, &mut prep);
                 } else {
@@ -390,10 +420,13 @@ impl Inner {
     async fn enqueue_staged(self: &Arc<Self>, which: Enqueue) -> Result<usize, BufferError> {
         let rx = {
             let mut st = self.lock();
-            let due = st.staged.and_then(|id| st.chunks.get(&id)).is_some_and(|e| match which {
-                Enqueue::All => true,
-                Enqueue::CreatedBefore(t) => e.meta.created_ms <= t,
-            });
+            let due = st
+                .staged
+                .and_then(|id| st.chunks.get(&id))
+                .is_some_and(|e| match which {
+                    Enqueue::All => true,
+                    Enqueue::CreatedBefore(t) => e.meta.created_ms <= t,
+                });
             if !due {
                 return Ok(0);
             }
@@ -414,7 +447,9 @@ impl Inner {
                         && e.pending_writes == 0
                         && e.meta.retry.next_attempt_ms <= now
                 });
-                let Some((&id, e)) = found else { return Ok(None) };
+                let Some((&id, e)) = found else {
+                    return Ok(None);
+                };
                 e.phase = Phase::InFlight;
                 (id, e.meta.clone())
             };
@@ -485,7 +520,10 @@ impl Inner {
                 Some(e) if e.phase == Phase::InFlight => e.phase = Phase::Purging,
                 _ => return Err(BufferError::NotInFlight(id)),
             }
-            let prep = Prepared { ops: vec![Op::Purge { chunk: id }], touched: Vec::new() };
+            let prep = Prepared {
+                ops: vec![Op::Purge { chunk: id }],
+                touched: Vec::new(),
+            };
             let submitted = self.submit(&mut st, prep, move |inner, st, res| {
                 if res.is_ok() {
                     st.forget(id);
@@ -529,7 +567,11 @@ impl Inner {
     ) -> Result<(), BufferError> {
         let rx = {
             let mut st = self.lock();
-            let Some(e) = st.chunks.get_mut(&id).filter(|e| e.phase == Phase::InFlight) else {
+            let Some(e) = st
+                .chunks
+                .get_mut(&id)
+                .filter(|e| e.phase == Phase::InFlight)
+            else {
                 return Err(BufferError::NotInFlight(id));
             };
             // Only indices of real records can be stored (recovery refuses others).
@@ -568,7 +610,8 @@ impl Inner {
                 Phase::Queued | Phase::Broken => {
                     s.queued_chunks += 1;
                     s.oldest_queued_ms = Some(
-                        s.oldest_queued_ms.map_or(e.meta.created_ms, |m| m.min(e.meta.created_ms)),
+                        s.oldest_queued_ms
+                            .map_or(e.meta.created_ms, |m| m.min(e.meta.created_ms)),
                     );
                     if e.meta.retry.failures > 0 {
                         s.retrying_chunks += 1;

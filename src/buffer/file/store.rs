@@ -3,8 +3,8 @@
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::sync::mpsc::{self, Sender};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{self, Sender};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::thread::{JoinHandle, ThreadId};
 
@@ -215,8 +215,15 @@ impl Store {
             delivered: DeliveredSet::new(),
         };
         let ops = vec![
-            Op::Append { chunk: id, first_seq: 0, records },
-            Op::PutMeta { chunk: id, meta: codec::encode_meta(&meta) },
+            Op::Append {
+                chunk: id,
+                first_seq: 0,
+                records,
+            },
+            Op::PutMeta {
+                chunk: id,
+                meta: codec::encode_meta(&meta),
+            },
         ];
         self.submit_wait(&tree, ops)?;
         Ok(id)

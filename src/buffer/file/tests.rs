@@ -70,11 +70,17 @@ async fn appended_records_survive_a_restart_and_staged_chunks_come_back_queued()
         let (_s, b) = open(dir.path(), &p);
         b.append(recs(0..25)).await.unwrap(); // 7 bytes each: chunks of 10, 10 and 5 staged
         let s = b.stats();
-        assert_eq!((s.queued_chunks, s.staged_chunks, s.records, s.bytes), (2, 1, 25, 175));
+        assert_eq!(
+            (s.queued_chunks, s.staged_chunks, s.records, s.bytes),
+            (2, 1, 25, 175)
+        );
     }
     let (_s, b) = open(dir.path(), &p);
     let s = b.stats();
-    assert_eq!((s.queued_chunks, s.staged_chunks, s.records, s.bytes), (3, 0, 25, 175));
+    assert_eq!(
+        (s.queued_chunks, s.staged_chunks, s.records, s.bytes),
+        (3, 0, 25, 175)
+    );
     assert_eq!(drain(&b).await, (0..25).collect::<Vec<_>>());
 }
 
@@ -115,20 +121,33 @@ async fn an_in_flight_chunk_is_invisible_to_other_takers_and_requeued_by_a_crash
 async fn partial_delivery_and_retry_state_persist_so_a_retry_resends_only_the_rest() {
     let dir = tempfile::tempdir().unwrap();
     let p = policy(70, 1 << 20, OverflowAction::Block);
-    let retry = RetryState { failures: 2, first_failure_ms: Some(10), next_attempt_ms: 1_000 };
+    let retry = RetryState {
+        failures: 2,
+        first_failure_ms: Some(10),
+        next_attempt_ms: 1_000,
+    };
     {
         let (_s, b) = open(dir.path(), &p);
         b.append(recs(0..10)).await.unwrap();
         let c = b.take(now_ms()).await.unwrap().unwrap();
         let delivered: DeliveredSet = [0, 1, 2, 5, 9].into_iter().collect();
         b.release(c.id, delivered, retry).await.unwrap();
-        assert!(b.take(999).await.unwrap().is_none(), "waits for its retry time");
+        assert!(
+            b.take(999).await.unwrap().is_none(),
+            "waits for its retry time"
+        );
     }
     let (_s, b) = open(dir.path(), &p);
-    assert!(b.take(999).await.unwrap().is_none(), "retry time survives a restart");
+    assert!(
+        b.take(999).await.unwrap().is_none(),
+        "retry time survives a restart"
+    );
     let c = b.take(1_000).await.unwrap().unwrap();
     assert_eq!(c.retry, retry);
-    assert_eq!(ids_of(&c.records, |i| !c.delivered.contains(i)), vec![3, 4, 6, 7, 8]);
+    assert_eq!(
+        ids_of(&c.records, |i| !c.delivered.contains(i)),
+        vec![3, 4, 6, 7, 8]
+    );
     assert_eq!(c.pending_count(), 5);
 }
 
@@ -149,9 +168,16 @@ async fn concurrent_appends_share_group_commits_and_keys() {
         t.await.unwrap().unwrap();
     }
     let commits = store.group_commits() - before;
-    let data_keys = store.tree("out").unwrap().scan_prefix([codec::DATA_PREFIX]).count();
+    let data_keys = store
+        .tree("out")
+        .unwrap()
+        .scan_prefix([codec::DATA_PREFIX])
+        .count();
     assert!(commits < 64, "64 concurrent appends took {commits} fsyncs");
-    assert!(data_keys as u64 <= commits, "{data_keys} data keys for {commits} commits");
+    assert!(
+        data_keys as u64 <= commits,
+        "{data_keys} data keys for {commits} commits"
+    );
     let mut got = drain(&b).await;
     got.sort_unstable();
     assert_eq!(got, (0..640).collect::<Vec<_>>());
@@ -172,7 +198,10 @@ async fn records_larger_than_a_stored_value_are_split_and_rebuilt() {
     }
     let (store, b) = open(dir.path(), &p);
     let tree = store.tree("out").unwrap();
-    assert!(tree.iter().values().all(|v| v.unwrap().len() <= MAX_VALUE_DATA + 64));
+    assert!(tree
+        .iter()
+        .values()
+        .all(|v| v.unwrap().len() <= MAX_VALUE_DATA + 64));
     b.enqueue_staged(Enqueue::All).await.unwrap();
     assert_eq!(b.take(now_ms()).await.unwrap().unwrap().records, r);
 }
@@ -184,7 +213,17 @@ async fn a_record_larger_than_chunk_limit_size_is_rejected_and_nothing_is_stored
     let mut r = recs(0..2);
     r.push(&[b'x'; 101]).unwrap();
     let err = b.append(r).await.unwrap_err();
-    assert!(matches!(err, AppendError::RecordTooLarge { size: 101, limit: 100, .. }), "{err}");
+    assert!(
+        matches!(
+            err,
+            AppendError::RecordTooLarge {
+                size: 101,
+                limit: 100,
+                ..
+            }
+        ),
+        "{err}"
+    );
     assert_eq!(b.stats().records, 0);
 }
 
@@ -195,7 +234,17 @@ async fn throw_exception_rejects_appends_once_total_limit_size_is_reached() {
     let (_s, b) = open(dir.path(), &p);
     b.append(recs(0..18)).await.unwrap(); // 126 bytes
     let err = b.append(recs(18..21)).await.unwrap_err();
-    assert!(matches!(err, AppendError::Overflow { used: 126, limit: 140, .. }), "{err}");
+    assert!(
+        matches!(
+            err,
+            AppendError::Overflow {
+                used: 126,
+                limit: 140,
+                ..
+            }
+        ),
+        "{err}"
+    );
     assert_eq!(b.stats().records, 18, "a rejected append stores nothing");
 }
 
@@ -208,10 +257,17 @@ async fn drop_oldest_chunk_purges_the_oldest_queued_chunk_durably_and_counts_it(
         b.append(recs(0..20)).await.unwrap(); // two full queued chunks, 140 bytes
         b.append(recs(20..25)).await.unwrap();
         let s = b.stats();
-        assert_eq!((s.dropped_chunks, s.dropped_records, s.records), (1, 10, 15));
+        assert_eq!(
+            (s.dropped_chunks, s.dropped_records, s.records),
+            (1, 10, 15)
+        );
     }
     let (_s, b) = open(dir.path(), &p);
-    assert_eq!(drain(&b).await, (10..25).collect::<Vec<_>>(), "the drop is on disk too");
+    assert_eq!(
+        drain(&b).await,
+        (10..25).collect::<Vec<_>>(),
+        "the drop is on disk too"
+    );
 }
 
 #[tokio::test]
@@ -223,17 +279,27 @@ async fn block_waits_until_a_commit_frees_space_and_close_fails_waiting_appends(
     let b2 = Arc::clone(&b);
     let blocked = tokio::spawn(async move { b2.append(recs(10..11)).await });
     tokio::time::sleep(Duration::from_millis(100)).await;
-    assert!(!blocked.is_finished(), "append must wait while the buffer is full");
+    assert!(
+        !blocked.is_finished(),
+        "append must wait while the buffer is full"
+    );
     let c = b.take(now_ms()).await.unwrap().unwrap();
     b.commit(c.id).await.unwrap();
-    tokio::time::timeout(Duration::from_secs(5), blocked).await.unwrap().unwrap().unwrap();
+    tokio::time::timeout(Duration::from_secs(5), blocked)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
 
     b.append(recs(11..20)).await.unwrap();
     let b3 = Arc::clone(&b);
     let blocked = tokio::spawn(async move { b3.append(recs(20..21)).await });
     tokio::time::sleep(Duration::from_millis(50)).await;
     b.close();
-    let res = tokio::time::timeout(Duration::from_secs(5), blocked).await.unwrap().unwrap();
+    let res = tokio::time::timeout(Duration::from_secs(5), blocked)
+        .await
+        .unwrap()
+        .unwrap();
     assert!(matches!(res, Err(AppendError::Closed(_))));
 }
 
@@ -263,13 +329,24 @@ async fn a_chunk_with_a_corrupted_value_is_quarantined_and_the_rest_delivered() 
     let s = b.stats();
     assert_eq!((s.quarantined_chunks, s.records), (1, 0));
     let q = dir.path().join("quarantine");
-    let files: Vec<_> = std::fs::read_dir(&q).unwrap().map(|e| e.unwrap().path()).collect();
+    let files: Vec<_> = std::fs::read_dir(&q)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
     assert_eq!(files.len(), 2, "{files:?}");
-    let bin = files.iter().find(|p| p.extension().unwrap() == "bin").unwrap();
+    let bin = files
+        .iter()
+        .find(|p| p.extension().unwrap() == "bin")
+        .unwrap();
     let entries = super::quarantine::read_entries(&std::fs::read(bin).unwrap()).unwrap();
     assert_eq!(entries.len(), 2, "metadata and the one data value are kept");
-    let reason = files.iter().find(|p| p.to_string_lossy().ends_with(".reason.txt")).unwrap();
-    assert!(std::fs::read_to_string(reason).unwrap().contains("checksum mismatch"));
+    let reason = files
+        .iter()
+        .find(|p| p.to_string_lossy().ends_with(".reason.txt"))
+        .unwrap();
+    assert!(std::fs::read_to_string(reason)
+        .unwrap()
+        .contains("checksum mismatch"));
 }
 
 #[tokio::test]
@@ -314,11 +391,17 @@ async fn inspect_reports_a_stopped_relays_queue_and_dumps_records() {
     let report = super::inspect::stats(&store).unwrap();
     assert_eq!(report.len(), 1);
     let r = &report[0];
-    assert_eq!((r.queued_chunks, r.staged_chunks, r.records, r.bytes), (1, 1, 15, 105));
+    assert_eq!(
+        (r.queued_chunks, r.staged_chunks, r.records, r.bytes),
+        (1, 1, 15, 105)
+    );
     let mut out = Vec::new();
     let (n, problems) = super::inspect::dump(&store, "out", Some(ChunkId(2)), &mut out).unwrap();
     assert_eq!((n, problems.len()), (5, 0));
-    assert_eq!(String::from_utf8(out).unwrap(), "000010\n000011\n000012\n000013\n000014\n");
+    assert_eq!(
+        String::from_utf8(out).unwrap(),
+        "000010\n000011\n000012\n000013\n000014\n"
+    );
     assert!(Store::open_existing(&dir.path().join("nothing"), 1 << 20).is_err());
 }
 
@@ -428,4 +511,3 @@ proptest! {
         })?;
     }
 }
-

@@ -16,8 +16,8 @@
 
 use std::collections::BTreeMap;
 use std::fs::File;
-use std::sync::mpsc::{Receiver, TryRecvError};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, TryRecvError};
 use std::sync::{Arc, OnceLock};
 
 use sled::{Batch, IVec, Tree};
@@ -169,7 +169,11 @@ fn commit(
         return Err(e);
     }
     for t in trees {
-        let TreeGroup { tree, mut batch, pending } = t;
+        let TreeGroup {
+            tree,
+            mut batch,
+            pending,
+        } = t;
         for (chunk, p) in pending {
             for (i, value) in codec::split_values(&p.records).into_iter().enumerate() {
                 // The sender reserved enough sequence numbers for these values.
@@ -189,7 +193,11 @@ fn commit(
 fn add_ops(t: &mut TreeGroup, ops: Vec<Op>) -> Result<(), StoreError> {
     for op in ops {
         match op {
-            Op::Append { chunk, first_seq, records } => match t.pending.get_mut(&chunk) {
+            Op::Append {
+                chunk,
+                first_seq,
+                records,
+            } => match t.pending.get_mut(&chunk) {
                 Some(p) => p
                     .records
                     .extend(&records)
