@@ -434,7 +434,15 @@ fn step() -> impl Strategy<Value = Step> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+    // Regression seeds live next to this file (tests.proptest-regressions), not in a top-level
+    // directory of their own.
+    #![proptest_config(ProptestConfig {
+        cases: 24,
+        failure_persistence: Some(Box::new(
+            proptest::test_runner::FileFailurePersistence::WithSource("proptest-regressions"),
+        )),
+        ..ProptestConfig::default()
+    })]
 
     /// Every record is kept exactly until it is acknowledged as delivered: a taken chunk only
     /// offers records not yet delivered, and after any sequence of operations and restarts,

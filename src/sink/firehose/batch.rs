@@ -88,6 +88,14 @@ mod tests {
     }
 
     proptest! {
+        // Regression seeds next to this file, not in a top-level directory.
+        #![proptest_config(ProptestConfig {
+            failure_persistence: Some(Box::new(
+                proptest::test_runner::FileFailurePersistence::WithSource("proptest-regressions"),
+            )),
+            ..ProptestConfig::default()
+        })]
+
         #[test]
         fn calls_cover_every_record_once_in_order_within_limits(
             sizes in proptest::collection::vec(1usize..300_000, 0..2000),
