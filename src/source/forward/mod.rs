@@ -354,8 +354,8 @@ type = "stdout"
 "#,
         )
         .unwrap();
-        let config = crate::config::Config::load(&crate::config::ConfigSource { file: Some(file) })
-            .unwrap();
+        let config =
+            crate::config::Config::load(&crate::config::ConfigSource { file: Some(file) }).unwrap();
         let text = config.to_redacted_toml().unwrap();
         assert!(!text.contains("topsecret"), "{text}");
         assert!(text.contains("alice"));
