@@ -21,7 +21,10 @@ fn entry(out: &mut Vec<u8>, i: usize) {
         ("level", "info"),
         ("method", "GET"),
         ("path", "/api/v1/items/1234567?expand=owner"),
-        ("message", "request completed \"ok\" for user 42 in region ap-northeast-1"),
+        (
+            "message",
+            "request completed \"ok\" for user 42 in region ap-northeast-1",
+        ),
     ];
     for (k, v) in kv {
         enc::write_str(out, k).unwrap();
