@@ -21,12 +21,24 @@ fn fluent_logger_events_arrive_with_their_times() {
     let relay = Relay::start("");
     run_python(&["logger", &relay.port.to_string()]);
     let recs = relay.wait_records(3);
-    let first = recs.iter().find(|r| r["msg"] == "logger-1").expect("logger-1");
-    assert_eq!(first["nested"]["list"], serde_json::json!([1, 2.5, null, true]));
+    let first = recs
+        .iter()
+        .find(|r| r["msg"] == "logger-1")
+        .expect("logger-1");
+    assert_eq!(
+        first["nested"]["list"],
+        serde_json::json!([1, 2.5, null, true])
+    );
     assert_eq!(first["uni"], "héllo ✓");
     let out = relay.stdout();
-    assert!(out.contains("2020-09-13 12:26:40.123456"), "EventTime kept:\n{out}");
-    assert!(out.contains("2020-09-13 12:26:41.000000000 +0000 py.int: {\"msg\":\"logger-3\"}"), "{out}");
+    assert!(
+        out.contains("2020-09-13 12:26:40.123456"),
+        "EventTime kept:\n{out}"
+    );
+    assert!(
+        out.contains("2020-09-13 12:26:41.000000000 +0000 py.int: {\"msg\":\"logger-3\"}"),
+        "{out}"
+    );
 }
 
 #[test]
@@ -46,7 +58,9 @@ fn every_mode_is_acknowledged_after_it_is_stored() {
             "ack-packed-2"
         ]
     );
-    assert!(relay.stdout().contains("2020-09-13 12:26:40.000000005 +0000 py.ack: {\"msg\":\"ack-gzip-2\"}"));
+    assert!(relay
+        .stdout()
+        .contains("2020-09-13 12:26:40.000000005 +0000 py.ack: {\"msg\":\"ack-gzip-2\"}"));
 }
 
 #[test]

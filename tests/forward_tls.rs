@@ -50,7 +50,9 @@ fn server_files(dir: &Path, pki: &Pki, mutual: bool) -> String {
     std::fs::write(dir.join("server.key"), server.key.serialize_pem()).unwrap();
     std::fs::write(dir.join("ca.pem"), pki.ca.pem()).unwrap();
     let d = dir.display();
-    let mut toml = format!("[sources.fwd.tls]\ncert_path = \"{d}/server.pem\"\nkey_path = \"{d}/server.key\"\n");
+    let mut toml = format!(
+        "[sources.fwd.tls]\ncert_path = \"{d}/server.pem\"\nkey_path = \"{d}/server.key\"\n"
+    );
     if mutual {
         toml.push_str(&format!("client_ca_path = \"{d}/ca.pem\"\n"));
     }
@@ -77,12 +79,26 @@ fn client_config(pki: &Pki, client: Option<&Issued>) -> Arc<rustls::ClientConfig
 }
 
 /// Sends one acked message over TLS; returns the reply bytes (empty if refused).
-fn send_over_tls(port: u16, config: Arc<rustls::ClientConfig>, chunk: &str) -> std::io::Result<Vec<u8>> {
+fn send_over_tls(
+    port: u16,
+    config: Arc<rustls::ClientConfig>,
+    chunk: &str,
+) -> std::io::Result<Vec<u8>> {
     let tcp = TcpStream::connect(("127.0.0.1", port))?;
     tcp.set_read_timeout(Some(Duration::from_secs(5)))?;
     let conn = rustls::ClientConnection::new(config, "localhost".try_into().unwrap()).unwrap();
     let mut tls = rustls::StreamOwned::new(conn, tcp);
-    tls.write_all(&Mp::new().arr(4).s("tls").int(1).rec(chunk).map(1).s("chunk").s(chunk).0)?;
+    tls.write_all(
+        &Mp::new()
+            .arr(4)
+            .s("tls")
+            .int(1)
+            .rec(chunk)
+            .map(1)
+            .s("chunk")
+            .s(chunk)
+            .0,
+    )?;
     let mut buf = vec![0u8; 256];
     let n = tls.read(&mut buf)?;
     Ok(buf[..n].to_vec())
@@ -117,7 +133,10 @@ fn mutual_tls_requires_a_client_certificate_from_the_ca() {
     let pki = Pki::new();
     let (relay, _files) = start(&pki, true);
     let anonymous = send_over_tls(relay.port, client_config(&pki, None), "anonymous");
-    assert!(!matches!(&anonymous, Ok(r) if !r.is_empty()), "client without a certificate got {anonymous:?}");
+    assert!(
+        !matches!(&anonymous, Ok(r) if !r.is_empty()),
+        "client without a certificate got {anonymous:?}"
+    );
     let client = pki.issue("client", ExtendedKeyUsagePurpose::ClientAuth);
     let reply = send_over_tls(relay.port, client_config(&pki, Some(&client)), "mtls").unwrap();
     assert_eq!(reply, Mp::new().map(1).s("ack").s("mtls").0);

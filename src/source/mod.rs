@@ -19,7 +19,8 @@ pub enum SourceConfig {
     /// Generates events at a fixed rate (Fluentd's `sample`, formerly `dummy`).
     Sample(sample::SampleConfig),
     /// Receives events from Fluentd/Fluent Bit/fluent-logger clients (Fluentd's `forward`).
-    Forward(forward::ForwardConfig),
+    /// Boxed: its config is several times larger than the other variants.
+    Forward(Box<forward::ForwardConfig>),
 }
 
 impl SourceConfig {
@@ -86,6 +87,6 @@ pub async fn spawn(
     tracing::info!(source = name, "starting source");
     Ok(match config {
         SourceConfig::Sample(c) => tokio::spawn(sample::run(c, emitter, shutdown)),
-        SourceConfig::Forward(c) => forward::spawn(name, c, emitter, shutdown).await?,
+        SourceConfig::Forward(c) => forward::spawn(name, *c, emitter, shutdown).await?,
     })
 }

@@ -47,7 +47,8 @@ match = "**"
 path = "{d}/out"
 
 [outputs.out.buffer]
-type = "memory"
+# The durable buffer: an ack means fsynced.
+type = "file"
 flush_mode = "immediate"
 flush_thread_interval = "20ms"
 flush_thread_burst_interval = "0s"

@@ -11,7 +11,7 @@
 //! | float NaN / ±inf | `null` |
 //! | ext 0 with 8 bytes (EventTime) | number of seconds with 9 decimals, e.g. `1602750078.081312494` |
 //! | other ext | string: base64 of the payload |
-//! | map key that is not a str | its JSON text as a string: `1` → `"1"`, `nil` → `"null"`, `[1,2]` → `"[1,2]"`; bin keys as text |
+//! | map key that is not a str | its JSON text as a string: `1` → `"1"`, `nil` → `"null"`, `[1,2]` → `"[1,2]"`; bin keys as text. Inside such a key, a key that is itself an array or map becomes `"<array>"` / `"<map>"`: each level of keys-in-keys would escape the text again and double its size, so a few hundred bytes could otherwise expand to gigabytes (found by the fuzzer) |
 //! | duplicate keys | kept as they are (JSON parsers keep the last one) |
 //!
 //! Nesting is limited to [`MAX_DEPTH`] so that a hostile record cannot exhaust the stack.
@@ -100,6 +100,17 @@ pub fn write_item(
     out: &mut String,
     depth: usize,
 ) -> Result<(), DecodeError> {
+    write_value(cur, item, out, depth, false)
+}
+
+/// `in_key`: the value is being rendered as the text of a non-string map key.
+fn write_value(
+    cur: &mut Cursor<'_>,
+    item: Item<'_>,
+    out: &mut String,
+    depth: usize,
+    in_key: bool,
+) -> Result<(), DecodeError> {
     match item {
         Item::Nil => out.push_str("null"),
         Item::Bool(true) => out.push_str("true"),
@@ -134,7 +145,7 @@ pub fn write_item(
                     out.push(',');
                 }
                 let child = cur.next_item()?;
-                write_item(cur, child, out, depth)?;
+                write_value(cur, child, out, depth, in_key)?;
             }
             out.push(']');
         }
@@ -146,10 +157,10 @@ pub fn write_item(
                     out.push(',');
                 }
                 let key = cur.next_item()?;
-                write_key(cur, key, out, depth)?;
+                key_text(cur, key, out, depth, in_key)?;
                 out.push(':');
                 let value = cur.next_item()?;
-                write_item(cur, value, out, depth)?;
+                write_value(cur, value, out, depth, in_key)?;
             }
             out.push('}');
         }
@@ -172,11 +183,29 @@ pub fn write_key(
     out: &mut String,
     depth: usize,
 ) -> Result<(), DecodeError> {
+    key_text(cur, key, out, depth, false)
+}
+
+fn key_text(
+    cur: &mut Cursor<'_>,
+    key: Item<'_>,
+    out: &mut String,
+    depth: usize,
+    in_key: bool,
+) -> Result<(), DecodeError> {
     match key {
         Item::Str(b) | Item::Bin(b) => write_bytes_as_string(out, b),
+        Item::Array(_) | Item::Map(_) if in_key => {
+            cur.skip_children(&key)?;
+            out.push_str(if matches!(key, Item::Array(_)) {
+                "\"<array>\""
+            } else {
+                "\"<map>\""
+            });
+        }
         other => {
             let mut text = String::new();
-            write_item(cur, other, &mut text, depth)?;
+            write_value(cur, other, &mut text, depth, true)?;
             write_escaped(out, &text);
         }
     }
@@ -224,6 +253,23 @@ mod tests {
         let json = transcode(&bytes).unwrap();
         assert_eq!(json, r#"{"1":true,"null":2,"[1,\"x\"]":3}"#);
         serde_json::from_str::<serde_json::Value>(&json).unwrap();
+    }
+
+    #[test]
+    fn keys_nested_in_keys_cannot_amplify_the_output() {
+        // Found by the fuzzer: maps used as keys of maps used as keys... re-escaped at every
+        // level, 300 bytes of msgpack asked for gigabytes of JSON.
+        let mut bytes = vec![0x81; 40];
+        bytes.extend([0x01, 0x02]);
+        bytes.extend(vec![0x03; 39]);
+        let json = transcode(&bytes).unwrap();
+        assert!(json.len() < 200, "{} bytes: {json}", json.len());
+        serde_json::from_str::<serde_json::Value>(&json).unwrap();
+        // {{1: 2}: 3} keeps the inner map's text.
+        assert_eq!(
+            transcode(&[0x81, 0x81, 0x01, 0x02, 0x03]).unwrap(),
+            r#"{"{\"1\":2}":3}"#
+        );
     }
 
     #[test]

@@ -342,6 +342,30 @@ mod tests {
     }
 
     #[test]
+    fn check_redacts_the_shared_key_and_passwords() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("relay.toml");
+        std::fs::write(
+            &file,
+            r#"
+[sources.fwd]
+type = "forward"
+[sources.fwd.security]
+shared_key = "topsecret-key"
+users = [{ username = "alice", password = "topsecret-pw" }]
+[outputs.out]
+type = "stdout"
+"#,
+        )
+        .unwrap();
+        let config =
+            crate::config::Config::load(&crate::config::ConfigSource { file: Some(file) }).unwrap();
+        let text = config.to_redacted_toml().unwrap();
+        assert!(!text.contains("topsecret"), "{text}");
+        assert!(text.contains("alice"));
+    }
+
+    #[test]
     fn networks_accept_cidrs_and_plain_addresses() {
         assert!(parse_network("127.0.0.1")
             .is_some_and(|n| n.contains(&"127.0.0.1".parse::<IpAddr>().unwrap())));

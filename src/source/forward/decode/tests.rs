@@ -428,7 +428,7 @@ fn records_are_always_valid_json() {
     assert_eq!(v["7"], "int key");
     assert_eq!(v["nested"]["a"], serde_json::json!([null, null]));
     assert_eq!(v["bad\u{fffd}"], "v");
-    assert_eq!(rec.contains("\"t\":1.000000002"), true);
+    assert!(rec.contains("\"t\":1.000000002"), "{rec}");
 }
 
 #[test]
@@ -440,4 +440,58 @@ fn decode_stream_stops_at_the_first_bad_message_keeping_earlier_ones() {
     let (msgs, err) = decode_stream(&bytes, 1 << 20, &DecodeOptions::default());
     assert_eq!(msgs.len(), 2);
     assert_eq!(err.map(|e| e.reason()), Some("wrong_type"));
+}
+
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn assert_records_are_json_objects(e: &Events) {
+        for (_, record) in e.batch.iter() {
+            let v: serde_json::Value = serde_json::from_str(record)
+                .unwrap_or_else(|err| panic!("invalid JSON {record:?}: {err}"));
+            assert!(v.is_object());
+        }
+    }
+
+    proptest! {
+        /// Whatever follows a valid Message-mode prefix, decoding never panics and every
+        /// record it yields is a JSON object.
+        #[test]
+        fn any_record_bytes_give_valid_json_or_an_error(tail in proptest::collection::vec(any::<u8>(), 0..256)) {
+            let mut bytes = Mp::default().arr(3).s("t").int(1).0;
+            bytes.extend(&tail);
+            if let Ok(Message::Events(e)) = decode_message(&bytes, &DecodeOptions::default(), NOW) {
+                assert_records_are_json_objects(&e);
+            }
+        }
+
+        /// Same for arbitrary PackedForward payloads, with extra fields injected.
+        #[test]
+        fn any_packed_payload_gives_valid_json_or_an_error(payload in proptest::collection::vec(any::<u8>(), 0..256)) {
+            let bytes = Mp::default().arr(2).s("t").bin(&payload).0;
+            let opts = DecodeOptions {
+                extra_fields: vec![("ip".into(), "::1".into())],
+                ..Default::default()
+            };
+            if let Ok(Message::Events(e)) = decode_message(&bytes, &opts, NOW) {
+                assert_records_are_json_objects(&e);
+            }
+        }
+
+        /// Framing a stream split at any point gives the same messages as framing it whole.
+        #[test]
+        fn framing_is_independent_of_how_bytes_arrive(split in 0usize..64) {
+            let mut stream = Mp::default().arr(3).s("a").int(1).rec("x").0;
+            stream.extend(Mp::default().arr(2).s("b").bin(&Mp::default().arr(2).int(2).rec("y").0).0);
+            let split = split.min(stream.len());
+            let mut f = crate::source::forward::msgpack::Framer::new(1 << 20);
+            let first = f.advance(&stream[..split]).unwrap();
+            let whole = crate::source::forward::msgpack::Framer::new(1 << 20).advance(&stream).unwrap();
+            match first {
+                Some(len) => prop_assert_eq!(Some(len), whole),
+                None => prop_assert_eq!(f.advance(&stream).unwrap(), whole),
+            }
+        }
+    }
 }
