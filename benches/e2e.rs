@@ -65,7 +65,12 @@ impl Knobs {
         let mut i = 0;
         while i < args.len() {
             let value = args.get(i + 1).cloned().unwrap_or_default();
-            let num = || value.replace('_', "").parse::<u64>().unwrap_or_else(|_| panic!("{} needs a number", args[i]));
+            let num = || {
+                value
+                    .replace('_', "")
+                    .parse::<u64>()
+                    .unwrap_or_else(|_| panic!("{} needs a number", args[i]))
+            };
             match args[i].as_str() {
                 "--records" => k.records = num(),
                 "--record-size" => k.record_size = num() as usize,
@@ -117,14 +122,21 @@ impl Load {
             rmp::encode::write_uint(&mut payload, seq).unwrap();
             rmp::encode::write_str(&mut payload, "host").unwrap();
             rmp::encode::write_str(&mut payload, "bench").unwrap();
-            json_len = serde_json::json!({"message": filler, "seq": seq, "host": "bench"}).to_string().len() + 1;
+            json_len = serde_json::json!({"message": filler, "seq": seq, "host": "bench"})
+                .to_string()
+                .len()
+                + 1;
         }
         let mut prefix = Vec::with_capacity(payload.len() + 32);
         rmp::encode::write_array_len(&mut prefix, 3).unwrap();
         rmp::encode::write_str(&mut prefix, "bench.load").unwrap();
         rmp::encode::write_bin_len(&mut prefix, payload.len() as u32).unwrap();
         prefix.extend_from_slice(&payload);
-        Load { prefix: Arc::new(prefix), per_message, json_bytes_per_record: json_len }
+        Load {
+            prefix: Arc::new(prefix),
+            per_message,
+            json_bytes_per_record: json_len,
+        }
     }
 
     fn options(&self, conn: u64, seq: u64) -> Vec<u8> {
@@ -141,7 +153,13 @@ impl Load {
 
 /// Sends `messages` messages on one connection keeping at most `window` unacknowledged, and
 /// returns when every ack has arrived.
-async fn drive(port: u16, conn: u64, messages: u64, load: Arc<Load>, window: usize) -> std::io::Result<()> {
+async fn drive(
+    port: u16,
+    conn: u64,
+    messages: u64,
+    load: Arc<Load>,
+    window: usize,
+) -> std::io::Result<()> {
     let stream = TcpStream::connect(("127.0.0.1", port)).await?;
     stream.set_nodelay(true)?;
     let (mut rd, mut wr) = stream.into_split();
@@ -150,7 +168,11 @@ async fn drive(port: u16, conn: u64, messages: u64, load: Arc<Load>, window: usi
     let writer_load = Arc::clone(&load);
     let writer = tokio::spawn(async move {
         for seq in 0..messages {
-            writer_permits.acquire().await.expect("semaphore open").forget();
+            writer_permits
+                .acquire()
+                .await
+                .expect("semaphore open")
+                .forget();
             wr.write_all(&writer_load.prefix).await?;
             wr.write_all(&writer_load.options(conn, seq)).await?;
         }
@@ -200,7 +222,8 @@ fn fake_handler(fake: Arc<Fake>) -> http_server::Handler {
                 return http_server::Reply::Response {
                     status: 503,
                     content_type: "application/x-amz-json-1.1",
-                    body: br#"{"__type":"ServiceUnavailableException","message":"Slow down."}"#.to_vec(),
+                    body: br#"{"__type":"ServiceUnavailableException","message":"Slow down."}"#
+                        .to_vec(),
                 };
             }
             let body = &req.body;
@@ -209,7 +232,9 @@ fn fake_handler(fake: Arc<Fake>) -> http_server::Handler {
             let mut i = 0;
             while let Some(pos) = find(&body[i..], b"\"Data\":\"") {
                 let start = i + pos + 8;
-                let end = find(&body[start..], b"\"").map(|e| start + e).unwrap_or(body.len());
+                let end = find(&body[start..], b"\"")
+                    .map(|e| start + e)
+                    .unwrap_or(body.len());
                 data_bytes += ((end - start) / 4 * 3) as u64;
                 n += 1;
                 i = end;
@@ -226,7 +251,11 @@ fn fake_handler(fake: Arc<Fake>) -> http_server::Handler {
                 out.push_str(r#"{"RecordId":"r"}"#);
             }
             out.push_str("]}");
-            http_server::Reply::Response { status: 200, content_type: "application/x-amz-json-1.1", body: out.into_bytes() }
+            http_server::Reply::Response {
+                status: 200,
+                content_type: "application/x-amz-json-1.1",
+                body: out.into_bytes(),
+            }
         })
     })
 }
@@ -236,7 +265,11 @@ fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 fn clock_ticks() -> f64 {
@@ -320,19 +353,32 @@ flush_thread_burst_interval = "0s"
             .arg(&conf_path)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
-            .stderr(Stdio::from(std::fs::File::create(dir.join("relay.log")).unwrap()))
+            .stderr(Stdio::from(
+                std::fs::File::create(dir.join("relay.log")).unwrap(),
+            ))
             .spawn()
             .expect("start the relay");
         let start = Instant::now();
         while std::net::TcpStream::connect(("127.0.0.1", forward_port)).is_err() {
-            assert!(start.elapsed() < Duration::from_secs(30), "relay did not start; see {}", dir.join("relay.log").display());
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "relay did not start; see {}",
+                dir.join("relay.log").display()
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
-        Relay { child, forward_port, dir: dir.to_owned() }
+        Relay {
+            child,
+            forward_port,
+            dir: dir.to_owned(),
+        }
     }
 
     fn stop(mut self) {
-        let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
         let _ = self.child.wait();
         let _ = std::fs::remove_dir_all(self.dir.join("data"));
     }
@@ -344,7 +390,11 @@ fn wait_records(fake: &Fake, want: u64, limit: Duration) -> Instant {
         if fake.records.load(Ordering::Relaxed) >= want {
             return Instant::now();
         }
-        assert!(start.elapsed() < limit, "fake got {} of {want} records", fake.records.load(Ordering::Relaxed));
+        assert!(
+            start.elapsed() < limit,
+            "fake got {} of {want} records",
+            fake.records.load(Ordering::Relaxed)
+        );
         std::thread::sleep(Duration::from_millis(5));
     }
 }
@@ -386,7 +436,9 @@ async fn generator_ceiling(k: &Knobs, load: &Arc<Load>) -> f64 {
                     buf.extend_from_slice(&chunk[..n]);
                     while let Ok(Some(len)) = framer.advance(&buf) {
                         let frame: Vec<u8> = buf.drain(..len).collect();
-                        if let Ok(Message::Events(ev)) = decode_message(&frame, &opts, EventTime::now()) {
+                        if let Ok(Message::Events(ev)) =
+                            decode_message(&frame, &opts, EventTime::now())
+                        {
                             if let Some(ack) = ev.ack {
                                 if sock.write_all(&ack).await.is_err() {
                                     return;
@@ -404,7 +456,11 @@ async fn generator_ceiling(k: &Knobs, load: &Arc<Load>) -> f64 {
 
 fn main() {
     let k = Knobs::from_args();
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
     let tmp = tempfile::tempdir().unwrap();
     let ca = http_server::TestCa::new();
     let ca_path = tmp.path().join("ca.pem");
@@ -415,14 +471,24 @@ fn main() {
         calls: AtomicU64::new(0),
         refusing: AtomicBool::new(false),
     });
-    let fake_addr = rt.block_on(http_server::serve(Some(Arc::clone(&ca.server_config)), fake_handler(Arc::clone(&fake))));
+    let fake_addr = rt.block_on(http_server::serve(
+        Some(Arc::clone(&ca.server_config)),
+        fake_handler(Arc::clone(&fake)),
+    ));
     let load = Arc::new(Load::new(k.per_message, k.record_size));
     let rec_bytes = load.json_bytes_per_record as f64;
-    println!("e2e: {k:?}, {} JSON bytes per record", load.json_bytes_per_record);
+    println!(
+        "e2e: {k:?}, {} JSON bytes per record",
+        load.json_bytes_per_record
+    );
 
     if k.scenario == "steady" || k.scenario == "all" {
         let gen = rt.block_on(generator_ceiling(&k, &load));
-        let disk = disk_ceiling(tmp.path(), k.records * load.json_bytes_per_record as u64, (k.per_message as usize) * load.json_bytes_per_record);
+        let disk = disk_ceiling(
+            tmp.path(),
+            k.records * load.json_bytes_per_record as u64,
+            (k.per_message as usize) * load.json_bytes_per_record,
+        );
         let relay = Relay::start(tmp.path(), fake_addr.port(), &ca_path, &k, "");
         let pid = relay.child.id();
         let cpu0 = cpu_seconds(pid);
@@ -434,20 +500,40 @@ fn main() {
         let cpu = cpu_seconds(pid) - cpu0;
         let rss = peak_rss_mib(pid);
         let rate = k.records as f64 / secs;
-        println!("steady: {} records in {secs:.2} s (all acked after {:.2} s)", k.records, acked.as_secs_f64());
-        println!("  relay end to end      {rate:>12.0} records/s  {:>8.1} MB/s", rate * rec_bytes / 1e6);
-        println!("  relay CPU             {:>12.2} CPU-s per million records", cpu / (k.records as f64 / 1e6));
+        println!(
+            "steady: {} records in {secs:.2} s (all acked after {:.2} s)",
+            k.records,
+            acked.as_secs_f64()
+        );
+        println!(
+            "  relay end to end      {rate:>12.0} records/s  {:>8.1} MB/s",
+            rate * rec_bytes / 1e6
+        );
+        println!(
+            "  relay CPU             {:>12.2} CPU-s per million records",
+            cpu / (k.records as f64 / 1e6)
+        );
         println!("  relay peak RSS        {rss:>12.1} MiB");
-        println!("  generator ceiling     {gen:>12.0} records/s  (relay = {:.2}× of it)", rate / gen);
+        println!(
+            "  generator ceiling     {gen:>12.0} records/s  (relay = {:.2}× of it)",
+            rate / gen
+        );
         println!("  disk ceiling          {:>12.0} records/s  {:>8.1} MB/s write+fdatasync per message (relay = {:.2}× of it)", disk / rec_bytes, disk / 1e6, rate * rec_bytes / disk);
-        println!("  firehose calls        {:>12}", fake.calls.load(Ordering::Relaxed));
+        println!(
+            "  firehose calls        {:>12}",
+            fake.calls.load(Ordering::Relaxed)
+        );
         relay.stop();
     }
 
     if k.scenario == "backlog" || k.scenario == "all" {
-        let records = (k.backlog_mb << 20) / load.json_bytes_per_record as u64 / k.per_message * k.per_message;
+        let records = (k.backlog_mb << 20) / load.json_bytes_per_record as u64 / k.per_message
+            * k.per_message;
         for workers in [2u32, 8] {
-            let kk = Knobs { workers, ..k.clone() };
+            let kk = Knobs {
+                workers,
+                ..k.clone()
+            };
             fake.refusing.store(true, Ordering::Relaxed);
             fake.records.store(0, Ordering::Relaxed);
             let relay = Relay::start(tmp.path(), fake_addr.port(), &ca_path, &kk, "total_limit_size = \"8g\"\nretry_wait = \"100ms\"\nretry_max_interval = \"500ms\"\nretry_randomize = false\nretry_forever = true");

@@ -5,8 +5,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use firehose_relay::config::{Config, ConfigSource};
 use firehose_relay::buffer::file::{inspect, Store};
+use firehose_relay::config::{Config, ConfigSource};
 use firehose_relay::deadletter::DeadLetter;
 
 /// Ships logs from Fluentd/Fluent Bit clients to Amazon Kinesis Data Firehose.

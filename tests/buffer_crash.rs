@@ -99,7 +99,7 @@ fn child_load() {
                     round += 1;
                     let pending: Vec<usize> = c.pending().collect();
                     // Every third chunk is delivered only in part and released.
-                    let partial = round % 3 == 0 && pending.len() > 1;
+                    let partial = round.is_multiple_of(3) && pending.len() > 1;
                     let deliver = if partial {
                         &pending[..pending.len() / 2]
                     } else {

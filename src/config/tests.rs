@@ -227,5 +227,8 @@ fn secrets_are_redacted_when_printed() {
     for secret in ["s3cret", "\"x\"", "AKIA"] {
         assert!(!text.contains(secret), "{secret} leaked: {text}");
     }
-    assert!(text.contains("arn:aws:iam::1:role/r"), "non-secret keys stay visible: {text}");
+    assert!(
+        text.contains("arn:aws:iam::1:role/r"),
+        "non-secret keys stay visible: {text}"
+    );
 }

@@ -145,7 +145,7 @@ pub enum OutputConfig {
     /// Standard output.
     Stdout(stdout::StdoutOutputConfig),
     /// Amazon Kinesis Data Firehose (PutRecordBatch).
-    Firehose(firehose::FirehoseConfig),
+    Firehose(Box<firehose::FirehoseConfig>),
 }
 
 /// Options every output has. Each output type's config embeds these fields.
@@ -178,7 +178,7 @@ impl OutputConfig {
         match self {
             OutputConfig::File(c) => c,
             OutputConfig::Stdout(c) => c,
-            OutputConfig::Firehose(c) => c,
+            OutputConfig::Firehose(c) => c.as_ref(),
         }
     }
 

@@ -49,7 +49,10 @@ impl SampleConfig {
     pub fn problems(&self) -> Vec<(&'static str, String)> {
         let mut p = Vec::new();
         if !(self.rate > 0.0 && self.rate <= 1_000_000.0) {
-            p.push(("rate", "must be greater than 0 and at most 1000000".to_owned()));
+            p.push((
+                "rate",
+                "must be greater than 0 and at most 1000000".to_owned(),
+            ));
         }
         if self.size == 0 || self.size > 1_000_000 {
             p.push(("size", "must be between 1 and 1000000".to_owned()));
