@@ -348,7 +348,17 @@ flush_thread_burst_interval = "0s"
         );
         let conf_path = dir.join("relay.toml");
         std::fs::write(&conf_path, conf).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_firehose-relay"))
+        // E2E_PERF=FILE profiles the relay with `perf record` (CPU figures then include perf).
+        let mut cmd = match std::env::var("E2E_PERF") {
+            Ok(out) => {
+                let mut c = Command::new("perf");
+                c.args(["record", "-e", "cpu-clock", "-F", "999", "-o", &out, "--"]);
+                c.arg(env!("CARGO_BIN_EXE_firehose-relay"));
+                c
+            }
+            Err(_) => Command::new(env!("CARGO_BIN_EXE_firehose-relay")),
+        };
+        let child = cmd
             .args(["run", "--config"])
             .arg(&conf_path)
             .env("RUST_LOG", "warn")

@@ -73,6 +73,10 @@ pub struct FirehoseConfig {
     /// to the buffer.
     #[serde(default = "default_retries_on_batch_request")]
     pub retries_on_batch_request: u32,
+    /// PutRecordBatch calls of one chunk in flight at once. A 1 MiB chunk of small records is
+    /// ~10 calls; sending them one after another leaves a flush worker waiting on round trips.
+    #[serde(default = "default_max_concurrent_calls")]
+    pub max_concurrent_calls: usize,
     /// Output-wide records/s limit (all flush workers together).
     #[serde(default)]
     pub max_records_per_second: Option<f64>,
@@ -101,6 +105,9 @@ fn default_max_bytes_per_call() -> ByteSize {
 }
 fn default_request_timeout() -> ConfigDuration {
     ConfigDuration::secs(30)
+}
+fn default_max_concurrent_calls() -> usize {
+    4
 }
 fn default_retries_on_batch_request() -> u32 {
     8
@@ -154,6 +161,9 @@ impl FirehoseConfig {
                 "max_bytes_per_call",
                 "must be greater than 0 and at most 4MiB (PutRecordBatch limit)".to_owned(),
             ));
+        }
+        if !(1..=64).contains(&self.max_concurrent_calls) {
+            p.push(("max_concurrent_calls", "must be between 1 and 64".to_owned()));
         }
         if self.request_timeout.0.is_zero() {
             p.push(("request_timeout", "must be greater than 0".to_owned()));

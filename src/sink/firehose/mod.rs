@@ -30,6 +30,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use futures::StreamExt;
 use aws_config::retry::RetryConfig;
 use aws_config::timeout::TimeoutConfig;
 use aws_config::BehaviorVersion;
@@ -76,6 +77,7 @@ pub struct FirehoseSink {
     encoder: Encoder,
     limits: CallLimits,
     retries: u32,
+    concurrency: usize,
     pacer: Pacer,
     metrics: FirehoseMetrics,
     labels: Labels,
@@ -163,6 +165,7 @@ impl FirehoseSink {
                 max_bytes: usize::try_from(cfg.max_bytes_per_call.0).unwrap_or(usize::MAX),
             },
             retries: cfg.retries_on_batch_request,
+            concurrency: cfg.max_concurrent_calls,
             pacer,
             metrics: fm,
             labels,
@@ -369,8 +372,16 @@ impl Sink for FirehoseSink {
         let calls = self
             .limits
             .split(encoded.records.iter().map(|p| p.data.len()));
-        for range in calls {
-            let outcome = self.send_call(&encoded.records[range.clone()]).await;
+        // Up to `max_concurrent_calls` calls of this chunk in flight; each reports which of its
+        // records were confirmed, and whatever failed stays pending for the chunk's next attempt.
+        let records = &encoded.records;
+        let mut outcomes = futures::stream::iter(calls)
+            .map(|range| async move {
+                let outcome = self.send_call(&records[range.clone()]).await;
+                (range, outcome)
+            })
+            .buffer_unordered(self.concurrency);
+        while let Some((range, outcome)) = outcomes.next().await {
             for (k, ok) in outcome.confirmed.iter().enumerate() {
                 if *ok {
                     for &i in encoded.chunk_indices(range.start + k) {
@@ -379,9 +390,7 @@ impl Sink for FirehoseSink {
                 }
             }
             if let Some(e) = outcome.error {
-                // The rest of the chunk stays pending; it goes out on the chunk's next attempt.
-                delivery.error = Some(e);
-                break;
+                delivery.error.get_or_insert(e);
             }
         }
         delivery

@@ -1,12 +1,14 @@
 //! One client connection: optional TLS and handshake, then messages one at a time —
-//! frame, decode, emit, ack — with no read while an emit is pending (that is the
-//! backpressure: the client's TCP window fills up when the buffer blocks).
+//! frame, decode, emit, ack — with at most `PIPELINE_DEPTH` messages being stored at once and no
+//! read beyond that (that is the backpressure: the client's TCP window fills up when the buffer
+//! blocks). Acks go out in message order.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
+use futures::StreamExt;
 use prometheus_client::metrics::counter::Counter;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -31,6 +33,11 @@ const READ_CHUNK: usize = 64 * 1024;
 const OFFLOAD_BYTES: usize = 16 * 1024;
 /// How often the same kind of warning may be logged per source.
 const LOG_PERIOD: Duration = Duration::from_secs(10);
+/// Messages of one connection being stored at once. While message N waits for its fsync, N+1
+/// is read and decoded, so one client is not limited to one round trip of decode + commit per
+/// message; the bound keeps per-connection memory at a few messages, and once it is reached the
+/// connection stops reading (backpressure through TCP, as before).
+const PIPELINE_DEPTH: usize = 4;
 
 /// Why a connection ended early.
 #[derive(Debug, thiserror::Error)]
@@ -301,14 +308,62 @@ where
         }
     }
     let opts = Arc::new(shared.options_for(peer));
-    while let Some(frame) = conn.next_frame(false).await? {
-        conn.handle(frame, &opts).await?;
-        if shared.deny_keepalive {
+    // Emits in flight, in message order; each resolves to the ack to send (if any).
+    let mut storing = futures::stream::FuturesOrdered::new();
+    let mut reading = true;
+    let result = loop {
+        if !reading && storing.is_empty() {
+            break Ok(());
+        }
+        tokio::select! {
+            // Acks first: they free pipeline slots and tell clients their data is safe.
+            biased;
+            Some(ack) = storing.next(), if !storing.is_empty() => {
+                if let Err(e) = conn.send_ack(ack).await {
+                    break Err(e);
+                }
+            }
+            frame = conn.next_frame(false), if reading && storing.len() < PIPELINE_DEPTH => {
+                match frame {
+                    Ok(Some(frame)) => match conn.decode(frame, &opts).await {
+                        Ok(Some(events)) => storing.push_back(store(shared, events)),
+                        Ok(None) => {}
+                        Err(e) => break Err(e),
+                    },
+                    Ok(None) => reading = false,
+                    Err(e) => break Err(e),
+                }
+                if shared.deny_keepalive {
+                    reading = false;
+                }
+            }
+        }
+    };
+    // Messages decoded before an error are still stored and acknowledged: the client must not
+    // resend what is safe.
+    while let Some(ack) = storing.next().await {
+        if conn.send_ack(ack).await.is_err() {
             break;
         }
     }
     let _ = conn.stream.shutdown().await;
-    Ok(())
+    result
+}
+
+/// Stores one decoded message; resolves to its ack when stored, `None` when there is nothing to
+/// send (no ack requested, or the buffer refused: then the client resends).
+async fn store(shared: &Shared, events: super::decode::Events) -> Option<Vec<u8>> {
+    match shared.emitter.emit(events.batch).await {
+        Ok(()) => events.ack,
+        Err(e) => {
+            shared.emit_failures.inc();
+            if let Some(suppressed) = shared.emit_log.allow() {
+                tracing::warn!(source = %shared.name, error = %e, suppressed,
+                    "could not store a forward message; not acknowledged");
+            }
+            None
+        }
+    }
 }
 
 impl<S> Conn<'_, S>
@@ -369,8 +424,22 @@ where
         }
     }
 
-    /// Decodes, emits, and acks one message.
-    async fn handle(&mut self, frame: Bytes, opts: &Arc<DecodeOptions>) -> Result<(), ConnError> {
+    /// Writes an ack, if there is one.
+    async fn send_ack(&mut self, ack: Option<Vec<u8>>) -> Result<(), ConnError> {
+        if let Some(ack) = ack {
+            self.write(&ack).await?;
+            self.shared.acks_sent.inc();
+        }
+        Ok(())
+    }
+
+    /// Decodes one message (large ones on the blocking pool, off the async workers); `None`
+    /// for a keepalive.
+    async fn decode(
+        &mut self,
+        frame: Bytes,
+        opts: &Arc<DecodeOptions>,
+    ) -> Result<Option<super::decode::Events>, ConnError> {
         let now = EventTime::now();
         let decoded = if frame.len() > OFFLOAD_BYTES {
             let opts = Arc::clone(opts);
@@ -381,7 +450,7 @@ where
             decode_message(&frame, opts, now)
         };
         let Message::Events(events) = decoded? else {
-            return Ok(());
+            return Ok(None);
         };
         let shared = self.shared;
         if events.invalid_events > 0 {
@@ -392,22 +461,6 @@ where
                     suppressed, "skipped invalid events (skip_invalid_event)");
             }
         }
-        match shared.emitter.emit(events.batch).await {
-            Ok(()) => {
-                if let Some(ack) = events.ack {
-                    self.write(&ack).await?;
-                    shared.acks_sent.inc();
-                }
-            }
-            Err(e) => {
-                // No ack: the client resends. The connection stays usable.
-                shared.emit_failures.inc();
-                if let Some(suppressed) = shared.emit_log.allow() {
-                    tracing::warn!(source = %shared.name, error = %e, suppressed,
-                        "could not store a forward message; not acknowledged");
-                }
-            }
-        }
-        Ok(())
+        Ok(Some(events))
     }
 }
