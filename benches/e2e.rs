@@ -293,6 +293,19 @@ fn cpu_seconds(pid: u32) -> f64 {
     ticks / clock_ticks()
 }
 
+/// Current anonymous / file-backed resident memory of `pid`, for telling heap from page cache.
+fn rss_breakdown(pid: u32) -> String {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .filter(|l| {
+            l.starts_with("RssAnon:") || l.starts_with("RssFile:") || l.starts_with("Threads:")
+        })
+        .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// Peak resident set size (VmHWM) of `pid`, in MiB.
 fn peak_rss_mib(pid: u32) -> f64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
@@ -337,7 +350,8 @@ secret_access_key = "bench-secret"
 [outputs.fh.buffer]
 type = "file"
 chunk_limit_size = "1m"
-flush_interval = "1s"
+flush_interval = "500ms"
+flush_thread_interval = "100ms"
 flush_thread_count = {workers}
 flush_thread_burst_interval = "0s"
 {extra_buffer}
@@ -352,7 +366,18 @@ flush_thread_burst_interval = "0s"
         let mut cmd = match std::env::var("E2E_PERF") {
             Ok(out) => {
                 let mut c = Command::new("perf");
-                c.args(["record", "-e", "cpu-clock", "-F", "999", "-o", &out, "--"]);
+                c.args([
+                    "record",
+                    "-e",
+                    "cpu-clock",
+                    "-F",
+                    "499",
+                    "--call-graph",
+                    "dwarf,16384",
+                    "-o",
+                    &out,
+                    "--",
+                ]);
                 c.arg(env!("CARGO_BIN_EXE_firehose-relay"));
                 c
             }
@@ -523,7 +548,10 @@ fn main() {
             "  relay CPU             {:>12.2} CPU-s per million records",
             cpu / (k.records as f64 / 1e6)
         );
-        println!("  relay peak RSS        {rss:>12.1} MiB");
+        println!(
+            "  relay peak RSS        {rss:>12.1} MiB  (now: {})",
+            rss_breakdown(pid)
+        );
         println!(
             "  generator ceiling     {gen:>12.0} records/s  (relay = {:.2}× of it)",
             rate / gen

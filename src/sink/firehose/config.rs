@@ -163,7 +163,10 @@ impl FirehoseConfig {
             ));
         }
         if !(1..=64).contains(&self.max_concurrent_calls) {
-            p.push(("max_concurrent_calls", "must be between 1 and 64".to_owned()));
+            p.push((
+                "max_concurrent_calls",
+                "must be between 1 and 64".to_owned(),
+            ));
         }
         if self.request_timeout.0.is_zero() {
             p.push(("request_timeout", "must be greater than 0".to_owned()));

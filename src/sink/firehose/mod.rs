@@ -30,12 +30,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use futures::StreamExt;
 use aws_config::retry::RetryConfig;
 use aws_config::timeout::TimeoutConfig;
 use aws_config::BehaviorVersion;
 use aws_sdk_firehose::primitives::Blob;
 use aws_sdk_firehose::types::Record;
+use futures::StreamExt;
 use rand::Rng;
 
 pub use config::{Compression, FirehoseConfig};
