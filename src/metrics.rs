@@ -9,6 +9,8 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::{Metric, Registry};
+use std::any::{Any, TypeId};
+use std::collections::HashMap;
 use std::sync::atomic::AtomicU64;
 use std::sync::Mutex;
 
@@ -20,6 +22,9 @@ pub type Labels = Vec<(&'static str, String)>;
 /// All metrics of the relay.
 pub struct Metrics {
     registry: Mutex<Registry>,
+    /// Metric sets of components (forward sources, Firehose outputs…), one per type, created and
+    /// registered by the first component instance that asks.
+    components: Mutex<HashMap<TypeId, Box<dyn Any + Send + Sync>>>,
     /// Events received, by source.
     pub records_in: Family<Labels, Counter>,
     /// JSON bytes received, by source.
@@ -82,6 +87,7 @@ impl Metrics {
             buffer_oldest_queued_age: Family::default(),
             buffer_dropped_chunks: Family::default(),
             registry: Mutex::new(Registry::default()),
+            components: Mutex::new(HashMap::new()),
         };
         registry.register(
             "records_in",
@@ -177,6 +183,26 @@ impl Metrics {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .register(name, help, metric);
+    }
+
+    /// The metric set of type `T` for this registry: created (and its metrics registered) by
+    /// `init` on first use, shared by every later caller. Several instances of one component
+    /// (two forward sources) thus share families, told apart by labels, and no name is
+    /// registered twice.
+    pub fn component<T: Clone + Send + Sync + 'static>(
+        &self,
+        init: impl FnOnce(&Metrics) -> T,
+    ) -> T {
+        let mut components = self.components.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(existing) = components
+            .get(&TypeId::of::<T>())
+            .and_then(|b| b.downcast_ref::<T>())
+        {
+            return existing.clone();
+        }
+        let created = init(self);
+        components.insert(TypeId::of::<T>(), Box::new(created.clone()));
+        created
     }
 
     /// Prometheus text exposition of every metric.

@@ -162,11 +162,13 @@ async fn calls_never_exceed_500_records_or_4_mib_and_honour_configured_limits() 
     // 1,200 small records: the record limit binds.
     let small = records(1200, 100);
     deliver_until_done(&sink, chunk(&small), 1).await;
-    let sizes: Vec<usize> = fake.calls()[calls.len()..]
+    let mut sizes: Vec<usize> = fake.calls()[calls.len()..]
         .iter()
         .map(|c| c.records.len())
         .collect();
-    assert_eq!(sizes, vec![500, 500, 200]);
+    // A chunk's calls run concurrently (max_concurrent_calls), so they may arrive in any order.
+    sizes.sort_unstable();
+    assert_eq!(sizes, vec![200, 500, 500]);
 
     let fake2 = FakeFirehose::http();
     let sink2 = self::sink(
@@ -346,10 +348,14 @@ async fn gzip_records_decompress_to_newline_delimited_json() {
                 .read_to_end(&mut text)
                 .unwrap();
         }
-        let lines: Vec<&[u8]> = text.split_inclusive(|&b| b == b'\n').collect();
+        let mut lines: Vec<&[u8]> = text.split_inclusive(|&b| b == b'\n').collect();
         assert_eq!(lines.len(), input.len());
-        for (l, r) in lines.iter().zip(&input) {
-            assert_eq!(*l, &r[..]);
+        // Concurrent calls may deliver the chunk's Firehose records in any order.
+        lines.sort_unstable();
+        let mut expected: Vec<&[u8]> = input.iter().map(|r| &r[..]).collect();
+        expected.sort_unstable();
+        for (l, r) in lines.iter().zip(&expected) {
+            assert_eq!(l, r);
             serde_json::from_slice::<serde_json::Value>(l).expect("each line is JSON");
         }
     }

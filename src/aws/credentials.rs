@@ -13,7 +13,7 @@
 //! Metrics (label `output`): `aws_credentials_expiry_timestamp_seconds`,
 //! `aws_credentials_refreshes_total`, `aws_credentials_refresh_failures_total`.
 
-use std::sync::{Arc, RwLock, Weak};
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime};
 
 use aws_config::BehaviorVersion;
@@ -62,16 +62,10 @@ pub struct CredentialMetrics {
 impl CredentialMetrics {
     /// The families registered in `metrics` (registered on first use per registry).
     pub fn get(metrics: &Arc<Metrics>) -> CredentialMetrics {
-        static REGISTERED: std::sync::Mutex<Vec<(Weak<Metrics>, CredentialMetrics)>> =
-            std::sync::Mutex::new(Vec::new());
-        let mut list = REGISTERED.lock().unwrap_or_else(|e| e.into_inner());
-        list.retain(|(w, _)| w.strong_count() > 0);
-        if let Some((_, m)) = list
-            .iter()
-            .find(|(w, _)| std::ptr::eq(w.as_ptr(), Arc::as_ptr(metrics)))
-        {
-            return m.clone();
-        }
+        metrics.component(Self::register)
+    }
+
+    fn register(metrics: &Metrics) -> CredentialMetrics {
         let m = CredentialMetrics::default();
         metrics.register(
             "aws_credentials_expiry_timestamp_seconds",
@@ -88,7 +82,6 @@ impl CredentialMetrics {
             "Failed credential refresh attempts (STS errors, unreadable token file)",
             m.failures.clone(),
         );
-        list.push((Arc::downgrade(metrics), m.clone()));
         m
     }
 }

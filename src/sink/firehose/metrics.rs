@@ -1,7 +1,7 @@
 //! Metrics of the Firehose sink (label `output`, plus `class` where split by error class).
 
 use std::sync::atomic::AtomicU64;
-use std::sync::{Arc, Weak};
+use std::sync::Arc;
 
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -56,16 +56,10 @@ impl FirehoseMetrics {
     /// The families registered in `metrics` (registered on first use per registry, since a
     /// registry refuses nothing but would print a name twice).
     pub fn get(metrics: &Arc<Metrics>) -> FirehoseMetrics {
-        static REGISTERED: std::sync::Mutex<Vec<(Weak<Metrics>, FirehoseMetrics)>> =
-            std::sync::Mutex::new(Vec::new());
-        let mut list = REGISTERED.lock().unwrap_or_else(|e| e.into_inner());
-        list.retain(|(w, _)| w.strong_count() > 0);
-        if let Some((_, m)) = list
-            .iter()
-            .find(|(w, _)| std::ptr::eq(w.as_ptr(), Arc::as_ptr(metrics)))
-        {
-            return m.clone();
-        }
+        metrics.component(Self::register)
+    }
+
+    fn register(metrics: &Metrics) -> FirehoseMetrics {
         let m = FirehoseMetrics::new();
         metrics.register(
             "firehose_put_record_batch_duration_seconds",
@@ -112,7 +106,6 @@ impl FirehoseMetrics {
             "Time calls waited for pacing",
             m.pacing_wait.clone(),
         );
-        list.push((Arc::downgrade(metrics), m.clone()));
         m
     }
 }

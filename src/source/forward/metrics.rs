@@ -2,7 +2,7 @@
 //! forward source of the process and split by the `source` label, because a registry refuses
 //! (or duplicates) a name registered twice.
 
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::Arc;
 
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -31,21 +31,13 @@ pub struct ForwardMetrics {
     pub handshake_failures: Family<Labels, Counter>,
 }
 
-type Slot = (Weak<Metrics>, Arc<ForwardMetrics>);
-
-static BY_REGISTRY: Mutex<Vec<Slot>> = Mutex::new(Vec::new());
-
 impl ForwardMetrics {
     /// The forward metrics registered in `metrics`, registering them on first use.
     pub fn for_registry(metrics: &Arc<Metrics>) -> Arc<ForwardMetrics> {
-        let mut slots = BY_REGISTRY.lock().unwrap_or_else(|e| e.into_inner());
-        slots.retain(|(registry, _)| registry.strong_count() > 0);
-        if let Some((_, m)) = slots
-            .iter()
-            .find(|(registry, _)| std::ptr::eq(registry.as_ptr(), Arc::as_ptr(metrics)))
-        {
-            return Arc::clone(m);
-        }
+        metrics.component(Self::register)
+    }
+
+    fn register(metrics: &Metrics) -> Arc<ForwardMetrics> {
         let m = Arc::new(ForwardMetrics::default());
         metrics.register(
             "forward_connections_open",
@@ -87,7 +79,6 @@ impl ForwardMetrics {
             "Failed shared_key handshakes, by reason",
             m.handshake_failures.clone(),
         );
-        slots.push((Arc::downgrade(metrics), Arc::clone(&m)));
         m
     }
 }
