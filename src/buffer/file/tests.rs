@@ -29,7 +29,22 @@ fn policy(chunk: u64, total: u64, action: OverflowAction) -> BufferPolicy {
 }
 
 fn open(dir: &Path, p: &BufferPolicy) -> (Arc<Store>, FileBuffer) {
-    let store = Store::open(dir, 8 << 20).unwrap();
+    // A "restart" within one process: the previous handle's last clone of the database may be
+    // released by the writer thread a moment after the test dropped it (a real restart is a new
+    // process), so wait for sled's file lock instead of failing.
+    let start = std::time::Instant::now();
+    let store = loop {
+        match Store::open(dir, 8 << 20) {
+            Ok(s) => break s,
+            Err(e)
+                if e.to_string().contains("could not acquire lock")
+                    && start.elapsed() < std::time::Duration::from_secs(5) =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            Err(e) => panic!("cannot open the store: {e}"),
+        }
+    };
     let b = FileBuffer::open(Arc::clone(&store), p.clone(), Counter::default()).unwrap();
     (store, b)
 }
