@@ -14,7 +14,6 @@ use super::{
     now_ms, AppendError, Buffer, BufferError, BufferStats, Chunk, ChunkId, DeliveredSet, Enqueue,
     Records, RetryState,
 };
-use crate::config::buffer::OverflowAction;
 
 #[derive(Debug)]
 struct StoredChunk {
@@ -98,49 +97,25 @@ impl MemoryBuffer {
         // more than losing the process, so recover the guard instead of propagating poison.
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
+}
 
-    /// Makes room for `adding` bytes according to `overflow_action`; returns the locked state
-    /// once the append may proceed.
-    async fn reserve(&self, adding: u64) -> Result<MutexGuard<'_, State>, AppendError> {
-        loop {
-            let freed = self.space_freed.notified();
-            tokio::pin!(freed);
-            freed.as_mut().enable();
-            {
-                let mut st = self.lock();
-                if self.closed.load(Ordering::Acquire) {
-                    return Err(AppendError::Closed(self.policy.output.clone()));
-                }
-                if self.policy.has_room(st.bytes, adding) {
-                    return Ok(st);
-                }
-                match self.policy.overflow_action {
-                    OverflowAction::ThrowException => {
-                        return Err(self.policy.overflow_error(st.bytes))
-                    }
-                    OverflowAction::DropOldestChunk => {
-                        while !self.policy.has_room(st.bytes, adding) {
-                            let Some((&id, _)) = st.queued.iter().next() else {
-                                break;
-                            };
-                            if let Some(c) = st.queued.remove(&id) {
-                                st.forget(&c);
-                                st.dropped_chunks += 1;
-                                st.dropped_records += c.records.len() as u64;
-                                tracing::warn!(output = %self.policy.output, chunk = %id,
-                                    records = c.records.len(), "buffer full: dropped oldest queued chunk (overflow_action = drop_oldest_chunk)");
-                            }
-                        }
-                        if self.policy.has_room(st.bytes, adding) {
-                            return Ok(st);
-                        }
-                        return Err(self.policy.overflow_error(st.bytes));
-                    }
-                    OverflowAction::Block => {}
-                }
-            }
-            freed.await;
+impl super::policy::Reservable for State {
+    fn used_bytes(&self) -> u64 {
+        self.bytes
+    }
+
+    fn drop_oldest_queued(&mut self, output: &str) -> bool {
+        let Some((&id, _)) = self.queued.iter().next() else {
+            return false;
+        };
+        if let Some(c) = self.queued.remove(&id) {
+            self.forget(&c);
+            self.dropped_chunks += 1;
+            self.dropped_records += c.records.len() as u64;
+            tracing::warn!(output, chunk = %id, records = c.records.len(),
+                "buffer full: dropped oldest queued chunk (overflow_action = drop_oldest_chunk)");
         }
+        true
     }
 }
 
@@ -153,7 +128,10 @@ impl Buffer for MemoryBuffer {
         // Plan against the current staged size; re-plan under the lock after reserving, since
         // another append may have changed it meanwhile.
         let adding = records.byte_len() as u64;
-        let mut st = self.reserve(adding).await?;
+        let mut st = self
+            .policy
+            .reserve(adding, &self.closed, &self.space_freed, || self.lock())
+            .await?;
         let staged = st.staged.as_ref().map(|(_, c)| StagedSize {
             bytes: c.bytes(),
             records: c.records.len() as u64,
@@ -293,7 +271,7 @@ impl Buffer for MemoryBuffer {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::buffer::FlushMode;
+    use crate::config::buffer::{FlushMode, OverflowAction};
     use std::time::Duration;
 
     fn policy(total: u64, action: OverflowAction) -> BufferPolicy {

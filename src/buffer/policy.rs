@@ -159,6 +159,62 @@ impl BufferPolicy {
     }
 }
 
+/// A buffer's locked state as [`BufferPolicy::reserve`] needs it.
+pub trait Reservable {
+    /// Logical bytes kept.
+    fn used_bytes(&self) -> u64;
+    /// Removes the oldest *queued* chunk (never staged or in flight) of output `output`,
+    /// counting and logging it; false when there is none.
+    fn drop_oldest_queued(&mut self, output: &str) -> bool;
+}
+
+impl BufferPolicy {
+    /// Makes room for `adding` bytes according to `overflow_action` and returns the locked state
+    /// once the append may proceed: at once when there is room, after dropping the oldest queued
+    /// chunks (`drop_oldest_chunk`), after waiting for `space_freed` (`block`), or an error
+    /// (`throw_exception`, closed buffer, nothing left to drop). Shared by every buffer so they
+    /// cannot drift apart.
+    pub async fn reserve<'a, S: Reservable + 'a>(
+        &self,
+        adding: u64,
+        closed: &std::sync::atomic::AtomicBool,
+        space_freed: &tokio::sync::Notify,
+        lock: impl Fn() -> std::sync::MutexGuard<'a, S>,
+    ) -> Result<std::sync::MutexGuard<'a, S>, AppendError> {
+        use std::sync::atomic::Ordering;
+        loop {
+            // Registered before checking, so a commit between the check and the wait is seen.
+            let freed = space_freed.notified();
+            tokio::pin!(freed);
+            freed.as_mut().enable();
+            {
+                let mut st = lock();
+                if closed.load(Ordering::Acquire) {
+                    return Err(AppendError::Closed(self.output.clone()));
+                }
+                if self.has_room(st.used_bytes(), adding) {
+                    return Ok(st);
+                }
+                match self.overflow_action {
+                    OverflowAction::ThrowException => {
+                        return Err(self.overflow_error(st.used_bytes()))
+                    }
+                    OverflowAction::DropOldestChunk => {
+                        while !self.has_room(st.used_bytes(), adding) {
+                            if !st.drop_oldest_queued(&self.output) {
+                                return Err(self.overflow_error(st.used_bytes()));
+                            }
+                        }
+                        return Ok(st);
+                    }
+                    OverflowAction::Block => {}
+                }
+            }
+            freed.await;
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

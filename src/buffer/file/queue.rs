@@ -20,7 +20,6 @@ use crate::buffer::{
     now_ms, AppendError, Buffer, BufferError, BufferStats, Chunk, ChunkId, DeliveredSet, Enqueue,
     Records, RetryState,
 };
-use crate::config::buffer::OverflowAction;
 
 /// A staged chunk this close to running out of data-key sequence numbers is closed before the
 /// next append (an append into one chunk reserves at most ~16k of them).
@@ -72,6 +71,31 @@ struct State {
     dropped_records: u64,
     quarantined_chunks: u64,
     replay: Option<Replay>,
+    /// Chunks dropped by `drop_oldest_chunk` whose purge has not been handed to the writer yet.
+    dropped_for_room: Vec<ChunkId>,
+}
+
+impl super::super::policy::Reservable for State {
+    fn used_bytes(&self) -> u64 {
+        self.bytes
+    }
+
+    fn drop_oldest_queued(&mut self, output: &str) -> bool {
+        let oldest = self
+            .chunks
+            .iter()
+            .find(|(_, e)| e.phase == Phase::Queued)
+            .map(|(&id, _)| id);
+        let Some(id) = oldest else { return false };
+        if let Some(e) = self.forget(id) {
+            self.dropped_chunks += 1;
+            self.dropped_records += e.meta.records;
+            self.dropped_for_room.push(id);
+            tracing::warn!(output, chunk = %id, records = e.meta.records, bytes = e.meta.bytes,
+                "buffer full: dropped oldest queued chunk (overflow_action = drop_oldest_chunk)");
+        }
+        true
+    }
 }
 
 impl State {
@@ -251,59 +275,6 @@ impl Inner {
         }
     }
 
-    /// Waits for or makes room for `adding` bytes according to `overflow_action`; returns the
-    /// locked state once the append may proceed. Chunks dropped for room are purged through
-    /// `prep`, ahead of the append.
-    async fn reserve(
-        &self,
-        adding: u64,
-        prep: &mut Prepared,
-    ) -> Result<MutexGuard<'_, State>, AppendError> {
-        loop {
-            let freed = self.space_freed.notified();
-            tokio::pin!(freed);
-            freed.as_mut().enable();
-            {
-                let mut st = self.lock();
-                if self.closed.load(Ordering::Acquire) {
-                    return Err(AppendError::Closed(self.policy.output.clone()));
-                }
-                if self.policy.has_room(st.bytes, adding) {
-                    return Ok(st);
-                }
-                match self.policy.overflow_action {
-                    OverflowAction::ThrowException => {
-                        return Err(self.policy.overflow_error(st.bytes))
-                    }
-                    OverflowAction::DropOldestChunk => {
-                        while !self.policy.has_room(st.bytes, adding) {
-                            let oldest = st
-                                .chunks
-                                .iter()
-                                .find(|(_, e)| e.phase == Phase::Queued)
-                                .map(|(&id, _)| id);
-                            let Some(id) = oldest else { break };
-                            if let Some(e) = st.forget(id) {
-                                st.dropped_chunks += 1;
-                                st.dropped_records += e.meta.records;
-                                prep.ops.push(Op::Purge { chunk: id });
-                                tracing::warn!(output = %self.policy.output, chunk = %id,
-                                    records = e.meta.records, bytes = e.meta.bytes,
-                                    "buffer full: dropped oldest queued chunk (overflow_action = drop_oldest_chunk)");
-                            }
-                        }
-                        if self.policy.has_room(st.bytes, adding) {
-                            return Ok(st);
-                        }
-                        return Err(self.policy.overflow_error(st.bytes));
-                    }
-                    OverflowAction::Block => {}
-                }
-            }
-            freed.await;
-        }
-    }
-
     fn new_chunk(&self, st: &mut State) -> ChunkId {
         let id = ChunkId(st.next_id);
         st.next_id += 1;
@@ -335,13 +306,25 @@ impl Inner {
         let adding = records.byte_len() as u64;
         let mut prep = Prepared::default();
         let rx = {
-            let mut st = match self.reserve(adding, &mut prep).await {
-                Ok(st) => st,
+            let reserved = self
+                .policy
+                .reserve(adding, &self.closed, &self.space_freed, || self.lock())
+                .await;
+            let mut st = match reserved {
+                Ok(mut st) => {
+                    for chunk in st.dropped_for_room.drain(..) {
+                        prep.ops.push(Op::Purge { chunk });
+                    }
+                    st
+                }
                 Err(e) => {
                     // Chunks dropped while trying to make room are gone from memory: their
                     // purge must reach the disk even though this append fails.
+                    let mut st = self.lock();
+                    for chunk in st.dropped_for_room.drain(..) {
+                        prep.ops.push(Op::Purge { chunk });
+                    }
                     if !prep.ops.is_empty() {
-                        let mut st = self.lock();
                         let _ = self.submit(&mut st, prep, |_, _, _| {});
                     }
                     return Err(e);
