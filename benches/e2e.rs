@@ -363,7 +363,22 @@ flush_thread_burst_interval = "0s"
         let conf_path = dir.join("relay.toml");
         std::fs::write(&conf_path, conf).unwrap();
         // E2E_PERF=FILE profiles the relay with `perf record` (CPU figures then include perf).
+        // E2E_WRAP="heaptrack -o /tmp/relay" runs the relay under any wrapper command.
+        let wrap = std::env::var("E2E_WRAP")
+            .ok()
+            .filter(|w| !w.trim().is_empty());
         let mut cmd = match std::env::var("E2E_PERF") {
+            _ if wrap.is_some() => {
+                let words: Vec<String> = wrap
+                    .iter()
+                    .flat_map(|w| w.split_whitespace())
+                    .map(str::to_owned)
+                    .collect();
+                let mut c = Command::new(&words[0]);
+                c.args(&words[1..]);
+                c.arg(env!("CARGO_BIN_EXE_firehose-relay"));
+                c
+            }
             Ok(out) => {
                 let mut c = Command::new("perf");
                 c.args([
