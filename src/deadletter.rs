@@ -115,6 +115,41 @@ impl DeadLetter {
         Ok(meta_path)
     }
 
+    /// Writes `rejected` (reason, record bytes) as one entry per distinct reason, so each entry's
+    /// metadata says why its records could not be delivered. Returns the number of records.
+    pub fn write_by_reason<'a>(
+        &self,
+        output: &str,
+        tag: Option<&str>,
+        created_ms: Option<u64>,
+        rejected: impl IntoIterator<Item = (&'a str, &'a [u8])>,
+    ) -> std::io::Result<u64> {
+        let mut groups: Vec<(&str, Records)> = Vec::new();
+        for (reason, record) in rejected {
+            let records = match groups.iter().position(|(r, _)| *r == reason) {
+                Some(i) => &mut groups[i].1,
+                None => {
+                    groups.push((reason, Records::new()));
+                    &mut groups.last_mut().expect("just pushed").1
+                }
+            };
+            records.push(record).map_err(std::io::Error::other)?;
+        }
+        let mut count = 0;
+        for (reason, records) in &groups {
+            self.write(NewEntry {
+                output,
+                reason,
+                tag,
+                attempts: 0,
+                created_ms,
+                records,
+            })?;
+            count += records.len() as u64;
+        }
+        Ok(count)
+    }
+
     /// Every complete entry, oldest first. Unreadable metadata is reported, not skipped.
     pub fn list(&self) -> std::io::Result<Vec<Result<Entry, String>>> {
         let mut out = Vec::new();

@@ -350,42 +350,20 @@ impl Worker {
         chunk: &Chunk,
         rejected: &[(usize, String)],
     ) -> std::io::Result<()> {
-        let mut groups: Vec<(String, Records)> = Vec::new();
-        for (i, reason) in rejected {
-            let Some(r) = chunk.records.get(*i) else {
-                continue;
-            };
-            match groups.iter_mut().find(|(g, _)| g == reason) {
-                Some((_, recs)) => {
-                    let _ = recs.push(r);
-                }
-                None => {
-                    let mut recs = Records::new();
-                    let _ = recs.push(r);
-                    groups.push((reason.clone(), recs));
-                }
-            }
+        if let Some((_, first_reason)) = rejected.first() {
+            tracing::error!(output = %self.output.name, chunk = %chunk.id, records = rejected.len(),
+                reason = %first_reason,
+                "records rejected by the destination; writing them to the dead-letter directory");
         }
         let dl = Arc::clone(&self.dead_letter);
         let name = self.output.name.clone();
-        let created = chunk.created_ms;
-        for (reason, _) in &groups {
-            tracing::error!(output = %self.output.name, chunk = %chunk.id, %reason,
-                "records rejected by the destination; writing them to the dead-letter directory");
-        }
-        let count: u64 = groups.iter().map(|(_, r)| r.len() as u64).sum();
-        tokio::task::spawn_blocking(move || {
-            for (reason, records) in &groups {
-                dl.write(NewEntry {
-                    output: &name,
-                    reason,
-                    tag: None,
-                    attempts: 0,
-                    created_ms: Some(created),
-                    records,
-                })?;
-            }
-            Ok::<(), std::io::Error>(())
+        let (created, records) = (chunk.created_ms, chunk.records.clone());
+        let rejected = rejected.to_vec();
+        let count = tokio::task::spawn_blocking(move || {
+            let items = rejected
+                .iter()
+                .filter_map(|(i, reason)| Some((reason.as_str(), records.get(*i)?)));
+            dl.write_by_reason(&name, None, Some(created), items)
         })
         .await
         .map_err(std::io::Error::other)??;

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::buffer::{AppendError, Buffer, Records};
-use crate::deadletter::{DeadLetter, NewEntry};
+use crate::deadletter::DeadLetter;
 use crate::event::EventBatch;
 use crate::filter::Filter;
 use crate::format::Formatter;
@@ -159,21 +159,6 @@ impl Pipeline {
         batch: &EventBatch,
         rejected: Vec<crate::format::Rejected>,
     ) -> Result<(), EmitError> {
-        let mut by_reason: Vec<(String, Records)> = Vec::new();
-        for r in &rejected {
-            let mut line = r.record.clone().into_bytes();
-            line.push(b'\n');
-            match by_reason.iter_mut().find(|(reason, _)| *reason == r.reason) {
-                Some((_, recs)) => {
-                    let _ = recs.push(&line);
-                }
-                None => {
-                    let mut recs = Records::new();
-                    let _ = recs.push(&line);
-                    by_reason.push((r.reason.clone(), recs));
-                }
-            }
-        }
         let count = rejected.len() as u64;
         if let Some(suppressed) = self.rejected_log.allow() {
             tracing::error!(output = %output.name, tag = batch.tag(), records = count,
@@ -184,17 +169,15 @@ impl Pipeline {
         let name = output.name.clone();
         let tag = batch.tag().to_owned();
         tokio::task::spawn_blocking(move || {
-            for (reason, records) in &by_reason {
-                dead_letter.write(NewEntry {
-                    output: &name,
-                    reason,
-                    tag: Some(&tag),
-                    attempts: 0,
-                    created_ms: None,
-                    records,
-                })?;
-            }
-            Ok::<_, std::io::Error>(())
+            // The original event, one JSON line each, so a replay can re-route it.
+            let lines: Vec<(&str, Vec<u8>)> = rejected
+                .iter()
+                .map(|r| (r.reason.as_str(), format!("{}\n", r.record).into_bytes()))
+                .collect();
+            let items = lines
+                .iter()
+                .map(|(reason, line)| (*reason, line.as_slice()));
+            dead_letter.write_by_reason(&name, Some(&tag), None, items)
         })
         .await
         .map_err(|e| EmitError::DeadLetter(std::io::Error::other(e)))?
