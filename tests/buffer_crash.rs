@@ -9,10 +9,11 @@
 //! * `kill_9_at_random_moments_loses_no_acknowledged_record`: ≥ 20 SIGKILLs under load; every
 //!   acknowledged record must come out afterwards (delivered before a kill, or drained at the
 //!   end). Duplicates are allowed (at-least-once) and reported.
-//! * `fdatasync_of_the_database_completes_before_an_append_resolves`: `kill -9` leaves the page
-//!   cache behind, so it cannot show a missing fsync. This runs the child under strace and
-//!   checks that an fdatasync/fsync of the database file returns between the last write to
-//!   it and the `acked` line.
+//! * `every_written_buffer_file_is_synced_before_an_append_resolves`: `kill -9` leaves the
+//!   page cache behind, so it cannot show a missing fsync. This runs the child under strace and
+//!   checks that, before the `acked` line, every chunk file and the database file written so
+//!   far were fsynced/fdatasynced after their last write, and the directory of a new chunk file
+//!   after the file was created.
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::{BufRead, BufReader};
@@ -250,7 +251,7 @@ fn kill_9_at_random_moments_loses_no_acknowledged_record() {
 }
 
 #[test]
-fn fdatasync_of_the_database_completes_before_an_append_resolves() {
+fn every_written_buffer_file_is_synced_before_an_append_resolves() {
     if Command::new("strace").arg("-V").output().is_err() {
         panic!("this test needs strace: install it (apt-get install -y strace)");
     }
@@ -282,39 +283,73 @@ fn fdatasync_of_the_database_completes_before_an_append_resolves() {
     );
     let text = std::fs::read_to_string(&trace).unwrap();
     let calls = completed_calls(&text);
-    let db_path = format!("{}\"", data.join("buffer").join("db").display());
-    let mut db_fds = Vec::new();
-    let mut last_db_write = None;
-    let mut last_db_sync = None;
+    let buffer_dir = data.join("buffer").display().to_string();
+    let chunk_dir = data.join("buffer").join("chunks").join("out");
+    let chunk_dir = chunk_dir.display().to_string();
+    // What each open fd names, and per path: last write, last successful sync, creation.
+    let mut fds: HashMap<String, String> = HashMap::new();
+    let mut last_write: BTreeMap<String, usize> = BTreeMap::new();
+    let mut last_sync: BTreeMap<String, usize> = BTreeMap::new();
+    let mut created_chunk_file = None;
     let mut ack = None;
     for (i, c) in calls.iter().enumerate() {
         let fd = c.args.split(',').next().unwrap_or("").trim().to_owned();
         match c.name.as_str() {
-            "openat" if c.args.contains(&db_path) => db_fds.push(c.result.clone()),
-            "close" => db_fds.retain(|f| *f != fd),
-            "pwrite64" | "pwritev" | "write" if db_fds.contains(&fd) && c.result != "-1" => {
-                last_db_write = Some(i)
+            "openat" if c.result != "-1" => {
+                if let Some(path) = c.args.split('"').nth(1) {
+                    if path.ends_with(".chunk") && c.args.contains("O_CREAT") {
+                        created_chunk_file = Some(i);
+                    }
+                    fds.insert(c.result.clone(), path.to_owned());
+                }
             }
-            "fsync" | "fdatasync" if db_fds.contains(&fd) && c.result == "0" => {
-                last_db_sync = Some(i)
+            "close" => {
+                fds.remove(&fd);
             }
-            "write" if fd == "1" && c.args.contains("acked 1") => {
-                ack = Some(i);
-                break;
+            "pwrite64" | "pwritev" | "write" if c.result != "-1" => {
+                if fd == "1" && c.args.contains("acked 1") {
+                    ack = Some(i);
+                    break;
+                }
+                if let Some(path) = fds.get(&fd) {
+                    last_write.insert(path.clone(), i);
+                }
+            }
+            "fsync" | "fdatasync" if c.result == "0" => {
+                if let Some(path) = fds.get(&fd) {
+                    last_sync.insert(path.clone(), i);
+                }
             }
             _ => {}
         }
     }
-    let (Some(w), Some(s), Some(a)) = (last_db_write, last_db_sync, ack) else {
-        panic!(
-            "expected a write to the db file, an fdatasync of it and the ack \
-             (write={last_db_write:?} sync={last_db_sync:?} ack={ack:?}, db fds {db_fds:?}); trace:\n{text}"
-        );
+    let Some(ack) = ack else {
+        panic!("no ack in the trace:\n{text}");
     };
+    let must_be_synced: Vec<&String> = last_write
+        .keys()
+        .filter(|p| p.ends_with(".chunk") || **p == format!("{buffer_dir}/db"))
+        .collect();
     assert!(
-        w < s && s < a,
-        "the ack must follow an fdatasync that follows the last write to the database \
-         (write #{w}, sync #{s}, ack #{a}); trace:\n{text}"
+        must_be_synced.iter().any(|p| p.ends_with(".chunk"))
+            && must_be_synced.iter().any(|p| p.ends_with("/db")),
+        "expected writes to a chunk file and to the database before the ack, got {:?}; trace:\n{text}",
+        last_write.keys().collect::<Vec<_>>()
+    );
+    for path in must_be_synced {
+        let (w, s) = (last_write[path], last_sync.get(path).copied());
+        assert!(
+            s.is_some_and(|s| w < s && s < ack),
+            "{path}: last write #{w}, last sync {s:?}, ack #{ack}: the ack must follow a sync \
+             that follows the last write; trace:\n{text}"
+        );
+    }
+    let created = created_chunk_file.expect("the chunk file was created");
+    let dir_sync = last_sync.get(&chunk_dir).copied();
+    assert!(
+        dir_sync.is_some_and(|s| created < s && s < ack),
+        "the chunk directory must be fsynced after the chunk file is created (#{created}) and \
+         before the ack (#{ack}), got {dir_sync:?}; trace:\n{text}"
     );
 }
 

@@ -1,14 +1,16 @@
 //! Decoding what the file buffer reads back from disk must never panic, whatever the bytes:
-//! data values, chunk metadata, keys, and whole chunks assembled from several values.
+//! data values, chunk metadata, keys, chunk files, and whole chunks assembled from several
+//! values.
 #![no_main]
 
 use firehose_relay::buffer::file::codec;
+use firehose_relay::buffer::ChunkId;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
     // First byte selects how the rest is read; the remainder is the stored bytes.
     let Some((&mode, rest)) = data.split_first() else { return };
-    match mode % 4 {
+    match mode % 5 {
         0 => {
             let _ = codec::decode_value(rest);
         }
@@ -19,6 +21,16 @@ fuzz_target!(|data: &[u8]| {
             let split = rest.len().min(13);
             let (key, value) = rest.split_at(split);
             let _ = codec::decode_stored(Some(key), value);
+        }
+        3 => {
+            // A chunk file: scanned, then its readable frames assembled against their counts.
+            // Whatever scanning accepts up to the last complete record must assemble.
+            if let Ok(scan) = codec::scan_chunk_file(rest, ChunkId(1)) {
+                let (records, bytes) = (scan.records, scan.bytes);
+                if let Err(e) = codec::assemble(scan.values, records, bytes) {
+                    panic!("scanned frames do not assemble: {e}");
+                }
+            }
         }
         _ => {
             // Several values of one chunk, separated by 0xFF 0xFF, assembled against counts

@@ -1,5 +1,5 @@
-//! Byte layout of everything the file buffer stores in sled: keys, data values and chunk
-//! metadata. Every decoder here treats its input as untrusted (it comes from disk) and returns
+//! Byte layout of everything the file buffer stores: chunk files (a header and framed data
+//! values), sled keys and chunk metadata. Every decoder here treats its input as untrusted (it comes from disk) and returns
 //! a [`CodecError`] instead of panicking; `fuzz/fuzz_targets/buffer_decode.rs` holds it to that.
 //!
 //! The layouts are versioned by their first byte so that a later release can read what this one
@@ -21,8 +21,18 @@ pub const META_KEY_LEN: usize = 9;
 
 /// Version byte of data values written by this release.
 pub const VALUE_V1: u8 = 1;
-/// Version byte of metadata written by this release.
+/// Version byte of metadata of chunks whose data is in sled values (the first release; still
+/// read, and written back for such chunks until they are delivered).
 pub const META_V1: u8 = 1;
+/// Version byte of metadata of chunks whose data is in a chunk file (written by this release).
+pub const META_V2: u8 = 2;
+
+/// First bytes of every chunk file; the fourth byte is the file format version.
+pub const CHUNK_FILE_MAGIC: [u8; 4] = *b"FRC\x01";
+/// Length of a chunk file's header: magic (4), chunk id (u64 LE), crc32 of the first 12 bytes.
+pub const CHUNK_HEADER_LEN: usize = 16;
+/// Length prefix of each frame in a chunk file.
+const FRAME_PREFIX: usize = 4;
 
 /// Largest data value the writer produces. DESIGN.md: sled turns values approaching its
 /// `segment_size` into separate blob files whose durability and reclamation we cannot control,
@@ -186,7 +196,20 @@ pub enum StoredState {
     Queued,
 }
 
-/// Metadata of one chunk, rewritten (one small value) whenever it changes. It is what recovery
+/// Where a chunk's record data is stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DataStorage {
+    /// In the chunk's own file (`chunks/<output>/<id>.chunk`): everything this release writes.
+    File,
+    /// In sled data values `'d' | id | seq` (the first release's layout; metadata version 1).
+    /// Such chunks are read and delivered as before, never appended to.
+    SledValues {
+        /// First data-key sequence number not yet used.
+        next_seq: u32,
+    },
+}
+
+/// Metadata of one chunk, rewritten (one small value) whenever its state changes. It is what recovery
 /// and `total_limit_size` accounting read, so startup never has to scan the data values.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ChunkMeta {
@@ -196,18 +219,19 @@ pub struct ChunkMeta {
     pub created_ms: u64,
     /// Logical bytes of all records of the chunk.
     pub bytes: u64,
-    /// Number of records of the chunk.
+    /// Number of records of the chunk. For a staged chunk stored in a file this is what the
+    /// metadata said when last written; the file is the truth (recovery rescans it).
     pub records: u64,
-    /// First data-key sequence number not yet used.
-    pub next_seq: u32,
+    /// Where the record data lives.
+    pub storage: DataStorage,
     /// Retry history.
     pub retry: RetryState,
     /// Records already delivered (partial delivery).
     pub delivered: DeliveredSet,
 }
 
-/// Wire form of [`ChunkMeta`] version 1 (bincode, standard config). Field order is the format:
-/// append new fields only in a new version.
+/// Wire form of [`ChunkMeta`] version 1 (bincode, standard config): data in sled values.
+/// Field order is the format: append new fields only in a new version.
 #[derive(Serialize, Deserialize)]
 struct MetaV1 {
     state: StoredState,
@@ -221,34 +245,84 @@ struct MetaV1 {
     delivered: Vec<u64>,
 }
 
-/// Encodes chunk metadata: `u8 version = 1 | u32 LE crc32 of the rest | bincode(MetaV1)`.
+/// Wire form of [`ChunkMeta`] version 2 (bincode, standard config): data in a chunk file.
+#[derive(Serialize, Deserialize)]
+struct MetaV2 {
+    state: StoredState,
+    created_ms: u64,
+    bytes: u64,
+    records: u64,
+    failures: u32,
+    first_failure_ms: Option<u64>,
+    next_attempt_ms: u64,
+    delivered: Vec<u64>,
+}
+
+/// Encodes chunk metadata: `u8 version | u32 LE crc32 of the rest | bincode(MetaV1 or MetaV2)`.
+/// The version follows the chunk's [`DataStorage`], so a chunk written by the first release
+/// keeps pointing at its sled values.
 pub fn encode_meta(meta: &ChunkMeta) -> Vec<u8> {
-    let wire = MetaV1 {
-        state: meta.state,
-        created_ms: meta.created_ms,
-        bytes: meta.bytes,
-        records: meta.records,
-        next_seq: meta.next_seq,
-        failures: meta.retry.failures,
-        first_failure_ms: meta.retry.first_failure_ms,
-        next_attempt_ms: meta.retry.next_attempt_ms,
-        delivered: meta.delivered.words().to_vec(),
-    };
-    let mut v = Vec::with_capacity(META_HEADER + 48 + wire.delivered.len() * 8);
-    v.extend_from_slice(&[META_V1, 0, 0, 0, 0]);
+    let delivered = meta.delivered.words().to_vec();
+    let mut v = Vec::with_capacity(META_HEADER + 48 + delivered.len() * 8);
+    let config = bincode::config::standard();
     // Encoding plain integers and vectors into a Vec cannot fail (no I/O, no size limit).
-    let _ = bincode::serde::encode_into_std_write(&wire, &mut v, bincode::config::standard());
+    match meta.storage {
+        DataStorage::File => {
+            v.extend_from_slice(&[META_V2, 0, 0, 0, 0]);
+            let wire = MetaV2 {
+                state: meta.state,
+                created_ms: meta.created_ms,
+                bytes: meta.bytes,
+                records: meta.records,
+                failures: meta.retry.failures,
+                first_failure_ms: meta.retry.first_failure_ms,
+                next_attempt_ms: meta.retry.next_attempt_ms,
+                delivered,
+            };
+            let _ = bincode::serde::encode_into_std_write(&wire, &mut v, config);
+        }
+        DataStorage::SledValues { next_seq } => {
+            v.extend_from_slice(&[META_V1, 0, 0, 0, 0]);
+            let wire = MetaV1 {
+                state: meta.state,
+                created_ms: meta.created_ms,
+                bytes: meta.bytes,
+                records: meta.records,
+                next_seq,
+                failures: meta.retry.failures,
+                first_failure_ms: meta.retry.first_failure_ms,
+                next_attempt_ms: meta.retry.next_attempt_ms,
+                delivered,
+            };
+            let _ = bincode::serde::encode_into_std_write(&wire, &mut v, config);
+        }
+    }
     let crc = crc32fast::hash(&v[META_HEADER..]);
     v[1..5].copy_from_slice(&crc.to_le_bytes());
     v
 }
 
-/// Decodes chunk metadata, verifying version, checksum and internal consistency.
+/// Decodes one bincode body, refusing trailing bytes.
+fn decode_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, CodecError> {
+    let config = bincode::config::standard().with_limit::<META_DECODE_LIMIT>();
+    let (wire, used): (T, usize) = bincode::serde::decode_from_slice(body, config)
+        .map_err(|e| CodecError::Malformed(e.to_string()))?;
+    if used != body.len() {
+        return Err(CodecError::Malformed(format!(
+            "{} trailing bytes after metadata",
+            body.len() - used
+        )));
+    }
+    Ok(wire)
+}
+
+/// Decodes chunk metadata (version 1 or 2), verifying version, checksum and internal
+/// consistency.
 pub fn decode_meta(bytes: &[u8]) -> Result<ChunkMeta, CodecError> {
     if bytes.len() < META_HEADER {
         return Err(CodecError::Truncated(bytes.len()));
     }
-    if bytes[0] != META_V1 {
+    if bytes[0] != META_V1 && bytes[0] != META_V2 {
         return Err(CodecError::UnknownVersion(bytes[0]));
     }
     let stored = u32::from_le_bytes([bytes[1], bytes[2], bytes[3], bytes[4]]);
@@ -257,39 +331,53 @@ pub fn decode_meta(bytes: &[u8]) -> Result<ChunkMeta, CodecError> {
     if stored != computed {
         return Err(CodecError::Checksum { stored, computed });
     }
-    let config = bincode::config::standard().with_limit::<META_DECODE_LIMIT>();
-    let (wire, used): (MetaV1, usize) = bincode::serde::decode_from_slice(body, config)
-        .map_err(|e| CodecError::Malformed(e.to_string()))?;
-    if used != body.len() {
-        return Err(CodecError::Malformed(format!(
-            "{} trailing bytes after metadata",
-            body.len() - used
-        )));
-    }
-    let delivered = DeliveredSet::from_words(wire.delivered);
-    if delivered
+    let meta = if bytes[0] == META_V1 {
+        let w: MetaV1 = decode_body(body)?;
+        ChunkMeta {
+            state: w.state,
+            created_ms: w.created_ms,
+            bytes: w.bytes,
+            records: w.records,
+            storage: DataStorage::SledValues {
+                next_seq: w.next_seq,
+            },
+            retry: RetryState {
+                failures: w.failures,
+                first_failure_ms: w.first_failure_ms,
+                next_attempt_ms: w.next_attempt_ms,
+            },
+            delivered: DeliveredSet::from_words(w.delivered),
+        }
+    } else {
+        let w: MetaV2 = decode_body(body)?;
+        ChunkMeta {
+            state: w.state,
+            created_ms: w.created_ms,
+            bytes: w.bytes,
+            records: w.records,
+            storage: DataStorage::File,
+            retry: RetryState {
+                failures: w.failures,
+                first_failure_ms: w.first_failure_ms,
+                next_attempt_ms: w.next_attempt_ms,
+            },
+            delivered: DeliveredSet::from_words(w.delivered),
+        }
+    };
+    // Only delivered chunks have a delivered set, and only closed chunks are delivered, so
+    // the count it is checked against is final.
+    if meta
+        .delivered
         .iter()
         .last()
-        .is_some_and(|i| i as u64 >= wire.records)
+        .is_some_and(|i| i as u64 >= meta.records)
     {
         return Err(CodecError::Malformed(format!(
             "delivered set names a record beyond the chunk's {} records",
-            wire.records
+            meta.records
         )));
     }
-    Ok(ChunkMeta {
-        state: wire.state,
-        created_ms: wire.created_ms,
-        bytes: wire.bytes,
-        records: wire.records,
-        next_seq: wire.next_seq,
-        retry: RetryState {
-            failures: wire.failures,
-            first_failure_ms: wire.first_failure_ms,
-            next_attempt_ms: wire.next_attempt_ms,
-        },
-        delivered,
-    })
+    Ok(meta)
 }
 
 /// Decodes any stored value, guessing its kind from the key if there is one (the fuzz entry
@@ -336,6 +424,129 @@ pub fn split_values(records: &Records) -> Vec<Vec<u8>> {
         ));
     }
     out
+}
+
+/// The header every chunk file starts with:
+///
+/// ```text
+/// "FRC" 0x01 (magic + format version) | u64 LE chunk id | u32 LE crc32 of the first 12 bytes
+/// ```
+pub fn chunk_file_header(chunk: ChunkId) -> [u8; CHUNK_HEADER_LEN] {
+    let mut h = [0u8; CHUNK_HEADER_LEN];
+    h[..4].copy_from_slice(&CHUNK_FILE_MAGIC);
+    h[4..12].copy_from_slice(&chunk.0.to_le_bytes());
+    let crc = crc32fast::hash(&h[..12]);
+    h[12..].copy_from_slice(&crc.to_le_bytes());
+    h
+}
+
+/// Appends the frames of `records` to `out`: each data value of [`split_values`] prefixed by
+/// its length (`u32 LE`). A chunk file is its header followed by such frames.
+pub fn encode_frames(records: &Records, out: &mut Vec<u8>) {
+    for value in split_values(records) {
+        // A value holds at most MAX_VALUE_DATA bytes plus its record ends, far below 4 GiB.
+        out.extend_from_slice(&(value.len() as u32).to_le_bytes());
+        out.extend_from_slice(&value);
+    }
+}
+
+/// What [`scan_chunk_file`] found in a chunk file.
+#[derive(Debug)]
+pub struct ScannedFile<'a> {
+    /// The data values of every frame up to the first one that cannot be read, in order.
+    pub values: Vec<&'a [u8]>,
+    /// Records in those values (records that end in them).
+    pub records: u64,
+    /// Record bytes in those values.
+    pub bytes: u64,
+    /// Length of the file up to the end of the last readable frame.
+    pub valid_len: u64,
+    /// Why the bytes after `valid_len` cannot be read, if there are any.
+    pub tail: Option<CodecError>,
+}
+
+/// Reads a chunk file's frames up to the first one that cannot be read. The header must be
+/// intact and name `chunk`. What comes after the readable frames is reported in
+/// [`ScannedFile::tail`], not treated as an error here: for a staged chunk it is a write that
+/// was cut short by a power loss (never acknowledged), for a closed chunk it is corruption,
+/// and only the caller knows which.
+pub fn scan_chunk_file(bytes: &[u8], chunk: ChunkId) -> Result<ScannedFile<'_>, CodecError> {
+    let header = bytes
+        .get(..CHUNK_HEADER_LEN)
+        .ok_or(CodecError::Truncated(bytes.len()))?;
+    if header[..3] != CHUNK_FILE_MAGIC[..3] {
+        return Err(CodecError::Malformed("not a chunk file (bad magic)".into()));
+    }
+    if header[3] != CHUNK_FILE_MAGIC[3] {
+        return Err(CodecError::UnknownVersion(header[3]));
+    }
+    let stored = u32::from_le_bytes([header[12], header[13], header[14], header[15]]);
+    let computed = crc32fast::hash(&header[..12]);
+    if stored != computed {
+        return Err(CodecError::Checksum { stored, computed });
+    }
+    let mut id = [0u8; 8];
+    id.copy_from_slice(&header[4..12]);
+    if u64::from_le_bytes(id) != chunk.0 {
+        return Err(CodecError::Malformed(format!(
+            "chunk file of chunk {} found where chunk {chunk} belongs",
+            ChunkId(u64::from_le_bytes(id))
+        )));
+    }
+    let mut scan = ScannedFile {
+        values: Vec::new(),
+        records: 0,
+        bytes: 0,
+        valid_len: CHUNK_HEADER_LEN as u64,
+        tail: None,
+    };
+    // Frames are kept up to the last one that ends on a record boundary: a record split over
+    // several frames counts only once all of them are readable.
+    let mut pos = CHUNK_HEADER_LEN;
+    let (mut values, mut records, mut record_bytes) = (0usize, 0u64, 0u64);
+    let mut open_bytes = 0u64;
+    while pos < bytes.len() {
+        let rest = &bytes[pos..];
+        let Some(len) = rest.get(..FRAME_PREFIX) else {
+            scan.tail = Some(CodecError::Truncated(rest.len()));
+            break;
+        };
+        let len = u32::from_le_bytes([len[0], len[1], len[2], len[3]]) as usize;
+        let Some(value) = rest.get(FRAME_PREFIX..FRAME_PREFIX + len) else {
+            scan.tail = Some(CodecError::Malformed(format!(
+                "frame of {len} bytes runs past the end of the file"
+            )));
+            break;
+        };
+        let v = match decode_value(value) {
+            Ok(v) => v,
+            Err(e) => {
+                scan.tail = Some(e);
+                break;
+            }
+        };
+        pos += FRAME_PREFIX + len;
+        scan.values.push(value);
+        records += v.ends().len() as u64;
+        record_bytes += v.data.len() as u64;
+        open_bytes = match v.ends().last() {
+            Some(end) => (v.data.len() - end as usize) as u64,
+            None => open_bytes + v.data.len() as u64,
+        };
+        if open_bytes == 0 {
+            values = scan.values.len();
+            scan.records = records;
+            scan.bytes = record_bytes;
+            scan.valid_len = pos as u64;
+        }
+    }
+    if scan.tail.is_none() && open_bytes > 0 {
+        scan.tail = Some(CodecError::Malformed(
+            "the file ends inside a record".into(),
+        ));
+    }
+    scan.values.truncate(values);
+    Ok(scan)
 }
 
 /// Rebuilds a chunk's records from its data values (in key order), checking them against the
@@ -395,7 +606,7 @@ mod tests {
             created_ms: 1_700_000_000_000,
             bytes: 1234,
             records: 130,
-            next_seq: 7,
+            storage: DataStorage::File,
             retry: RetryState {
                 failures: 2,
                 first_failure_ms: Some(5),
@@ -490,6 +701,71 @@ mod tests {
         let mut future = bytes;
         future[0] = 9;
         assert_eq!(decode_meta(&future), Err(CodecError::UnknownVersion(9)));
+    }
+
+    #[test]
+    fn metadata_of_both_layouts_round_trips_with_its_own_version() {
+        let file = meta();
+        assert_eq!(encode_meta(&file)[0], META_V2);
+        let legacy = ChunkMeta {
+            storage: DataStorage::SledValues { next_seq: 7 },
+            ..meta()
+        };
+        let bytes = encode_meta(&legacy);
+        assert_eq!(bytes[0], META_V1);
+        assert_eq!(decode_meta(&bytes).unwrap(), legacy);
+    }
+
+    fn chunk_file(id: ChunkId, appends: &[Records]) -> Vec<u8> {
+        let mut f = chunk_file_header(id).to_vec();
+        for r in appends {
+            encode_frames(r, &mut f);
+        }
+        f
+    }
+
+    #[test]
+    fn chunk_files_scan_to_their_records_and_name_their_chunk() {
+        let mut a = Records::new();
+        a.push(b"one\n").unwrap();
+        let mut b = Records::new();
+        b.push(b"two\n").unwrap();
+        b.push(&vec![b'x'; MAX_VALUE_DATA + 1]).unwrap();
+        let f = chunk_file(ChunkId(5), &[a.clone(), b.clone()]);
+        let scan = scan_chunk_file(&f, ChunkId(5)).unwrap();
+        assert!(scan.tail.is_none());
+        assert_eq!((scan.records, scan.valid_len), (3, f.len() as u64));
+        let mut all = a;
+        all.extend(&b).unwrap();
+        assert_eq!(scan.bytes, all.byte_len() as u64);
+        assert_eq!(assemble(scan.values, 3, scan.bytes).unwrap(), all);
+        assert!(matches!(
+            scan_chunk_file(&f, ChunkId(6)),
+            Err(CodecError::Malformed(_))
+        ));
+        let mut bad = f.clone();
+        bad[5] ^= 1;
+        assert!(matches!(
+            scan_chunk_file(&bad, ChunkId(5)),
+            Err(CodecError::Checksum { .. })
+        ));
+        assert!(scan_chunk_file(&f[..10], ChunkId(5)).is_err());
+    }
+
+    #[test]
+    fn a_cut_chunk_file_scans_to_its_last_complete_record() {
+        let mut a = Records::new();
+        a.push(b"one\n").unwrap();
+        let whole = chunk_file(ChunkId(1), std::slice::from_ref(&a));
+        let mut longer = a.clone();
+        longer.push(b"two\n").unwrap();
+        let more = chunk_file(ChunkId(1), &[a, longer]);
+        for cut in whole.len()..more.len() {
+            let scan = scan_chunk_file(&more[..cut], ChunkId(1)).unwrap();
+            assert_eq!(scan.records, 1, "cut at {cut}");
+            assert_eq!(scan.valid_len, whole.len() as u64);
+            assert_eq!(scan.tail.is_some(), cut > whole.len());
+        }
     }
 
     #[test]

@@ -1,13 +1,13 @@
-//! Read-only views of a stopped relay's database for `firehose-relay buffer stats|dump`.
-//! Nothing here modifies the database; unreadable entries are reported, not quarantined (that
+//! Read-only views of a stopped relay's buffer for `firehose-relay buffer stats|dump`.
+//! Nothing here modifies the buffer; unreadable entries are reported, not quarantined (that
 //! is the running relay's job).
 
 use std::io::Write;
 
 use serde::Serialize;
 
-use super::codec::{self, chunk_data_prefix, ChunkMeta, StoredState, META_PREFIX};
-use super::store::{Store, StoreError};
+use super::codec::{self, chunk_data_prefix, ChunkMeta, DataStorage, StoredState, META_PREFIX};
+use super::store::{chunk_file, Store, StoreError};
 use crate::buffer::{ChunkId, Records};
 
 /// Contents of one output's queue on disk.
@@ -36,19 +36,33 @@ pub struct OutputReport {
 /// One chunk's metadata, or why it cannot be read.
 pub type ChunkListing = Vec<(ChunkId, Result<ChunkMeta, String>)>;
 
-/// The chunks of output `output`, oldest first (metadata only).
+/// The chunks of output `output`, oldest first. Closed chunks are described by their metadata
+/// alone; the counts of a staged chunk come from its file (appends to a staged chunk do not
+/// rewrite its metadata).
 pub fn chunks(store: &Store, output: &str) -> Result<ChunkListing, StoreError> {
     let tree = store.tree(output)?;
+    let dir = store.chunk_dir_path(output);
     let mut out = Vec::new();
     for kv in tree.scan_prefix([META_PREFIX]) {
         let (k, v) = kv?;
         let id = codec::chunk_of_key(&k).unwrap_or(ChunkId(0));
-        out.push((id, codec::decode_meta(&v).map_err(|e| e.to_string())));
+        let meta = codec::decode_meta(&v)
+            .map_err(|e| e.to_string())
+            .and_then(|mut m| {
+                if m.state == StoredState::Staged && m.storage == DataStorage::File {
+                    let bytes = std::fs::read(chunk_file(&dir, id)).map_err(|e| e.to_string())?;
+                    let scan = codec::scan_chunk_file(&bytes, id).map_err(|e| e.to_string())?;
+                    m.records = scan.records;
+                    m.bytes = scan.bytes;
+                }
+                Ok(m)
+            });
+        out.push((id, meta));
     }
     Ok(out)
 }
 
-/// Per-output summary of everything in the database (metadata only).
+/// Per-output summary of everything in the buffer (metadata, and the files of staged chunks).
 pub fn stats(store: &Store) -> Result<Vec<OutputReport>, StoreError> {
     let mut reports = Vec::new();
     for output in store.outputs() {
@@ -79,7 +93,7 @@ pub fn stats(store: &Store) -> Result<Vec<OutputReport>, StoreError> {
     Ok(reports)
 }
 
-/// Reads and verifies one chunk's records.
+/// Reads and verifies one chunk's records (of a staged chunk: its complete records).
 pub fn read_chunk(store: &Store, output: &str, id: ChunkId) -> Result<Records, String> {
     let tree = store.tree(output).map_err(|e| e.to_string())?;
     let meta = tree
@@ -87,6 +101,23 @@ pub fn read_chunk(store: &Store, output: &str, id: ChunkId) -> Result<Records, S
         .map_err(|e| e.to_string())?
         .ok_or_else(|| format!("output `{output}` has no chunk {id}"))?;
     let meta = codec::decode_meta(&meta).map_err(|e| format!("chunk {id}: metadata: {e}"))?;
+    if meta.storage == DataStorage::File {
+        let path = chunk_file(&store.chunk_dir_path(output), id);
+        let bytes = std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let scan =
+            codec::scan_chunk_file(&bytes, id).map_err(|e| format!("chunk {id}: data: {e}"))?;
+        let (records, bytes_expected) = match meta.state {
+            StoredState::Staged => (scan.records, scan.bytes),
+            StoredState::Queued => {
+                if let Some(e) = scan.tail {
+                    return Err(format!("chunk {id}: data: {e}"));
+                }
+                (meta.records, meta.bytes)
+            }
+        };
+        return codec::assemble(scan.values, records, bytes_expected)
+            .map_err(|e| format!("chunk {id}: data: {e}"));
+    }
     let mut values = Vec::new();
     for kv in tree.scan_prefix(chunk_data_prefix(id)) {
         let (_, v) = kv.map_err(|e| e.to_string())?;

@@ -1,74 +1,114 @@
-//! `buffer.type = "file"` (the default): the durable chunk queue on sled.
+//! `buffer.type = "file"` (the default): the durable chunk queue, chunk files plus metadata in
+//! sled.
 //!
 //! This comment is the contract for crash safety. Change the code and this together.
 //!
 //! # Layout
 //!
-//! One sled database per `data_dir`, at `data_dir/buffer/` ([`store::Store`]), shared by every
-//! output; each output owns one tree named `output/<name>`. Opened with an explicit
-//! `segment_size` of 8 MiB and a bounded page cache (`storage.cache_capacity`). Unreadable
-//! chunks are moved to `data_dir/quarantine/` ([`quarantine`]).
+//! Under `data_dir/buffer/` ([`store::Store`]), shared by every output:
 //!
-//! Keys of an output's tree ([`codec`]):
+//! * one sled database holding **metadata only**: one tree per output, named `output/<name>`,
+//!   opened with an explicit `segment_size` of 8 MiB and a bounded page cache
+//!   (`storage.cache_capacity`);
+//! * `chunks/<output>/<chunk id, 16 hex digits>.chunk`: one **chunk file** per chunk with its
+//!   records (`<output>` is the output name with bytes other than `[A-Za-z0-9_-]` written as
+//!   `%XX`).
 //!
-//! * `'d' | chunk id (u64 BE) | seq (u32 BE)` → a **data value**: a run of formatted records
-//!   of that chunk. `u8 version (1) | u32 LE crc32 of the rest | u32 LE n | n × u32 LE record
-//!   end offsets | record bytes`. At most 256 KiB of record bytes per value; a record may
-//!   continue in the value with the next seq. Big-endian ids make a chunk's values one
-//!   contiguous range in (chunk, seq) order.
-//! * `'m' | chunk id (u64 BE)` → **chunk metadata**: `u8 version (1) | u32 LE crc32 of the rest
-//!   | bincode 2 (standard config)` of: stored state (staged/queued), creation time, logical
-//!   bytes, record count, next free seq, retry state (failures, first failure, next attempt),
-//!   delivered-record bitset.
+//! Unreadable chunks are moved to `data_dir/quarantine/` ([`quarantine`]).
 //!
-//! Chunk ids grow with creation time (recovery continues after the largest id on disk), so
-//! id order is age order.
+//! Why record data is not in sled: sled 0.34 keeps every value written through it in its
+//! in-memory tree nodes and does not evict them down to `cache_capacity`; heaptrack showed
+//! 274 MB of a 313 MB heap in values inserted by our writer with a 256 MiB backlog, so RSS grew
+//! with the backlog. A chunk file is read only when its chunk is taken, so memory no longer
+//! depends on what is queued on disk.
+//!
+//! A **chunk file** ([`codec`]) is a 16-byte header followed by frames:
+//!
+//! * header: `"FRC" 0x01 | u64 LE chunk id | u32 LE crc32 of the first 12 bytes`;
+//! * frame: `u32 LE length | data value`, one or more per group commit that appended to the
+//!   chunk; a data value is `u8 version (1) | u32 LE crc32 of the rest | u32 LE n |
+//!   n × u32 LE record end offsets | record bytes`, with at most 256 KiB of record bytes; a
+//!   record may continue in the next frame.
+//!
+//! Keys of an output's tree:
+//!
+//! * `'m' | chunk id (u64 BE)` → **chunk metadata**: `u8 version | u32 LE crc32 of the rest |
+//!   bincode 2 (standard config)` of: stored state (staged/queued), creation time, logical
+//!   bytes, record count, retry state (failures, first failure, next attempt), delivered-record
+//!   bitset. Version 2 says the data is in the chunk file.
+//! * `'d' | chunk id (u64 BE) | seq (u32 BE)` → data values (same format as in a frame) of
+//!   chunks written by the first release, whose metadata is version 1 (with the next free
+//!   seq). Those chunks are read, delivered and purged as before; nothing new is written so.
+//!
+//! Chunk ids grow with creation time (recovery continues after the largest id on disk, in
+//! sled or among the files), so id order is age order.
 //!
 //! # Writes: group commit
 //!
-//! Every write goes through one writer thread per database ([`writer`]). It drains all
-//! waiting requests, merges the records each chunk received in that group into one byte run
-//! (split into ≤ 256 KiB values), applies one `sled::Batch` per tree, calls `Db::flush()`, then
-//! `fdatasync`s `data_dir/buffer/db` through its own file handle (sled's `flush()` is only
-//! `sync_file_range`; DESIGN.md has the measurement), and only then completes the requests.
-//! `conf`, `db` and the directories are fsynced once at open.
+//! Every write goes through one writer thread per `data_dir` ([`writer`]). It drains all
+//! waiting requests, then: appends the records each chunk received in that group to its file
+//! in one `write` and `fdatasync`s each file written (and the directory, if files were created);
+//! applies the metadata changes as one `sled::Batch` per tree, `Db::flush()`es and `fdatasync`s
+//! `data_dir/buffer/db` through its own file handle (sled's `flush()` is only
+//! `sync_file_range`; DESIGN.md has the measurement), if there were any; deletes the files of
+//! purged chunks; and only then completes the requests. `conf`, `db` and the directories are
+//! fsynced once at open.
+//!
+//! An append to a staged chunk writes only its file. Metadata is written when a chunk is
+//! created (state staged, counts zero), when it closes (state queued, final counts), when a
+//! delivery attempt is released (retry state, delivered set) and when it is purged.
 //!
 //! # Invariants
 //!
-//! 1. **An append resolves only after its records and the chunk metadata that counts them are
-//!    durable.** Both are in the same atomic batch, followed by flush + fdatasync. So a chunk's
-//!    metadata and its data values always agree, whatever moment a crash hits.
-//! 2. **Requests reach the writer in the order of the in-memory bookkeeping** (they are sent
+//! 1. **An append resolves only after its records are durable**: its frames are written and
+//!    the chunk file fdatasynced, and the file's directory entry and the chunk's metadata were
+//!    made durable in the same or an earlier group.
+//! 2. **Data before the metadata that counts it.** Within a group, files are synced before the
+//!    metadata batch is applied, so a queued chunk's metadata never counts records that are
+//!    not on disk; a chunk's file exists (durably) before any metadata names it.
+//! 3. **A staged chunk's file is the truth about it**; its metadata's counts are not. Frames
+//!    are only ever appended, so after a crash the file is every acknowledged append followed,
+//!    at most, by part of one unacknowledged group.
+//! 4. **Requests reach the writer in the order of the in-memory bookkeeping** (they are sent
 //!    under the buffer's state lock), so the batch that closes or purges a chunk is applied
 //!    after every append to it.
-//! 3. **A chunk is handed to a flush worker only when none of its writes is in flight**
+//! 5. **A chunk is handed to a flush worker only when none of its writes is in flight**
 //!    (`pending_writes == 0`): a worker never reads data that is not yet durable, and a purge
 //!    can never overtake an append of the same chunk.
-//! 4. **Purge = delete all data keys and the metadata of a chunk in one batch**, durable
-//!    before `commit` returns. A crash before that replays the chunk (at-least-once).
-//! 5. **Partial delivery is durable before `release` returns**: the delivered bitset is part of
+//! 6. **Purge = delete the metadata (and any sled data values) in one durable batch, then the
+//!    file.** A crash before the batch replays the chunk (at-least-once); a crash after it
+//!    leaves a file no metadata names, which recovery deletes.
+//! 7. **Partial delivery is durable before `release` returns**: the delivered bitset is part of
 //!    the metadata, and a released chunk is takeable again only once it is written, so a retry,
 //!    also after a crash, resends only the rest.
-//! 6. **In-flight exists only in memory.** On disk an in-flight chunk is queued.
-//! 7. **Memory holds metadata only.** Record data is read from sled at `take()`, chunk by chunk;
-//!    `total_limit_size` accounting is kept incrementally from the metadata.
+//! 8. **In-flight exists only in memory.** On disk an in-flight chunk is queued.
+//! 9. **Memory holds metadata only.** Record data is read from its file at `take()`, chunk by
+//!    chunk; `total_limit_size` accounting is kept incrementally from the metadata.
 //!
 //! # Recovery (on open, per output; [`recovery`])
 //!
-//! * Every metadata value is read (never the data values, so startup does not scale with the
-//!   backlog). Queued chunks stay queued; staged chunks become queued (their appender is gone);
-//!   retry state and delivered sets carry over.
-//! * Metadata that fails its checksum or cannot be decoded: the chunk's raw entries are
-//!   written to `data_dir/quarantine/` (fsynced, with a reason file), then the chunk is purged;
-//!   an error is logged and `firehose_relay_buffer_quarantined_chunks_total` and
-//!   [`BufferStats::quarantined_chunks`](crate::buffer::BufferStats) count it. The rest loads.
-//! * Data values are verified (checksum, record offsets, totals against the metadata) when the
-//!   chunk is first taken; a chunk that fails is quarantined the same way and `take` moves on
-//!   to the next one. If even the quarantine write fails, the chunk stays on disk, is skipped,
-//!   and an error is logged.
-//! * A write error (disk full, I/O error) poisons the database handle: every later write fails
-//!   until the relay restarts and recovers from what is on disk. Failed appends are not acked,
-//!   so clients resend.
+//! * Every metadata value is read; the files of queued chunks are not (startup does not scale
+//!   with the backlog). Queued chunks stay queued, with their retry state and delivered sets.
+//! * A staged chunk (its appender is gone) is counted from its file: frames are read up to the
+//!   last one that ends a record and decodes; anything after that is the unacknowledged
+//!   group a crash cut short (invariant 3). Those bytes are written to quarantine with a
+//!   warning, the file is truncated and synced, and the chunk becomes queued with the counted
+//!   records (or is purged if it has none).
+//! * Chunk files that no metadata names are deleted (invariants 2 and 6: they never held an
+//!   acknowledged record that is not delivered).
+//! * Metadata that fails its checksum or cannot be decoded, a staged chunk's file with a bad
+//!   header, or a queued chunk whose file is missing: the chunk's metadata is written to
+//!   `data_dir/quarantine/` with a copy of its file (fsynced, with a reason file), then the
+//!   chunk is purged; an error is logged and `firehose_relay_buffer_quarantined_chunks_total`
+//!   and [`BufferStats::quarantined_chunks`](crate::buffer::BufferStats) count it. The rest
+//!   loads.
+//! * A queued chunk's data is verified (header, every frame's checksum and offsets, totals
+//!   against the metadata) when the chunk is first taken; a chunk that fails is quarantined the
+//!   same way and `take` moves on to the next one. If even the quarantine write fails, the
+//!   chunk stays on disk, is skipped, and an error is logged.
+//! * A write error (disk full, I/O error) poisons the store: every later write fails until the
+//!   relay restarts and recovers from what is on disk. Failed appends are not acked, so clients
+//!   resend.
 //!
 //! Startup logs the recovered chunks, records and bytes per output, and the progress of the
 //! recovered backlog while it drains.

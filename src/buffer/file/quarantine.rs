@@ -1,15 +1,17 @@
 //! Moving an unreadable chunk out of the way: its raw stored bytes go to
 //! `data_dir/quarantine/` (fsynced, with a reason file) before the chunk is deleted from the
-//! database, so nothing is ever silently dropped and an operator can inspect or salvage it.
+//! buffer, so nothing is ever silently dropped and an operator can inspect or salvage it.
 //!
-//! `<output>-<chunk>-<unix ms>.bin` holds every stored entry of the chunk as
-//! `u32 LE key length | key | u32 LE value length | value`, repeated; `….reason.txt` says why.
+//! `<output>-<chunk>-<unix ms>.bin` holds the chunk's sled entries (its metadata, and data
+//! values of chunks written by the first release) as
+//! `u32 LE key length | key | u32 LE value length | value`, repeated; `….chunk` is a copy of
+//! the chunk's file if it had one; `….reason.txt` says why.
 
 use std::path::{Path, PathBuf};
 
 use super::store::StoreError;
 use crate::buffer::{now_ms, ChunkId};
-use crate::fsutil::write_atomic;
+use crate::fsutil::{sync_dir, write_atomic};
 
 /// Writes the quarantine files of one chunk; returns the path of the `.bin` file. The chunk may
 /// be deleted from the database only after this succeeded.
@@ -19,6 +21,7 @@ pub(crate) fn write(
     chunk: ChunkId,
     reason: &str,
     entries: &[(Vec<u8>, Vec<u8>)],
+    data_file: Option<&Path>,
 ) -> Result<PathBuf, StoreError> {
     let stem = format!("{}-{chunk}-{}", sanitize(output), now_ms());
     let mut raw = Vec::with_capacity(entries.iter().map(|(k, v)| k.len() + v.len() + 8).sum());
@@ -31,10 +34,20 @@ pub(crate) fn write(
     let bin = dir.join(format!("{stem}.bin"));
     let io = |p: &Path, e: std::io::Error| StoreError::Io(format!("{}: {e}", p.display()));
     write_atomic(&bin, &raw).map_err(|e| io(&bin, e))?;
+    if let Some(src) = data_file {
+        // Copied, not read into memory: a corrupted file may be of any size.
+        let copy = dir.join(format!("{stem}.chunk"));
+        std::fs::copy(src, &copy)
+            .and_then(|_| std::fs::File::open(&copy)?.sync_all())
+            .and_then(|()| sync_dir(dir))
+            .map_err(|e| io(&copy, e))?;
+    }
     let text = format!(
         "output: {output}\nchunk: {chunk}\nreason: {reason}\nentries: {}\n\
-         format: repeated (u32 LE key length, key, u32 LE value length, value); keys are \
-         'd' + chunk id (u64 BE) + seq (u32 BE) for record data, 'm' + chunk id for metadata\n",
+         format of .bin: repeated (u32 LE key length, key, u32 LE value length, value); keys \
+         are 'd' + chunk id (u64 BE) + seq (u32 BE) for record data, 'm' + chunk id for \
+         metadata\nformat of .chunk (if present): the chunk file as it was on disk (see \
+         src/buffer/file/mod.rs)\n",
         entries.len()
     );
     let reason_path = dir.join(format!("{stem}.reason.txt"));

@@ -1,7 +1,8 @@
-//! [`FileBuffer`]: the [`Buffer`] of one output on the shared database. It keeps only chunk
-//! metadata in memory; record data lives in sled and is read when a chunk is taken.
+//! [`FileBuffer`]: the [`Buffer`] of one output on the shared storage. It keeps only chunk
+//! metadata in memory; record data lives in chunk files and is read when a chunk is taken.
 
 use std::collections::BTreeMap;
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -11,19 +12,15 @@ use prometheus_client::metrics::counter::Counter;
 use sled::Tree;
 use tokio::sync::{oneshot, Notify};
 
-use super::codec::{self, chunk_data_prefix, ChunkMeta, StoredState};
+use super::codec::{self, chunk_data_prefix, ChunkMeta, DataStorage, StoredState};
 use super::recovery;
-use super::store::{seq_slots, Store, StoreError};
+use super::store::{chunk_file, Store, StoreError};
 use super::writer::{Op, Request};
 use crate::buffer::policy::{BufferPolicy, StagedSize};
 use crate::buffer::{
     now_ms, AppendError, Buffer, BufferError, BufferStats, Chunk, ChunkId, DeliveredSet, Enqueue,
     Records, RetryState,
 };
-
-/// A staged chunk this close to running out of data-key sequence numbers is closed before the
-/// next append (an append into one chunk reserves at most ~16k of them).
-const SEQ_HEADROOM: u32 = 1 << 20;
 
 /// How often replay progress is logged while a recovered backlog drains.
 const REPLAY_LOG_EVERY: Duration = Duration::from_secs(10);
@@ -119,6 +116,7 @@ struct Inner {
     policy: BufferPolicy,
     store: Arc<Store>,
     tree: Tree,
+    dir: Arc<Path>,
     state: Mutex<State>,
     queued_signal: Arc<Notify>,
     space_freed: Notify,
@@ -140,12 +138,22 @@ struct Prepared {
 }
 
 impl Prepared {
+    /// Writes chunk `id`'s current metadata.
     fn put_meta(&mut self, st: &mut State, id: ChunkId) {
         if let Some(e) = st.chunks.get_mut(&id) {
             self.ops.push(Op::PutMeta {
                 chunk: id,
                 meta: codec::encode_meta(&e.meta),
             });
+            e.pending_writes += 1;
+            self.touched.push(id);
+        }
+    }
+
+    /// Appends `records` to chunk `id`'s file (the caller has counted them in the metadata).
+    fn append(&mut self, st: &mut State, id: ChunkId, records: Records) {
+        if let Some(e) = st.chunks.get_mut(&id) {
+            self.ops.push(Op::Append { chunk: id, records });
             e.pending_writes += 1;
             self.touched.push(id);
         }
@@ -162,7 +170,8 @@ impl FileBuffer {
         quarantined: Counter,
     ) -> Result<FileBuffer, StoreError> {
         let tree = store.tree(&policy.output)?;
-        let rec = recovery::recover(&store, &tree, &policy.output)?;
+        let dir = store.chunk_dir(&policy.output)?;
+        let rec = recovery::recover(&store, &tree, &dir, &policy.output)?;
         quarantined.inc_by(rec.quarantined);
         let mut st = State {
             next_id: rec.next_id,
@@ -201,6 +210,7 @@ impl FileBuffer {
                 policy,
                 store,
                 tree,
+                dir,
                 state: Mutex::new(st),
                 queued_signal: Arc::new(Notify::new()),
                 space_freed: Notify::new(),
@@ -230,6 +240,7 @@ impl Inner {
         let touched = prep.touched.clone();
         let req = Request {
             tree: self.tree.clone(),
+            dir: Arc::clone(&self.dir),
             ops: prep.ops,
             done: Box::new(move |res| {
                 let mut wake = false;
@@ -275,7 +286,10 @@ impl Inner {
         }
     }
 
-    fn new_chunk(&self, st: &mut State) -> ChunkId {
+    /// Starts a new staged chunk: its file and its metadata are written with the first append.
+    /// The metadata's counts stay at zero while the chunk is staged (appends touch only the
+    /// file; recovery counts a staged chunk from its file) and are written when it closes.
+    fn new_chunk(&self, st: &mut State, prep: &mut Prepared) -> ChunkId {
         let id = ChunkId(st.next_id);
         st.next_id += 1;
         let meta = ChunkMeta {
@@ -283,7 +297,7 @@ impl Inner {
             created_ms: now_ms(),
             bytes: 0,
             records: 0,
-            next_seq: 0,
+            storage: DataStorage::File,
             retry: RetryState::default(),
             delivered: DeliveredSet::new(),
         };
@@ -296,6 +310,8 @@ impl Inner {
             },
         );
         st.staged = Some(id);
+        prep.ops.push(Op::Create { chunk: id });
+        prep.put_meta(st, id);
         id
     }
 
@@ -331,13 +347,6 @@ impl Inner {
                 }
             };
             let st = &mut *st;
-            let exhausted = st
-                .staged
-                .and_then(|id| st.chunks.get(&id))
-                .is_some_and(|e| e.meta.next_seq > u32::MAX - SEQ_HEADROOM);
-            if exhausted {
-                self.close_staged(st, &mut prep);
-            }
             let staged = st
                 .staged
                 .and_then(|id| st.chunks.get(&id))
@@ -363,7 +372,7 @@ impl Inner {
             for part in plan.parts {
                 if part.new_chunk {
                     self.close_staged(st, &mut prep);
-                    self.new_chunk(st);
+                    self.new_chunk(st, &mut prep);
                 }
                 let Some(id) = st.staged else { continue };
                 let slice = match (single, whole.as_ref()) {
@@ -375,21 +384,13 @@ impl Inner {
                 let Some(e) = st.chunks.get_mut(&id) else {
                     continue;
                 };
-                let first_seq = e.meta.next_seq;
-                e.meta.next_seq = first_seq.saturating_add(seq_slots(part.bytes));
                 e.meta.bytes += part.bytes;
                 e.meta.records += n;
                 st.bytes += part.bytes;
                 st.records += n;
-                prep.ops.push(Op::Append {
-                    chunk: id,
-                    first_seq,
-                    records: slice,
-                });
+                prep.append(st, id, slice);
                 if part.close_after {
                     self.close_staged(st, &mut prep);
-                } else {
-                    prep.put_meta(st, id);
                 }
             }
             self.submit(st, prep, |_, _, _| {})?
@@ -436,9 +437,9 @@ impl Inner {
                 e.phase = Phase::InFlight;
                 (id, e.meta.clone())
             };
-            let tree = self.tree.clone();
-            let (records, bytes) = (meta.records, meta.bytes);
-            let read = tokio::task::spawn_blocking(move || read_chunk(&tree, id, records, bytes))
+            let (tree, path) = (self.tree.clone(), chunk_file(&self.dir, id));
+            let m = meta.clone();
+            let read = tokio::task::spawn_blocking(move || read_chunk(&tree, &path, id, &m))
                 .await
                 .unwrap_or_else(|e| Err(ReadError::Storage(StoreError::Io(e.to_string()))));
             match read {
@@ -470,10 +471,11 @@ impl Inner {
     async fn quarantine(self: &Arc<Self>, id: ChunkId, reason: String) -> Result<(), BufferError> {
         let store = Arc::clone(&self.store);
         let tree = self.tree.clone();
+        let dir = Arc::clone(&self.dir);
         let output = self.policy.output.clone();
         let reason = format!("unreadable chunk data: {reason}");
         let res = tokio::task::spawn_blocking(move || {
-            recovery::quarantine_chunk(&store, &tree, &output, id, &reason)
+            recovery::quarantine_chunk(&store, &tree, &dir, &output, id, &reason)
         })
         .await
         .unwrap_or_else(|e| Err(StoreError::Io(e.to_string())));
@@ -617,15 +619,40 @@ enum ReadError {
     Corrupt(String),
 }
 
-/// Reads and verifies all records of chunk `id` (blocking).
-fn read_chunk(tree: &Tree, id: ChunkId, records: u64, bytes: u64) -> Result<Records, ReadError> {
-    let mut values = Vec::new();
-    for kv in tree.scan_prefix(chunk_data_prefix(id)) {
-        let (_, v) = kv.map_err(|e| ReadError::Storage(e.into()))?;
-        values.push(v);
+/// Reads and verifies all records of a closed chunk (blocking), from its file at `path` or,
+/// for a chunk written by the first release, from its sled values.
+fn read_chunk(
+    tree: &Tree,
+    path: &Path,
+    id: ChunkId,
+    meta: &ChunkMeta,
+) -> Result<Records, ReadError> {
+    let corrupt = |e: codec::CodecError| ReadError::Corrupt(e.to_string());
+    match meta.storage {
+        DataStorage::File => {
+            let bytes = std::fs::read(path).map_err(|e| match e.kind() {
+                std::io::ErrorKind::NotFound => {
+                    ReadError::Corrupt(format!("chunk file {} is missing", path.display()))
+                }
+                _ => ReadError::Storage(StoreError::Io(format!("read {}: {e}", path.display()))),
+            })?;
+            let scan = codec::scan_chunk_file(&bytes, id).map_err(corrupt)?;
+            if let Some(e) = scan.tail {
+                // A closed chunk's file was complete and synced before it closed.
+                return Err(corrupt(e));
+            }
+            codec::assemble(scan.values, meta.records, meta.bytes).map_err(corrupt)
+        }
+        DataStorage::SledValues { .. } => {
+            let mut values = Vec::new();
+            for kv in tree.scan_prefix(chunk_data_prefix(id)) {
+                let (_, v) = kv.map_err(|e| ReadError::Storage(e.into()))?;
+                values.push(v);
+            }
+            codec::assemble(values.iter().map(|v| v.as_ref()), meta.records, meta.bytes)
+                .map_err(corrupt)
+        }
     }
-    codec::assemble(values.iter().map(|v| v.as_ref()), records, bytes)
-        .map_err(|e| ReadError::Corrupt(e.to_string()))
 }
 
 #[async_trait]

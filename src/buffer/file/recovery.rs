@@ -1,19 +1,25 @@
-//! Startup recovery of one output's tree, and the quarantine of chunks that cannot be read.
+//! Startup recovery of one output, and the quarantine of chunks that cannot be read.
 //!
-//! Recovery reads only metadata (one small value per chunk), never record data, so a backlog of
-//! many gigabytes starts in the time it takes to read its chunk list. Record data is verified
-//! when a chunk is first taken for delivery ([`super::queue`]); a chunk that fails then is
-//! quarantined the same way as one whose metadata fails here.
+//! Recovery reads every chunk's metadata (one small value each) and the files of staged chunks
+//! only (at most one per output in normal operation, bounded by `chunk_limit_size`), never the
+//! data of closed chunks, so a backlog of many gigabytes starts in the time it takes to read
+//! its chunk list. The data of closed chunks is verified when a chunk is first taken for
+//! delivery ([`super::queue`]); a chunk that fails then is quarantined the same way as one
+//! whose metadata fails here.
+
+use std::fs::OpenOptions;
+use std::path::Path;
+use std::sync::Arc;
 
 use sled::Tree;
 
-use super::codec::{self, chunk_data_prefix, meta_key, ChunkMeta, StoredState, META_PREFIX};
+use super::codec::{self, chunk_data_prefix, meta_key, ChunkMeta, DataStorage, StoredState};
 use super::quarantine;
-use super::store::{max_chunk_id, Store, StoreError};
+use super::store::{chunk_file, chunk_files, max_chunk_id, Store, StoreError};
 use super::writer::Op;
 use crate::buffer::ChunkId;
 
-/// What recovery found in a tree.
+/// What recovery found for an output.
 #[derive(Debug, Default)]
 pub(crate) struct Recovered {
     /// Readable chunks, oldest first, every one queued (staged chunks are closed: their
@@ -25,25 +31,35 @@ pub(crate) struct Recovered {
     pub quarantined: u64,
 }
 
-/// Loads the chunk list of output `output`, quarantining chunks whose metadata is unreadable.
-pub(crate) fn recover(store: &Store, tree: &Tree, output: &str) -> Result<Recovered, StoreError> {
+/// Loads the chunk list of output `output`: quarantines chunks whose metadata or file header
+/// is unreadable, closes staged chunks at the last complete record of their file, and deletes
+/// chunk files that no metadata refers to (a chunk whose creation was cut short, or whose
+/// purge was: neither holds acknowledged records).
+pub(crate) fn recover(
+    store: &Store,
+    tree: &Tree,
+    dir: &Arc<Path>,
+    output: &str,
+) -> Result<Recovered, StoreError> {
     let mut rec = Recovered::default();
+    let mut readable = Vec::new();
     let mut bad = Vec::new();
-    for kv in tree.scan_prefix([META_PREFIX]) {
+    for kv in tree.scan_prefix([codec::META_PREFIX]) {
         let (k, v) = kv?;
         let decoded = codec::chunk_of_key(&k).and_then(|id| Ok((id, codec::decode_meta(&v)?)));
         match decoded {
-            Ok((id, mut meta)) => {
-                meta.state = StoredState::Queued;
-                rec.chunks.push((id, meta));
-            }
+            Ok((id, meta)) => readable.push((id, meta)),
             Err(e) => bad.push((k.to_vec(), e)),
         }
     }
+    let mut known: Vec<ChunkId> = readable.iter().map(|(id, _)| *id).collect();
     for (key, err) in bad {
         let reason = format!("unreadable chunk metadata: {err}");
         match codec::chunk_of_key(&key) {
-            Ok(id) => quarantine_chunk(store, tree, output, id, &reason)?,
+            Ok(id) => {
+                known.push(id);
+                quarantine_chunk(store, tree, dir, output, id, &reason)?;
+            }
             Err(_) => {
                 let value = tree.get(&key)?.map(|v| v.to_vec()).unwrap_or_default();
                 quarantine::write(
@@ -52,22 +68,146 @@ pub(crate) fn recover(store: &Store, tree: &Tree, output: &str) -> Result<Recove
                     ChunkId(0),
                     &format!("malformed key: {err}"),
                     &[(key.clone(), value)],
+                    None,
                 )?;
                 tracing::error!(output, "buffer: malformed key quarantined");
-                store.submit_wait(tree, vec![Op::RemoveKey(key)])?;
+                store.submit_wait(tree, dir, vec![Op::RemoveKey(key)])?;
             }
         }
         rec.quarantined += 1;
     }
-    rec.next_id = max_chunk_id(tree)?.map_or(1, |m| m.0.saturating_add(1));
+    remove_orphan_files(dir, &known, output)?;
+    for (id, meta) in readable {
+        if let Some(meta) = recover_chunk(store, tree, dir, output, id, meta, &mut rec)? {
+            rec.chunks.push((id, meta));
+        }
+    }
+    rec.next_id = max_chunk_id(tree, dir)?.map_or(1, |m| m.0.saturating_add(1));
     Ok(rec)
 }
 
-/// Copies every stored entry of chunk `id` to the quarantine directory (fsynced), then purges
-/// the chunk durably. Logs an error naming the file.
+/// Brings one chunk with readable metadata back as queued, or returns `None` if it is gone
+/// (empty, or quarantined).
+fn recover_chunk(
+    store: &Store,
+    tree: &Tree,
+    dir: &Arc<Path>,
+    output: &str,
+    id: ChunkId,
+    mut meta: ChunkMeta,
+    rec: &mut Recovered,
+) -> Result<Option<ChunkMeta>, StoreError> {
+    let path = chunk_file(dir, id);
+    match (meta.storage, meta.state) {
+        // The first release rewrote the metadata with every append: its counts are current.
+        (DataStorage::SledValues { .. }, _) => {}
+        (DataStorage::File, StoredState::Queued) => {
+            if !path.is_file() {
+                quarantine_chunk(store, tree, dir, output, id, "chunk file is missing")?;
+                rec.quarantined += 1;
+                return Ok(None);
+            }
+        }
+        (DataStorage::File, StoredState::Staged) => {
+            let bytes = match std::fs::read(&path) {
+                Ok(b) => b,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    tracing::warn!(output, chunk = %id, file = %path.display(),
+                        "buffer: the file of a staged chunk is missing; dropping its metadata");
+                    store.submit_wait(tree, dir, vec![Op::Purge { chunk: id }])?;
+                    return Ok(None);
+                }
+                Err(e) => return Err(StoreError::Io(format!("read {}: {e}", path.display()))),
+            };
+            let scan = match codec::scan_chunk_file(&bytes, id) {
+                Ok(s) => s,
+                Err(e) => {
+                    let reason = format!("unreadable chunk file: {e}");
+                    quarantine_chunk(store, tree, dir, output, id, &reason)?;
+                    rec.quarantined += 1;
+                    return Ok(None);
+                }
+            };
+            if let Some(why) = &scan.tail {
+                cut_tail(store, &path, &bytes, scan.valid_len, output, id, why)?;
+            }
+            meta.records = scan.records;
+            meta.bytes = scan.bytes;
+            if meta.records == 0 {
+                store.submit_wait(tree, dir, vec![Op::Purge { chunk: id }])?;
+                return Ok(None);
+            }
+            meta.state = StoredState::Queued;
+            let put = Op::PutMeta {
+                chunk: id,
+                meta: codec::encode_meta(&meta),
+            };
+            store.submit_wait(tree, dir, vec![put])?;
+        }
+    }
+    meta.state = StoredState::Queued;
+    Ok(Some(meta))
+}
+
+/// Cuts a staged chunk's file after its last complete record. The bytes after it are the
+/// append that was being written when the relay stopped (never acknowledged: an append is
+/// acknowledged only after its fdatasync), unless the disk corrupted them; either way they
+/// are kept in quarantine, not silently dropped.
+fn cut_tail(
+    store: &Store,
+    path: &Path,
+    bytes: &[u8],
+    valid_len: u64,
+    output: &str,
+    id: ChunkId,
+    why: &codec::CodecError,
+) -> Result<(), StoreError> {
+    let tail = bytes.get(valid_len as usize..).unwrap_or_default();
+    let reason =
+        format!("incomplete end of a staged chunk's file ({why}); the chunk itself is kept");
+    let kept = quarantine::write(
+        &store.quarantine_dir(),
+        output,
+        id,
+        &reason,
+        &[(b"tail".to_vec(), tail.to_vec())],
+        None,
+    )?;
+    let io = |e: std::io::Error| StoreError::Io(format!("truncate {}: {e}", path.display()));
+    let file = OpenOptions::new().write(true).open(path).map_err(io)?;
+    file.set_len(valid_len).map_err(io)?;
+    file.sync_all().map_err(io)?;
+    tracing::warn!(output, chunk = %id, cut_bytes = tail.len(), reason = %why, file = %kept.display(),
+        "buffer: cut the unfinished end of a staged chunk (an unacknowledged append cut short by a crash)");
+    Ok(())
+}
+
+/// Deletes chunk files of `dir` whose chunk has no metadata.
+fn remove_orphan_files(dir: &Path, known: &[ChunkId], output: &str) -> Result<(), StoreError> {
+    let mut removed = 0u64;
+    for id in chunk_files(dir)? {
+        if known.contains(&id) {
+            continue;
+        }
+        let path = chunk_file(dir, id);
+        std::fs::remove_file(&path)
+            .map_err(|e| StoreError::Io(format!("remove {}: {e}", path.display())))?;
+        removed += 1;
+    }
+    if removed > 0 {
+        tracing::info!(output, files = removed,
+            "buffer: removed chunk files without metadata (creations or purges cut short by a stop)");
+    }
+    Ok(())
+}
+
+/// Copies everything stored for chunk `id` (metadata, sled data values, its file) to the
+/// quarantine directory (fsynced), then purges the chunk durably. Logs an error naming the
+/// file.
 pub(crate) fn quarantine_chunk(
     store: &Store,
     tree: &Tree,
+    dir: &Arc<Path>,
     output: &str,
     id: ChunkId,
     reason: &str,
@@ -80,8 +220,10 @@ pub(crate) fn quarantine_chunk(
         let (k, v) = kv?;
         entries.push((k.to_vec(), v.to_vec()));
     }
-    let path = quarantine::write(&store.quarantine_dir(), output, id, reason, &entries)?;
+    let file = chunk_file(dir, id);
+    let file = file.is_file().then_some(file.as_path());
+    let path = quarantine::write(&store.quarantine_dir(), output, id, reason, &entries, file)?;
     tracing::error!(output, chunk = %id, reason, file = %path.display(),
         "buffer: chunk cannot be read; moved to quarantine (its records are not delivered)");
-    store.submit_wait(tree, vec![Op::Purge { chunk: id }])
+    store.submit_wait(tree, dir, vec![Op::Purge { chunk: id }])
 }

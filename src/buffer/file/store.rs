@@ -1,5 +1,6 @@
-//! The buffer database of one `data_dir`: one sled database at `data_dir/buffer/`, shared by
-//! every output (one tree each), and its single group-commit writer thread.
+//! The buffer storage of one `data_dir`: one sled database at `data_dir/buffer/` for chunk
+//! metadata, shared by every output (one tree each), one directory of chunk files per output
+//! under `data_dir/buffer/chunks/`, and the single group-commit writer thread of both.
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -10,15 +11,21 @@ use std::thread::{JoinHandle, ThreadId};
 
 use sled::Tree;
 
-use super::codec::{self, ChunkMeta, StoredState, META_PREFIX};
+use super::codec::{self, ChunkMeta, DataStorage, StoredState, META_PREFIX};
 use super::writer::{self, Op, Request};
 use crate::buffer::{ChunkId, DeliveredSet, Records, RetryState};
 use crate::fsutil::sync_dir;
 
 /// sled's segment size. DESIGN.md: with the default (512 KiB) values of ~200 KB became blob
 /// files that were never reclaimed; with 8 MiB and values ≤ 256 KiB the database stayed at
-/// ~4× the live data.
+/// ~4× the live data. Record data no longer goes to sled, but chunks written by the first
+/// release may still hold such values.
 pub const SEGMENT_SIZE: usize = 8 << 20;
+
+/// Name of the directory of chunk files, under the database directory.
+pub const CHUNKS_DIR: &str = "chunks";
+/// File name extension of chunk files.
+const CHUNK_EXT: &str = "chunk";
 
 /// Name of the database directory under `data_dir`.
 pub const DB_DIR: &str = "buffer";
@@ -95,6 +102,10 @@ impl Store {
                 .and_then(|f| f.sync_all())
                 .map_err(|e| io(&format!("fsync {}", p.display()), e))?;
         }
+        let chunks = path.join(CHUNKS_DIR);
+        std::fs::create_dir_all(&chunks)
+            .map_err(|e| io(&format!("create {}", chunks.display()), e))?;
+        sync_dir(&chunks).map_err(|e| io(&format!("fsync {}", chunks.display()), e))?;
         sync_dir(&path).map_err(|e| io(&format!("fsync {}", path.display()), e))?;
         sync_dir(data_dir).map_err(|e| io(&format!("fsync {}", data_dir.display()), e))?;
         let db_file_path = path.join("db");
@@ -146,6 +157,27 @@ impl Store {
         Ok(self.db.open_tree(format!("{TREE_PREFIX}{output}"))?)
     }
 
+    /// The directory of output `output`'s chunk files, created (durably) if missing.
+    pub(crate) fn chunk_dir(&self, output: &str) -> Result<Arc<Path>, StoreError> {
+        let parent = self.data_dir.join(DB_DIR).join(CHUNKS_DIR);
+        let dir = self.chunk_dir_path(output);
+        if !dir.is_dir() {
+            let io = |e: std::io::Error| StoreError::Io(format!("create {}: {e}", dir.display()));
+            std::fs::create_dir_all(&dir).map_err(io)?;
+            sync_dir(&dir).map_err(io)?;
+            sync_dir(&parent).map_err(io)?;
+        }
+        Ok(Arc::from(dir))
+    }
+
+    /// Where output `output`'s chunk files are (without creating anything: for inspection).
+    pub(crate) fn chunk_dir_path(&self, output: &str) -> PathBuf {
+        self.data_dir
+            .join(DB_DIR)
+            .join(CHUNKS_DIR)
+            .join(dir_name(output))
+    }
+
     /// Names of the outputs that have a tree.
     pub fn outputs(&self) -> Vec<String> {
         self.db
@@ -163,9 +195,22 @@ impl Store {
         self.commits.load(Ordering::Relaxed)
     }
 
-    /// Physical size of the database files (what the volume must hold).
+    /// Physical size of the database and chunk files (what the volume must hold).
     pub fn size_on_disk(&self) -> Result<u64, StoreError> {
-        Ok(self.db.size_on_disk()?)
+        let mut total = self.db.size_on_disk()?;
+        let chunks = self.data_dir.join(DB_DIR).join(CHUNKS_DIR);
+        let io = |p: &Path, e: std::io::Error| StoreError::Io(format!("{}: {e}", p.display()));
+        for dir in std::fs::read_dir(&chunks).map_err(|e| io(&chunks, e))? {
+            let dir = dir.map_err(|e| io(&chunks, e))?.path();
+            if !dir.is_dir() {
+                continue;
+            }
+            for f in std::fs::read_dir(&dir).map_err(|e| io(&dir, e))? {
+                let f = f.map_err(|e| io(&dir, e))?;
+                total += f.metadata().map(|m| m.len()).unwrap_or(0);
+            }
+        }
+        Ok(total)
     }
 
     /// Sends a request to the writer. Fails at once if an earlier write failed.
@@ -182,10 +227,16 @@ impl Store {
 
     /// Sends a request and waits for its completion (for synchronous callers: recovery, the
     /// CLI). Never call it from the writer thread.
-    pub(crate) fn submit_wait(&self, tree: &Tree, ops: Vec<Op>) -> Result<(), StoreError> {
+    pub(crate) fn submit_wait(
+        &self,
+        tree: &Tree,
+        dir: &Arc<Path>,
+        ops: Vec<Op>,
+    ) -> Result<(), StoreError> {
         let (tx, rx) = mpsc::channel();
         self.submit(Request {
             tree: tree.clone(),
+            dir: Arc::clone(dir),
             ops,
             done: Box::new(move |res| {
                 let _ = tx.send(res);
@@ -203,29 +254,26 @@ impl Store {
         created_ms: u64,
     ) -> Result<ChunkId, StoreError> {
         let tree = self.tree(output)?;
-        let id = ChunkId(max_chunk_id(&tree)?.map_or(1, |m| m.0.saturating_add(1)));
-        let slots = seq_slots(records.byte_len() as u64);
+        let dir = self.chunk_dir(output)?;
+        let id = ChunkId(max_chunk_id(&tree, &dir)?.map_or(1, |m| m.0.saturating_add(1)));
         let meta = ChunkMeta {
             state: StoredState::Queued,
             created_ms,
             bytes: records.byte_len() as u64,
             records: records.len() as u64,
-            next_seq: slots,
+            storage: DataStorage::File,
             retry: RetryState::default(),
             delivered: DeliveredSet::new(),
         };
         let ops = vec![
-            Op::Append {
-                chunk: id,
-                first_seq: 0,
-                records,
-            },
+            Op::Create { chunk: id },
+            Op::Append { chunk: id, records },
             Op::PutMeta {
                 chunk: id,
                 meta: codec::encode_meta(&meta),
             },
         ];
-        self.submit_wait(&tree, ops)?;
+        self.submit_wait(&tree, &dir, ops)?;
         Ok(id)
     }
 }
@@ -245,18 +293,53 @@ impl Drop for Store {
     }
 }
 
-/// Sequence numbers an append of `bytes` bytes reserves: one per started 256 KiB value, at
-/// least one. A group's merged appends never need more values than the sum of their
-/// reservations.
-pub(crate) fn seq_slots(bytes: u64) -> u32 {
-    let n = bytes.div_ceil(codec::MAX_VALUE_DATA as u64).max(1);
-    u32::try_from(n).unwrap_or(u32::MAX)
+/// The file of chunk `chunk` in an output's chunk directory: `<16 hex digits>.chunk`, so that
+/// a directory listing is in chunk (age) order.
+pub(crate) fn chunk_file(dir: &Path, chunk: ChunkId) -> PathBuf {
+    dir.join(format!("{chunk}.{CHUNK_EXT}"))
 }
 
-/// The largest chunk id with data or metadata in `tree`, so that new chunks never reuse the
-/// id of something still on disk.
-pub(crate) fn max_chunk_id(tree: &Tree) -> Result<Option<ChunkId>, StoreError> {
-    let mut max = None;
+/// The chunk id named by a chunk file's name, if it is one.
+pub(crate) fn chunk_of_file(name: &std::ffi::OsStr) -> Option<ChunkId> {
+    let name = name.to_str()?;
+    let hex = name.strip_suffix(CHUNK_EXT)?.strip_suffix('.')?;
+    if hex.len() != 16 {
+        return None;
+    }
+    u64::from_str_radix(hex, 16).ok().map(ChunkId)
+}
+
+/// The chunk ids that have a file in `dir`, in order.
+pub(crate) fn chunk_files(dir: &Path) -> Result<Vec<ChunkId>, StoreError> {
+    let io = |e: std::io::Error| StoreError::Io(format!("list {}: {e}", dir.display()));
+    let mut ids = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(io)? {
+        if let Some(id) = chunk_of_file(&entry.map_err(io)?.file_name()) {
+            ids.push(id);
+        }
+    }
+    ids.sort_unstable();
+    Ok(ids)
+}
+
+/// An output name as a directory name: ASCII letters, digits, `-` and `_` stay, every other
+/// byte becomes `%XX`, so that different names never share a directory.
+fn dir_name(output: &str) -> String {
+    let mut out = String::with_capacity(output.len());
+    for b in output.bytes() {
+        if b.is_ascii_alphanumeric() || b == b'-' || b == b'_' {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// The largest chunk id with metadata, sled data or a file of `output`, so that new chunks
+/// never reuse the id of something still on disk.
+pub(crate) fn max_chunk_id(tree: &Tree, dir: &Path) -> Result<Option<ChunkId>, StoreError> {
+    let mut max = chunk_files(dir)?.last().copied();
     for prefix in [codec::DATA_PREFIX, META_PREFIX] {
         if let Some(kv) = tree.scan_prefix([prefix]).next_back() {
             let (k, _) = kv?;

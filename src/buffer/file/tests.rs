@@ -10,6 +10,7 @@ use prometheus_client::metrics::counter::Counter;
 use proptest::prelude::*;
 
 use super::codec::{self, data_key, meta_key, MAX_VALUE_DATA};
+use super::store::chunk_file;
 use super::{FileBuffer, Store};
 use crate::buffer::policy::BufferPolicy;
 use crate::buffer::{
@@ -183,15 +184,15 @@ async fn concurrent_appends_share_group_commits_and_keys() {
         t.await.unwrap().unwrap();
     }
     let commits = store.group_commits() - before;
-    let data_keys = store
-        .tree("out")
+    let file = std::fs::read(chunk_file(&store.chunk_dir("out").unwrap(), ChunkId(1))).unwrap();
+    let frames = codec::scan_chunk_file(&file, ChunkId(1))
         .unwrap()
-        .scan_prefix([codec::DATA_PREFIX])
-        .count();
+        .values
+        .len();
     assert!(commits < 64, "64 concurrent appends took {commits} fsyncs");
     assert!(
-        data_keys as u64 <= commits,
-        "{data_keys} data keys for {commits} commits"
+        frames as u64 <= commits,
+        "{frames} frames for {commits} commits"
     );
     let mut got = drain(&b).await;
     got.sort_unstable();
@@ -212,11 +213,10 @@ async fn records_larger_than_a_stored_value_are_split_and_rebuilt() {
         b.append(r.clone()).await.unwrap();
     }
     let (store, b) = open(dir.path(), &p);
-    let tree = store.tree("out").unwrap();
-    assert!(tree
-        .iter()
-        .values()
-        .all(|v| v.unwrap().len() <= MAX_VALUE_DATA + 64));
+    let file = std::fs::read(chunk_file(&store.chunk_dir("out").unwrap(), ChunkId(1))).unwrap();
+    let scan = codec::scan_chunk_file(&file, ChunkId(1)).unwrap();
+    assert_eq!(scan.values.len(), 3);
+    assert!(scan.values.iter().all(|v| v.len() <= MAX_VALUE_DATA + 64));
     b.enqueue_staged(Enqueue::All).await.unwrap();
     assert_eq!(b.take(now_ms()).await.unwrap().unwrap().records, r);
 }
@@ -318,8 +318,16 @@ async fn block_waits_until_a_commit_frees_space_and_close_fails_waiting_appends(
     assert!(matches!(res, Err(AppendError::Closed(_))));
 }
 
-/// Rewrites one stored value through sled (so sled's own checksums stay valid) with a bit
-/// flipped at `at`: bit rot our checksum must catch.
+/// Flips one bit of chunk `id`'s file at `at`: bit rot our checksums must catch.
+fn flip_file_byte(store: &Store, id: ChunkId, at: usize) {
+    let path = chunk_file(&store.chunk_dir("out").unwrap(), id);
+    let mut v = std::fs::read(&path).unwrap();
+    v[at] ^= 0x10;
+    std::fs::write(&path, v).unwrap();
+}
+
+/// Rewrites one stored metadata value through sled (so sled's own checksums stay valid) with a
+/// bit flipped at `at`: bit rot our checksum must catch.
 fn flip_stored_byte(store: &Store, key: &[u8], at: usize) {
     let tree = store.tree("out").unwrap();
     let mut v = tree.get(key).unwrap().unwrap().to_vec();
@@ -336,7 +344,7 @@ async fn a_chunk_with_a_corrupted_value_is_quarantined_and_the_rest_delivered() 
     {
         let (s, b) = open(dir.path(), &p);
         b.append(recs(0..30)).await.unwrap(); // chunks 1, 2, 3
-        flip_stored_byte(&s, &data_key(ChunkId(2), 0), 20);
+        flip_file_byte(&s, ChunkId(2), codec::CHUNK_HEADER_LEN + 4 + 20);
     }
     let (_s, b) = open(dir.path(), &p);
     let got = drain(&b).await;
@@ -348,13 +356,24 @@ async fn a_chunk_with_a_corrupted_value_is_quarantined_and_the_rest_delivered() 
         .unwrap()
         .map(|e| e.unwrap().path())
         .collect();
-    assert_eq!(files.len(), 2, "{files:?}");
+    assert_eq!(files.len(), 3, "{files:?}");
     let bin = files
         .iter()
         .find(|p| p.extension().unwrap() == "bin")
         .unwrap();
     let entries = super::quarantine::read_entries(&std::fs::read(bin).unwrap()).unwrap();
-    assert_eq!(entries.len(), 2, "metadata and the one data value are kept");
+    assert_eq!(entries.len(), 1, "the metadata is kept");
+    let copy = files
+        .iter()
+        .find(|p| p.extension().unwrap() == "chunk")
+        .unwrap();
+    let original_len =
+        codec::CHUNK_HEADER_LEN + 4 + codec::encode_value(&[7; 10], 0, &[0; 70]).len();
+    assert_eq!(
+        std::fs::metadata(copy).unwrap().len() as usize,
+        original_len,
+        "the chunk file is kept as it was"
+    );
     let reason = files
         .iter()
         .find(|p| p.to_string_lossy().ends_with(".reason.txt"))
@@ -362,6 +381,125 @@ async fn a_chunk_with_a_corrupted_value_is_quarantined_and_the_rest_delivered() 
     assert!(std::fs::read_to_string(reason)
         .unwrap()
         .contains("checksum mismatch"));
+}
+
+#[tokio::test]
+async fn the_unfinished_end_of_a_staged_chunk_is_cut_and_kept_in_quarantine() {
+    // A power loss during a group commit can leave part of an unacknowledged append at the end
+    // of the staged chunk's file; every acknowledged append before it is whole.
+    for torn in [
+        vec![0x30u8, 0x00],                    // a cut length prefix
+        vec![0xFF, 0x00, 0x00, 0x00, 1, 2, 3], // a frame longer than the file
+        vec![0; 11],                           // zeros where a page was never written
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let p = policy(1 << 20, 1 << 20, OverflowAction::Block);
+        let path;
+        {
+            let (s, b) = open(dir.path(), &p);
+            b.append(recs(0..5)).await.unwrap();
+            b.append(recs(5..8)).await.unwrap();
+            path = chunk_file(&s.chunk_dir("out").unwrap(), ChunkId(1));
+        }
+        let whole = std::fs::read(&path).unwrap();
+        let mut bytes = whole.clone();
+        bytes.extend_from_slice(&torn);
+        std::fs::write(&path, &bytes).unwrap();
+        let (_s, b) = open(dir.path(), &p);
+        assert_eq!(b.stats().records, 8);
+        assert_eq!(
+            std::fs::read(&path).unwrap(),
+            whole,
+            "cut after the last record"
+        );
+        assert_eq!(drain(&b).await, (0..8).collect::<Vec<_>>());
+        let kept: Vec<_> = std::fs::read_dir(dir.path().join("quarantine"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        assert_eq!(kept.len(), 2, "the cut tail is kept (.bin + .reason.txt)");
+        let bin = kept
+            .iter()
+            .find(|p| p.extension().unwrap() == "bin")
+            .unwrap();
+        let entries = super::quarantine::read_entries(&std::fs::read(bin).unwrap()).unwrap();
+        assert_eq!(entries[0].1, torn);
+    }
+}
+
+#[tokio::test]
+async fn a_record_split_over_frames_is_kept_only_when_all_its_frames_are() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = policy(4 << 20, 8 << 20, OverflowAction::Block);
+    let mut big = Records::new();
+    big.push(&vec![b'x'; MAX_VALUE_DATA + 10]).unwrap(); // two frames
+    let path;
+    {
+        let (s, b) = open(dir.path(), &p);
+        b.append(recs(0..3)).await.unwrap();
+        b.append(big).await.unwrap();
+        path = chunk_file(&s.chunk_dir("out").unwrap(), ChunkId(1));
+    }
+    // Lose the record's second frame, as a power loss in the middle of its commit could.
+    let bytes = std::fs::read(&path).unwrap();
+    let scan = codec::scan_chunk_file(&bytes, ChunkId(1)).unwrap();
+    let cut = bytes.len() - scan.values[2].len();
+    std::fs::write(&path, &bytes[..cut]).unwrap();
+    let (_s, b) = open(dir.path(), &p);
+    assert_eq!(drain(&b).await, vec![0, 1, 2]);
+}
+
+#[tokio::test]
+async fn chunk_files_without_metadata_are_removed_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = policy(1 << 20, 1 << 20, OverflowAction::Block);
+    let orphan;
+    {
+        let (s, b) = open(dir.path(), &p);
+        b.append(recs(0..3)).await.unwrap();
+        // A chunk whose creation never got its metadata written (the relay stopped in between).
+        orphan = chunk_file(&s.chunk_dir("out").unwrap(), ChunkId(9));
+        std::fs::write(&orphan, codec::chunk_file_header(ChunkId(9))).unwrap();
+    }
+    let (_s, b) = open(dir.path(), &p);
+    assert!(!orphan.exists());
+    assert_eq!(drain(&b).await, vec![0, 1, 2]);
+}
+
+#[tokio::test]
+async fn chunks_written_by_the_first_release_into_sled_values_are_still_delivered() {
+    use super::codec::{ChunkMeta, DataStorage, StoredState};
+    let dir = tempfile::tempdir().unwrap();
+    let p = policy(1 << 20, 1 << 20, OverflowAction::Block);
+    let r = recs(0..4);
+    {
+        let store = Store::open(dir.path(), 8 << 20).unwrap();
+        let tree = store.tree("out").unwrap();
+        let meta = ChunkMeta {
+            state: StoredState::Staged,
+            created_ms: 1,
+            bytes: r.byte_len() as u64,
+            records: 4,
+            storage: DataStorage::SledValues { next_seq: 1 },
+            retry: RetryState::default(),
+            delivered: DeliveredSet::new(),
+        };
+        let encoded = codec::encode_meta(&meta);
+        assert_eq!(encoded[0], codec::META_V1);
+        tree.insert(meta_key(ChunkId(3)), encoded).unwrap();
+        for v in codec::split_values(&r) {
+            tree.insert(data_key(ChunkId(3), 0), v).unwrap();
+        }
+        tree.flush().unwrap();
+    }
+    let (store, b) = open(dir.path(), &p);
+    b.append(recs(10..12)).await.unwrap();
+    assert_eq!(drain(&b).await, vec![0, 1, 2, 3, 10, 11]);
+    assert_eq!(
+        store.tree("out").unwrap().len(),
+        0,
+        "data values purged too"
+    );
 }
 
 #[tokio::test]
