@@ -1,13 +1,14 @@
 //! File buffer throughput.
 //!
 //! * `durable_append/W`: W concurrent writers each append `ROUNDS` batches of `BATCH` 200-byte
-//!   records (a small forward message each); every append resolves only after flush + fdatasync.
+//!   records (a small forward message each); every append resolves only after its chunk file
+//!   (and, when it changed, the metadata database) is fdatasynced.
 //! * `write_fdatasync_ceiling/W`: the same bytes written to a plain file with `write` and one
 //!   `fdatasync` per round of W batches: a perfect group commit with no database at all, the
 //!   ceiling the durable append is compared against.
 //!   `overwrite_fdatasync_ceiling/W` does the same over a preallocated file (no file growth,
 //!   so no journal commit per fdatasync: the stricter ceiling).
-//! * `take_purge`: a backlog of `BACKLOG` bytes in 1 MiB chunks (built before timing) is
+//! * `take_purge`: a backlog of `BACKLOG` (1 GiB) in 1 MiB chunks (built before timing) is
 //!   taken and committed (purged durably) until empty.
 //!
 //! Elements are records (200 bytes each).
@@ -28,7 +29,7 @@ use prometheus_client::metrics::counter::Counter;
 const RECORD: usize = 200;
 const BATCH: usize = 64;
 const ROUNDS: usize = 16;
-const BACKLOG: usize = 64 << 20;
+const BACKLOG: usize = 1 << 30;
 
 fn policy() -> BufferPolicy {
     BufferPolicy {

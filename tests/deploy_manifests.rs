@@ -241,7 +241,7 @@ fn manifest_environment_variables_are_keys_the_config_accepts() {
         stdout.contains("overflow_action = \"block\""),
         "env override visible in check:\n{stdout}"
     );
-    assert!(stdout.contains("total_limit_size = \"2g\""), "{stdout}");
+    assert!(stdout.contains("total_limit_size = \"16g\""), "{stdout}");
 }
 
 #[test]

@@ -29,8 +29,9 @@ pub const META_V2: u8 = 2;
 
 /// First bytes of every chunk file; the fourth byte is the file format version.
 pub const CHUNK_FILE_MAGIC: [u8; 4] = *b"FRC\x01";
-/// Length of a chunk file's header: magic (4), chunk id (u64 LE), crc32 of the first 12 bytes.
-pub const CHUNK_HEADER_LEN: usize = 16;
+/// Length of a chunk file's header: magic (4), chunk id (u64 LE), creation time (u64 LE),
+/// crc32 of the first 20 bytes.
+pub const CHUNK_HEADER_LEN: usize = 24;
 /// Length prefix of each frame in a chunk file.
 const FRAME_PREFIX: usize = 4;
 
@@ -426,17 +427,20 @@ pub fn split_values(records: &Records) -> Vec<Vec<u8>> {
     out
 }
 
-/// The header every chunk file starts with:
+/// The header every chunk file starts with: what recovery needs to bring back a chunk that
+/// has no metadata yet (a staged chunk).
 ///
 /// ```text
-/// "FRC" 0x01 (magic + format version) | u64 LE chunk id | u32 LE crc32 of the first 12 bytes
+/// "FRC" 0x01 (magic + format version) | u64 LE chunk id | u64 LE creation time (Unix ms)
+/// | u32 LE crc32 of the first 20 bytes
 /// ```
-pub fn chunk_file_header(chunk: ChunkId) -> [u8; CHUNK_HEADER_LEN] {
+pub fn chunk_file_header(chunk: ChunkId, created_ms: u64) -> [u8; CHUNK_HEADER_LEN] {
     let mut h = [0u8; CHUNK_HEADER_LEN];
     h[..4].copy_from_slice(&CHUNK_FILE_MAGIC);
     h[4..12].copy_from_slice(&chunk.0.to_le_bytes());
-    let crc = crc32fast::hash(&h[..12]);
-    h[12..].copy_from_slice(&crc.to_le_bytes());
+    h[12..20].copy_from_slice(&created_ms.to_le_bytes());
+    let crc = crc32fast::hash(&h[..20]);
+    h[20..].copy_from_slice(&crc.to_le_bytes());
     h
 }
 
@@ -453,6 +457,8 @@ pub fn encode_frames(records: &Records, out: &mut Vec<u8>) {
 /// What [`scan_chunk_file`] found in a chunk file.
 #[derive(Debug)]
 pub struct ScannedFile<'a> {
+    /// Creation time of the chunk (from the header).
+    pub created_ms: u64,
     /// The data values of every frame up to the first one that cannot be read, in order.
     pub values: Vec<&'a [u8]>,
     /// Records in those values (records that end in them).
@@ -480,20 +486,24 @@ pub fn scan_chunk_file(bytes: &[u8], chunk: ChunkId) -> Result<ScannedFile<'_>, 
     if header[3] != CHUNK_FILE_MAGIC[3] {
         return Err(CodecError::UnknownVersion(header[3]));
     }
-    let stored = u32::from_le_bytes([header[12], header[13], header[14], header[15]]);
-    let computed = crc32fast::hash(&header[..12]);
+    let stored = u32::from_le_bytes([header[20], header[21], header[22], header[23]]);
+    let computed = crc32fast::hash(&header[..20]);
     if stored != computed {
         return Err(CodecError::Checksum { stored, computed });
     }
-    let mut id = [0u8; 8];
-    id.copy_from_slice(&header[4..12]);
-    if u64::from_le_bytes(id) != chunk.0 {
+    let u64_at = |at: usize| {
+        let mut b = [0u8; 8];
+        b.copy_from_slice(&header[at..at + 8]);
+        u64::from_le_bytes(b)
+    };
+    if u64_at(4) != chunk.0 {
         return Err(CodecError::Malformed(format!(
             "chunk file of chunk {} found where chunk {chunk} belongs",
-            ChunkId(u64::from_le_bytes(id))
+            ChunkId(u64_at(4))
         )));
     }
     let mut scan = ScannedFile {
+        created_ms: u64_at(12),
         values: Vec::new(),
         records: 0,
         bytes: 0,
@@ -717,7 +727,7 @@ mod tests {
     }
 
     fn chunk_file(id: ChunkId, appends: &[Records]) -> Vec<u8> {
-        let mut f = chunk_file_header(id).to_vec();
+        let mut f = chunk_file_header(id, 77).to_vec();
         for r in appends {
             encode_frames(r, &mut f);
         }
@@ -734,6 +744,7 @@ mod tests {
         let f = chunk_file(ChunkId(5), &[a.clone(), b.clone()]);
         let scan = scan_chunk_file(&f, ChunkId(5)).unwrap();
         assert!(scan.tail.is_none());
+        assert_eq!(scan.created_ms, 77);
         assert_eq!((scan.records, scan.valid_len), (3, f.len() as u64));
         let mut all = a;
         all.extend(&b).unwrap();

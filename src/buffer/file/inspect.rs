@@ -2,13 +2,15 @@
 //! Nothing here modifies the buffer; unreadable entries are reported, not quarantined (that
 //! is the running relay's job).
 
+use std::collections::BTreeMap;
 use std::io::Write;
+use std::path::Path;
 
 use serde::Serialize;
 
 use super::codec::{self, chunk_data_prefix, ChunkMeta, DataStorage, StoredState, META_PREFIX};
-use super::store::{chunk_file, Store, StoreError};
-use crate::buffer::{ChunkId, Records};
+use super::store::{chunk_file, chunk_files, Store, StoreError};
+use crate::buffer::{ChunkId, DeliveredSet, Records, RetryState};
 
 /// Contents of one output's queue on disk.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -37,29 +39,49 @@ pub struct OutputReport {
 pub type ChunkListing = Vec<(ChunkId, Result<ChunkMeta, String>)>;
 
 /// The chunks of output `output`, oldest first. Closed chunks are described by their metadata
-/// alone; the counts of a staged chunk come from its file (appends to a staged chunk do not
-/// rewrite its metadata).
+/// alone; a staged chunk has no metadata, so it is described from its file. A closed chunk
+/// whose file is gone was delivered (its purge was cut short) and is not listed.
 pub fn chunks(store: &Store, output: &str) -> Result<ChunkListing, StoreError> {
     let tree = store.tree(output)?;
     let dir = store.chunk_dir_path(output);
-    let mut out = Vec::new();
+    let files = if dir.is_dir() {
+        chunk_files(&dir)?
+    } else {
+        Vec::new()
+    };
+    let mut listed = BTreeMap::new();
     for kv in tree.scan_prefix([META_PREFIX]) {
         let (k, v) = kv?;
         let id = codec::chunk_of_key(&k).unwrap_or(ChunkId(0));
-        let meta = codec::decode_meta(&v)
-            .map_err(|e| e.to_string())
-            .and_then(|mut m| {
-                if m.state == StoredState::Staged && m.storage == DataStorage::File {
-                    let bytes = std::fs::read(chunk_file(&dir, id)).map_err(|e| e.to_string())?;
-                    let scan = codec::scan_chunk_file(&bytes, id).map_err(|e| e.to_string())?;
-                    m.records = scan.records;
-                    m.bytes = scan.bytes;
-                }
-                Ok(m)
-            });
-        out.push((id, meta));
+        let meta = codec::decode_meta(&v).map_err(|e| e.to_string());
+        let delivered = matches!(&meta, Ok(m) if m.storage == DataStorage::File
+            && m.state == StoredState::Queued
+            && files.binary_search(&id).is_err());
+        if !delivered {
+            listed.insert(id, meta);
+        }
     }
-    Ok(out)
+    for id in files {
+        listed
+            .entry(id)
+            .or_insert_with(|| staged_from_file(&dir, id));
+    }
+    Ok(listed.into_iter().collect())
+}
+
+/// Describes a staged chunk from its file (its complete records).
+fn staged_from_file(dir: &Path, id: ChunkId) -> Result<ChunkMeta, String> {
+    let bytes = std::fs::read(chunk_file(dir, id)).map_err(|e| e.to_string())?;
+    let scan = codec::scan_chunk_file(&bytes, id).map_err(|e| e.to_string())?;
+    Ok(ChunkMeta {
+        state: StoredState::Staged,
+        created_ms: scan.created_ms,
+        bytes: scan.bytes,
+        records: scan.records,
+        storage: DataStorage::File,
+        retry: RetryState::default(),
+        delivered: DeliveredSet::new(),
+    })
 }
 
 /// Per-output summary of everything in the buffer (metadata, and the files of staged chunks).
@@ -96,34 +118,38 @@ pub fn stats(store: &Store) -> Result<Vec<OutputReport>, StoreError> {
 /// Reads and verifies one chunk's records (of a staged chunk: its complete records).
 pub fn read_chunk(store: &Store, output: &str, id: ChunkId) -> Result<Records, String> {
     let tree = store.tree(output).map_err(|e| e.to_string())?;
-    let meta = tree
-        .get(codec::meta_key(id))
-        .map_err(|e| e.to_string())?
-        .ok_or_else(|| format!("output `{output}` has no chunk {id}"))?;
-    let meta = codec::decode_meta(&meta).map_err(|e| format!("chunk {id}: metadata: {e}"))?;
-    if meta.storage == DataStorage::File {
-        let path = chunk_file(&store.chunk_dir_path(output), id);
-        let bytes = std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-        let scan =
-            codec::scan_chunk_file(&bytes, id).map_err(|e| format!("chunk {id}: data: {e}"))?;
-        let (records, bytes_expected) = match meta.state {
-            StoredState::Staged => (scan.records, scan.bytes),
-            StoredState::Queued => {
-                if let Some(e) = scan.tail {
-                    return Err(format!("chunk {id}: data: {e}"));
-                }
-                (meta.records, meta.bytes)
-            }
-        };
-        return codec::assemble(scan.values, records, bytes_expected)
+    let meta = match tree.get(codec::meta_key(id)).map_err(|e| e.to_string())? {
+        Some(m) => Some(codec::decode_meta(&m).map_err(|e| format!("chunk {id}: metadata: {e}"))?),
+        None => None,
+    };
+    if let Some(meta) = meta.as_ref().filter(|m| m.storage != DataStorage::File) {
+        let mut values = Vec::new();
+        for kv in tree.scan_prefix(chunk_data_prefix(id)) {
+            let (_, v) = kv.map_err(|e| e.to_string())?;
+            values.push(v);
+        }
+        return codec::assemble(values.iter().map(|v| v.as_ref()), meta.records, meta.bytes)
             .map_err(|e| format!("chunk {id}: data: {e}"));
     }
-    let mut values = Vec::new();
-    for kv in tree.scan_prefix(chunk_data_prefix(id)) {
-        let (_, v) = kv.map_err(|e| e.to_string())?;
-        values.push(v);
-    }
-    codec::assemble(values.iter().map(|v| v.as_ref()), meta.records, meta.bytes)
+    let path = chunk_file(&store.chunk_dir_path(output), id);
+    let bytes = match std::fs::read(&path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && meta.is_none() => {
+            return Err(format!("output `{output}` has no chunk {id}"))
+        }
+        Err(e) => return Err(format!("{}: {e}", path.display())),
+    };
+    let scan = codec::scan_chunk_file(&bytes, id).map_err(|e| format!("chunk {id}: data: {e}"))?;
+    let (records, expected_bytes) = match meta {
+        Some(m) if m.state == StoredState::Queued => {
+            if let Some(e) = scan.tail {
+                return Err(format!("chunk {id}: data: {e}"));
+            }
+            (m.records, m.bytes)
+        }
+        _ => (scan.records, scan.bytes),
+    };
+    codec::assemble(scan.values, records, expected_bytes)
         .map_err(|e| format!("chunk {id}: data: {e}"))
 }
 

@@ -22,9 +22,10 @@
 //! with the backlog. A chunk file is read only when its chunk is taken, so memory no longer
 //! depends on what is queued on disk.
 //!
-//! A **chunk file** ([`codec`]) is a 16-byte header followed by frames:
+//! A **chunk file** ([`codec`]) is a 24-byte header followed by frames:
 //!
-//! * header: `"FRC" 0x01 | u64 LE chunk id | u32 LE crc32 of the first 12 bytes`;
+//! * header: `"FRC" 0x01 | u64 LE chunk id | u64 LE creation time (Unix ms) | u32 LE crc32 of
+//!   the first 20 bytes`;
 //! * frame: `u32 LE length | data value`, one or more per group commit that appended to the
 //!   chunk; a data value is `u8 version (1) | u32 LE crc32 of the rest | u32 LE n |
 //!   n × u32 LE record end offsets | record bytes`, with at most 256 KiB of record bytes; a
@@ -32,10 +33,11 @@
 //!
 //! Keys of an output's tree:
 //!
-//! * `'m' | chunk id (u64 BE)` → **chunk metadata**: `u8 version | u32 LE crc32 of the rest |
-//!   bincode 2 (standard config)` of: stored state (staged/queued), creation time, logical
-//!   bytes, record count, retry state (failures, first failure, next attempt), delivered-record
-//!   bitset. Version 2 says the data is in the chunk file.
+//! * `'m' | chunk id (u64 BE)` → **chunk metadata** of a *closed* chunk: `u8 version |
+//!   u32 LE crc32 of the rest | bincode 2 (standard config)` of: stored state (queued), creation
+//!   time, logical bytes, record count, retry state (failures, first failure, next attempt),
+//!   delivered-record bitset. Version 2 says the data is in the chunk file. A staged chunk has
+//!   no metadata: its file is all there is.
 //! * `'d' | chunk id (u64 BE) | seq (u32 BE)` → data values (same format as in a frame) of
 //!   chunks written by the first release, whose metadata is version 1 (with the next free
 //!   seq). Those chunks are read, delivered and purged as before; nothing new is written so.
@@ -46,63 +48,66 @@
 //! # Writes: group commit
 //!
 //! Every write goes through one writer thread per `data_dir` ([`writer`]). It drains all
-//! waiting requests, then: appends the records each chunk received in that group to its file
-//! in one `write` and `fdatasync`s each file written (and the directory, if files were created);
-//! applies the metadata changes as one `sled::Batch` per tree, `Db::flush()`es and `fdatasync`s
-//! `data_dir/buffer/db` through its own file handle (sled's `flush()` is only
-//! `sync_file_range`; DESIGN.md has the measurement), if there were any; deletes the files of
-//! purged chunks; and only then completes the requests. `conf`, `db` and the directories are
-//! fsynced once at open.
+//! waiting requests, then:
 //!
-//! An append to a staged chunk writes only its file. Metadata is written when a chunk is
-//! created (state staged, counts zero), when it closes (state queued, final counts), when a
-//! delivery attempt is released (retry state, delivered set) and when it is purged.
+//! 1. appends the records each chunk received in that group to its file in one `write` and
+//!    `fdatasync`s each file written (and the directory, if files were created);
+//! 2. deletes the files of purged chunks and fsyncs their directory;
+//! 3. applies the metadata changes as one `sled::Batch` per tree. If a request needs them
+//!    durable (a release, recovery, imports), or the oldest unsynced change is older than
+//!    200 ms, it `Db::flush()`es and `fdatasync`s `data_dir/buffer/db` through its own file
+//!    handle (sled's `flush()` is only `sync_file_range`; DESIGN.md has the measurement);
+//!    otherwise that happens within 200 ms, also when idle and at shutdown;
+//! 4. completes the requests.
+//!
+//! `conf`, `db` and the directories are fsynced once at open. An append writes only its
+//! chunk's file (and creates it): acknowledging records never waits for sled.
 //!
 //! # Invariants
 //!
 //! 1. **An append resolves only after its records are durable**: its frames are written and
-//!    the chunk file fdatasynced, and the file's directory entry and the chunk's metadata were
-//!    made durable in the same or an earlier group.
-//! 2. **Data before the metadata that counts it.** Within a group, files are synced before the
-//!    metadata batch is applied, so a queued chunk's metadata never counts records that are
-//!    not on disk; a chunk's file exists (durably) before any metadata names it.
-//! 3. **A staged chunk's file is the truth about it**; its metadata's counts are not. Frames
-//!    are only ever appended, so after a crash the file is every acknowledged append followed,
-//!    at most, by part of one unacknowledged group.
-//! 4. **Requests reach the writer in the order of the in-memory bookkeeping** (they are sent
+//!    the chunk file fdatasynced, and the file's directory entry was made durable in the same
+//!    or an earlier group.
+//! 2. **A staged chunk is its file.** It has no metadata; frames are only ever appended, so
+//!    after a crash the file is every acknowledged append followed, at most, by part of one
+//!    unacknowledged group.
+//! 3. **A closed chunk's metadata counts exactly the records of its file**: it is written after
+//!    the last append to the chunk (invariant 5) and after that append's data is durable (step
+//!    1 before step 3). If the metadata is lost in a crash, the chunk is staged again
+//!    (invariant 2), which is safe.
+//! 4. **A purge deletes the file durably before the metadata.** So a chunk file without
+//!    metadata is never a delivered chunk, and a closed chunk's metadata without its file
+//!    means a purge that a crash cut short. A crash before the file is gone replays the chunk
+//!    (at-least-once); metadata removals are durable within 200 ms.
+//! 5. **Requests reach the writer in the order of the in-memory bookkeeping** (they are sent
 //!    under the buffer's state lock), so the batch that closes or purges a chunk is applied
 //!    after every append to it.
-//! 5. **A chunk is handed to a flush worker only when none of its writes is in flight**
+//! 6. **A chunk is handed to a flush worker only when none of its writes is in flight**
 //!    (`pending_writes == 0`): a worker never reads data that is not yet durable, and a purge
 //!    can never overtake an append of the same chunk.
-//! 6. **Purge = delete the metadata (and any sled data values) in one durable batch, then the
-//!    file.** A crash before the batch replays the chunk (at-least-once); a crash after it
-//!    leaves a file no metadata names, which recovery deletes.
 //! 7. **Partial delivery is durable before `release` returns**: the delivered bitset is part of
-//!    the metadata, and a released chunk is takeable again only once it is written, so a retry,
-//!    also after a crash, resends only the rest.
+//!    the metadata, a release asks for durable metadata, and a released chunk is takeable
+//!    again only once it is written, so a retry, also after a crash, resends only the rest.
 //! 8. **In-flight exists only in memory.** On disk an in-flight chunk is queued.
 //! 9. **Memory holds metadata only.** Record data is read from its file at `take()`, chunk by
 //!    chunk; `total_limit_size` accounting is kept incrementally from the metadata.
 //!
 //! # Recovery (on open, per output; [`recovery`])
 //!
-//! * Every metadata value is read; the files of queued chunks are not (startup does not scale
-//!   with the backlog). Queued chunks stay queued, with their retry state and delivered sets.
-//! * A staged chunk (its appender is gone) is counted from its file: frames are read up to the
-//!   last one that ends a record and decodes; anything after that is the unacknowledged
-//!   group a crash cut short (invariant 3). Those bytes are written to quarantine with a
-//!   warning, the file is truncated and synced, and the chunk becomes queued with the counted
-//!   records (or is purged if it has none).
-//! * Chunk files that no metadata names are deleted (invariants 2 and 6: they never held an
-//!   acknowledged record that is not delivered).
-//! * Metadata that fails its checksum or cannot be decoded, a staged chunk's file with a bad
-//!   header, or a queued chunk whose file is missing: the chunk's metadata is written to
-//!   `data_dir/quarantine/` with a copy of its file (fsynced, with a reason file), then the
-//!   chunk is purged; an error is logged and `firehose_relay_buffer_quarantined_chunks_total`
-//!   and [`BufferStats::quarantined_chunks`](crate::buffer::BufferStats) count it. The rest
-//!   loads.
-//! * A queued chunk's data is verified (header, every frame's checksum and offsets, totals
+//! * Every metadata value is read; the files of closed chunks are not (startup does not scale
+//!   with the backlog). Closed chunks come back queued, with their retry state and delivered
+//!   sets; one whose file is gone is forgotten (invariant 4).
+//! * A chunk file without metadata is a staged chunk (its appender is gone). It is counted from
+//!   its file: frames are read up to the last one that ends a record and decodes; anything
+//!   after that is the unacknowledged group a crash cut short (invariant 2). Those bytes are
+//!   written to quarantine with a warning, the file is truncated and synced, and the chunk is
+//!   closed (metadata written) and queued, or deleted if it holds no record.
+//! * Metadata that fails its checksum or cannot be decoded, or a chunk file whose header is
+//!   unreadable: the chunk's metadata is written to `data_dir/quarantine/` with a copy of its
+//!   file (fsynced, with a reason file), then the chunk is purged; an error is logged and
+//!   `firehose_relay_buffer_quarantined_chunks_total` and
+//!   [`BufferStats::quarantined_chunks`](crate::buffer::BufferStats) count it. The rest loads.
+//! * A closed chunk's data is verified (header, every frame's checksum and offsets, totals
 //!   against the metadata) when the chunk is first taken; a chunk that fails is quarantined the
 //!   same way and `take` moves on to the next one. If even the quarantine write fails, the
 //!   chunk stays on disk, is skipped, and an error is logged.

@@ -135,6 +135,9 @@ struct Prepared {
     ops: Vec<Op>,
     /// One entry per `pending_writes` increment.
     touched: Vec<ChunkId>,
+    /// The metadata must be durable before the request completes (see
+    /// [`Request::sync_metadata`]); record data always is.
+    sync_metadata: bool,
 }
 
 impl Prepared {
@@ -242,6 +245,7 @@ impl Inner {
             tree: self.tree.clone(),
             dir: Arc::clone(&self.dir),
             ops: prep.ops,
+            sync_metadata: prep.sync_metadata,
             done: Box::new(move |res| {
                 let mut wake = false;
                 {
@@ -286,9 +290,9 @@ impl Inner {
         }
     }
 
-    /// Starts a new staged chunk: its file and its metadata are written with the first append.
-    /// The metadata's counts stay at zero while the chunk is staged (appends touch only the
-    /// file; recovery counts a staged chunk from its file) and are written when it closes.
+    /// Starts a new staged chunk: its file is created with the first append. A staged chunk
+    /// has no metadata on disk (appends touch only its file; recovery counts a staged chunk
+    /// from its file); it is written when the chunk closes.
     fn new_chunk(&self, st: &mut State, prep: &mut Prepared) -> ChunkId {
         let id = ChunkId(st.next_id);
         st.next_id += 1;
@@ -309,9 +313,12 @@ impl Inner {
                 pending_writes: 0,
             },
         );
+        let created_ms = st.chunks.get(&id).map_or(0, |e| e.meta.created_ms);
         st.staged = Some(id);
-        prep.ops.push(Op::Create { chunk: id });
-        prep.put_meta(st, id);
+        prep.ops.push(Op::Create {
+            chunk: id,
+            created_ms,
+        });
         id
     }
 
@@ -507,7 +514,7 @@ impl Inner {
             }
             let prep = Prepared {
                 ops: vec![Op::Purge { chunk: id }],
-                touched: Vec::new(),
+                ..Prepared::default()
             };
             let submitted = self.submit(&mut st, prep, move |inner, st, res| {
                 if res.is_ok() {
@@ -570,7 +577,12 @@ impl Inner {
             e.meta.state = StoredState::Queued;
             // Takeable again only once the new delivered set is durable (pending_writes).
             e.phase = Phase::Queued;
-            let mut prep = Prepared::default();
+            // A retry relies on the delivered set: it must be durable before the chunk is
+            // takeable again.
+            let mut prep = Prepared {
+                sync_metadata: true,
+                ..Prepared::default()
+            };
             prep.put_meta(&mut st, id);
             self.submit(&mut st, prep, |_, _, _| {})?
         };

@@ -1,12 +1,13 @@
 //! Startup recovery of one output, and the quarantine of chunks that cannot be read.
 //!
 //! Recovery reads every chunk's metadata (one small value each) and the files of staged chunks
-//! only (at most one per output in normal operation, bounded by `chunk_limit_size`), never the
-//! data of closed chunks, so a backlog of many gigabytes starts in the time it takes to read
+//! only (those without metadata: at most a few per output, each bounded by
+//! `chunk_limit_size`), never the data of closed chunks, so a backlog of many gigabytes starts in the time it takes to read
 //! its chunk list. The data of closed chunks is verified when a chunk is first taken for
 //! delivery ([`super::queue`]); a chunk that fails then is quarantined the same way as one
 //! whose metadata fails here.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs::OpenOptions;
 use std::path::Path;
 use std::sync::Arc;
@@ -17,7 +18,7 @@ use super::codec::{self, chunk_data_prefix, meta_key, ChunkMeta, DataStorage, St
 use super::quarantine;
 use super::store::{chunk_file, chunk_files, max_chunk_id, Store, StoreError};
 use super::writer::Op;
-use crate::buffer::ChunkId;
+use crate::buffer::{ChunkId, DeliveredSet, RetryState};
 
 /// What recovery found for an output.
 #[derive(Debug, Default)]
@@ -32,9 +33,9 @@ pub(crate) struct Recovered {
 }
 
 /// Loads the chunk list of output `output`: quarantines chunks whose metadata or file header
-/// is unreadable, closes staged chunks at the last complete record of their file, and deletes
-/// chunk files that no metadata refers to (a chunk whose creation was cut short, or whose
-/// purge was: neither holds acknowledged records).
+/// is unreadable, brings back staged chunks (files without metadata) counted up to the last
+/// complete record of their file, and forgets queued chunks whose file is gone (their purge
+/// was cut short).
 pub(crate) fn recover(
     store: &Store,
     tree: &Tree,
@@ -42,24 +43,22 @@ pub(crate) fn recover(
     output: &str,
 ) -> Result<Recovered, StoreError> {
     let mut rec = Recovered::default();
-    let mut readable = Vec::new();
+    let mut readable = BTreeMap::new();
     let mut bad = Vec::new();
     for kv in tree.scan_prefix([codec::META_PREFIX]) {
         let (k, v) = kv?;
         let decoded = codec::chunk_of_key(&k).and_then(|id| Ok((id, codec::decode_meta(&v)?)));
         match decoded {
-            Ok((id, meta)) => readable.push((id, meta)),
+            Ok((id, meta)) => {
+                readable.insert(id, meta);
+            }
             Err(e) => bad.push((k.to_vec(), e)),
         }
     }
-    let mut known: Vec<ChunkId> = readable.iter().map(|(id, _)| *id).collect();
     for (key, err) in bad {
         let reason = format!("unreadable chunk metadata: {err}");
         match codec::chunk_of_key(&key) {
-            Ok(id) => {
-                known.push(id);
-                quarantine_chunk(store, tree, dir, output, id, &reason)?;
-            }
+            Ok(id) => quarantine_chunk(store, tree, dir, output, id, &reason)?,
             Err(_) => {
                 let value = tree.get(&key)?.map(|v| v.to_vec()).unwrap_or_default();
                 quarantine::write(
@@ -76,76 +75,95 @@ pub(crate) fn recover(
         }
         rec.quarantined += 1;
     }
-    remove_orphan_files(dir, &known, output)?;
-    for (id, meta) in readable {
-        if let Some(meta) = recover_chunk(store, tree, dir, output, id, meta, &mut rec)? {
+    let mut purges_completed = 0u64;
+    let files = chunk_files(dir)?;
+    let ids: BTreeSet<ChunkId> = readable.keys().chain(files.iter()).copied().collect();
+    for id in ids {
+        let has_file = files.binary_search(&id).is_ok();
+        let meta = match readable.remove(&id) {
+            // The first release rewrote the metadata with every append: its counts are current.
+            Some(m) if matches!(m.storage, DataStorage::SledValues { .. }) => Some(m),
+            Some(m) if m.state == StoredState::Queued => {
+                if has_file {
+                    Some(m)
+                } else {
+                    // A purge deletes the file (durably) before the metadata.
+                    store.submit_wait(tree, dir, vec![Op::Purge { chunk: id }])?;
+                    purges_completed += 1;
+                    None
+                }
+            }
+            // A staged chunk: its file is the truth.
+            _ if has_file => recover_staged(store, tree, dir, output, id, &mut rec)?,
+            Some(_) => {
+                store.submit_wait(tree, dir, vec![Op::Purge { chunk: id }])?;
+                None
+            }
+            None => None,
+        };
+        if let Some(mut meta) = meta {
+            meta.state = StoredState::Queued;
             rec.chunks.push((id, meta));
         }
+    }
+    if purges_completed > 0 {
+        tracing::info!(output, chunks = purges_completed,
+            "buffer: finished purges of delivered chunks that a stop cut short (file already deleted)");
     }
     rec.next_id = max_chunk_id(tree, dir)?.map_or(1, |m| m.0.saturating_add(1));
     Ok(rec)
 }
 
-/// Brings one chunk with readable metadata back as queued, or returns `None` if it is gone
-/// (empty, or quarantined).
-fn recover_chunk(
+/// Brings back a staged chunk from its file alone: counts its complete records, cuts an
+/// unfinished end, and writes its metadata as queued. Returns `None` if it holds no record
+/// (then it is deleted) or cannot be read (then it is quarantined).
+fn recover_staged(
     store: &Store,
     tree: &Tree,
     dir: &Arc<Path>,
     output: &str,
     id: ChunkId,
-    mut meta: ChunkMeta,
     rec: &mut Recovered,
 ) -> Result<Option<ChunkMeta>, StoreError> {
     let path = chunk_file(dir, id);
-    match (meta.storage, meta.state) {
-        // The first release rewrote the metadata with every append: its counts are current.
-        (DataStorage::SledValues { .. }, _) => {}
-        (DataStorage::File, StoredState::Queued) => {
-            if !path.is_file() {
-                quarantine_chunk(store, tree, dir, output, id, "chunk file is missing")?;
-                rec.quarantined += 1;
-                return Ok(None);
-            }
+    let bytes = std::fs::read(&path)
+        .map_err(|e| StoreError::Io(format!("read {}: {e}", path.display())))?;
+    let scan = match codec::scan_chunk_file(&bytes, id) {
+        Ok(s) => s,
+        // Shorter than a header: the creation of a chunk whose first append was never
+        // acknowledged.
+        Err(codec::CodecError::Truncated(_)) => {
+            store.submit_wait(tree, dir, vec![Op::Purge { chunk: id }])?;
+            return Ok(None);
         }
-        (DataStorage::File, StoredState::Staged) => {
-            let bytes = match std::fs::read(&path) {
-                Ok(b) => b,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                    tracing::warn!(output, chunk = %id, file = %path.display(),
-                        "buffer: the file of a staged chunk is missing; dropping its metadata");
-                    store.submit_wait(tree, dir, vec![Op::Purge { chunk: id }])?;
-                    return Ok(None);
-                }
-                Err(e) => return Err(StoreError::Io(format!("read {}: {e}", path.display()))),
-            };
-            let scan = match codec::scan_chunk_file(&bytes, id) {
-                Ok(s) => s,
-                Err(e) => {
-                    let reason = format!("unreadable chunk file: {e}");
-                    quarantine_chunk(store, tree, dir, output, id, &reason)?;
-                    rec.quarantined += 1;
-                    return Ok(None);
-                }
-            };
-            if let Some(why) = &scan.tail {
-                cut_tail(store, &path, &bytes, scan.valid_len, output, id, why)?;
-            }
-            meta.records = scan.records;
-            meta.bytes = scan.bytes;
-            if meta.records == 0 {
-                store.submit_wait(tree, dir, vec![Op::Purge { chunk: id }])?;
-                return Ok(None);
-            }
-            meta.state = StoredState::Queued;
-            let put = Op::PutMeta {
-                chunk: id,
-                meta: codec::encode_meta(&meta),
-            };
-            store.submit_wait(tree, dir, vec![put])?;
+        Err(e) => {
+            let reason = format!("unreadable chunk file: {e}");
+            quarantine_chunk(store, tree, dir, output, id, &reason)?;
+            rec.quarantined += 1;
+            return Ok(None);
         }
+    };
+    if let Some(why) = &scan.tail {
+        cut_tail(store, &path, &bytes, scan.valid_len, output, id, why)?;
     }
-    meta.state = StoredState::Queued;
+    if scan.records == 0 {
+        store.submit_wait(tree, dir, vec![Op::Purge { chunk: id }])?;
+        return Ok(None);
+    }
+    let meta = ChunkMeta {
+        state: StoredState::Queued,
+        created_ms: scan.created_ms,
+        bytes: scan.bytes,
+        records: scan.records,
+        storage: DataStorage::File,
+        retry: RetryState::default(),
+        delivered: DeliveredSet::new(),
+    };
+    let put = Op::PutMeta {
+        chunk: id,
+        meta: codec::encode_meta(&meta),
+    };
+    store.submit_wait(tree, dir, vec![put])?;
     Ok(Some(meta))
 }
 
@@ -179,25 +197,6 @@ fn cut_tail(
     file.sync_all().map_err(io)?;
     tracing::warn!(output, chunk = %id, cut_bytes = tail.len(), reason = %why, file = %kept.display(),
         "buffer: cut the unfinished end of a staged chunk (an unacknowledged append cut short by a crash)");
-    Ok(())
-}
-
-/// Deletes chunk files of `dir` whose chunk has no metadata.
-fn remove_orphan_files(dir: &Path, known: &[ChunkId], output: &str) -> Result<(), StoreError> {
-    let mut removed = 0u64;
-    for id in chunk_files(dir)? {
-        if known.contains(&id) {
-            continue;
-        }
-        let path = chunk_file(dir, id);
-        std::fs::remove_file(&path)
-            .map_err(|e| StoreError::Io(format!("remove {}: {e}", path.display())))?;
-        removed += 1;
-    }
-    if removed > 0 {
-        tracing::info!(output, files = removed,
-            "buffer: removed chunk files without metadata (creations or purges cut short by a stop)");
-    }
     Ok(())
 }
 

@@ -118,9 +118,17 @@ impl Store {
         let writer_failed = Arc::clone(&failed);
         let commits = Arc::new(AtomicU64::new(0));
         let writer_commits = Arc::clone(&commits);
+        let writer = writer::Writer {
+            db: writer_db,
+            db_file,
+            failed: writer_failed,
+            commits: writer_commits,
+            unsynced_since: None,
+            frames: Vec::new(),
+        };
         let handle = std::thread::Builder::new()
             .name("buffer-writer".to_owned())
-            .spawn(move || writer::run(writer_db, db_file, rx, writer_failed, writer_commits))
+            .spawn(move || writer.run(rx))
             .map_err(|e| io("start the buffer writer thread", e))?;
         Ok(Arc::new(Store {
             db,
@@ -225,8 +233,8 @@ impl Store {
         }
     }
 
-    /// Sends a request and waits for its completion (for synchronous callers: recovery, the
-    /// CLI). Never call it from the writer thread.
+    /// Sends a request and waits until it is durable, metadata included (for synchronous
+    /// callers: recovery, quarantine, the CLI). Never call it from the writer thread.
     pub(crate) fn submit_wait(
         &self,
         tree: &Tree,
@@ -238,6 +246,7 @@ impl Store {
             tree: tree.clone(),
             dir: Arc::clone(dir),
             ops,
+            sync_metadata: true,
             done: Box::new(move |res| {
                 let _ = tx.send(res);
             }),
@@ -266,7 +275,10 @@ impl Store {
             delivered: DeliveredSet::new(),
         };
         let ops = vec![
-            Op::Create { chunk: id },
+            Op::Create {
+                chunk: id,
+                created_ms,
+            },
             Op::Append { chunk: id, records },
             Op::PutMeta {
                 chunk: id,

@@ -450,20 +450,56 @@ async fn a_record_split_over_frames_is_kept_only_when_all_its_frames_are() {
 }
 
 #[tokio::test]
-async fn chunk_files_without_metadata_are_removed_at_start() {
+async fn a_staged_chunk_has_no_metadata_and_is_recovered_from_its_file_alone() {
     let dir = tempfile::tempdir().unwrap();
     let p = policy(1 << 20, 1 << 20, OverflowAction::Block);
-    let orphan;
+    let (header_only, staged);
     {
         let (s, b) = open(dir.path(), &p);
         b.append(recs(0..3)).await.unwrap();
-        // A chunk whose creation never got its metadata written (the relay stopped in between).
-        orphan = chunk_file(&s.chunk_dir("out").unwrap(), ChunkId(9));
-        std::fs::write(&orphan, codec::chunk_file_header(ChunkId(9))).unwrap();
+        let tree = s.tree("out").unwrap();
+        assert!(
+            tree.get(meta_key(ChunkId(1))).unwrap().is_none(),
+            "appends to a staged chunk do not touch the metadata database"
+        );
+        staged = chunk_file(&s.chunk_dir("out").unwrap(), ChunkId(1));
+        // A chunk whose creation was cut short before its first append completed.
+        header_only = chunk_file(&s.chunk_dir("out").unwrap(), ChunkId(9));
+        std::fs::write(&header_only, codec::chunk_file_header(ChunkId(9), 5)).unwrap();
     }
-    let (_s, b) = open(dir.path(), &p);
-    assert!(!orphan.exists());
+    let (s, b) = open(dir.path(), &p);
+    assert!(!header_only.exists(), "a chunk without records is deleted");
+    assert!(staged.exists());
+    assert!(
+        s.tree("out")
+            .unwrap()
+            .get(meta_key(ChunkId(1)))
+            .unwrap()
+            .is_some(),
+        "the recovered chunk is closed: its metadata is written"
+    );
     assert_eq!(drain(&b).await, vec![0, 1, 2]);
+}
+
+#[tokio::test]
+async fn a_closed_chunk_whose_file_is_gone_was_delivered_and_is_not_sent_again() {
+    // A purge deletes the file durably, then the metadata; a stop in between leaves this.
+    let dir = tempfile::tempdir().unwrap();
+    let p = policy(70, 1 << 20, OverflowAction::Block);
+    {
+        let (s, b) = open(dir.path(), &p);
+        b.append(recs(0..20)).await.unwrap(); // chunk 1 closed, chunk 2 staged
+        std::fs::remove_file(chunk_file(&s.chunk_dir("out").unwrap(), ChunkId(1))).unwrap();
+    }
+    let (s, b) = open(dir.path(), &p);
+    assert_eq!(b.stats().quarantined_chunks, 0);
+    assert!(s
+        .tree("out")
+        .unwrap()
+        .get(meta_key(ChunkId(1)))
+        .unwrap()
+        .is_none());
+    assert_eq!(drain(&b).await, (10..20).collect::<Vec<_>>());
 }
 
 #[tokio::test]

@@ -6,16 +6,19 @@
 //!
 //! 1. record data is appended to the chunk files (new files get their header first), and each
 //!    file written is `fdatasync`ed; if files were created, their directory is fsynced;
-//! 2. metadata changes become one `sled::Batch` per tree; if there are any, they are applied,
-//!    `Db::flush()`ed and the database file itself is `fdatasync`ed (`flush()` alone is only
-//!    `sync_file_range`, see DESIGN.md);
-//! 3. files of purged chunks are deleted (their metadata is already gone for good; a crash
-//!    before the delete leaves an orphan file that recovery removes);
-//! 4. only then does every request's completion run.
+//! 2. files of purged chunks are deleted, and their directory fsynced: a purge removes the file
+//!    durably before the metadata, so that a crash in between never leaves a delivered chunk's
+//!    file without metadata (recovery would take it for a staged chunk and deliver it again);
+//! 3. metadata changes become one `sled::Batch` per tree and are applied. They are made durable
+//!    (`Db::flush()`, then `fdatasync` of the database file itself: `flush()` alone is only
+//!    `sync_file_range`, see DESIGN.md) before the group completes only if a request asks for
+//!    it ([`Request::sync_metadata`]); otherwise at the latest [`LAZY_METADATA_SYNC`] later;
+//! 4. then every request's completion runs.
 //!
 //! So N concurrent appends cost one fdatasync, not N, and a completion never runs before its
-//! bytes are on stable storage. Data is made durable before the metadata that counts it, so
-//! metadata never claims records that are not on disk.
+//! bytes are on stable storage. Appends never wait for sled: closing a chunk and purging one
+//! are metadata whose loss in a crash recovery repairs (a staged chunk is counted from its
+//! file; a chunk whose file is gone was delivered).
 //!
 //! Within one group, all records appended to the same chunk become one contiguous byte run,
 //! written with one `write` as frames of at most 256 KiB ([`codec::encode_frames`]).
@@ -28,8 +31,9 @@ use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{Receiver, TryRecvError};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, TryRecvError};
 use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
 
 use sled::{Batch, IVec, Tree};
 
@@ -42,14 +46,20 @@ use crate::fsutil::sync_dir;
 /// writer's memory under a flood of appends.
 const MAX_GROUP_BYTES: usize = 64 << 20;
 
+/// Metadata applied without [`Request::sync_metadata`] is made durable at most this long
+/// after it was applied: it bounds how much delivered data a power loss can make the relay
+/// deliver again, at a handful of database fsyncs per second.
+pub(crate) const LAZY_METADATA_SYNC: Duration = Duration::from_millis(200);
+
 /// One change to an output's chunks.
 #[derive(Debug)]
 pub(crate) enum Op {
-    /// Creates the chunk's file (with its header only). Always sent before the chunk's first
-    /// append and together with its first metadata.
+    /// Creates the chunk's file with its header. Always sent with the chunk's first append.
     Create {
         /// The chunk.
         chunk: ChunkId,
+        /// Its creation time (Unix ms), kept in the header.
+        created_ms: u64,
     },
     /// Records added to the end of a chunk's file.
     Append {
@@ -65,7 +75,7 @@ pub(crate) enum Op {
         /// [`codec::encode_meta`] output.
         meta: Vec<u8>,
     },
-    /// Deletes a chunk: its metadata and any sled data values durably, then its file.
+    /// Deletes a chunk: its file durably, then its metadata and any sled data values.
     Purge {
         /// The chunk.
         chunk: ChunkId,
@@ -85,6 +95,9 @@ pub(crate) struct Request {
     pub dir: Arc<Path>,
     /// The changes, in order.
     pub ops: Vec<Op>,
+    /// Whether the metadata changes must be durable before `done` runs (a delivered set that a
+    /// retry relies on, recovery, imports). Record data is always durable before `done`.
+    pub sync_metadata: bool,
     /// Called after the group is durable.
     pub done: Completion,
 }
@@ -95,52 +108,181 @@ struct OutputGroup {
     dir: Arc<Path>,
     batch: Batch,
     batch_ops: usize,
-    created: BTreeSet<ChunkId>,
+    created: BTreeMap<ChunkId, u64>,
     appended: BTreeMap<ChunkId, Records>,
     purged: Vec<ChunkId>,
 }
 
-/// The writer loop: runs until every sender is gone. `failed` is set on the first error; from
-/// then on every request fails at once (the state of a file or of sled after an I/O error is
-/// unknown, so the process must restart and recover from disk). `commits` counts group commits.
-pub(crate) fn run(
-    db: sled::Db,
-    db_file: File,
-    rx: Receiver<Request>,
-    failed: Arc<OnceLock<String>>,
-    commits: Arc<AtomicU64>,
-) {
-    let mut frames = Vec::new();
-    while let Ok(first) = rx.recv() {
-        let mut group = vec![first];
-        let mut bytes = group_bytes(&group[0]);
-        while bytes < MAX_GROUP_BYTES {
-            match rx.try_recv() {
-                Ok(r) => {
-                    bytes += group_bytes(&r);
-                    group.push(r);
+/// The writer thread's state.
+pub(crate) struct Writer {
+    /// The metadata database.
+    pub db: sled::Db,
+    /// A handle on the database file, for `fdatasync`.
+    pub db_file: File,
+    /// Set on the first error; from then on every request fails at once (the state of a file
+    /// or of sled after an I/O error is unknown, so the process must restart and recover).
+    pub failed: Arc<OnceLock<String>>,
+    /// Group commits done.
+    pub commits: Arc<AtomicU64>,
+    /// When metadata was first applied without being made durable, if it still is not.
+    pub unsynced_since: Option<Instant>,
+    /// Reused buffer for the bytes of one file write.
+    pub frames: Vec<u8>,
+}
+
+impl Writer {
+    /// The writer loop: runs until every sender is gone, then makes pending metadata durable.
+    pub(crate) fn run(mut self, rx: Receiver<Request>) {
+        loop {
+            let first = match self.unsynced_since {
+                Some(since) => {
+                    let wait = LAZY_METADATA_SYNC.saturating_sub(since.elapsed());
+                    match rx.recv_timeout(wait) {
+                        Ok(r) => r,
+                        Err(RecvTimeoutError::Timeout) => {
+                            self.sync_metadata_now();
+                            continue;
+                        }
+                        Err(RecvTimeoutError::Disconnected) => break,
+                    }
                 }
-                Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
+                None => match rx.recv() {
+                    Ok(r) => r,
+                    Err(_) => break,
+                },
+            };
+            let mut group = vec![first];
+            let mut bytes = group_bytes(&group[0]);
+            while bytes < MAX_GROUP_BYTES {
+                match rx.try_recv() {
+                    Ok(r) => {
+                        bytes += group_bytes(&r);
+                        group.push(r);
+                    }
+                    Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
+                }
+            }
+            let mut completions = Vec::with_capacity(group.len());
+            let result = match self.failed.get() {
+                Some(msg) => Err(StoreError::Failed(msg.clone())),
+                None => self.commit(group, &mut completions),
+            };
+            // Keep the frame buffer for the next group, but not a flood's worth of it.
+            if self.frames.capacity() > 4 * codec::MAX_VALUE_DATA {
+                self.frames = Vec::new();
+            }
+            self.commits.fetch_add(1, Ordering::Relaxed);
+            self.fail_on(&result);
+            for done in completions {
+                done(result.clone());
             }
         }
-        let mut completions = Vec::with_capacity(group.len());
-        let result = match failed.get() {
-            Some(msg) => Err(StoreError::Failed(msg.clone())),
-            None => commit(&db, &db_file, group, &mut completions, &mut frames),
-        };
-        // Keep the frame buffer for the next group, but not a flood's worth of it.
-        if frames.capacity() > 4 * codec::MAX_VALUE_DATA {
-            frames = Vec::new();
+        if self.unsynced_since.is_some() {
+            self.sync_metadata_now();
         }
-        commits.fetch_add(1, Ordering::Relaxed);
-        if let Err(e) = &result {
-            if failed.set(e.to_string()).is_ok() {
+    }
+
+    fn fail_on(&self, result: &Result<(), StoreError>) {
+        if let Err(e) = result {
+            if self.failed.set(e.to_string()).is_ok() {
                 tracing::error!(error = %e, "buffer write failed; appends are refused until restart");
             }
         }
-        for done in completions {
-            done(result.clone());
+    }
+
+    /// Makes applied metadata durable outside a group (the lazy deadline passed, or shutdown).
+    fn sync_metadata_now(&mut self) {
+        if self.failed.get().is_some() {
+            self.unsynced_since = None;
+            return;
         }
+        let result = self.sync_metadata();
+        self.fail_on(&result);
+    }
+
+    fn sync_metadata(&mut self) -> Result<(), StoreError> {
+        self.unsynced_since = None;
+        self.db.flush()?;
+        self.db_file
+            .sync_data()
+            .map_err(|e| StoreError::Io(format!("fdatasync of the buffer database: {e}")))
+    }
+
+    /// Applies one group (see the module comment). Moves each request's completion into
+    /// `completions` whatever happens, so the caller can always answer every request.
+    fn commit(
+        &mut self,
+        group: Vec<Request>,
+        completions: &mut Vec<Completion>,
+    ) -> Result<(), StoreError> {
+        let mut outputs: Vec<OutputGroup> = Vec::new();
+        let mut first_error = None;
+        let mut sync_requested = false;
+        for req in group {
+            completions.push(req.done);
+            sync_requested |= req.sync_metadata;
+            if first_error.is_some() {
+                continue;
+            }
+            let name = req.tree.name();
+            let idx = match outputs.iter().position(|t| t.tree.name() == name) {
+                Some(i) => i,
+                None => {
+                    outputs.push(OutputGroup {
+                        tree: req.tree,
+                        dir: req.dir,
+                        batch: Batch::default(),
+                        batch_ops: 0,
+                        created: BTreeMap::new(),
+                        appended: BTreeMap::new(),
+                        purged: Vec::new(),
+                    });
+                    outputs.len() - 1
+                }
+            };
+            if let Err(e) = add_ops(&mut outputs[idx], req.ops) {
+                first_error = Some(e);
+            }
+        }
+        if let Some(e) = first_error {
+            return Err(e);
+        }
+
+        // 1. Data.
+        for out in &outputs {
+            write_files(out, &mut self.frames)?;
+            if !out.created.is_empty() {
+                sync_dir(&out.dir).map_err(|e| io_error("fsync", &out.dir, e))?;
+            }
+        }
+        // 2. Files of purged chunks, durably gone before their metadata goes.
+        for out in &outputs {
+            for &chunk in &out.purged {
+                let path = chunk_file(&out.dir, chunk);
+                match std::fs::remove_file(&path) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(io_error("delete", &path, e)),
+                }
+            }
+            if !out.purged.is_empty() {
+                sync_dir(&out.dir).map_err(|e| io_error("fsync", &out.dir, e))?;
+            }
+        }
+        // 3. Metadata.
+        for out in &mut outputs {
+            if out.batch_ops > 0 {
+                out.tree.apply_batch(std::mem::take(&mut out.batch))?;
+                self.unsynced_since.get_or_insert_with(Instant::now);
+            }
+        }
+        let overdue = self
+            .unsynced_since
+            .is_some_and(|t| t.elapsed() >= LAZY_METADATA_SYNC);
+        if self.unsynced_since.is_some() && (sync_requested || overdue) {
+            self.sync_metadata()?;
+        }
+        Ok(())
     }
 }
 
@@ -158,101 +300,25 @@ fn io_error(what: &str, path: &Path, e: std::io::Error) -> StoreError {
     StoreError::Io(format!("{what} {}: {e}", path.display()))
 }
 
-/// Applies one group (see the module comment). Moves each request's completion into
-/// `completions` whatever happens, so the caller can always answer every request.
-fn commit(
-    db: &sled::Db,
-    db_file: &File,
-    group: Vec<Request>,
-    completions: &mut Vec<Completion>,
-    frames: &mut Vec<u8>,
-) -> Result<(), StoreError> {
-    let mut outputs: Vec<OutputGroup> = Vec::new();
-    let mut first_error = None;
-    for req in group {
-        completions.push(req.done);
-        if first_error.is_some() {
-            continue;
-        }
-        let name = req.tree.name();
-        let idx = match outputs.iter().position(|t| t.tree.name() == name) {
-            Some(i) => i,
-            None => {
-                outputs.push(OutputGroup {
-                    tree: req.tree,
-                    dir: req.dir,
-                    batch: Batch::default(),
-                    batch_ops: 0,
-                    created: BTreeSet::new(),
-                    appended: BTreeMap::new(),
-                    purged: Vec::new(),
-                });
-                outputs.len() - 1
-            }
-        };
-        if let Err(e) = add_ops(&mut outputs[idx], req.ops) {
-            first_error = Some(e);
-        }
-    }
-    if let Some(e) = first_error {
-        return Err(e);
-    }
-
-    // 1. Data, durable before any metadata that counts it.
-    for out in &outputs {
-        write_files(out, frames)?;
-        if !out.created.is_empty() {
-            sync_dir(&out.dir).map_err(|e| io_error("fsync", &out.dir, e))?;
-        }
-    }
-    // 2. Metadata.
-    let mut metadata_changed = false;
-    for out in &mut outputs {
-        if out.batch_ops > 0 {
-            out.tree.apply_batch(std::mem::take(&mut out.batch))?;
-            metadata_changed = true;
-        }
-    }
-    if metadata_changed {
-        db.flush()?;
-        db_file
-            .sync_data()
-            .map_err(|e| StoreError::Io(format!("fdatasync of the buffer database: {e}")))?;
-    }
-    // 3. Files of purged chunks: nothing refers to them any more.
-    for out in &outputs {
-        for &chunk in &out.purged {
-            let path = chunk_file(&out.dir, chunk);
-            match std::fs::remove_file(&path) {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => tracing::warn!(file = %path.display(), error = %e,
-                    "buffer: cannot delete the file of a delivered chunk; it is removed at the next start"),
-            }
-        }
-    }
-    Ok(())
-}
-
 /// Creates and appends to the chunk files of one output, then fdatasyncs each of them.
 fn write_files(out: &OutputGroup, frames: &mut Vec<u8>) -> Result<(), StoreError> {
     let touched: BTreeSet<ChunkId> = out
         .created
-        .iter()
+        .keys()
         .chain(out.appended.keys())
         .copied()
         .collect();
     for chunk in touched {
         let path: PathBuf = chunk_file(&out.dir, chunk);
         frames.clear();
-        let created = out.created.contains(&chunk);
-        if created {
-            frames.extend_from_slice(&codec::chunk_file_header(chunk));
+        let created = out.created.get(&chunk);
+        if let Some(&created_ms) = created {
+            frames.extend_from_slice(&codec::chunk_file_header(chunk, created_ms));
         }
         if let Some(records) = out.appended.get(&chunk) {
             codec::encode_frames(records, frames);
         }
-        let mut file = if created {
+        let mut file = if created.is_some() {
             OpenOptions::new().write(true).create_new(true).open(&path)
         } else {
             OpenOptions::new().append(true).open(&path)
@@ -269,8 +335,8 @@ fn write_files(out: &OutputGroup, frames: &mut Vec<u8>) -> Result<(), StoreError
 fn add_ops(g: &mut OutputGroup, ops: Vec<Op>) -> Result<(), StoreError> {
     for op in ops {
         match op {
-            Op::Create { chunk } => {
-                g.created.insert(chunk);
+            Op::Create { chunk, created_ms } => {
+                g.created.insert(chunk, created_ms);
             }
             Op::Append { chunk, records } => match g.appended.get_mut(&chunk) {
                 Some(pending) => pending
@@ -287,7 +353,7 @@ fn add_ops(g: &mut OutputGroup, ops: Vec<Op>) -> Result<(), StoreError> {
             Op::Purge { chunk } => {
                 // A chunk created and purged in the same group never reaches the disk.
                 g.appended.remove(&chunk);
-                if !g.created.remove(&chunk) {
+                if g.created.remove(&chunk).is_none() {
                     g.purged.push(chunk);
                 }
                 // Data values of a chunk written by the first release (DataStorage::SledValues).
