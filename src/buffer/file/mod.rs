@@ -78,7 +78,8 @@
 //! 4. **A purge deletes the file durably before the metadata.** So a chunk file without
 //!    metadata is never a delivered chunk, and a closed chunk's metadata without its file
 //!    means a purge that a crash cut short. A crash before the file is gone replays the chunk
-//!    (at-least-once); metadata removals are durable within 200 ms.
+//!    (at-least-once); once `commit` returns the file is durably gone, so the chunk is never
+//!    delivered again even though its metadata removal becomes durable up to 200 ms later.
 //! 5. **Requests reach the writer in the order of the in-memory bookkeeping** (they are sent
 //!    under the buffer's state lock), so the batch that closes or purges a chunk is applied
 //!    after every append to it.

@@ -47,8 +47,9 @@ use crate::fsutil::sync_dir;
 const MAX_GROUP_BYTES: usize = 64 << 20;
 
 /// Metadata applied without [`Request::sync_metadata`] is made durable at most this long
-/// after it was applied: it bounds how much delivered data a power loss can make the relay
-/// deliver again, at a handful of database fsyncs per second.
+/// after it was applied: a handful of database fsyncs per second at most. Losing such changes
+/// is harmless (a closed chunk is staged again; a purged chunk's file is already gone), the
+/// bound only keeps recovery's repair work small.
 pub(crate) const LAZY_METADATA_SYNC: Duration = Duration::from_millis(200);
 
 /// One change to an output's chunks.
