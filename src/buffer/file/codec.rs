@@ -231,6 +231,22 @@ pub struct ChunkMeta {
     pub delivered: DeliveredSet,
 }
 
+impl ScannedFile<'_> {
+    /// The metadata of a chunk known only from its file (a staged chunk): its complete records,
+    /// never delivered, never retried.
+    pub fn meta(&self, state: StoredState) -> ChunkMeta {
+        ChunkMeta {
+            state,
+            created_ms: self.created_ms,
+            bytes: self.bytes,
+            records: self.records,
+            storage: DataStorage::File,
+            retry: RetryState::default(),
+            delivered: DeliveredSet::new(),
+        }
+    }
+}
+
 /// Wire form of [`ChunkMeta`] version 1 (bincode, standard config): data in sled values.
 /// Field order is the format: append new fields only in a new version.
 #[derive(Serialize, Deserialize)]

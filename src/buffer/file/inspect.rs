@@ -10,7 +10,7 @@ use serde::Serialize;
 
 use super::codec::{self, chunk_data_prefix, ChunkMeta, DataStorage, StoredState, META_PREFIX};
 use super::store::{chunk_file, chunk_files, Store, StoreError};
-use crate::buffer::{ChunkId, DeliveredSet, Records, RetryState};
+use crate::buffer::{ChunkId, Records};
 
 /// Contents of one output's queue on disk.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -73,15 +73,7 @@ pub fn chunks(store: &Store, output: &str) -> Result<ChunkListing, StoreError> {
 fn staged_from_file(dir: &Path, id: ChunkId) -> Result<ChunkMeta, String> {
     let bytes = std::fs::read(chunk_file(dir, id)).map_err(|e| e.to_string())?;
     let scan = codec::scan_chunk_file(&bytes, id).map_err(|e| e.to_string())?;
-    Ok(ChunkMeta {
-        state: StoredState::Staged,
-        created_ms: scan.created_ms,
-        bytes: scan.bytes,
-        records: scan.records,
-        storage: DataStorage::File,
-        retry: RetryState::default(),
-        delivered: DeliveredSet::new(),
-    })
+    Ok(scan.meta(StoredState::Staged))
 }
 
 /// Per-output summary of everything in the buffer (metadata, and the files of staged chunks).

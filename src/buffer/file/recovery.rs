@@ -18,7 +18,7 @@ use super::codec::{self, chunk_data_prefix, meta_key, ChunkMeta, DataStorage, St
 use super::quarantine;
 use super::store::{chunk_file, chunk_files, max_chunk_id, Store, StoreError};
 use super::writer::Op;
-use crate::buffer::{ChunkId, DeliveredSet, RetryState};
+use crate::buffer::ChunkId;
 
 /// What recovery found for an output.
 #[derive(Debug, Default)]
@@ -150,15 +150,7 @@ fn recover_staged(
         store.submit_wait(tree, dir, vec![Op::Purge { chunk: id }])?;
         return Ok(None);
     }
-    let meta = ChunkMeta {
-        state: StoredState::Queued,
-        created_ms: scan.created_ms,
-        bytes: scan.bytes,
-        records: scan.records,
-        storage: DataStorage::File,
-        retry: RetryState::default(),
-        delivered: DeliveredSet::new(),
-    };
+    let meta = scan.meta(StoredState::Queued);
     let put = Op::PutMeta {
         chunk: id,
         meta: codec::encode_meta(&meta),
