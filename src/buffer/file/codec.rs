@@ -122,18 +122,25 @@ pub fn chunk_of_key(key: &[u8]) -> Result<ChunkId, CodecError> {
 /// ```
 pub fn encode_value(ends: &[u32], base: u32, data: &[u8]) -> Vec<u8> {
     let mut v = Vec::with_capacity(VALUE_HEADER + ends.len() * 4 + data.len());
-    v.push(VALUE_V1);
-    v.extend_from_slice(&[0; 4]);
+    encode_value_into(&mut v, ends, base, data);
+    v
+}
+
+/// [`encode_value`], appended to `out` (no buffer of its own: the writer's hot path).
+fn encode_value_into(out: &mut Vec<u8>, ends: &[u32], base: u32, data: &[u8]) {
+    let start = out.len();
+    out.reserve(VALUE_HEADER + ends.len() * 4 + data.len());
+    out.push(VALUE_V1);
+    out.extend_from_slice(&[0; 4]);
     // A value holds at most MAX_VALUE_DATA bytes of a chunk below 4 GiB, so its record count
     // fits in u32.
-    v.extend_from_slice(&(ends.len() as u32).to_le_bytes());
+    out.extend_from_slice(&(ends.len() as u32).to_le_bytes());
     for e in ends {
-        v.extend_from_slice(&e.saturating_sub(base).to_le_bytes());
+        out.extend_from_slice(&e.saturating_sub(base).to_le_bytes());
     }
-    v.extend_from_slice(data);
-    let crc = crc32fast::hash(&v[5..]);
-    v[1..5].copy_from_slice(&crc.to_le_bytes());
-    v
+    out.extend_from_slice(data);
+    let crc = crc32fast::hash(&out[start + 5..]);
+    out[start + 1..start + 5].copy_from_slice(&crc.to_le_bytes());
 }
 
 /// A decoded data value, borrowing from the stored bytes.
@@ -417,10 +424,20 @@ pub fn decode_stored(key: Option<&[u8]>, value: &[u8]) -> Result<String, CodecEr
 /// [`MAX_VALUE_DATA`] record bytes each, in order. A record may straddle two values; the
 /// records' end offsets say where each one ends. Always at least one value.
 pub fn split_values(records: &Records) -> Vec<Vec<u8>> {
+    let mut out = Vec::new();
+    for_each_value(records, |ends, base, data| {
+        out.push(encode_value(ends, base, data))
+    });
+    out
+}
+
+/// Calls `f(ends, base, data)` for each data value `records` is split into (see
+/// [`split_values`]): `data` is at most [`MAX_VALUE_DATA`] bytes starting at offset `base`,
+/// `ends` the end offsets of the records that end in it.
+fn for_each_value(records: &Records, mut f: impl FnMut(&[u32], u32, &[u8])) {
     let data = records.as_bytes();
     let ends = records.ends();
     let pieces = data.len().div_ceil(MAX_VALUE_DATA).max(1);
-    let mut out = Vec::with_capacity(pieces);
     let mut next_end = 0usize;
     for p in 0..pieces {
         let start = p * MAX_VALUE_DATA;
@@ -434,13 +451,8 @@ pub fn split_values(records: &Records) -> Vec<Vec<u8>> {
             next_end += 1;
         }
         // `start` is below 4 GiB because a Records buffer is.
-        out.push(encode_value(
-            &ends[first..next_end],
-            start as u32,
-            &data[start..stop],
-        ));
+        f(&ends[first..next_end], start as u32, &data[start..stop]);
     }
-    out
 }
 
 /// The header every chunk file starts with: what recovery needs to bring back a chunk that
@@ -463,11 +475,14 @@ pub fn chunk_file_header(chunk: ChunkId, created_ms: u64) -> [u8; CHUNK_HEADER_L
 /// Appends the frames of `records` to `out`: each data value of [`split_values`] prefixed by
 /// its length (`u32 LE`). A chunk file is its header followed by such frames.
 pub fn encode_frames(records: &Records, out: &mut Vec<u8>) {
-    for value in split_values(records) {
+    for_each_value(records, |ends, base, data| {
+        let at = out.len();
+        out.extend_from_slice(&[0; FRAME_PREFIX]);
+        encode_value_into(out, ends, base, data);
         // A value holds at most MAX_VALUE_DATA bytes plus its record ends, far below 4 GiB.
-        out.extend_from_slice(&(value.len() as u32).to_le_bytes());
-        out.extend_from_slice(&value);
-    }
+        let len = (out.len() - at - FRAME_PREFIX) as u32;
+        out[at..at + FRAME_PREFIX].copy_from_slice(&len.to_le_bytes());
+    });
 }
 
 /// What [`scan_chunk_file`] found in a chunk file.

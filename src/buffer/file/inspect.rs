@@ -8,7 +8,8 @@ use std::path::Path;
 
 use serde::Serialize;
 
-use super::codec::{self, chunk_data_prefix, ChunkMeta, DataStorage, StoredState, META_PREFIX};
+use super::codec::{self, ChunkMeta, DataStorage, StoredState, META_PREFIX};
+use super::queue;
 use super::store::{chunk_file, chunk_files, Store, StoreError};
 use crate::buffer::{ChunkId, Records};
 
@@ -114,35 +115,11 @@ pub fn read_chunk(store: &Store, output: &str, id: ChunkId) -> Result<Records, S
         Some(m) => Some(codec::decode_meta(&m).map_err(|e| format!("chunk {id}: metadata: {e}"))?),
         None => None,
     };
-    if let Some(meta) = meta.as_ref().filter(|m| m.storage != DataStorage::File) {
-        let mut values = Vec::new();
-        for kv in tree.scan_prefix(chunk_data_prefix(id)) {
-            let (_, v) = kv.map_err(|e| e.to_string())?;
-            values.push(v);
-        }
-        return codec::assemble(values.iter().map(|v| v.as_ref()), meta.records, meta.bytes)
-            .map_err(|e| format!("chunk {id}: data: {e}"));
-    }
     let path = chunk_file(&store.chunk_dir_path(output), id);
-    let bytes = match std::fs::read(&path) {
-        Ok(b) => b,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound && meta.is_none() => {
-            return Err(format!("output `{output}` has no chunk {id}"))
-        }
-        Err(e) => return Err(format!("{}: {e}", path.display())),
-    };
-    let scan = codec::scan_chunk_file(&bytes, id).map_err(|e| format!("chunk {id}: data: {e}"))?;
-    let (records, expected_bytes) = match meta {
-        Some(m) if m.state == StoredState::Queued => {
-            if let Some(e) = scan.tail {
-                return Err(format!("chunk {id}: data: {e}"));
-            }
-            (m.records, m.bytes)
-        }
-        _ => (scan.records, scan.bytes),
-    };
-    codec::assemble(scan.values, records, expected_bytes)
-        .map_err(|e| format!("chunk {id}: data: {e}"))
+    if meta.is_none() && !path.exists() {
+        return Err(format!("output `{output}` has no chunk {id}"));
+    }
+    queue::read_chunk(&tree, &path, id, meta.as_ref()).map_err(|e| format!("chunk {id}: data: {e}"))
 }
 
 /// Writes the records of `chunk` (or of every chunk, oldest first) as NDJSON: each record on

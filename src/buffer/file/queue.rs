@@ -143,20 +143,20 @@ struct Prepared {
 impl Prepared {
     /// Writes chunk `id`'s current metadata.
     fn put_meta(&mut self, st: &mut State, id: ChunkId) {
-        if let Some(e) = st.chunks.get_mut(&id) {
-            self.ops.push(Op::PutMeta {
-                chunk: id,
-                meta: codec::encode_meta(&e.meta),
-            });
-            e.pending_writes += 1;
-            self.touched.push(id);
+        if let Some(meta) = st.chunks.get(&id).map(|e| codec::encode_meta(&e.meta)) {
+            self.write(st, id, Op::PutMeta { chunk: id, meta });
         }
     }
 
     /// Appends `records` to chunk `id`'s file (the caller has counted them in the metadata).
     fn append(&mut self, st: &mut State, id: ChunkId, records: Records) {
+        self.write(st, id, Op::Append { chunk: id, records });
+    }
+
+    /// Adds a write to chunk `id`, counted in its `pending_writes` until it is durable.
+    fn write(&mut self, st: &mut State, id: ChunkId, op: Op) {
         if let Some(e) = st.chunks.get_mut(&id) {
-            self.ops.push(Op::Append { chunk: id, records });
+            self.ops.push(op);
             e.pending_writes += 1;
             self.touched.push(id);
         }
@@ -296,9 +296,10 @@ impl Inner {
     fn new_chunk(&self, st: &mut State, prep: &mut Prepared) -> ChunkId {
         let id = ChunkId(st.next_id);
         st.next_id += 1;
+        let created_ms = now_ms();
         let meta = ChunkMeta {
             state: StoredState::Staged,
-            created_ms: now_ms(),
+            created_ms,
             bytes: 0,
             records: 0,
             storage: DataStorage::File,
@@ -313,7 +314,6 @@ impl Inner {
                 pending_writes: 0,
             },
         );
-        let created_ms = st.chunks.get(&id).map_or(0, |e| e.meta.created_ms);
         st.staged = Some(id);
         prep.ops.push(Op::Create {
             chunk: id,
@@ -446,7 +446,7 @@ impl Inner {
             };
             let (tree, path) = (self.tree.clone(), chunk_file(&self.dir, id));
             let m = meta.clone();
-            let read = tokio::task::spawn_blocking(move || read_chunk(&tree, &path, id, &m))
+            let read = tokio::task::spawn_blocking(move || read_chunk(&tree, &path, id, Some(&m)))
                 .await
                 .unwrap_or_else(|e| Err(ReadError::Storage(StoreError::Io(e.to_string()))));
             match read {
@@ -624,45 +624,60 @@ impl Inner {
 }
 
 /// Why a chunk's data could not be read.
-enum ReadError {
+pub(crate) enum ReadError {
     /// The store failed; the chunk may be fine.
     Storage(StoreError),
     /// The stored bytes are wrong; the chunk must be quarantined.
     Corrupt(String),
 }
 
-/// Reads and verifies all records of a closed chunk (blocking), from its file at `path` or,
-/// for a chunk written by the first release, from its sled values.
-fn read_chunk(
+impl std::fmt::Display for ReadError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ReadError::Storage(e) => e.fmt(f),
+            ReadError::Corrupt(why) => f.write_str(why),
+        }
+    }
+}
+
+/// Reads and verifies all records of chunk `id` (blocking): from its file at `path` or, for a
+/// chunk written by the first release, from its sled values. A closed chunk (metadata queued)
+/// must hold exactly what its metadata counts; a staged one (no metadata, or staged) is read up
+/// to its last complete record.
+pub(crate) fn read_chunk(
     tree: &Tree,
     path: &Path,
     id: ChunkId,
-    meta: &ChunkMeta,
+    meta: Option<&ChunkMeta>,
 ) -> Result<Records, ReadError> {
     let corrupt = |e: codec::CodecError| ReadError::Corrupt(e.to_string());
-    match meta.storage {
-        DataStorage::File => {
-            let bytes = std::fs::read(path).map_err(|e| match e.kind() {
-                std::io::ErrorKind::NotFound => {
-                    ReadError::Corrupt(format!("chunk file {} is missing", path.display()))
-                }
-                _ => ReadError::Storage(StoreError::Io(format!("read {}: {e}", path.display()))),
-            })?;
-            let scan = codec::scan_chunk_file(&bytes, id).map_err(corrupt)?;
+    if let Some(meta) = meta.filter(|m| m.storage != DataStorage::File) {
+        let mut values = Vec::new();
+        for kv in tree.scan_prefix(chunk_data_prefix(id)) {
+            let (_, v) = kv.map_err(|e| ReadError::Storage(e.into()))?;
+            values.push(v);
+        }
+        return codec::assemble(values.iter().map(|v| v.as_ref()), meta.records, meta.bytes)
+            .map_err(corrupt);
+    }
+    let bytes = std::fs::read(path).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => {
+            ReadError::Corrupt(format!("chunk file {} is missing", path.display()))
+        }
+        _ => ReadError::Storage(StoreError::Io(format!("read {}: {e}", path.display()))),
+    })?;
+    let scan = codec::scan_chunk_file(&bytes, id).map_err(corrupt)?;
+    match meta.filter(|m| m.state == StoredState::Queued) {
+        Some(meta) => {
             if let Some(e) = scan.tail {
                 // A closed chunk's file was complete and synced before it closed.
                 return Err(corrupt(e));
             }
             codec::assemble(scan.values, meta.records, meta.bytes).map_err(corrupt)
         }
-        DataStorage::SledValues { .. } => {
-            let mut values = Vec::new();
-            for kv in tree.scan_prefix(chunk_data_prefix(id)) {
-                let (_, v) = kv.map_err(|e| ReadError::Storage(e.into()))?;
-                values.push(v);
-            }
-            codec::assemble(values.iter().map(|v| v.as_ref()), meta.records, meta.bytes)
-                .map_err(corrupt)
+        None => {
+            let (records, bytes) = (scan.records, scan.bytes);
+            codec::assemble(scan.values, records, bytes).map_err(corrupt)
         }
     }
 }
