@@ -125,6 +125,14 @@ impl Records {
         }
     }
 
+    /// The byte range of records `indices` within [`Records::as_bytes`], if they all exist.
+    pub fn byte_span(&self, indices: Range<usize>) -> Option<Range<usize>> {
+        if indices.is_empty() || indices.end > self.ends.len() {
+            return None;
+        }
+        Some(self.range(indices.start).start..self.ends[indices.end - 1] as usize)
+    }
+
     /// Size of record `i` in bytes.
     pub fn record_len(&self, i: usize) -> usize {
         self.range(i).len()

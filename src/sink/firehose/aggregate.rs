@@ -28,13 +28,48 @@ pub const MAX_RECORD_BYTES: usize = 1_024_000;
 /// 64 KiB plus an 18-byte gzip frame) fits after compression without a second pass.
 const GZIP_SLACK_DIVISOR: usize = 256;
 
+/// Where the bytes of one Firehose record are.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Data {
+    /// Records that are adjacent in the chunk and sent as they are: a byte range of the chunk's
+    /// record data. The common case (one record each, or a packed run with nothing delivered in
+    /// between) costs no copy and no allocation.
+    Span(Range<usize>),
+    /// Bytes made for this record: compressed, or packed from records that are not adjacent
+    /// (a previous attempt delivered some in between).
+    Owned(Vec<u8>),
+}
+
 /// One Firehose record and the chunk records it carries.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Packed {
-    /// The bytes to send (compressed if gzip is on).
-    pub data: Vec<u8>,
+    /// The bytes to send (compressed if gzip is on); see [`Packed::bytes`].
+    pub data: Data,
     /// Which entries of [`Encoded::sources`] this record carries (consecutive).
     pub sources: Range<usize>,
+}
+
+impl Packed {
+    /// The bytes to send. `chunk` must be the chunk this record was encoded from.
+    pub fn bytes<'a>(&'a self, chunk: &'a Chunk) -> &'a [u8] {
+        match &self.data {
+            Data::Span(r) => chunk.records.as_bytes().get(r.clone()).unwrap_or(&[]),
+            Data::Owned(d) => d,
+        }
+    }
+
+    /// Size of the data in bytes (what Firehose meters, before base64).
+    pub fn len(&self) -> usize {
+        match &self.data {
+            Data::Span(r) => r.len(),
+            Data::Owned(d) => d.len(),
+        }
+    }
+
+    /// True for a record with no data.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
 }
 
 /// The result of encoding a chunk.
@@ -121,6 +156,32 @@ impl Encoder {
     /// Adds one Firehose record made of `indices`; if it is too large after compression it is
     /// split in halves, and a single record that is still too large is rejected.
     fn push_group(&self, chunk: &Chunk, indices: &[usize], out: &mut Encoded) {
+        if !self.gzip {
+            if let Some(span) = adjacent_span(chunk, indices) {
+                if span.len() > self.max_record_bytes {
+                    // Only a single record can be over the limit here: groups are packed
+                    // below it.
+                    for &i in indices {
+                        out.rejected.push((
+                            i,
+                            format!(
+                                "record is {} bytes, over the Firehose limit of {} bytes per record",
+                                span.len(),
+                                self.max_record_bytes
+                            ),
+                        ));
+                    }
+                    return;
+                }
+                let start = out.sources.len();
+                out.sources.extend_from_slice(indices);
+                out.records.push(Packed {
+                    data: Data::Span(span),
+                    sources: start..out.sources.len(),
+                });
+                return;
+            }
+        }
         let mut raw = Vec::new();
         for &i in indices {
             if let Some(r) = chunk.records.get(i) {
@@ -168,10 +229,19 @@ impl Encoder {
         let start = out.sources.len();
         out.sources.extend_from_slice(indices);
         out.records.push(Packed {
-            data,
+            data: Data::Owned(data),
             sources: start..out.sources.len(),
         });
     }
+}
+
+/// The byte range of `indices` in the chunk's record data when they are consecutive records.
+fn adjacent_span(chunk: &Chunk, indices: &[usize]) -> Option<Range<usize>> {
+    let (&first, &last) = (indices.first()?, indices.last()?);
+    if last - first + 1 != indices.len() || indices.windows(2).any(|w| w[1] != w[0] + 1) {
+        return None;
+    }
+    chunk.records.byte_span(first..last + 1)
 }
 
 fn gzip(data: &[u8]) -> std::io::Result<Vec<u8>> {
@@ -233,7 +303,11 @@ mod tests {
         assert_eq!(e.records.len(), 3);
         assert_eq!(e.chunk_indices(0), &[0]);
         assert_eq!(e.chunk_indices(1), &[2]);
-        assert_eq!(e.records[2].data, recs[3]);
+        assert_eq!(e.records[2].bytes(&c), recs[3]);
+        assert!(
+            e.records.iter().all(|p| matches!(p.data, Data::Span(_))),
+            "records are sent from the chunk without copies"
+        );
     }
 
     #[test]
@@ -246,7 +320,7 @@ mod tests {
             max_record_bytes: 1000,
         }
         .encode(&c);
-        assert!(e.records.iter().all(|p| p.data.len() <= 1000));
+        assert!(e.records.iter().all(|p| p.len() <= 1000));
         assert_eq!(
             e.records.len(),
             10,
@@ -254,7 +328,11 @@ mod tests {
         );
         let mut back: Vec<Vec<u8>> = Vec::new();
         for p in &e.records {
-            back.extend(p.data.split_inclusive(|&b| b == b'\n').map(<[u8]>::to_vec));
+            back.extend(
+                p.bytes(&c)
+                    .split_inclusive(|&b| b == b'\n')
+                    .map(<[u8]>::to_vec),
+            );
         }
         let expected: Vec<_> = recs
             .iter()
@@ -307,14 +385,14 @@ mod tests {
         }
         .encode(&c);
         assert_eq!(e.records.len(), 1);
-        assert_eq!(gunzip(&e.records[0].data), recs.concat());
+        assert_eq!(gunzip(e.records[0].bytes(&c)), recs.concat());
         let e = Encoder {
             aggregation: false,
             gzip: true,
             max_record_bytes: MAX_RECORD_BYTES,
         }
         .encode(&c);
-        assert_eq!(gunzip(&e.records[7].data), recs[7]);
+        assert_eq!(gunzip(e.records[7].bytes(&c)), recs[7]);
     }
 
     #[test]
@@ -337,8 +415,8 @@ mod tests {
         }
         .encode(&c);
         assert!(e.rejected.is_empty());
-        assert!(e.records.iter().all(|p| p.data.len() <= 1000));
-        let all: Vec<u8> = e.records.iter().flat_map(|p| gunzip(&p.data)).collect();
+        assert!(e.records.iter().all(|p| p.len() <= 1000));
+        let all: Vec<u8> = e.records.iter().flat_map(|p| gunzip(p.bytes(&c))).collect();
         assert_eq!(all, recs.concat());
     }
 }

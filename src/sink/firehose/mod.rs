@@ -25,6 +25,7 @@ pub mod config;
 pub mod errors;
 pub mod metrics;
 pub mod pacing;
+pub mod request;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -33,8 +34,7 @@ use async_trait::async_trait;
 use aws_config::retry::RetryConfig;
 use aws_config::timeout::TimeoutConfig;
 use aws_config::BehaviorVersion;
-use aws_sdk_firehose::primitives::Blob;
-use aws_sdk_firehose::types::Record;
+use aws_smithy_types::body::SdkBody;
 use futures::StreamExt;
 use rand::Rng;
 
@@ -192,13 +192,14 @@ impl FirehoseSink {
         l
     }
 
-    /// Sends `records` with resends of failures; reports which were confirmed.
-    async fn send_call(&self, records: &[Packed]) -> CallOutcome {
+    /// Sends `records` (encoded from `chunk`) with resends of failures; reports which were
+    /// confirmed.
+    async fn send_call(&self, chunk: &Chunk, records: &[Packed]) -> CallOutcome {
         let mut confirmed = vec![false; records.len()];
         let mut todo: Vec<usize> = (0..records.len()).collect();
         let mut attempt: u32 = 0;
         loop {
-            let bytes: usize = todo.iter().map(|&i| records[i].data.len()).sum();
+            let bytes: usize = todo.iter().map(|&i| records[i].len()).sum();
             let waited = self.pacer.acquire(todo.len(), bytes).await;
             if !waited.is_zero() {
                 self.metrics
@@ -206,21 +207,24 @@ impl FirehoseSink {
                     .get_or_create(&self.labels)
                     .inc_by(waited.as_secs_f64());
             }
-            let batch: Vec<Record> = todo
-                .iter()
-                .filter_map(|&i| {
-                    Record::builder()
-                        .data(Blob::new(records[i].data.clone()))
-                        .build()
-                        .ok()
-                })
-                .collect();
+            // The body is written here in one pass and swapped in before signing (see
+            // [`request`]); the SDK serializes an empty record list that is thrown away.
+            let body = request::put_record_batch_body(
+                &self.stream,
+                todo.iter().map(|&i| records[i].bytes(chunk)),
+            );
             let started = Instant::now();
             let result = self
                 .client
                 .put_record_batch()
                 .delivery_stream_name(&self.stream)
-                .set_records(Some(batch))
+                .set_records(Some(Vec::new()))
+                .customize()
+                .mutate_request(move |req| {
+                    req.headers_mut()
+                        .insert("content-length", body.len().to_string());
+                    *req.body_mut() = SdkBody::from(body.clone());
+                })
                 .send()
                 .await;
             self.metrics
@@ -238,7 +242,7 @@ impl FirehoseSink {
                             Some(r) if r.error_code().is_none() => {
                                 confirmed[i] = true;
                                 sent_records += 1;
-                                sent_bytes += records[i].data.len() as u64;
+                                sent_bytes += records[i].len() as u64;
                             }
                             Some(r) => {
                                 let code = r.error_code().unwrap_or_default();
@@ -369,15 +373,13 @@ impl Sink for FirehoseSink {
             rejected: encoded.rejected.clone(),
             ..Default::default()
         };
-        let calls = self
-            .limits
-            .split(encoded.records.iter().map(|p| p.data.len()));
+        let calls = self.limits.split(encoded.records.iter().map(Packed::len));
         // Up to `max_concurrent_calls` calls of this chunk in flight; each reports which of its
         // records were confirmed, and whatever failed stays pending for the chunk's next attempt.
         let records = &encoded.records;
         let mut outcomes = futures::stream::iter(calls)
             .map(|range| async move {
-                let outcome = self.send_call(&records[range.clone()]).await;
+                let outcome = self.send_call(chunk, &records[range.clone()]).await;
                 (range, outcome)
             })
             .buffer_unordered(self.concurrency);
