@@ -26,6 +26,7 @@ pub mod errors;
 pub mod metrics;
 pub mod pacing;
 pub mod request;
+pub mod response;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -209,6 +210,7 @@ impl FirehoseSink {
             }
             // The body is written here in one pass and swapped in before signing (see
             // [`request`]); the SDK serializes an empty record list that is thrown away.
+            // Successful responses are read by [`response`], without the record ids.
             let body = request::put_record_batch_body(
                 &self.stream,
                 todo.iter().map(|&i| records[i].bytes(chunk)),
@@ -225,6 +227,7 @@ impl FirehoseSink {
                         .insert("content-length", body.len().to_string());
                     *req.body_mut() = SdkBody::from(body.clone());
                 })
+                .interceptor(response::FastResponses)
                 .send()
                 .await;
             self.metrics

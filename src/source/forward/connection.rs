@@ -30,7 +30,7 @@ use crate::telemetry::Throttle;
 const READ_CHUNK: usize = 64 * 1024;
 /// Messages larger than this are decoded on the blocking pool so that a big (or gzip) message
 /// does not stall the other connections sharing the runtime thread.
-const OFFLOAD_BYTES: usize = 16 * 1024;
+const OFFLOAD_BYTES: usize = 256 * 1024;
 /// How often the same kind of warning may be logged per source.
 const LOG_PERIOD: Duration = Duration::from_secs(10);
 /// Messages of one connection being stored at once. While message N waits for its fsync, N+1
