@@ -242,13 +242,17 @@ fn fake_handler(fake: Arc<Fake>) -> http_server::Handler {
             fake.calls.fetch_add(1, Ordering::Relaxed);
             fake.bytes.fetch_add(data_bytes, Ordering::Relaxed);
             fake.records.fetch_add(n, Ordering::Relaxed);
-            let mut out = String::with_capacity(32 + n as usize * 20);
+            // Record ids as long as real ones (56+ characters), so that reading the response
+            // costs the relay what it costs in production.
+            let mut out = String::with_capacity(64 + n as usize * 72);
             out.push_str(r#"{"FailedPutCount":0,"Encrypted":false,"RequestResponses":["#);
             for j in 0..n {
                 if j > 0 {
                     out.push(',');
                 }
-                out.push_str(r#"{"RecordId":"r"}"#);
+                out.push_str(r#"{"RecordId":"49543463076548007577105092703039560359975228518395"#);
+                out.push_str(itoa::Buffer::new().format(100_000 + j));
+                out.push_str(r#""}"#);
             }
             out.push_str("]}");
             http_server::Reply::Response {

@@ -29,7 +29,10 @@ use crate::telemetry::Throttle;
 /// Bytes requested from the socket per read.
 const READ_CHUNK: usize = 64 * 1024;
 /// Messages larger than this are decoded on the blocking pool so that a big (or gzip) message
-/// does not stall the other connections sharing the runtime thread.
+/// does not stall the other connections sharing the runtime thread. Smaller ones are decoded
+/// in place: decoding runs at ~1 GB/s, so 256 KiB (~1,000 records, what Fluent Bit sends per
+/// message under load) holds the thread for ~250 µs, less than the two thread hand-offs it
+/// would otherwise cost (the profile showed scheduler wake-ups as a tenth of the relay's CPU).
 const OFFLOAD_BYTES: usize = 256 * 1024;
 /// How often the same kind of warning may be logged per source.
 const LOG_PERIOD: Duration = Duration::from_secs(10);
