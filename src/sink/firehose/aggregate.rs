@@ -326,6 +326,12 @@ mod tests {
             10,
             "98 records of 100 bytes, 10 per record"
         );
+        // The first record skips the delivered 5 and 6, so it is a copy; the next ones are
+        // runs of adjacent records, sent from the chunk as they are.
+        assert!(matches!(e.records[0].data, Data::Owned(_)));
+        assert!(e.records[1..]
+            .iter()
+            .all(|p| matches!(p.data, Data::Span(_))));
         let mut back: Vec<Vec<u8>> = Vec::new();
         for p in &e.records {
             back.extend(
