@@ -40,6 +40,21 @@ pub enum Data {
     Owned(Vec<u8>),
 }
 
+impl Data {
+    /// Size in bytes.
+    pub fn len(&self) -> usize {
+        match self {
+            Data::Span(r) => r.len(),
+            Data::Owned(d) => d.len(),
+        }
+    }
+
+    /// True when there are no bytes.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
 /// One Firehose record and the chunk records it carries.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Packed {
@@ -60,10 +75,7 @@ impl Packed {
 
     /// Size of the data in bytes (what Firehose meters, before base64).
     pub fn len(&self) -> usize {
-        match &self.data {
-            Data::Span(r) => r.len(),
-            Data::Owned(d) => d.len(),
-        }
+        self.data.len()
     }
 
     /// True for a record with no data.
@@ -156,54 +168,39 @@ impl Encoder {
     /// Adds one Firehose record made of `indices`; if it is too large after compression it is
     /// split in halves, and a single record that is still too large is rejected.
     fn push_group(&self, chunk: &Chunk, indices: &[usize], out: &mut Encoded) {
-        if !self.gzip {
-            if let Some(span) = adjacent_span(chunk, indices) {
-                if span.len() > self.max_record_bytes {
-                    // Only a single record can be over the limit here: groups are packed
-                    // below it.
-                    for &i in indices {
-                        out.rejected.push((
-                            i,
-                            format!(
-                                "record is {} bytes, over the Firehose limit of {} bytes per record",
-                                span.len(),
-                                self.max_record_bytes
-                            ),
-                        ));
-                    }
-                    return;
-                }
-                let start = out.sources.len();
-                out.sources.extend_from_slice(indices);
-                out.records.push(Packed {
-                    data: Data::Span(span),
-                    sources: start..out.sources.len(),
-                });
-                return;
-            }
-        }
-        let mut raw = Vec::new();
-        for &i in indices {
-            if let Some(r) = chunk.records.get(i) {
-                raw.extend_from_slice(r);
-            }
-        }
-        let raw_len = raw.len();
-        let data = if self.gzip {
-            match gzip(&raw) {
-                Ok(d) => d,
-                Err(e) => {
-                    for &i in indices {
-                        out.rejected
-                            .push((i, format!("gzip compression failed: {e}")));
-                    }
-                    return;
-                }
-            }
+        let span = if self.gzip {
+            None
         } else {
-            raw
+            adjacent_span(chunk, indices)
         };
-        if data.len() > self.max_record_bytes {
+        let (data, raw_len) = match span {
+            Some(span) => {
+                let len = span.len();
+                (Data::Span(span), len)
+            }
+            None => {
+                let mut raw = Vec::new();
+                for &i in indices {
+                    if let Some(r) = chunk.records.get(i) {
+                        raw.extend_from_slice(r);
+                    }
+                }
+                let raw_len = raw.len();
+                if !self.gzip {
+                    (Data::Owned(raw), raw_len)
+                } else {
+                    match gzip(&raw) {
+                        Ok(d) => (Data::Owned(d), raw_len),
+                        Err(e) => {
+                            reject(out, indices, &format!("gzip compression failed: {e}"));
+                            return;
+                        }
+                    }
+                }
+            }
+        };
+        let len = data.len();
+        if len > self.max_record_bytes {
             if indices.len() > 1 {
                 let (a, b) = indices.split_at(indices.len() / 2);
                 self.push_group(chunk, a, out);
@@ -211,28 +208,31 @@ impl Encoder {
                 return;
             }
             let what = if self.gzip {
-                format!("{raw_len} bytes, {} bytes after gzip", data.len())
+                format!("{raw_len} bytes, {len} bytes after gzip")
             } else {
-                format!("{} bytes", data.len())
+                format!("{len} bytes")
             };
-            for &i in indices {
-                out.rejected.push((
-                    i,
-                    format!(
-                        "record is {what}, over the Firehose limit of {} bytes per record",
-                        self.max_record_bytes
-                    ),
-                ));
-            }
+            let limit = self.max_record_bytes;
+            reject(
+                out,
+                indices,
+                &format!("record is {what}, over the Firehose limit of {limit} bytes per record"),
+            );
             return;
         }
         let start = out.sources.len();
         out.sources.extend_from_slice(indices);
         out.records.push(Packed {
-            data: Data::Owned(data),
+            data,
             sources: start..out.sources.len(),
         });
     }
+}
+
+/// Reports every record of `indices` as never sendable, for `reason`.
+fn reject(out: &mut Encoded, indices: &[usize], reason: &str) {
+    out.rejected
+        .extend(indices.iter().map(|&i| (i, reason.to_owned())));
 }
 
 /// The byte range of `indices` in the chunk's record data when they are consecutive records.
