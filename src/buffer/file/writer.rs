@@ -107,8 +107,8 @@ pub(crate) struct Request {
 struct OutputGroup {
     tree: Tree,
     dir: Arc<Path>,
-    batch: Batch,
-    batch_ops: usize,
+    /// Metadata changes in order: `Some` inserts, `None` removes.
+    meta: Vec<(IVec, Option<IVec>)>,
     created: BTreeMap<ChunkId, u64>,
     appended: BTreeMap<ChunkId, Records>,
     purged: Vec<ChunkId>,
@@ -232,8 +232,7 @@ impl Writer {
                     outputs.push(OutputGroup {
                         tree: req.tree,
                         dir: req.dir,
-                        batch: Batch::default(),
-                        batch_ops: 0,
+                        meta: Vec::new(),
                         created: BTreeMap::new(),
                         appended: BTreeMap::new(),
                         purged: Vec::new(),
@@ -272,8 +271,8 @@ impl Writer {
         }
         // 3. Metadata.
         for out in &mut outputs {
-            if out.batch_ops > 0 {
-                out.tree.apply_batch(std::mem::take(&mut out.batch))?;
+            if !out.meta.is_empty() {
+                apply_meta(&out.tree, std::mem::take(&mut out.meta))?;
                 self.unsynced_since.get_or_insert_with(Instant::now);
             }
         }
@@ -333,6 +332,32 @@ fn write_files(out: &OutputGroup, frames: &mut Vec<u8>) -> Result<(), StoreError
     Ok(())
 }
 
+/// Applies one group's metadata changes to `tree`, atomically. A single change is applied on
+/// its own: a sled `Batch` writes a batch manifest and seals sled's I/O buffer, one `pwrite`
+/// on sled's thread pool per group (in the profile, sled's threads took 5 % of the relay's CPU
+/// when every chunk seal and purge went through a batch). Durability is unaffected: it comes
+/// from the flush + `fdatasync` of the database, as before.
+fn apply_meta(tree: &Tree, mut changes: Vec<(IVec, Option<IVec>)>) -> Result<(), StoreError> {
+    if changes.len() == 1 {
+        if let Some((key, value)) = changes.pop() {
+            match value {
+                Some(v) => tree.insert(key, v)?,
+                None => tree.remove(key)?,
+            };
+        }
+        return Ok(());
+    }
+    let mut batch = Batch::default();
+    for (key, value) in changes {
+        match value {
+            Some(v) => batch.insert(key, v),
+            None => batch.remove(key),
+        }
+    }
+    tree.apply_batch(batch)?;
+    Ok(())
+}
+
 fn add_ops(g: &mut OutputGroup, ops: Vec<Op>) -> Result<(), StoreError> {
     for op in ops {
         match op {
@@ -348,8 +373,8 @@ fn add_ops(g: &mut OutputGroup, ops: Vec<Op>) -> Result<(), StoreError> {
                 }
             },
             Op::PutMeta { chunk, meta } => {
-                g.batch.insert(&meta_key(chunk)[..], meta);
-                g.batch_ops += 1;
+                g.meta
+                    .push((IVec::from(&meta_key(chunk)[..]), Some(IVec::from(meta))));
             }
             Op::Purge { chunk } => {
                 // A chunk created and purged in the same group never reaches the disk.
@@ -359,15 +384,12 @@ fn add_ops(g: &mut OutputGroup, ops: Vec<Op>) -> Result<(), StoreError> {
                 }
                 // Data values of a chunk written by the first release (DataStorage::SledValues).
                 for key in g.tree.scan_prefix(chunk_data_prefix(chunk)).keys() {
-                    let key: IVec = key?;
-                    g.batch.remove(key);
+                    g.meta.push((key?, None));
                 }
-                g.batch.remove(&meta_key(chunk)[..]);
-                g.batch_ops += 1;
+                g.meta.push((IVec::from(&meta_key(chunk)[..]), None));
             }
             Op::RemoveKey(key) => {
-                g.batch.remove(key);
-                g.batch_ops += 1;
+                g.meta.push((IVec::from(key), None));
             }
         }
     }
