@@ -597,18 +597,24 @@ fn main() {
             let pid = relay.child.id();
             let loaded = rt.block_on(run_load(relay.forward_port, &kk, &load, records));
             let rss_loaded = peak_rss_mib(pid);
+            // CPU of the relay and of this process (the fake endpoint) during the drain: when
+            // the two together use both cores, CPU is what limits the drain.
+            let (relay_cpu, fake_cpu) = (cpu_seconds(pid), cpu_seconds(std::process::id()));
             let start = Instant::now();
             fake.refusing.store(false, Ordering::Relaxed);
             let end = wait_records(&fake, records, Duration::from_secs(1800));
             let secs = end.duration_since(start).as_secs_f64();
+            let relay_cores = (cpu_seconds(pid) - relay_cpu) / secs;
+            let fake_cores = (cpu_seconds(std::process::id()) - fake_cpu) / secs;
             println!(
-                "backlog {} MB ({records} records) with flush_thread_count {workers}: loaded in {:.1} s, drained at {:.0} records/s ({:.1} MB/s), peak RSS {:.1} MiB (after loading {:.1} MiB)",
+                "backlog {} MB ({records} records) with flush_thread_count {workers}: loaded in {:.1} s, drained at {:.0} records/s ({:.1} MB/s), peak RSS {:.1} MiB (after loading {:.1} MiB); during the drain the relay used {relay_cores:.2} cores and the fake endpoint {fake_cores:.2} of {}",
                 k.backlog_mb,
                 loaded.as_secs_f64(),
                 records as f64 / secs,
                 records as f64 * rec_bytes / secs / 1e6,
                 peak_rss_mib(pid),
-                rss_loaded
+                rss_loaded,
+                std::thread::available_parallelism().map_or(0, |n| n.get())
             );
             relay.stop();
         }
