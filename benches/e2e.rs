@@ -9,8 +9,12 @@
 //!
 //! Knobs (`--name value`): `records` (5,000,000), `record-size` (≈200 bytes of JSON),
 //! `per-message` (1,000), `connections` (1), `window` (8 unacked messages per connection),
-//! `workers` (`flush_thread_count`, 2), `backlog-mb` (2,048), `scenario`
+//! `workers` (`flush_thread_count`, 2), `backlog-mb` (2,048), `pacing` (how the backlog drains:
+//! `adaptive`, the default config, `unpaced` with `adaptive_pacing = false`, or `both`), `scenario`
 //! (`steady`|`backlog`|`all`).
+//!
+//! The backlog scenario drains with 2 and 8 flush workers and prints the cores the relay, the
+//! fake endpoint and the whole machine used while draining, so the line says what limited it.
 //!
 //! Printed, in one run so ratios are comparable despite machine noise: records/s and MB/s end to
 //! end (load start → last record accepted by the fake), CPU seconds of the relay per million
@@ -46,6 +50,8 @@ struct Knobs {
     window: usize,
     workers: u32,
     backlog_mb: u64,
+    /// Backlog drains with `adaptive`, `unpaced` (adaptive_pacing = false) or `both`.
+    pacing: String,
     scenario: String,
 }
 
@@ -59,6 +65,7 @@ impl Knobs {
             window: 8,
             workers: 2,
             backlog_mb: 2048,
+            pacing: "both".into(),
             scenario: "all".into(),
         };
         let args: Vec<String> = std::env::args().skip(1).collect();
@@ -80,6 +87,7 @@ impl Knobs {
                 "--workers" => k.workers = num() as u32,
                 "--backlog-mb" => k.backlog_mb = num(),
                 "--scenario" => k.scenario = value.clone(),
+                "--pacing" => k.pacing = value.clone(),
                 // `cargo bench` passes --bench; filters are not used here.
                 _ => {
                     i += 1;
@@ -297,6 +305,25 @@ fn cpu_seconds(pid: u32) -> f64 {
     ticks / clock_ticks()
 }
 
+/// Busy and total CPU seconds of the whole machine (all cores) from `/proc/stat`: busy time
+/// includes the kernel threads that write back and journal the buffer's files, which neither
+/// the relay's nor this process's own CPU time shows.
+fn machine_cpu_seconds() -> (f64, f64) {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let ticks: Vec<f64> = stat
+        .lines()
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|v| v.parse().ok())
+        .collect();
+    // user nice system idle iowait irq softirq steal (guest time is already in user).
+    let total: f64 = ticks.iter().take(8).sum();
+    let idle = ticks.get(3).copied().unwrap_or(0.0) + ticks.get(4).copied().unwrap_or(0.0);
+    ((total - idle) / clock_ticks(), total / clock_ticks())
+}
+
 /// Current anonymous / file-backed resident memory of `pid`, for telling heap from page cache.
 fn rss_breakdown(pid: u32) -> String {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
@@ -329,7 +356,16 @@ struct Relay {
 }
 
 impl Relay {
-    fn start(dir: &Path, fake_port: u16, ca: &Path, k: &Knobs, extra_buffer: &str) -> Relay {
+    /// Starts the relay; `extra_output` and `extra_buffer` are TOML lines added to the output's
+    /// table and to its buffer table.
+    fn start(
+        dir: &Path,
+        fake_port: u16,
+        ca: &Path,
+        k: &Knobs,
+        extra_output: &str,
+        extra_buffer: &str,
+    ) -> Relay {
         let forward_port = free_port();
         let http_port = free_port();
         let conf = format!(
@@ -347,6 +383,7 @@ region = "us-east-1"
 delivery_stream = "bench"
 endpoint_url = "https://127.0.0.1:{fake_port}"
 tls_ca_file = "{ca}"
+{extra_output}
 [outputs.fh.credentials]
 type = "static"
 access_key_id = "AKIDBENCH"
@@ -543,7 +580,7 @@ fn main() {
             k.records * load.json_bytes_per_record as u64,
             (k.per_message as usize) * load.json_bytes_per_record,
         );
-        let relay = Relay::start(tmp.path(), fake_addr.port(), &ca_path, &k, "");
+        let relay = Relay::start(tmp.path(), fake_addr.port(), &ca_path, &k, "", "");
         let pid = relay.child.id();
         let cpu0 = cpu_seconds(pid);
         fake.records.store(0, Ordering::Relaxed);
@@ -586,35 +623,57 @@ fn main() {
     if k.scenario == "backlog" || k.scenario == "all" {
         let records = (k.backlog_mb << 20) / load.json_bytes_per_record as u64 / k.per_message
             * k.per_message;
-        for workers in [2u32, 8] {
+        let pacings: &[bool] = match k.pacing.as_str() {
+            "adaptive" => &[true],
+            "unpaced" => &[false],
+            _ => &[true, false],
+        };
+        for (&adaptive, workers) in pacings
+            .iter()
+            .flat_map(|p| [2u32, 8].into_iter().map(move |w| (p, w)))
+        {
             let kk = Knobs {
                 workers,
                 ..k.clone()
             };
             fake.refusing.store(true, Ordering::Relaxed);
             fake.records.store(0, Ordering::Relaxed);
-            let relay = Relay::start(tmp.path(), fake_addr.port(), &ca_path, &kk, "total_limit_size = \"8g\"\nretry_wait = \"100ms\"\nretry_max_interval = \"500ms\"\nretry_randomize = false\nretry_forever = true");
+            let relay = Relay::start(
+                tmp.path(),
+                fake_addr.port(),
+                &ca_path,
+                &kk,
+                &format!("adaptive_pacing = {adaptive}"),
+                "total_limit_size = \"8g\"\nretry_wait = \"100ms\"\nretry_max_interval = \"500ms\"\nretry_randomize = false\nretry_forever = true",
+            );
             let pid = relay.child.id();
             let loaded = rt.block_on(run_load(relay.forward_port, &kk, &load, records));
             let rss_loaded = peak_rss_mib(pid);
-            // CPU of the relay and of this process (the fake endpoint) during the drain: when
-            // the two together use both cores, CPU is what limits the drain.
+            // CPU of the relay, of this process (the fake endpoint) and of the whole machine
+            // during the drain: when the machine is busy on every core, CPU limits the drain.
             let (relay_cpu, fake_cpu) = (cpu_seconds(pid), cpu_seconds(std::process::id()));
+            let (busy0, total0) = machine_cpu_seconds();
             let start = Instant::now();
             fake.refusing.store(false, Ordering::Relaxed);
             let end = wait_records(&fake, records, Duration::from_secs(1800));
             let secs = end.duration_since(start).as_secs_f64();
             let relay_cores = (cpu_seconds(pid) - relay_cpu) / secs;
             let fake_cores = (cpu_seconds(std::process::id()) - fake_cpu) / secs;
+            let (busy1, total1) = machine_cpu_seconds();
+            let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+            let machine_busy = (busy1 - busy0) / (total1 - total0).max(1e-9) * cores;
             println!(
-                "backlog {} MB ({records} records) with flush_thread_count {workers}: loaded in {:.1} s, drained at {:.0} records/s ({:.1} MB/s), peak RSS {:.1} MiB (after loading {:.1} MiB); during the drain the relay used {relay_cores:.2} cores and the fake endpoint {fake_cores:.2} of {}",
+                "backlog {} MB ({records} records), flush_thread_count {workers}, {}: loaded in {:.1} s, drained at {:.0} records/s ({:.1} MB/s), peak RSS {:.1} MiB (after loading {:.1} MiB)",
                 k.backlog_mb,
+                if adaptive { "adaptive pacing" } else { "unpaced" },
                 loaded.as_secs_f64(),
                 records as f64 / secs,
                 records as f64 * rec_bytes / secs / 1e6,
                 peak_rss_mib(pid),
                 rss_loaded,
-                std::thread::available_parallelism().map_or(0, |n| n.get())
+            );
+            println!(
+                "  during the drain: relay {relay_cores:.2} cores, fake endpoint {fake_cores:.2}, whole machine busy {machine_busy:.2} of {cores}",
             );
             relay.stop();
         }
