@@ -5,13 +5,19 @@
 //! and spend most calls being throttled. Two mechanisms keep the send rate under the quota:
 //!
 //! * optional token buckets (`max_records_per_second`, `max_bytes_per_second`,
-//!   `max_requests_per_second`) with a one-second burst. A call reserves its tokens up front and
-//!   sleeps off any deficit, so a call larger than the burst still goes through, just later;
+//!   `max_requests_per_second`) with a one-second burst. A call larger than the burst waits
+//!   for a full bucket and then goes into debt, so it still goes through, just later;
 //! * adaptive slow-down: every throttle (a `ServiceUnavailableException`, HTTP 429/503, or
 //!   throttled records in a partial failure) halves the bucket rates (at most once per
 //!   [`CUT_COOLDOWN`], so one burst of throttled workers counts once) and, when no bucket is
 //!   configured, spaces calls by a delay that doubles per throttle; every successful call raises
 //!   the rate again by 2 % and shrinks the delay by 10 % until the limits are back to normal.
+//!
+//! Callers that must wait queue for their turn, first come first served, and the one whose
+//! turn it is waits for what the pace is *now*, re-checked every [`RECHECK`]. A caller never
+//! holds a slot computed from an older, slower pace: when the pace was a slot reserved per
+//! caller, calls queued during an outage (500 ms apart, dozens of them with 8 workers) kept
+//! their far-off slots after Firehose recovered, and a 2 GiB backlog drained at half speed.
 
 use std::sync::Mutex;
 use std::time::Duration;
@@ -28,6 +34,9 @@ pub const MIN_DELAY: Duration = Duration::from_millis(20);
 /// The largest adaptive spacing between calls (with 2 workers and 500-record calls this still
 /// allows ~1,000 records/s, the smallest regional quota).
 pub const MAX_DELAY: Duration = Duration::from_millis(500);
+/// The caller whose turn it is re-reads the pace at least this often while it waits, so that
+/// a speed-up (or a slow-down) reaches it within this long.
+pub const RECHECK: Duration = Duration::from_millis(50);
 
 /// Configured limits (per second, for the whole output); `None` = unlimited.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
@@ -45,6 +54,7 @@ pub struct PacingLimits {
 #[derive(Debug)]
 struct Bucket {
     rate: f64,
+    /// Negative while a call larger than the burst is being paid off.
     tokens: f64,
     last: Instant,
 }
@@ -58,17 +68,24 @@ impl Bucket {
         }
     }
 
-    /// Takes `n` tokens at `factor` × rate; returns how long the caller must wait.
-    fn reserve(&mut self, n: f64, factor: f64, now: Instant) -> Duration {
+    /// Adds the tokens earned since the last refill at `factor` × rate (one second's worth at
+    /// most); returns that effective rate.
+    fn refill(&mut self, factor: f64, now: Instant) -> f64 {
         let rate = (self.rate * factor).max(f64::MIN_POSITIVE);
         let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
         self.last = now;
         self.tokens = (self.tokens + elapsed * rate).min(rate.max(1.0));
-        self.tokens -= n;
-        if self.tokens >= 0.0 {
+        rate
+    }
+
+    /// How long until `n` tokens (a full bucket, for a call larger than it) are there.
+    fn wait(&mut self, n: f64, factor: f64, now: Instant) -> Duration {
+        let rate = self.refill(factor, now);
+        let need = n.min(rate.max(1.0));
+        if self.tokens >= need {
             Duration::ZERO
         } else {
-            Duration::try_from_secs_f64(-self.tokens / rate).unwrap_or(MAX_DELAY * 30)
+            Duration::try_from_secs_f64((need - self.tokens) / rate).unwrap_or(MAX_DELAY * 30)
         }
     }
 }
@@ -80,14 +97,50 @@ struct State {
     requests: Option<Bucket>,
     factor: f64,
     delay: Duration,
-    next_slot: Instant,
+    last_call: Option<Instant>,
     last_cut: Option<Instant>,
+}
+
+impl State {
+    /// How long a call of `records` records and `bytes` bytes must still wait at `now`; when it
+    /// need not, the call is counted as sent at `now`.
+    fn try_send(&mut self, records: usize, bytes: usize, now: Instant) -> Duration {
+        let factor = self.factor;
+        let mut wait = Duration::ZERO;
+        for (bucket, n) in [
+            (&mut self.records, records as f64),
+            (&mut self.bytes, bytes as f64),
+            (&mut self.requests, 1.0),
+        ] {
+            if let Some(b) = bucket {
+                wait = wait.max(b.wait(n, factor, now));
+            }
+        }
+        if let Some(last) = self.last_call {
+            wait = wait.max((last + self.delay).saturating_duration_since(now));
+        }
+        if wait.is_zero() {
+            for (bucket, n) in [
+                (&mut self.records, records as f64),
+                (&mut self.bytes, bytes as f64),
+                (&mut self.requests, 1.0),
+            ] {
+                if let Some(b) = bucket {
+                    b.tokens -= n;
+                }
+            }
+            self.last_call = Some(now);
+        }
+        wait
+    }
 }
 
 /// The shared pacer of one output.
 #[derive(Debug)]
 pub struct Pacer {
     adaptive: bool,
+    /// Held by the caller whose turn it is; the others queue on it in arrival order.
+    turn: tokio::sync::Mutex<()>,
     state: Mutex<State>,
     factor_gauge: Gauge<f64, std::sync::atomic::AtomicU64>,
     delay_gauge: Gauge<f64, std::sync::atomic::AtomicU64>,
@@ -106,13 +159,14 @@ impl Pacer {
         delay_gauge.set(0.0);
         Pacer {
             adaptive: limits.adaptive,
+            turn: tokio::sync::Mutex::new(()),
             state: Mutex::new(State {
                 records: bucket(limits.records),
                 bytes: bucket(limits.bytes),
                 requests: bucket(limits.requests),
                 factor: 1.0,
                 delay: Duration::ZERO,
-                next_slot: now,
+                last_call: None,
                 last_cut: None,
             }),
             factor_gauge,
@@ -124,36 +178,24 @@ impl Pacer {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// How long a call of `records` records and `bytes` bytes must wait; reserves its share.
-    pub fn reserve(&self, records: usize, bytes: usize) -> Duration {
-        let now = Instant::now();
-        let mut s = self.lock();
-        let factor = s.factor;
-        let mut wait = Duration::ZERO;
-        if let Some(b) = s.records.as_mut() {
-            wait = wait.max(b.reserve(records as f64, factor, now));
-        }
-        if let Some(b) = s.bytes.as_mut() {
-            wait = wait.max(b.reserve(bytes as f64, factor, now));
-        }
-        if let Some(b) = s.requests.as_mut() {
-            wait = wait.max(b.reserve(1.0, factor, now));
-        }
-        if !s.delay.is_zero() {
-            let slot = s.next_slot.max(now);
-            wait = wait.max(slot - now);
-            s.next_slot = slot + s.delay;
-        }
-        wait
+    /// How long a call of `records` records and `bytes` bytes must still wait at `now`; when it
+    /// need not, it is counted as sent.
+    fn try_send(&self, records: usize, bytes: usize, now: Instant) -> Duration {
+        self.lock().try_send(records, bytes, now)
     }
 
-    /// Waits until a call of `records` records and `bytes` bytes may be sent; returns the wait.
+    /// Waits until a call of `records` records and `bytes` bytes may be sent, counts it as
+    /// sent, and returns how long it waited.
     pub async fn acquire(&self, records: usize, bytes: usize) -> Duration {
-        let wait = self.reserve(records, bytes);
-        if !wait.is_zero() {
-            tokio::time::sleep(wait).await;
+        let started = Instant::now();
+        let _turn = self.turn.lock().await;
+        loop {
+            let wait = self.try_send(records, bytes, Instant::now());
+            if wait.is_zero() {
+                return started.elapsed();
+            }
+            tokio::time::sleep(wait.min(RECHECK)).await;
         }
-        wait
     }
 
     /// The service throttled us: slow down (once per [`CUT_COOLDOWN`]).
@@ -215,18 +257,49 @@ mod tests {
         Pacer::new(limits, Gauge::default(), Gauge::default())
     }
 
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    fn near(d: Duration, expected: Duration) -> bool {
+        d.abs_diff(expected) < ms(5)
+    }
+
     #[test]
     fn a_record_bucket_limits_the_rate_across_callers() {
         let p = pacer(PacingLimits {
             records: Some(1000.0),
             ..Default::default()
         });
-        // The first second's burst is free, then 500 records cost half a second each.
-        assert_eq!(p.reserve(1000, 0), Duration::ZERO);
-        let w1 = p.reserve(500, 0);
-        let w2 = p.reserve(500, 0);
-        assert!((w1.as_secs_f64() - 0.5).abs() < 0.05, "{w1:?}");
-        assert!((w2.as_secs_f64() - 1.0).abs() < 0.05, "{w2:?}");
+        let t0 = Instant::now();
+        // The first second's burst is free, then 500 records wait for 500 tokens: half a second.
+        assert_eq!(p.try_send(1000, 0, t0), Duration::ZERO);
+        assert!(near(p.try_send(500, 0, t0), ms(500)));
+        assert!(
+            near(p.try_send(500, 0, t0 + ms(200)), ms(300)),
+            "waiting earns tokens"
+        );
+        assert_eq!(p.try_send(500, 0, t0 + ms(500)), Duration::ZERO);
+        assert!(
+            near(p.try_send(500, 0, t0 + ms(500)), ms(500)),
+            "the next one waits again"
+        );
+    }
+
+    #[test]
+    fn a_call_larger_than_the_burst_waits_for_a_full_bucket_then_pays_it_off() {
+        let p = pacer(PacingLimits {
+            bytes: Some(1000.0),
+            ..Default::default()
+        });
+        let t0 = Instant::now();
+        assert_eq!(
+            p.try_send(1, 3000, t0),
+            Duration::ZERO,
+            "a full bucket lets it through"
+        );
+        // 2,000 bytes of debt plus a 1,000-byte call: three seconds.
+        assert!(near(p.try_send(1, 1000, t0), ms(3000)));
     }
 
     #[test]
@@ -254,19 +327,99 @@ mod tests {
             adaptive: true,
             ..Default::default()
         });
-        assert_eq!(p.reserve(1, 1), Duration::ZERO);
+        let t0 = Instant::now();
+        assert_eq!(p.try_send(1, 1, t0), Duration::ZERO);
         p.on_throttle();
         assert_eq!(p.current().1, MIN_DELAY);
-        assert_eq!(p.reserve(1, 1), Duration::ZERO);
-        let w = p.reserve(1, 1);
-        assert!(
-            w > MIN_DELAY / 2 && w <= MIN_DELAY,
-            "the second call waits for its slot: {w:?}"
-        );
+        assert!(near(p.try_send(1, 1, t0 + ms(5)), MIN_DELAY - ms(5)));
+        assert_eq!(p.try_send(1, 1, t0 + MIN_DELAY), Duration::ZERO);
         for _ in 0..100 {
             p.on_success();
         }
         assert_eq!(p.current().1, Duration::ZERO);
+        assert_eq!(p.try_send(1, 1, t0 + MIN_DELAY), Duration::ZERO);
+    }
+
+    #[test]
+    fn a_waiting_call_sees_a_speed_up_at_once() {
+        let p = pacer(PacingLimits {
+            adaptive: true,
+            ..Default::default()
+        });
+        for _ in 0..8 {
+            p.on_throttle();
+            p.lock().last_cut = None;
+        }
+        assert_eq!(p.current().1, MAX_DELAY);
+        let t0 = Instant::now();
+        assert_eq!(p.try_send(1, 1, t0), Duration::ZERO);
+        assert!(near(p.try_send(1, 1, t0 + ms(10)), MAX_DELAY - ms(10)));
+        p.on_success();
+        assert!(
+            near(p.try_send(1, 1, t0 + ms(10)), MAX_DELAY * 9 / 10 - ms(10)),
+            "the same call, asking again, waits for the new pace"
+        );
+    }
+
+    #[tokio::test]
+    async fn calls_queued_during_an_outage_go_out_as_soon_as_the_service_recovers() {
+        let p = std::sync::Arc::new(pacer(PacingLimits {
+            adaptive: true,
+            ..Default::default()
+        }));
+        for _ in 0..8 {
+            p.on_throttle();
+            p.lock().last_cut = None;
+        }
+        p.acquire(1, 1).await;
+        // Sixteen callers queue behind a 500 ms spacing: 8 s if each kept the pace of its arrival.
+        let started = Instant::now();
+        let callers: Vec<_> = (0..16)
+            .map(|_| {
+                let p = std::sync::Arc::clone(&p);
+                tokio::spawn(async move { p.acquire(1, 1).await })
+            })
+            .collect();
+        tokio::time::sleep(ms(100)).await;
+        for _ in 0..100 {
+            p.on_success();
+        }
+        for c in callers {
+            c.await.unwrap();
+        }
+        let took = started.elapsed();
+        assert!(
+            took < MAX_DELAY + RECHECK * 4,
+            "queued calls left within one old spacing of the recovery: {took:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn queued_calls_keep_the_spacing_between_them() {
+        let p = std::sync::Arc::new(pacer(PacingLimits {
+            adaptive: true,
+            ..Default::default()
+        }));
+        p.on_throttle();
+        p.lock().last_cut = None;
+        p.on_throttle();
+        assert_eq!(p.current().1, MIN_DELAY * 2);
+        let started = Instant::now();
+        let callers: Vec<_> = (0..5)
+            .map(|_| {
+                let p = std::sync::Arc::clone(&p);
+                tokio::spawn(async move { p.acquire(1, 1).await })
+            })
+            .collect();
+        for c in callers {
+            c.await.unwrap();
+        }
+        // The first goes at once, the other four 40 ms apart.
+        assert!(
+            started.elapsed() >= MIN_DELAY * 2 * 4,
+            "{:?}",
+            started.elapsed()
+        );
     }
 
     #[test]
@@ -274,6 +427,8 @@ mod tests {
         let p = pacer(PacingLimits::default());
         p.on_throttle();
         assert_eq!(p.current(), (1.0, Duration::ZERO));
-        assert_eq!(p.reserve(10_000, 10_000_000), Duration::ZERO);
+        let t0 = Instant::now();
+        assert_eq!(p.try_send(10_000, 10_000_000, t0), Duration::ZERO);
+        assert_eq!(p.try_send(10_000, 10_000_000, t0), Duration::ZERO);
     }
 }
