@@ -58,9 +58,10 @@ fn escape_mask(w: u64) -> u64 {
 }
 
 /// Position of the first byte of `bytes[from..]` that must be escaped, 8 bytes at a time
-/// (log text rarely needs escaping, so most words are skipped whole).
+/// (log text rarely needs escaping, so most words are skipped whole). Also how the Firehose
+/// sink finds the end of a string in a response ([`crate::sink::firehose::response`]).
 #[inline]
-fn next_escape(bytes: &[u8], mut from: usize) -> Option<usize> {
+pub(crate) fn next_escape(bytes: &[u8], mut from: usize) -> Option<usize> {
     while let Some(Ok(word)) = bytes.get(from..from + 8).map(<[u8; 8]>::try_from) {
         let mask = escape_mask(u64::from_le_bytes(word));
         if mask != 0 {
