@@ -27,7 +27,7 @@ fuzz_target!(|data: &[u8]| {
             // Whatever scanning accepts up to the last complete record must assemble.
             if let Ok(scan) = codec::scan_chunk_file(rest, ChunkId(1)) {
                 let (records, bytes) = (scan.records, scan.bytes);
-                if let Err(e) = codec::assemble(scan.values, records, bytes) {
+                if let Err(e) = codec::assemble_decoded(scan.values, records, bytes) {
                     panic!("scanned frames do not assemble: {e}");
                 }
             }

@@ -15,6 +15,17 @@ pub struct Records {
 #[error("a batch of records cannot exceed 4 GiB")]
 pub struct RecordsTooLarge;
 
+/// A frame could not be appended by [`Records::extend_sealed`].
+#[derive(Debug, thiserror::Error)]
+pub enum BadFrame {
+    /// The data would pass 4 GiB.
+    #[error(transparent)]
+    TooLarge(#[from] RecordsTooLarge),
+    /// A record end is out of order or beyond the frame's data.
+    #[error("record end {0} out of order or beyond the frame's data")]
+    End(u32),
+}
+
 impl Records {
     /// An empty sequence.
     pub fn new() -> Self {
@@ -83,6 +94,34 @@ impl Records {
         // Cannot overflow: checked above that the last end fits.
         self.ends
             .extend(other.ends.iter().map(|&e| (base + e as usize) as u32));
+        Ok(())
+    }
+
+    /// Appends `data`, in which records end at `ends` (ascending offsets into `data`; the first
+    /// may close a record whose start is already here, the bytes after the last stay open for
+    /// [`Records::seal`] or a later call). How a stored frame becomes records in one copy.
+    pub fn extend_sealed(
+        &mut self,
+        data: &[u8],
+        ends: impl Iterator<Item = u32>,
+    ) -> Result<(), BadFrame> {
+        let base = self.data.len();
+        if u32::try_from(base + data.len()).is_err() {
+            return Err(RecordsTooLarge.into());
+        }
+        let mark = self.ends.len();
+        let mut prev = self.ends.last().map_or(0, |&e| e as usize);
+        for e in ends {
+            let end = base + e as usize;
+            if end < prev || e as usize > data.len() {
+                self.ends.truncate(mark);
+                return Err(BadFrame::End(e));
+            }
+            prev = end;
+            // Cannot overflow: checked above that all of `data` fits.
+            self.ends.push(end as u32);
+        }
+        self.data.extend_from_slice(data);
         Ok(())
     }
 
@@ -200,5 +239,28 @@ mod tests {
         assert!(Records::from_parts(b"abc".to_vec(), vec![]).is_none());
         assert!(Records::from_parts(b"abc".to_vec(), vec![2]).is_none());
         assert!(Records::from_parts(vec![], vec![]).is_some());
+    }
+
+    #[test]
+    fn frames_append_whole_and_a_record_may_span_two_of_them() {
+        let mut r = Records::new();
+        // "ab" ends in the first frame; "cdef" starts there and ends in the second.
+        r.extend_sealed(b"abcd", [2].into_iter()).unwrap();
+        r.extend_sealed(b"efg", [2, 3].into_iter()).unwrap();
+        assert_eq!(r, recs(&["ab", "cdef", "g"]));
+    }
+
+    #[test]
+    fn a_frame_with_bad_ends_is_refused_and_changes_nothing() {
+        let mut r = recs(&["ab"]);
+        assert!(matches!(
+            r.extend_sealed(b"xyz", [2, 1].into_iter()),
+            Err(BadFrame::End(1))
+        ));
+        assert!(matches!(
+            r.extend_sealed(b"xyz", [4].into_iter()),
+            Err(BadFrame::End(4))
+        ));
+        assert_eq!(r, recs(&["ab"]));
     }
 }

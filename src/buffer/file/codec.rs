@@ -152,6 +152,11 @@ pub struct ValueRef<'a> {
 }
 
 impl ValueRef<'_> {
+    /// Length of the stored value this was decoded from (header, ends and data).
+    pub fn encoded_len(&self) -> usize {
+        VALUE_HEADER + self.ends.len() + self.data.len()
+    }
+
     /// End offsets (relative to [`ValueRef::data`]) of the records ending in this value.
     pub fn ends(&self) -> impl ExactSizeIterator<Item = u32> + '_ {
         self.ends
@@ -490,8 +495,9 @@ pub fn encode_frames(records: &Records, out: &mut Vec<u8>) {
 pub struct ScannedFile<'a> {
     /// Creation time of the chunk (from the header).
     pub created_ms: u64,
-    /// The data values of every frame up to the first one that cannot be read, in order.
-    pub values: Vec<&'a [u8]>,
+    /// The data values of every frame up to the first one that cannot be read, in order,
+    /// decoded (so their checksums were verified once, here).
+    pub values: Vec<ValueRef<'a>>,
     /// Records in those values (records that end in them).
     pub records: u64,
     /// Record bytes in those values.
@@ -567,13 +573,13 @@ pub fn scan_chunk_file(bytes: &[u8], chunk: ChunkId) -> Result<ScannedFile<'_>, 
             }
         };
         pos += FRAME_PREFIX + len;
-        scan.values.push(value);
         records += v.ends().len() as u64;
         record_bytes += v.data.len() as u64;
         open_bytes = match v.ends().last() {
             Some(end) => (v.data.len() - end as usize) as u64,
             None => open_bytes + v.data.len() as u64,
         };
+        scan.values.push(v);
         if open_bytes == 0 {
             values = scan.values.len();
             scan.records = records;
@@ -590,10 +596,24 @@ pub fn scan_chunk_file(bytes: &[u8], chunk: ChunkId) -> Result<ScannedFile<'_>, 
     Ok(scan)
 }
 
-/// Rebuilds a chunk's records from its data values (in key order), checking them against the
-/// chunk's metadata. Any mismatch means the chunk cannot be trusted as a whole.
+/// Rebuilds a chunk's records from its stored data values (in key order), checking them
+/// against the chunk's metadata. Any mismatch means the chunk cannot be trusted as a whole.
 pub fn assemble<'a>(
     values: impl IntoIterator<Item = &'a [u8]>,
+    expect_records: u64,
+    expect_bytes: u64,
+) -> Result<Records, CodecError> {
+    let decoded = values
+        .into_iter()
+        .map(decode_value)
+        .collect::<Result<Vec<_>, _>>()?;
+    assemble_decoded(decoded, expect_records, expect_bytes)
+}
+
+/// [`assemble`] for values already decoded (a chunk file's, from [`scan_chunk_file`]). Each
+/// value's bytes are copied at once and its record ends shifted, not record by record.
+pub fn assemble_decoded<'a>(
+    values: impl IntoIterator<Item = ValueRef<'a>>,
     expect_records: u64,
     expect_bytes: u64,
 ) -> Result<Records, CodecError> {
@@ -602,23 +622,15 @@ pub fn assemble<'a>(
         .min(u32::MAX as usize);
     let cap_records = usize::try_from(expect_records).unwrap_or(0).min(1 << 24);
     let mut records = Records::with_capacity(cap_records, cap_bytes);
-    for raw in values {
-        let value = decode_value(raw)?;
-        let mut done = 0usize;
-        for e in value.ends() {
-            let e = e as usize;
-            records.data_mut().extend_from_slice(&value.data[done..e]);
-            records
-                .seal()
-                .map_err(|e| CodecError::Malformed(e.to_string()))?;
-            done = e;
-        }
-        records.data_mut().extend_from_slice(&value.data[done..]);
-        if records.byte_len() as u64 > expect_bytes {
+    for value in values {
+        if (records.byte_len() + value.data.len()) as u64 > expect_bytes {
             return Err(CodecError::Malformed(format!(
                 "chunk data exceeds the {expect_bytes} bytes its metadata records"
             )));
         }
+        records
+            .extend_sealed(value.data, value.ends())
+            .map_err(|e| CodecError::Malformed(e.to_string()))?;
     }
     let sealed = records.ends().last().copied().unwrap_or(0) as usize;
     if sealed != records.byte_len() {
@@ -780,7 +792,7 @@ mod tests {
         let mut all = a;
         all.extend(&b).unwrap();
         assert_eq!(scan.bytes, all.byte_len() as u64);
-        assert_eq!(assemble(scan.values, 3, scan.bytes).unwrap(), all);
+        assert_eq!(assemble_decoded(scan.values, 3, scan.bytes).unwrap(), all);
         assert!(matches!(
             scan_chunk_file(&f, ChunkId(6)),
             Err(CodecError::Malformed(_))

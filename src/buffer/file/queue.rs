@@ -673,11 +673,11 @@ pub(crate) fn read_chunk(
                 // A closed chunk's file was complete and synced before it closed.
                 return Err(corrupt(e));
             }
-            codec::assemble(scan.values, meta.records, meta.bytes).map_err(corrupt)
+            codec::assemble_decoded(scan.values, meta.records, meta.bytes).map_err(corrupt)
         }
         None => {
             let (records, bytes) = (scan.records, scan.bytes);
-            codec::assemble(scan.values, records, bytes).map_err(corrupt)
+            codec::assemble_decoded(scan.values, records, bytes).map_err(corrupt)
         }
     }
 }

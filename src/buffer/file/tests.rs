@@ -216,7 +216,10 @@ async fn records_larger_than_a_stored_value_are_split_and_rebuilt() {
     let file = std::fs::read(chunk_file(&store.chunk_dir("out").unwrap(), ChunkId(1))).unwrap();
     let scan = codec::scan_chunk_file(&file, ChunkId(1)).unwrap();
     assert_eq!(scan.values.len(), 3);
-    assert!(scan.values.iter().all(|v| v.len() <= MAX_VALUE_DATA + 64));
+    assert!(scan
+        .values
+        .iter()
+        .all(|v| v.encoded_len() <= MAX_VALUE_DATA + 64));
     b.enqueue_staged(Enqueue::All).await.unwrap();
     assert_eq!(b.take(now_ms()).await.unwrap().unwrap().records, r);
 }
@@ -443,7 +446,7 @@ async fn a_record_split_over_frames_is_kept_only_when_all_its_frames_are() {
     // Lose the record's second frame, as a power loss in the middle of its commit could.
     let bytes = std::fs::read(&path).unwrap();
     let scan = codec::scan_chunk_file(&bytes, ChunkId(1)).unwrap();
-    let cut = bytes.len() - scan.values[2].len();
+    let cut = bytes.len() - scan.values[2].encoded_len();
     std::fs::write(&path, &bytes[..cut]).unwrap();
     let (_s, b) = open(dir.path(), &p);
     assert_eq!(drain(&b).await, vec![0, 1, 2]);
