@@ -353,10 +353,11 @@ mod tests {
         }
     }
 
+    /// One entry's error code and message.
+    type CodeAndMessage = (Option<String>, Option<String>);
+
     /// What the sink reads from an output.
-    fn summary(
-        out: &PutRecordBatchOutput,
-    ) -> (i32, Option<bool>, Vec<(Option<String>, Option<String>)>) {
+    fn summary(out: &PutRecordBatchOutput) -> (i32, Option<bool>, Vec<CodeAndMessage>) {
         (
             out.failed_put_count(),
             out.encrypted(),
