@@ -126,6 +126,41 @@ fn parse_any(body: &[u8]) -> Option<PutRecordBatchOutput> {
         .ok()
 }
 
+/// Reads `body` with both readers; panics if the fast one accepts a body that `serde_json`
+/// refuses or reads differently. The `firehose_response` fuzz target's entry point.
+#[doc(hidden)]
+pub fn check_readers_agree(body: &[u8]) {
+    if let Some(fast) = parse_plain(body) {
+        let slow = parse_any(body).unwrap_or_else(|| {
+            panic!(
+                "serde refuses what the fast reader read: {}",
+                String::from_utf8_lossy(body)
+            )
+        });
+        assert_eq!(summary(&fast), summary(&slow));
+    }
+}
+
+/// One entry's error code and message.
+type CodeAndMessage = (Option<String>, Option<String>);
+
+/// What the sink reads from an output: failed count, encryption, each entry's code and message.
+fn summary(out: &PutRecordBatchOutput) -> (i32, Option<bool>, Vec<CodeAndMessage>) {
+    (
+        out.failed_put_count(),
+        out.encrypted(),
+        out.request_responses()
+            .iter()
+            .map(|e| {
+                (
+                    e.error_code().map(str::to_owned),
+                    e.error_message().map(str::to_owned),
+                )
+            })
+            .collect(),
+    )
+}
+
 /// The body as Firehose writes it: `{"FailedPutCount":N,"Encrypted":B,"RequestResponses":[…]}`
 /// with the keys in any order, each entry an object of `RecordId`, `ErrorCode` and
 /// `ErrorMessage` strings without escapes, and no whitespace. `None` for anything else.
@@ -351,26 +386,6 @@ mod tests {
                 String::from_utf8_lossy(body)
             );
         }
-    }
-
-    /// One entry's error code and message.
-    type CodeAndMessage = (Option<String>, Option<String>);
-
-    /// What the sink reads from an output.
-    fn summary(out: &PutRecordBatchOutput) -> (i32, Option<bool>, Vec<CodeAndMessage>) {
-        (
-            out.failed_put_count(),
-            out.encrypted(),
-            out.request_responses()
-                .iter()
-                .map(|e| {
-                    (
-                        e.error_code().map(str::to_owned),
-                        e.error_message().map(str::to_owned),
-                    )
-                })
-                .collect(),
-        )
     }
 
     mod properties {
