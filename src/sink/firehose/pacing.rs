@@ -257,6 +257,19 @@ mod tests {
         Pacer::new(limits, Gauge::default(), Gauge::default())
     }
 
+    /// An adaptive pacer that has been throttled `times` times, each in its own burst.
+    fn throttled(times: usize) -> std::sync::Arc<Pacer> {
+        let p = pacer(PacingLimits {
+            adaptive: true,
+            ..Default::default()
+        });
+        for _ in 0..times {
+            p.on_throttle();
+            p.lock().last_cut = None;
+        }
+        std::sync::Arc::new(p)
+    }
+
     fn ms(n: u64) -> Duration {
         Duration::from_millis(n)
     }
@@ -342,14 +355,7 @@ mod tests {
 
     #[test]
     fn a_waiting_call_sees_a_speed_up_at_once() {
-        let p = pacer(PacingLimits {
-            adaptive: true,
-            ..Default::default()
-        });
-        for _ in 0..8 {
-            p.on_throttle();
-            p.lock().last_cut = None;
-        }
+        let p = throttled(8);
         assert_eq!(p.current().1, MAX_DELAY);
         let t0 = Instant::now();
         assert_eq!(p.try_send(1, 1, t0), Duration::ZERO);
@@ -363,14 +369,8 @@ mod tests {
 
     #[tokio::test]
     async fn calls_queued_during_an_outage_go_out_as_soon_as_the_service_recovers() {
-        let p = std::sync::Arc::new(pacer(PacingLimits {
-            adaptive: true,
-            ..Default::default()
-        }));
-        for _ in 0..8 {
-            p.on_throttle();
-            p.lock().last_cut = None;
-        }
+        let p = throttled(8);
+        assert_eq!(p.current().1, MAX_DELAY);
         p.acquire(1, 1).await;
         // Sixteen callers queue behind a 500 ms spacing: 8 s if each kept the pace of its arrival.
         let started = Instant::now();
@@ -396,13 +396,7 @@ mod tests {
 
     #[tokio::test]
     async fn queued_calls_keep_the_spacing_between_them() {
-        let p = std::sync::Arc::new(pacer(PacingLimits {
-            adaptive: true,
-            ..Default::default()
-        }));
-        p.on_throttle();
-        p.lock().last_cut = None;
-        p.on_throttle();
+        let p = throttled(2);
         assert_eq!(p.current().1, MIN_DELAY * 2);
         let started = Instant::now();
         let callers: Vec<_> = (0..5)

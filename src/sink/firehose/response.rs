@@ -167,21 +167,15 @@ fn summary(out: &PutRecordBatchOutput) -> (i32, Option<bool>, Vec<CodeAndMessage
 fn parse_plain(body: &[u8]) -> Option<PutRecordBatchOutput> {
     let mut r = Reader { b: body, i: 0 };
     let (mut failed, mut encrypted, mut entries) = (None, None, None);
-    r.byte(b'{')?;
-    loop {
-        let key = r.string()?;
-        r.byte(b':')?;
+    r.object(|r, key| {
         match key {
             b"FailedPutCount" if failed.is_none() => failed = Some(r.count()?),
             b"Encrypted" if encrypted.is_none() => encrypted = Some(r.boolean()?),
             b"RequestResponses" if entries.is_none() => entries = Some(r.entries()?),
             _ => return None,
         }
-        if r.byte(b',').is_none() {
-            break;
-        }
-    }
-    r.byte(b'}')?;
+        Some(())
+    })?;
     if r.i != body.len() {
         return None;
     }
@@ -250,6 +244,23 @@ impl<'a> Reader<'a> {
         std::str::from_utf8(&digits[..n]).ok()?.parse().ok()
     }
 
+    /// `{"key":value,…}` (or `{}`): `field` reads each value after its key.
+    fn object(&mut self, mut field: impl FnMut(&mut Self, &'a [u8]) -> Option<()>) -> Option<()> {
+        self.byte(b'{')?;
+        if self.byte(b'}').is_some() {
+            return Some(());
+        }
+        loop {
+            let key = self.string()?;
+            self.byte(b':')?;
+            field(self, key)?;
+            if self.byte(b',').is_none() {
+                break;
+            }
+        }
+        self.byte(b'}')
+    }
+
     /// `[entry,…]`.
     fn entries(&mut self) -> Option<Vec<PutRecordBatchResponseEntry>> {
         self.byte(b'[')?;
@@ -270,27 +281,19 @@ impl<'a> Reader<'a> {
     /// `{"RecordId":"…"}` or `{"ErrorCode":"…","ErrorMessage":"…"}`, keys in any order; the
     /// record id is skipped.
     fn entry(&mut self) -> Option<PutRecordBatchResponseEntry> {
-        self.byte(b'{')?;
         let (mut id, mut code, mut message) = (false, None, None);
-        if self.byte(b'}').is_none() {
-            loop {
-                let key = self.string()?;
-                self.byte(b':')?;
-                match key {
-                    b"RecordId" if !id => {
-                        self.string()?;
-                        id = true;
-                    }
-                    b"ErrorCode" if code.is_none() => code = Some(self.text()?),
-                    b"ErrorMessage" if message.is_none() => message = Some(self.text()?),
-                    _ => return None,
+        self.object(|r, key| {
+            match key {
+                b"RecordId" if !id => {
+                    r.string()?;
+                    id = true;
                 }
-                if self.byte(b',').is_none() {
-                    break;
-                }
+                b"ErrorCode" if code.is_none() => code = Some(r.text()?),
+                b"ErrorMessage" if message.is_none() => message = Some(r.text()?),
+                _ => return None,
             }
-            self.byte(b'}')?;
-        }
+            Some(())
+        })?;
         Some(
             PutRecordBatchResponseEntry::builder()
                 .set_error_code(code)
