@@ -85,16 +85,9 @@ impl Records {
 
     /// Appends every record of `other`.
     pub fn extend(&mut self, other: &Records) -> Result<(), RecordsTooLarge> {
-        let base = self.data.len();
-        let last = base + other.data.len();
-        if u32::try_from(last).is_err() {
-            return Err(RecordsTooLarge);
-        }
-        self.data.extend_from_slice(&other.data);
-        // Cannot overflow: checked above that the last end fits.
-        self.ends
-            .extend(other.ends.iter().map(|&e| (base + e as usize) as u32));
-        Ok(())
+        // `other`'s ends are valid offsets into its data: only the size can be refused.
+        self.extend_sealed(&other.data, other.ends.iter().copied())
+            .map_err(|_| RecordsTooLarge)
     }
 
     /// Appends `data`, in which records end at `ends` (ascending offsets into `data`; the first

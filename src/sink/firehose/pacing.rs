@@ -106,25 +106,21 @@ impl State {
     /// need not, the call is counted as sent at `now`.
     fn try_send(&mut self, records: usize, bytes: usize, now: Instant) -> Duration {
         let factor = self.factor;
-        let mut wait = Duration::ZERO;
-        for (bucket, n) in [
-            (&mut self.records, records as f64),
-            (&mut self.bytes, bytes as f64),
-            (&mut self.requests, 1.0),
-        ] {
+        let mut buckets = [
+            (self.records.as_mut(), records as f64),
+            (self.bytes.as_mut(), bytes as f64),
+            (self.requests.as_mut(), 1.0),
+        ];
+        let mut wait = self.last_call.map_or(Duration::ZERO, |last| {
+            (last + self.delay).saturating_duration_since(now)
+        });
+        for (bucket, n) in buckets.iter_mut() {
             if let Some(b) = bucket {
-                wait = wait.max(b.wait(n, factor, now));
+                wait = wait.max(b.wait(*n, factor, now));
             }
         }
-        if let Some(last) = self.last_call {
-            wait = wait.max((last + self.delay).saturating_duration_since(now));
-        }
         if wait.is_zero() {
-            for (bucket, n) in [
-                (&mut self.records, records as f64),
-                (&mut self.bytes, bytes as f64),
-                (&mut self.requests, 1.0),
-            ] {
+            for (bucket, n) in buckets {
                 if let Some(b) = bucket {
                     b.tokens -= n;
                 }

@@ -112,18 +112,35 @@ fn parse_any(body: &[u8]) -> Option<PutRecordBatchOutput> {
         .request_responses
         .into_iter()
         .map(|e| {
-            PutRecordBatchResponseEntry::builder()
-                .set_error_code(e.error_code.map(Cow::into_owned))
-                .set_error_message(e.error_message.map(Cow::into_owned))
-                .build()
+            sdk_entry(
+                e.error_code.map(Cow::into_owned),
+                e.error_message.map(Cow::into_owned),
+            )
         })
         .collect();
+    output(body.failed_put_count, body.encrypted, entries)
+}
+
+/// The SDK's output for what either reader read.
+fn output(
+    failed_put_count: i32,
+    encrypted: Option<bool>,
+    entries: Vec<PutRecordBatchResponseEntry>,
+) -> Option<PutRecordBatchOutput> {
     PutRecordBatchOutput::builder()
-        .failed_put_count(body.failed_put_count)
-        .set_encrypted(body.encrypted)
+        .failed_put_count(failed_put_count)
+        .set_encrypted(encrypted)
         .set_request_responses(Some(entries))
         .build()
         .ok()
+}
+
+/// The SDK's entry for one record's result (no record id: the relay never uses it).
+fn sdk_entry(code: Option<String>, message: Option<String>) -> PutRecordBatchResponseEntry {
+    PutRecordBatchResponseEntry::builder()
+        .set_error_code(code)
+        .set_error_message(message)
+        .build()
 }
 
 /// Reads `body` with both readers; panics if the fast one accepts a body that `serde_json`
@@ -179,12 +196,7 @@ fn parse_plain(body: &[u8]) -> Option<PutRecordBatchOutput> {
     if r.i != body.len() {
         return None;
     }
-    PutRecordBatchOutput::builder()
-        .failed_put_count(failed?)
-        .set_encrypted(encrypted)
-        .set_request_responses(Some(entries?))
-        .build()
-        .ok()
+    output(failed?, encrypted, entries?)
 }
 
 /// A cursor over a response body for [`parse_plain`]; every method is `None` when the next
@@ -244,37 +256,42 @@ impl<'a> Reader<'a> {
         std::str::from_utf8(&digits[..n]).ok()?.parse().ok()
     }
 
-    /// `{"key":value,…}` (or `{}`): `field` reads each value after its key.
-    fn object(&mut self, mut field: impl FnMut(&mut Self, &'a [u8]) -> Option<()>) -> Option<()> {
-        self.byte(b'{')?;
-        if self.byte(b'}').is_some() {
+    /// `open item,item,… close` (or nothing between): `item` reads each element.
+    fn sequence(
+        &mut self,
+        open: u8,
+        close: u8,
+        mut item: impl FnMut(&mut Self) -> Option<()>,
+    ) -> Option<()> {
+        self.byte(open)?;
+        if self.byte(close).is_some() {
             return Some(());
         }
         loop {
-            let key = self.string()?;
-            self.byte(b':')?;
-            field(self, key)?;
+            item(self)?;
             if self.byte(b',').is_none() {
                 break;
             }
         }
-        self.byte(b'}')
+        self.byte(close)
+    }
+
+    /// `{"key":value,…}` (or `{}`): `field` reads each value after its key.
+    fn object(&mut self, mut field: impl FnMut(&mut Self, &'a [u8]) -> Option<()>) -> Option<()> {
+        self.sequence(b'{', b'}', |r| {
+            let key = r.string()?;
+            r.byte(b':')?;
+            field(r, key)
+        })
     }
 
     /// `[entry,…]`.
     fn entries(&mut self) -> Option<Vec<PutRecordBatchResponseEntry>> {
-        self.byte(b'[')?;
         let mut out = Vec::new();
-        if self.byte(b']').is_some() {
-            return Some(out);
-        }
-        loop {
-            out.push(self.entry()?);
-            if self.byte(b',').is_none() {
-                break;
-            }
-        }
-        self.byte(b']')?;
+        self.sequence(b'[', b']', |r| {
+            out.push(r.entry()?);
+            Some(())
+        })?;
         Some(out)
     }
 
@@ -294,12 +311,7 @@ impl<'a> Reader<'a> {
             }
             Some(())
         })?;
-        Some(
-            PutRecordBatchResponseEntry::builder()
-                .set_error_code(code)
-                .set_error_message(message)
-                .build(),
-        )
+        Some(sdk_entry(code, message))
     }
 }
 
