@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use firehose_relay::buffer::{Chunk, ChunkId, DeliveredSet, Records, RetryState};
-use firehose_relay::metrics::Metrics;
+use firehose_relay::ops::metrics::Metrics;
 use firehose_relay::sink::firehose::{FirehoseConfig, FirehoseSink};
 use firehose_relay::sink::Sink;
 

@@ -22,13 +22,13 @@ use crate::buffer::policy::BufferPolicy;
 use crate::buffer::{Buffer, Enqueue};
 use crate::config::buffer::BufferType;
 use crate::config::Config;
-use crate::deadletter::DeadLetter;
+use crate::flush::deadletter::DeadLetter;
 use crate::flush::{self, FlushPhase};
-use crate::format::Formatter;
-use crate::http::{self, Health, HttpState};
-use crate::metrics::{output_label, Labels, Metrics};
+use crate::ops::http::{self, Health, HttpState};
+use crate::ops::metrics::{output_label, Labels, Metrics};
+use crate::pipeline::format::Formatter;
+use crate::pipeline::router::TagPattern;
 use crate::pipeline::{Output, Pipeline};
-use crate::router::TagPattern;
 use crate::shutdown::ShutdownTrigger;
 use crate::source::{self, Emitter};
 

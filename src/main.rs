@@ -7,7 +7,7 @@ use clap::{Parser, Subcommand};
 
 use firehose_relay::buffer::file::{inspect, Store};
 use firehose_relay::config::{Config, ConfigSource};
-use firehose_relay::deadletter::DeadLetter;
+use firehose_relay::flush::deadletter::DeadLetter;
 
 /// Tunes glibc malloc for this workload, before any thread starts. The relay allocates and
 /// frees buffers of a few hundred KiB per message and per Firehose call: by default glibc serves
@@ -133,7 +133,7 @@ fn main() -> ExitCode {
                 Ok(c) => c,
                 Err(code) => return code,
             };
-            firehose_relay::telemetry::init_logging(cfg.log_format);
+            firehose_relay::ops::logging::init_logging(cfg.log_format);
             // Few blocking threads: large decodes and encodes run there, and every extra thread
             // is another allocator heap holding freed buffers (RSS).
             let runtime = match tokio::runtime::Builder::new_multi_thread()

@@ -6,7 +6,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use firehose_relay::buffer::Records;
-use firehose_relay::deadletter::{DeadLetter, NewEntry};
+use firehose_relay::flush::deadletter::{DeadLetter, NewEntry};
 
 fn relay(args: &[&str], data_dir: &std::path::Path) -> std::process::Output {
     Command::new(common::relay_bin())

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant, SystemTime};
 use common::fake_firehose::FakeFirehose;
 use common::fake_sts::FakeSts;
 use firehose_relay::buffer::{Chunk, ChunkId, DeliveredSet, Records, RetryState};
-use firehose_relay::metrics::Metrics;
+use firehose_relay::ops::metrics::Metrics;
 use firehose_relay::sink::firehose::{FirehoseConfig, FirehoseSink};
 use firehose_relay::sink::{ErrorClass, Sink};
 

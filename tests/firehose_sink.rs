@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use common::fake_firehose::{FakeFirehose, Fault};
 use firehose_relay::buffer::{Chunk, ChunkId, DeliveredSet, Records, RetryState};
-use firehose_relay::metrics::Metrics;
+use firehose_relay::ops::metrics::Metrics;
 use firehose_relay::sink::firehose::{FirehoseConfig, FirehoseSink};
 use firehose_relay::sink::{Delivery, ErrorClass, Sink};
 

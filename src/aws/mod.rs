@@ -1,7 +1,5 @@
 //! AWS plumbing shared by AWS outputs: credentials (static, SDK default chain, and STS-based
 //! with a scheduled refresh) and the HTTP client (extra CA bundle, proxy).
 
-pub mod config;
 pub mod credentials;
 pub mod http;
-pub mod sts;

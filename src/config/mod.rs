@@ -27,8 +27,8 @@ use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
 use serde::{Deserialize, Serialize};
 
-use crate::filter::FilterConfig;
-use crate::router::TagPattern;
+use crate::pipeline::filter::FilterConfig;
+use crate::pipeline::router::TagPattern;
 use crate::sink::OutputConfig;
 use crate::source::SourceConfig;
 pub use units::{ByteSize, ConfigDuration};

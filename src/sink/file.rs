@@ -14,7 +14,7 @@ use async_trait::async_trait;
 use super::{CommonOutput, Delivery, ErrorClass, Sink, SinkError};
 use crate::buffer::Chunk;
 use crate::config::buffer::BufferConfig;
-use crate::format::FormatOptions;
+use crate::pipeline::format::FormatOptions;
 
 /// `[outputs.NAME]` with `type = "file"`.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]

@@ -159,7 +159,7 @@ pub trait CommonOutput {
 }
 
 use crate::config::buffer::BufferConfig;
-use crate::format::FormatOptions;
+use crate::pipeline::format::FormatOptions;
 
 impl OutputConfig {
     /// Reads the output at `path`, choosing the variant by its `type`.
@@ -218,7 +218,7 @@ impl OutputConfig {
     pub async fn build_sink(
         &self,
         name: &str,
-        metrics: &std::sync::Arc<crate::metrics::Metrics>,
+        metrics: &std::sync::Arc<crate::ops::metrics::Metrics>,
     ) -> anyhow::Result<std::sync::Arc<dyn Sink>> {
         Ok(match self {
             OutputConfig::File(c) => std::sync::Arc::new(file::FileSink::new(&c.path)),

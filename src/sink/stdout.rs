@@ -7,7 +7,7 @@ use tokio::io::AsyncWriteExt;
 use super::{CommonOutput, Delivery, ErrorClass, Sink, SinkError};
 use crate::buffer::Chunk;
 use crate::config::buffer::BufferConfig;
-use crate::format::FormatOptions;
+use crate::pipeline::format::FormatOptions;
 
 /// `[outputs.NAME]` with `type = "stdout"`.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]

@@ -7,8 +7,8 @@ use serde::{Deserialize, Serialize};
 
 use super::Emitter;
 use crate::event::{EventBatch, EventTime};
+use crate::ops::logging::Throttle;
 use crate::shutdown::Shutdown;
-use crate::telemetry::Throttle;
 
 /// `[sources.NAME]` with `type = "sample"`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -6,10 +6,10 @@ use serde::{Deserialize, Serialize};
 
 use super::aggregate::MAX_RECORD_BYTES;
 use super::batch::{MAX_BYTES_PER_CALL, MAX_RECORDS_PER_CALL};
-use crate::aws::config::CredentialsConfig;
+use crate::aws::credentials::config::CredentialsConfig;
 use crate::config::buffer::BufferConfig;
 use crate::config::{ByteSize, ConfigDuration};
-use crate::format::FormatOptions;
+use crate::pipeline::format::FormatOptions;
 use crate::sink::CommonOutput;
 
 /// Compression of each Firehose record.
@@ -208,7 +208,7 @@ impl FirehoseConfig {
             Some(c) => p.extend(c.problems()),
             // IRSA variables present: check them as if they had been written out.
             None => {
-                if let Some(w) = crate::aws::config::WebIdentityConfig::from_env() {
+                if let Some(w) = crate::aws::credentials::config::WebIdentityConfig::from_env() {
                     p.extend(w.problems());
                 }
             }

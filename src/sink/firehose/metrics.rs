@@ -8,7 +8,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 
-use crate::metrics::{Labels, Metrics};
+use crate::ops::metrics::{Labels, Metrics};
 
 fn latency_histogram() -> Histogram {
     // 5 ms … ~41 s.

@@ -49,7 +49,7 @@ use super::{Delivery, ErrorClass, Sink, SinkError};
 use crate::aws::credentials::{AwsContext, OutputCredentials};
 use crate::aws::http::{build_http_client, HttpOptions};
 use crate::buffer::Chunk;
-use crate::metrics::{output_label, Labels, Metrics};
+use crate::ops::metrics::{output_label, Labels, Metrics};
 
 /// First backoff between resends inside a flush; doubles per attempt.
 const FIRST_BACKOFF: Duration = Duration::from_millis(100);

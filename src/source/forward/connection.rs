@@ -21,10 +21,10 @@ use super::metrics::ForwardMetrics;
 use super::msgpack::Framer;
 use super::ForwardConfig;
 use crate::event::EventTime;
-use crate::metrics::{source_label, Labels};
+use crate::ops::logging::Throttle;
+use crate::ops::metrics::{source_label, Labels};
 use crate::shutdown::Shutdown;
 use crate::source::Emitter;
-use crate::telemetry::Throttle;
 
 /// Bytes requested from the socket per read.
 const READ_CHUNK: usize = 64 * 1024;

@@ -8,7 +8,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 
-use crate::metrics::{Labels, Metrics};
+use crate::ops::metrics::{Labels, Metrics};
 
 /// Counters and gauges of the forward sources.
 #[derive(Default)]

@@ -42,8 +42,8 @@ use tokio::task::JoinSet;
 
 use super::Emitter;
 use crate::config::{ByteSize, ConfigDuration};
+use crate::ops::logging::Throttle;
 use crate::shutdown::Shutdown;
-use crate::telemetry::Throttle;
 
 pub use decode::{decode_message, decode_stream, DecodeError, DecodeOptions, Message};
 

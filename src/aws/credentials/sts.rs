@@ -1,7 +1,7 @@
 //! STS calls that turn a web-identity token or base credentials into temporary credentials.
 //!
 //! Each fetcher makes exactly one STS call per [`Fetch::fetch`]; scheduling, caching and
-//! retrying belong to [`super::credentials`]. The web-identity token file is read again on every
+//! retrying belong to [`super`]. The web-identity token file is read again on every
 //! call, because the kubelet rotates it (at 80 % of its lifetime) and a cached token would
 //! eventually be refused.
 

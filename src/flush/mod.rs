@@ -13,20 +13,23 @@
 //! Retries are per chunk (Fluentd keeps one retry state per output, so one poisoned chunk slows
 //! everything; here the others keep flowing).
 
+pub mod deadletter;
+pub mod retry;
+
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use self::deadletter::{DeadLetter, NewEntry};
+use self::retry::{RetryDecision, RetryPolicy};
 use crate::buffer::{now_ms, Buffer, Chunk, Enqueue, Records};
 use crate::config::buffer::{BufferConfig, BufferType, FlushMode};
-use crate::deadletter::{DeadLetter, NewEntry};
-use crate::metrics::{output_label, Labels, Metrics};
+use crate::ops::logging::Throttle;
+use crate::ops::metrics::{output_label, Labels, Metrics};
 use crate::pipeline::Output;
-use crate::retry::{RetryDecision, RetryPolicy};
 use crate::sink::{ErrorClass, SinkError};
-use crate::telemetry::Throttle;
 
 /// What the flush workers should be doing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -382,8 +385,8 @@ mod tests {
     use crate::buffer::policy::BufferPolicy;
     use crate::buffer::DeliveredSet;
     use crate::config::units::ConfigDuration;
-    use crate::format::{FormatOptions, Formatter};
-    use crate::router::TagPattern;
+    use crate::pipeline::format::{FormatOptions, Formatter};
+    use crate::pipeline::router::TagPattern;
     use crate::sink::{Delivery, OutputConfig, Sink};
     use async_trait::async_trait;
     use std::sync::Mutex;

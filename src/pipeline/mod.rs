@@ -3,19 +3,23 @@
 //! backpressure from a full buffer reaches the source (and a forward client's TCP window) with
 //! no queue in between.
 
+pub mod filter;
+pub mod format;
+pub mod router;
+
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use self::filter::Filter;
+use self::format::Formatter;
+use self::router::TagPattern;
 use crate::buffer::{AppendError, Buffer, Records};
-use crate::deadletter::DeadLetter;
 use crate::event::EventBatch;
-use crate::filter::Filter;
-use crate::format::Formatter;
-use crate::metrics::{output_label, source_label, Metrics};
-use crate::router::TagPattern;
+use crate::flush::deadletter::DeadLetter;
+use crate::ops::logging::Throttle;
+use crate::ops::metrics::{output_label, source_label, Metrics};
 use crate::sink::{OutputConfig, Sink};
-use crate::telemetry::Throttle;
 
 /// Most distinct tags whose routing decision is cached; beyond that the cache is cleared, so a
 /// client sending random tags cannot grow memory without bound.
@@ -157,7 +161,7 @@ impl Pipeline {
         &self,
         output: &Output,
         batch: &EventBatch,
-        rejected: Vec<crate::format::Rejected>,
+        rejected: Vec<crate::pipeline::format::Rejected>,
     ) -> Result<(), EmitError> {
         let count = rejected.len() as u64;
         if let Some(suppressed) = self.rejected_log.allow() {
@@ -198,7 +202,7 @@ mod tests {
     use crate::buffer::{now_ms, Enqueue};
     use crate::config::buffer::BufferConfig;
     use crate::event::EventTime;
-    use crate::format::FormatOptions;
+    use crate::pipeline::format::FormatOptions;
     use crate::sink::stdout::{StdoutOutputConfig, StdoutSink};
 
     struct Recorder(&'static str, Arc<Mutex<Vec<String>>>);

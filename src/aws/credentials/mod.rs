@@ -13,6 +13,9 @@
 //! Metrics (label `output`): `aws_credentials_expiry_timestamp_seconds`,
 //! `aws_credentials_refreshes_total`, `aws_credentials_refresh_failures_total`.
 
+pub mod config;
+pub mod sts;
+
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime};
 
@@ -29,9 +32,9 @@ use rand::Rng;
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
-use super::config::{AssumeRoleConfig, CredentialsConfig, StsOptions, WebIdentityConfig};
-use super::sts::{AssumeRoleFetcher, Fetch, FetchError, WebIdentityFetcher};
-use crate::metrics::{output_label, Labels, Metrics};
+use self::config::{AssumeRoleConfig, CredentialsConfig, StsOptions, WebIdentityConfig};
+use self::sts::{AssumeRoleFetcher, Fetch, FetchError, WebIdentityFetcher};
+use crate::ops::metrics::{output_label, Labels, Metrics};
 
 /// First wait after a failed refresh; doubles per failure.
 const FIRST_RETRY: Duration = Duration::from_millis(500);
@@ -474,13 +477,13 @@ async fn web_identity_fetcher(
     let role = w.role_arn().ok_or_else(|| {
         CredentialsSetupError::Missing(format!(
             "web_identity needs role_arn (or ${})",
-            super::config::ENV_ROLE_ARN
+            config::ENV_ROLE_ARN
         ))
     })?;
     let file = w.token_file().ok_or_else(|| {
         CredentialsSetupError::Missing(format!(
             "web_identity needs web_identity_token_file (or ${})",
-            super::config::ENV_TOKEN_FILE
+            config::ENV_TOKEN_FILE
         ))
     })?;
     let sts = w.sts();

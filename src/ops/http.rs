@@ -18,7 +18,7 @@ use axum::{Json, Router};
 use serde::Serialize;
 
 use crate::buffer::now_ms;
-use crate::metrics::output_label;
+use crate::ops::metrics::output_label;
 use crate::pipeline::Pipeline;
 
 /// Process-wide readiness flags.
