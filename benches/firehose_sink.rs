@@ -9,6 +9,9 @@ mod fake_firehose;
 #[path = "../tests/common/http_server.rs"]
 #[allow(dead_code)]
 mod http_server;
+#[path = "../tests/common/sigv4.rs"]
+#[allow(dead_code)]
+mod sigv4;
 
 use std::sync::Arc;
 
@@ -40,6 +43,7 @@ fn chunk() -> Chunk {
 
 fn bench(c: &mut Criterion) {
     let fake = fake_firehose::FakeFirehose::http();
+    fake.create_stream("bench").allow_key("AKIDBENCH", "x");
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

@@ -40,7 +40,7 @@ struct Setup {
 async fn setup(lifetime: Duration) -> Setup {
     let sts = Arc::new(FakeSts::start(lifetime));
     let fh = FakeFirehose::http();
-    fh.set_key_check(sts.key_check());
+    fh.create_stream("s").trust_keys_from(sts.key_lookup());
     let dir = tempfile::tempdir().unwrap();
     let token_file = dir.path().join("token");
     std::fs::write(&token_file, "token-1\n").unwrap();

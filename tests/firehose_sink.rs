@@ -15,6 +15,13 @@ use firehose_relay::ops::metrics::Metrics;
 use firehose_relay::sink::firehose::{FirehoseConfig, FirehoseSink};
 use firehose_relay::sink::{Delivery, ErrorClass, Sink};
 
+/// The fake with the stream and the static key pair the sink's config names.
+fn ready_fake(fake: FakeFirehose) -> FakeFirehose {
+    fake.create_stream("test-stream")
+        .allow_key("AKIDSTATICTEST", "not-a-secret");
+    fake
+}
+
 fn config(fake: &FakeFirehose, extra: &str) -> FirehoseConfig {
     let ca = match &fake.ca_pem {
         Some(pem) => {
@@ -122,16 +129,12 @@ fn assert_all_delivered_without_unexplained_duplicates(fake: &FakeFirehose, inpu
         }
     }
     assert_eq!(got.len(), input.len(), "nothing but the input arrived");
-    assert!(
-        fake.limit_violations().is_empty(),
-        "{:?}",
-        fake.limit_violations()
-    );
+    assert!(fake.refusals().is_empty(), "{:?}", fake.refusals());
 }
 
 #[tokio::test]
 async fn partial_failures_resend_only_the_failed_records_and_nothing_is_lost() {
-    let fake = FakeFirehose::http();
+    let fake = ready_fake(FakeFirehose::http());
     fake.set_record_failure_rate(0.3);
     let sink = sink(&fake, "").await;
     let input = records(2000, 200);
@@ -150,7 +153,7 @@ async fn partial_failures_resend_only_the_failed_records_and_nothing_is_lost() {
 
 #[tokio::test]
 async fn calls_never_exceed_500_records_or_4_mib_and_honour_configured_limits() {
-    let fake = FakeFirehose::http();
+    let fake = ready_fake(FakeFirehose::http());
     let sink = sink(&fake, "").await;
     // 1,000 records of 10 KB = 10 MB: the byte limit binds.
     let big = records(1000, 10_000);
@@ -170,7 +173,7 @@ async fn calls_never_exceed_500_records_or_4_mib_and_honour_configured_limits() 
     sizes.sort_unstable();
     assert_eq!(sizes, vec![200, 500, 500]);
 
-    let fake2 = FakeFirehose::http();
+    let fake2 = ready_fake(FakeFirehose::http());
     let sink2 = self::sink(
         &fake2,
         "max_records_per_call = 100\nmax_bytes_per_call = \"64k\"",
@@ -185,12 +188,12 @@ async fn calls_never_exceed_500_records_or_4_mib_and_honour_configured_limits() 
             call.data_bytes
         );
     }
-    assert!(fake2.limit_violations().is_empty());
+    assert!(fake2.refusals().is_empty());
 }
 
 #[tokio::test]
 async fn whole_call_failures_are_retried_within_the_flush() {
-    let fake = FakeFirehose::https();
+    let fake = ready_fake(FakeFirehose::https());
     fake.push_faults([
         Fault::Error(500, "InternalFailure"),
         Fault::Error(503, "ServiceUnavailableException"),
@@ -215,7 +218,7 @@ async fn whole_call_failures_are_retried_within_the_flush() {
 
 #[tokio::test]
 async fn a_slow_answer_times_out_and_only_those_records_may_be_duplicated() {
-    let fake = FakeFirehose::http();
+    let fake = ready_fake(FakeFirehose::http());
     fake.push_faults([Fault::Slow(Duration::from_secs(4))]);
     let sink = sink(&fake, "").await;
     let input = records(50, 100);
@@ -236,7 +239,7 @@ async fn a_slow_answer_times_out_and_only_those_records_may_be_duplicated() {
 
 #[tokio::test]
 async fn retries_exhausted_keeps_the_rest_pending_for_the_chunk_retry() {
-    let fake = FakeFirehose::http();
+    let fake = ready_fake(FakeFirehose::http());
     fake.push_faults((0..3).map(|_| Fault::Error(503, "ServiceUnavailableException")));
     let sink = sink(&fake, "retries_on_batch_request = 2").await;
     let input = records(10, 100);
@@ -258,7 +261,7 @@ async fn configuration_and_iam_errors_stop_at_once_with_their_class() {
         ("InvalidArgumentException", ErrorClass::InvalidArgument),
         ("UnrecognizedClientException", ErrorClass::Credentials),
     ] {
-        let fake = FakeFirehose::http();
+        let fake = ready_fake(FakeFirehose::http());
         fake.push_faults([Fault::Error(400, code)]);
         let sink = sink(&fake, "").await;
         let d = sink.deliver(&chunk(&records(10, 100))).await;
@@ -277,7 +280,7 @@ async fn configuration_and_iam_errors_stop_at_once_with_their_class() {
 
 #[tokio::test]
 async fn a_record_over_1024000_bytes_is_rejected_and_the_rest_delivered() {
-    let fake = FakeFirehose::http();
+    let fake = ready_fake(FakeFirehose::http());
     let sink = sink(&fake, "").await;
     let mut input = records(5, 100);
     input.insert(2, records(1, 1_024_001).remove(0));
@@ -297,12 +300,12 @@ async fn a_record_over_1024000_bytes_is_rejected_and_the_rest_delivered() {
         6,
         "a record of exactly 1,024,000 bytes is fine"
     );
-    assert!(fake.limit_violations().is_empty());
+    assert!(fake.refusals().is_empty(), "{:?}", fake.refusals());
 }
 
 #[tokio::test]
 async fn aggregation_packs_records_and_splits_back_into_exactly_the_input() {
-    let fake = FakeFirehose::http();
+    let fake = ready_fake(FakeFirehose::http());
     fake.push_faults([Fault::FailRecords(vec![1])]);
     let sink = sink(&fake, "aggregation = true").await;
     let input = records(20_000, 200);
@@ -330,7 +333,7 @@ async fn aggregation_packs_records_and_splits_back_into_exactly_the_input() {
 
 #[tokio::test]
 async fn gzip_records_decompress_to_newline_delimited_json() {
-    let fake = FakeFirehose::http();
+    let fake = ready_fake(FakeFirehose::http());
     let input = records(3000, 200);
     for (extra, max_records) in [
         ("compression = \"gzip\"", 3000),
@@ -363,7 +366,7 @@ async fn gzip_records_decompress_to_newline_delimited_json() {
 
 #[tokio::test]
 async fn concurrent_flushes_share_the_sink_and_a_slow_call_blocks_no_other() {
-    let fake = FakeFirehose::http();
+    let fake = ready_fake(FakeFirehose::http());
     fake.push_faults([Fault::Slow(Duration::from_millis(1500))]);
     let sink = Arc::new(sink(&fake, "").await);
     let slow = {
@@ -391,7 +394,7 @@ async fn concurrent_flushes_share_the_sink_and_a_slow_call_blocks_no_other() {
 
 #[tokio::test]
 async fn pacing_limits_the_request_rate_of_all_workers_together() {
-    let fake = FakeFirehose::http();
+    let fake = ready_fake(FakeFirehose::http());
     let sink = Arc::new(sink(&fake, "max_requests_per_second = 10").await);
     let started = std::time::Instant::now();
     let mut tasks = Vec::new();
@@ -416,7 +419,7 @@ async fn pacing_limits_the_request_rate_of_all_workers_together() {
 
 #[tokio::test]
 async fn throttling_is_counted_and_slows_the_output_down() {
-    let fake = FakeFirehose::http();
+    let fake = ready_fake(FakeFirehose::http());
     fake.push_faults((0..3).map(|_| Fault::Error(503, "ServiceUnavailableException")));
     let metrics = Arc::new(Metrics::new());
     let sink = FirehoseSink::build("fh", &config(&fake, ""), &metrics)

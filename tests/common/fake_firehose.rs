@@ -2,11 +2,23 @@
 //! `X-Amz-Target: Firehose_20150804.PutRecordBatch`, base64 records), over HTTP or HTTPS, with
 //! fault injection, recording every call.
 //!
-//! Faults: a queue consumed one per call ([`Fault`]), a per-record failure probability, and an
-//! optional access-key check (only keys accepted by a predicate, e.g. those the fake STS issued
-//! and that have not expired).
+//! It answers as Firehose does, so a client bug cannot pass unnoticed:
+//! * every request must carry a valid SigV4 signature ([`super::sigv4`]) made with a key the
+//!   fake knows ([`FakeFirehose::allow_key`], or keys an STS fake issued through
+//!   [`FakeFirehose::trust_keys_from`]), else `InvalidSignatureException`,
+//!   `UnrecognizedClientException` or `ExpiredTokenException`;
+//! * the body must match the service model (the constraints botocore's `firehose` model
+//!   gives: `DeliveryStreamName` 1–64 of `[a-zA-Z0-9_.-]`, `Records` 1–500, `Data` a base64
+//!   blob of at most 1,024,000 bytes), else `ValidationException` or, for wrong JSON types and
+//!   bad base64, `SerializationException`;
+//! * more than 4 MiB of data in one call is `InvalidArgumentException`;
+//! * a stream that was not created ([`FakeFirehose::create_stream`]) is
+//!   `ResourceNotFoundException`.
+//!
+//! Faults: a queue consumed one per accepted call ([`Fault`]) and a per-record failure
+//! probability.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -15,14 +27,19 @@ use base64::Engine;
 use rand::Rng;
 
 use super::http_server::{serve, Handler, OwnedRuntime, Reply, Request, TestCa};
+use super::sigv4::{self, KeyInfo};
 
 /// Firehose's per-record limit (data bytes before base64).
 pub const MAX_RECORD: usize = 1_024_000;
 /// PutRecordBatch limits.
 pub const MAX_RECORDS_PER_CALL: usize = 500;
 pub const MAX_BYTES_PER_CALL: usize = 4 * 1024 * 1024;
+/// How many raw requests the fake keeps for [`FakeFirehose::requests`].
+pub const KEPT_REQUESTS: usize = 64;
+/// The account the fake pretends to be (it appears in error messages, as in AWS's).
+pub const ACCOUNT: &str = "123456789012";
 
-/// What to do with one call.
+/// What to do with one call that passed authentication and validation.
 #[derive(Debug, Clone)]
 pub enum Fault {
     /// Answer with this status and error code (`__type`), accepting nothing.
@@ -45,22 +62,31 @@ pub struct Call {
     /// Data bytes (decoded), what Firehose meters.
     pub data_bytes: usize,
     pub access_key: Option<String>,
+    /// Region of the signature's credential scope.
+    pub region: Option<String>,
     /// Per record: accepted by the fake.
     pub accepted: Vec<bool>,
     /// False when the client may not have seen the answer (slow reply).
     pub confirmed: bool,
     pub status: u16,
+    /// The error code answered for the whole call, if any.
+    pub error: Option<String>,
 }
+
+/// Looks up an access key the fake did not register itself (e.g. one an STS fake issued).
+pub type KeyLookup = Arc<dyn Fn(&str) -> Option<KeyInfo> + Send + Sync>;
 
 #[derive(Default)]
 struct State {
     faults: VecDeque<Fault>,
     record_failure_rate: f64,
     calls: Vec<Call>,
-    limit_violations: Vec<String>,
+    requests: VecDeque<Request>,
+    refusals: Vec<String>,
+    streams: HashSet<String>,
+    keys: HashMap<String, KeyInfo>,
+    lookup: Option<KeyLookup>,
 }
-
-pub type KeyCheck = Arc<dyn Fn(&str) -> bool + Send + Sync>;
 
 /// The fake service. Dropping it stops it.
 pub struct FakeFirehose {
@@ -70,7 +96,6 @@ pub struct FakeFirehose {
     /// PEM of the CA that signed the HTTPS certificate.
     pub ca_pem: Option<String>,
     state: Arc<Mutex<State>>,
-    key_check: Arc<Mutex<Option<KeyCheck>>>,
     _rt: OwnedRuntime,
 }
 
@@ -86,11 +111,10 @@ impl FakeFirehose {
     fn start(ca: Option<TestCa>) -> FakeFirehose {
         let rt = OwnedRuntime::new();
         let state = Arc::new(Mutex::new(State::default()));
-        let key_check: Arc<Mutex<Option<KeyCheck>>> = Arc::new(Mutex::new(None));
-        let (s, k) = (Arc::clone(&state), Arc::clone(&key_check));
+        let s = Arc::clone(&state);
         let handler: Handler = Arc::new(move |req| {
-            let (s, k) = (Arc::clone(&s), Arc::clone(&k));
-            Box::pin(async move { handle(req, &s, &k).await })
+            let s = Arc::clone(&s);
+            Box::pin(async move { handle(req, &s).await })
         });
         let tls = ca.as_ref().map(|c| Arc::clone(&c.server_config));
         let addr = rt.block_on(serve(tls, handler));
@@ -103,7 +127,6 @@ impl FakeFirehose {
             url,
             ca_pem: ca.map(|c| c.ca_pem),
             state,
-            key_check,
             _rt: rt,
         }
     }
@@ -112,7 +135,46 @@ impl FakeFirehose {
         self.state.lock().unwrap()
     }
 
-    /// Queues faults for the next calls, one per call.
+    /// Creates a delivery stream; calls naming any other get `ResourceNotFoundException`.
+    pub fn create_stream(&self, name: &str) -> &Self {
+        self.lock().streams.insert(name.to_owned());
+        self
+    }
+
+    /// Accepts calls signed with this long-term key pair.
+    pub fn allow_key(&self, access_key: &str, secret: &str) -> &Self {
+        self.lock().keys.insert(
+            access_key.to_owned(),
+            KeyInfo {
+                secret: secret.to_owned(),
+                session_token: None,
+                expired: false,
+            },
+        );
+        self
+    }
+
+    /// Accepts calls signed with temporary credentials: the key pair plus this session token
+    /// in `X-Amz-Security-Token`.
+    pub fn allow_temporary_key(&self, access_key: &str, secret: &str, token: &str) -> &Self {
+        self.lock().keys.insert(
+            access_key.to_owned(),
+            KeyInfo {
+                secret: secret.to_owned(),
+                session_token: Some(token.to_owned()),
+                expired: false,
+            },
+        );
+        self
+    }
+
+    /// Also accepts the keys `lookup` knows (e.g. [`super::fake_sts::FakeSts::key_lookup`]).
+    pub fn trust_keys_from(&self, lookup: KeyLookup) -> &Self {
+        self.lock().lookup = Some(lookup);
+        self
+    }
+
+    /// Queues faults for the next accepted calls, one per call.
     pub fn push_faults(&self, faults: impl IntoIterator<Item = Fault>) {
         self.lock().faults.extend(faults);
     }
@@ -122,34 +184,27 @@ impl FakeFirehose {
         self.lock().record_failure_rate = p;
     }
 
-    /// Accept only calls signed with a key this predicate accepts (others: 400
-    /// ExpiredTokenException).
-    pub fn set_key_check(&self, check: KeyCheck) {
-        *self.key_check.lock().unwrap() = Some(check);
-    }
-
     pub fn calls(&self) -> Vec<Call> {
         self.lock().calls.clone()
     }
 
-    /// Limits a call broke (500 records, 4 MiB, 1,024,000 bytes per record).
-    pub fn limit_violations(&self) -> Vec<String> {
-        self.lock().limit_violations.clone()
+    /// The last [`KEPT_REQUESTS`] requests as they arrived (headers and body), refused ones
+    /// included.
+    pub fn requests(&self) -> Vec<Request> {
+        self.lock().requests.iter().cloned().collect()
+    }
+
+    /// Calls refused for a reason of the client's making (`code: message`): a bad signature,
+    /// an unknown key or stream, a request Firehose would not accept. Injected faults are
+    /// not refusals.
+    pub fn refusals(&self) -> Vec<String> {
+        self.lock().refusals.clone()
     }
 
     /// Every record accepted, in arrival order (duplicates included).
     pub fn accepted(&self) -> Vec<Vec<u8>> {
         let s = self.lock();
-        s.calls
-            .iter()
-            .flat_map(|c| {
-                c.records
-                    .iter()
-                    .zip(&c.accepted)
-                    .filter(|(_, a)| **a)
-                    .map(|(r, _)| r.clone())
-            })
-            .collect()
+        s.calls.iter().flat_map(Call::accepted_records).collect()
     }
 
     /// Records accepted in calls whose answer the client may have missed.
@@ -158,18 +213,23 @@ impl FakeFirehose {
         s.calls
             .iter()
             .filter(|c| !c.confirmed)
-            .flat_map(|c| {
-                c.records
-                    .iter()
-                    .zip(&c.accepted)
-                    .filter(|(_, a)| **a)
-                    .map(|(r, _)| r.clone())
-            })
+            .flat_map(Call::accepted_records)
             .collect()
     }
 }
 
-fn error_reply(status: u16, code: &str, message: &str) -> Reply {
+impl Call {
+    fn accepted_records(&self) -> impl Iterator<Item = Vec<u8>> + '_ {
+        self.records
+            .iter()
+            .zip(&self.accepted)
+            .filter(|(_, a)| **a)
+            .map(|(r, _)| r.clone())
+    }
+}
+
+/// An error answer as AWS JSON 1.1 services give it.
+pub fn error_reply(status: u16, code: &str, message: &str) -> Reply {
     Reply::Response {
         status,
         content_type: "application/x-amz-json-1.1",
@@ -179,78 +239,197 @@ fn error_reply(status: u16, code: &str, message: &str) -> Reply {
     }
 }
 
-async fn handle(req: Request, state: &Mutex<State>, key_check: &Mutex<Option<KeyCheck>>) -> Reply {
+/// A request Firehose refuses before looking at its records.
+struct Refused {
+    status: u16,
+    code: &'static str,
+    message: String,
+}
+
+impl Refused {
+    fn new(status: u16, code: &'static str, message: impl Into<String>) -> Refused {
+        Refused {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+/// The parts of a valid PutRecordBatch body.
+struct Body {
+    stream: String,
+    records: Vec<Vec<u8>>,
+}
+
+/// Reads the body as Firehose's JSON 1.1 deserializer and validator would: wrong JSON types
+/// and bad base64 are `SerializationException`, model constraints `ValidationException` (all
+/// violations listed, as AWS does), then the 4 MiB limit and the stream's existence.
+fn parse_body(body: &[u8], streams: &HashSet<String>) -> Result<Body, Refused> {
+    let serialization = |m: String| Refused::new(400, "SerializationException", m);
+    let v: serde_json::Value =
+        serde_json::from_slice(body).map_err(|e| serialization(e.to_string()))?;
+    let obj = v
+        .as_object()
+        .ok_or_else(|| serialization("the body is not a JSON object".into()))?;
+    let mut violations = Vec::new();
+    let stream = match obj.get("DeliveryStreamName") {
+        None | Some(serde_json::Value::Null) => {
+            violations.push("Value null at 'deliveryStreamName' failed to satisfy constraint: Member must not be null".to_owned());
+            String::new()
+        }
+        Some(serde_json::Value::String(s)) => {
+            let valid_chars = s
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b));
+            if s.is_empty() || s.len() > 64 || !valid_chars {
+                violations.push(format!("Value '{s}' at 'deliveryStreamName' failed to satisfy constraint: Member must have length between 1 and 64 and match pattern [a-zA-Z0-9_.-]+"));
+            }
+            s.clone()
+        }
+        Some(other) => {
+            return Err(serialization(format!(
+                "DeliveryStreamName must be a string, got {other}"
+            )))
+        }
+    };
+    let mut records = Vec::new();
+    match obj.get("Records") {
+        None | Some(serde_json::Value::Null) => violations.push(
+            "Value null at 'records' failed to satisfy constraint: Member must not be null"
+                .to_owned(),
+        ),
+        Some(serde_json::Value::Array(list)) => {
+            if list.is_empty() || list.len() > MAX_RECORDS_PER_CALL {
+                violations.push(format!("Value at 'records' with {} members failed to satisfy constraint: Member must have length between 1 and {MAX_RECORDS_PER_CALL}", list.len()));
+            }
+            for (i, r) in list.iter().enumerate() {
+                let data = match r.as_object().map(|o| o.get("Data")) {
+                    None => return Err(serialization(format!("records[{i}] is not an object"))),
+                    Some(None | Some(serde_json::Value::Null)) => {
+                        violations.push(format!("Value null at 'records.{}.member.data' failed to satisfy constraint: Member must not be null", i + 1));
+                        continue;
+                    }
+                    Some(Some(serde_json::Value::String(s))) => s,
+                    Some(Some(other)) => {
+                        return Err(serialization(format!(
+                            "records[{i}].Data must be a base64 string, got {other}"
+                        )))
+                    }
+                };
+                let bytes = base64::engine::general_purpose::STANDARD
+                    .decode(data)
+                    .map_err(|e| serialization(format!("records[{i}].Data: {e}")))?;
+                if bytes.len() > MAX_RECORD {
+                    violations.push(format!("Value at 'records.{}.member.data' failed to satisfy constraint: Member must have length less than or equal to {MAX_RECORD}", i + 1));
+                }
+                records.push(bytes);
+            }
+        }
+        Some(other) => {
+            return Err(serialization(format!(
+                "Records must be a list, got {other}"
+            )))
+        }
+    }
+    if !violations.is_empty() {
+        let n = violations.len();
+        let s = if n == 1 { "" } else { "s" };
+        return Err(Refused::new(
+            400,
+            "ValidationException",
+            format!(
+                "{n} validation error{s} detected: {}",
+                violations.join("; ")
+            ),
+        ));
+    }
+    let total: usize = records.iter().map(Vec::len).sum();
+    if total > MAX_BYTES_PER_CALL {
+        return Err(Refused::new(
+            400,
+            "InvalidArgumentException",
+            format!("Records size {total} exceeds the {MAX_BYTES_PER_CALL} bytes limit"),
+        ));
+    }
+    if !streams.contains(&stream) {
+        return Err(Refused::new(
+            400,
+            "ResourceNotFoundException",
+            format!("Firehose {stream} under account {ACCOUNT} not found."),
+        ));
+    }
+    Ok(Body { stream, records })
+}
+
+/// Authenticates and validates; `Err` is the answer to send.
+fn check(req: &Request, state: &Mutex<State>) -> Result<(Body, sigv4::Authorization), Refused> {
     if req.header("x-amz-target") != Some("Firehose_20150804.PutRecordBatch") {
-        return error_reply(
+        return Err(Refused::new(
             400,
             "UnknownOperationException",
             "only PutRecordBatch is faked",
-        );
+        ));
     }
-    let access_key = req.access_key();
-    let body: serde_json::Value = match serde_json::from_slice(&req.body) {
-        Ok(v) => v,
-        Err(e) => return error_reply(400, "SerializationException", &e.to_string()),
+    let (keys, lookup, streams) = {
+        let s = state.lock().unwrap();
+        (s.keys.clone(), s.lookup.clone(), s.streams.clone())
     };
-    let stream = body["DeliveryStreamName"]
-        .as_str()
-        .unwrap_or_default()
-        .to_owned();
-    let mut records = Vec::new();
-    for r in body["Records"].as_array().cloned().unwrap_or_default() {
-        let data = base64::engine::general_purpose::STANDARD
-            .decode(r["Data"].as_str().unwrap_or_default())
-            .unwrap_or_default();
-        records.push(data);
+    let auth = sigv4::verify(req, "firehose", |k| {
+        keys.get(k)
+            .cloned()
+            .or_else(|| lookup.as_ref().and_then(|l| l(k)))
+    })
+    .map_err(|r| Refused::new(400, r.code, r.message))?;
+    Ok((parse_body(&req.body, &streams)?, auth))
+}
+
+async fn handle(req: Request, state: &Mutex<State>) -> Reply {
+    {
+        let mut s = state.lock().unwrap();
+        if s.requests.len() == KEPT_REQUESTS {
+            s.requests.pop_front();
+        }
+        s.requests.push_back(req.clone());
     }
-    let data_bytes: usize = records.iter().map(Vec::len).sum();
     let mut call = Call {
         at: Instant::now(),
-        stream,
-        records,
-        data_bytes,
-        access_key: access_key.clone(),
+        stream: String::new(),
+        records: Vec::new(),
+        data_bytes: 0,
+        access_key: req.access_key(),
+        region: sigv4::parse_authorization(req.header("authorization").unwrap_or_default())
+            .map(|a| a.region),
         accepted: Vec::new(),
         confirmed: true,
         status: 200,
+        error: None,
     };
-    let check = key_check.lock().unwrap().clone();
+    let body = match check(&req, state) {
+        Ok((body, _)) => body,
+        Err(r) => {
+            call.status = r.status;
+            call.error = Some(r.code.to_owned());
+            let mut s = state.lock().unwrap();
+            s.refusals.push(format!("{}: {}", r.code, r.message));
+            s.calls.push(call);
+            return error_reply(r.status, r.code, &r.message);
+        }
+    };
+    call.stream = body.stream;
+    call.data_bytes = body.records.iter().map(Vec::len).sum();
+    call.records = body.records;
+    let n = call.records.len();
     let (fault, rate) = {
         let mut s = state.lock().unwrap();
-        if call.records.len() > MAX_RECORDS_PER_CALL {
-            s.limit_violations
-                .push(format!("{} records in one call", call.records.len()));
-        }
-        if call.data_bytes > MAX_BYTES_PER_CALL {
-            s.limit_violations
-                .push(format!("{} bytes in one call", call.data_bytes));
-        }
-        for r in &call.records {
-            if r.len() > MAX_RECORD {
-                s.limit_violations
-                    .push(format!("a record of {} bytes", r.len()));
-            }
-        }
         (s.faults.pop_front(), s.record_failure_rate)
     };
-    let n = call.records.len();
-    if let Some(check) = check {
-        if !access_key.as_deref().is_some_and(|k| check(k)) {
-            call.accepted = vec![false; n];
-            call.status = 400;
-            state.lock().unwrap().calls.push(call);
-            return error_reply(
-                400,
-                "ExpiredTokenException",
-                "The security token included in the request is expired",
-            );
-        }
-    }
     let mut failed = vec![false; n];
     match fault {
         Some(Fault::Error(status, code)) => {
             call.accepted = vec![false; n];
             call.status = status;
+            call.error = Some(code.to_owned());
             state.lock().unwrap().calls.push(call);
             return error_reply(status, code, "injected");
         }

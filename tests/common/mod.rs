@@ -7,6 +7,7 @@ pub mod fake_sts;
 pub mod http_server;
 pub mod moto;
 pub mod relay_run;
+pub mod sigv4;
 
 use std::io::Write;
 use std::net::TcpListener;
