@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
+use serde::Deserialize;
 use serde_yaml::Value;
 
 fn repo() -> PathBuf {
@@ -291,4 +292,262 @@ fn dockerfile_builds_this_binary_from_files_in_the_repo() {
     assert!(text.contains("USER 10001"), "non-root");
     assert!(text.contains("VOLUME [\"/var/lib/firehose-relay\"]"));
     assert!(text.contains("EXPOSE 24224/tcp") && text.contains("24231/tcp"));
+}
+
+fn yaml_file(path: &Path) -> Value {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{path:?}: {e}"));
+    serde_yaml::from_str(&text).unwrap_or_else(|e| panic!("{path:?}: {e}"))
+}
+
+fn pod_labels(m: &BTreeMap<String, Value>) -> &Value {
+    &m["StatefulSet"]["spec"]["template"]["metadata"]["labels"]
+}
+
+/// True when every `key: value` of `selector` is among `labels`.
+fn selects(selector: &Value, labels: &Value) -> bool {
+    selector
+        .as_mapping()
+        .unwrap()
+        .iter()
+        .all(|(k, v)| labels.get(k) == Some(v))
+}
+
+#[test]
+fn the_kustomization_lists_every_manifest_but_the_drain_job_template() {
+    let m = manifests();
+    let listed: Vec<&str> = m["Kustomization"]["resources"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|r| r.as_str().unwrap())
+        .collect();
+    for entry in std::fs::read_dir(repo().join("conf/kubernetes")).unwrap() {
+        let name = entry.unwrap().file_name().into_string().unwrap();
+        if !name.ends_with(".yaml") || name == "kustomization.yaml" {
+            continue;
+        }
+        assert_eq!(
+            listed.contains(&name.as_str()),
+            name != "drain-job.yaml",
+            "{name}: every manifest is applied by `kubectl apply -k`, except the drain Job \
+             template, which is applied by hand per claim"
+        );
+    }
+}
+
+#[test]
+fn pods_get_no_service_link_variables() {
+    // A Service named `relay` would give every pod RELAY_SERVICE_HOST, RELAY_PORT...
+    let m = manifests();
+    for kind in ["StatefulSet", "Job"] {
+        assert_eq!(
+            m[kind]["spec"]["template"]["spec"]["enableServiceLinks"].as_bool(),
+            Some(false),
+            "{kind}"
+        );
+    }
+    let retention = &m["StatefulSet"]["spec"]["persistentVolumeClaimRetentionPolicy"];
+    assert_eq!(
+        retention["whenScaled"].as_str(),
+        Some("Retain"),
+        "a scale-down keeps the removed pod's volume (and its backlog) for the drain Job"
+    );
+}
+
+#[test]
+fn the_drain_job_mounts_a_claim_of_the_statefulset_with_the_relays_settings() {
+    let m = manifests();
+    let sts = &m["StatefulSet"]["spec"];
+    let job = &m["Job"]["spec"]["template"];
+    let (sts_pod, job_pod) = (&sts["template"]["spec"], &job["spec"]);
+
+    // <claim template>-<StatefulSet>-<ordinal>: the claim a removed pod leaves behind.
+    let claim_template = sts["volumeClaimTemplates"][0]["metadata"]["name"]
+        .as_str()
+        .unwrap();
+    let sts_name = m["StatefulSet"]["metadata"]["name"].as_str().unwrap();
+    let data_volume = job_pod["volumes"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .find(|v| v["persistentVolumeClaim"].is_mapping())
+        .expect("the Job mounts a claim");
+    let claim = data_volume["persistentVolumeClaim"]["claimName"]
+        .as_str()
+        .unwrap();
+    let ordinal = claim
+        .strip_prefix(&format!("{claim_template}-{sts_name}-"))
+        .unwrap_or_else(|| panic!("{claim} is not a claim of the StatefulSet"));
+    assert!(ordinal.parse::<u32>().is_ok(), "{claim}");
+
+    let (sc, jc) = (&sts_pod["containers"][0], &job_pod["containers"][0]);
+    assert_eq!(jc["image"], sc["image"]);
+    assert_eq!(
+        jc["env"], sc["env"],
+        "the same outputs, stream and buffer settings"
+    );
+    assert_eq!(
+        job_pod["serviceAccountName"], sts_pod["serviceAccountName"],
+        "IRSA"
+    );
+    assert_eq!(job_pod["securityContext"], sts_pod["securityContext"]);
+    let mount = |c: &Value, name: &str| {
+        c["volumeMounts"]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .find(|v| v["name"].as_str() == Some(name))
+            .map(|v| v["mountPath"].clone())
+            .unwrap_or_else(|| panic!("no mount {name}"))
+    };
+    let data_name = data_volume["name"].as_str().unwrap();
+    assert_eq!(mount(jc, data_name), mount(sc, claim_template), "data_dir");
+    assert_eq!(mount(jc, "config"), mount(sc, "config"));
+    assert_eq!(
+        job_pod["volumes"]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .find(|v| v["name"] == "config")
+            .map(|v| &v["configMap"]["name"]),
+        Some(&m["ConfigMap"]["metadata"]["name"])
+    );
+    let args: Vec<&str> = jc["args"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect();
+    assert_eq!(args[0], "drain");
+    assert!(args.contains(&"--timeout"), "{args:?}");
+    let sts_config = sc["args"].as_sequence().and_then(|a| a.last());
+    assert_eq!(
+        args.last().copied(),
+        sts_config.and_then(Value::as_str),
+        "the same config file"
+    );
+    assert_ne!(job_pod["restartPolicy"].as_str(), Some("Always"));
+
+    // The drain pod takes no clients: the Service and the PodDisruptionBudget must not pick it.
+    let labels = &job["metadata"]["labels"];
+    assert!(!selects(&m["Service"]["spec"]["selector"], labels));
+    assert!(!selects(
+        &m["PodDisruptionBudget"]["spec"]["selector"]["matchLabels"],
+        labels
+    ));
+}
+
+#[test]
+fn the_prometheus_rule_carries_exactly_conf_monitoring_alerts_yaml() {
+    let rule = yaml_file(&repo().join("conf/kubernetes/monitoring/prometheusrule.yaml"));
+    let alerts = yaml_file(&repo().join("conf/monitoring/alerts.yaml"));
+    assert_eq!(rule["kind"].as_str(), Some("PrometheusRule"));
+    assert_eq!(
+        rule["apiVersion"].as_str(),
+        Some("monitoring.coreos.com/v1")
+    );
+    assert_eq!(
+        rule["spec"]["groups"], alerts["groups"],
+        "copy the groups of conf/monitoring/alerts.yaml into prometheusrule.yaml"
+    );
+}
+
+#[test]
+fn the_monitoring_component_scrapes_the_relay_pods() {
+    let m = manifests();
+    let dir = repo().join("conf/kubernetes/monitoring");
+    let component = yaml_file(&dir.join("kustomization.yaml"));
+    assert_eq!(component["kind"].as_str(), Some("Component"));
+    let mut kinds = Vec::new();
+    for r in component["resources"].as_sequence().unwrap() {
+        let doc = yaml_file(&dir.join(r.as_str().unwrap()));
+        assert_eq!(
+            doc["metadata"]["namespace"],
+            m["StatefulSet"]["metadata"]["namespace"]
+        );
+        kinds.push(doc["kind"].as_str().unwrap().to_owned());
+        if doc["kind"] == "PodMonitor" {
+            assert!(selects(
+                &doc["spec"]["selector"]["matchLabels"],
+                pod_labels(&m)
+            ));
+            let endpoint = &doc["spec"]["podMetricsEndpoints"][0];
+            let port = endpoint["port"].as_str().unwrap();
+            port_number(container(&m), port);
+            assert_eq!(
+                endpoint["path"].as_str(),
+                m["StatefulSet"]["spec"]["template"]["metadata"]["annotations"]
+                    ["prometheus.io/path"]
+                    .as_str()
+            );
+        }
+    }
+    kinds.sort();
+    assert_eq!(kinds, ["PodMonitor", "PrometheusRule"]);
+}
+
+/// Copies `from` into `to`, recursively.
+fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_tree(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
+
+#[test]
+fn kustomize_builds_the_manifests_with_and_without_the_monitoring_component() {
+    // kustomize is part of kubectl; Debian's kubernetes-client (1.20) predates components.
+    let kubectl_ok = Command::new("kubectl")
+        .args(["version", "--client"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !kubectl_ok {
+        eprintln!(
+            "SKIPPED kustomize build: kubectl (with kustomize >= 3.7) is not installed and no \
+             package of this machine's registries provides one; the manifests are still checked \
+             statically by the other tests"
+        );
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let base = dir.path().join("kubernetes");
+    copy_tree(&repo().join("conf/kubernetes"), &base);
+    let build = |what: &str| {
+        let out = Command::new("kubectl")
+            .arg("kustomize")
+            .arg(&base)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "kubectl kustomize ({what}) failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_yaml::Deserializer::from_slice(&out.stdout)
+            .map(|d| {
+                let v = Value::deserialize(d).unwrap();
+                v["kind"].as_str().unwrap().to_owned()
+            })
+            .collect::<Vec<_>>()
+    };
+    let kinds = build("base");
+    assert!(kinds.contains(&"StatefulSet".to_owned()), "{kinds:?}");
+    assert!(!kinds.contains(&"Job".to_owned()), "{kinds:?}");
+    // What the README says to do: uncomment the component.
+    let k = base.join("kustomization.yaml");
+    let text = std::fs::read_to_string(&k).unwrap().replace(
+        "# components:\n#   - monitoring",
+        "components:\n  - monitoring",
+    );
+    std::fs::write(&k, text).unwrap();
+    let kinds = build("with the monitoring component");
+    for kind in ["StatefulSet", "PodMonitor", "PrometheusRule"] {
+        assert!(kinds.contains(&kind.to_owned()), "{kind} in {kinds:?}");
+    }
 }

@@ -107,6 +107,11 @@ fn metrics_move_with_traffic_and_parse_as_valid_exposition() {
         "{later}"
     );
     assert!(later.contains("firehose_relay_flush_attempts_total{output=\"out\"}"));
+    assert_eq!(
+        metric(&later, "firehose_relay_ready "),
+        Some(1.0),
+        "{later}"
+    );
     assert_valid_exposition(&later, dir.path());
 
     let (code, status) = get(port, "/status");
@@ -192,6 +197,12 @@ fn readiness_fails_while_the_buffer_is_above_the_fill_threshold() {
     assert!(
         body.contains("buffer of output `out`") && body.contains("full"),
         "{body}"
+    );
+    let (_, metrics) = get(port, "/metrics");
+    assert_eq!(
+        metric(&metrics, "firehose_relay_ready "),
+        Some(0.0),
+        "{metrics}"
     );
     let _ = child.kill();
     let _ = child.wait();

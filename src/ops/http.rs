@@ -161,6 +161,7 @@ async fn metrics(State(st): State<HttpState>) -> Response {
     for o in st.pipeline.outputs() {
         m.observe_buffer(&o.name, &o.buffer.stats(), now);
     }
+    m.ready.set(i64::from(st.readiness().is_ok()));
     (
         [(
             header::CONTENT_TYPE,

@@ -57,6 +57,9 @@ pub struct Metrics {
     pub buffer_oldest_queued_age: Family<Labels, Gauge<f64, AtomicU64>>,
     /// Chunks removed by `overflow_action = "drop_oldest_chunk"`, by output.
     pub buffer_dropped_chunks: Family<Labels, Gauge>,
+    /// 1 while `/readyz` answers 200, else 0 (set at scrape time), so an alert can say that a
+    /// relay answers scrapes but takes no clients.
+    pub ready: Gauge,
 }
 
 impl Default for Metrics {
@@ -86,6 +89,7 @@ impl Metrics {
             buffer_limit_bytes: Family::default(),
             buffer_oldest_queued_age: Family::default(),
             buffer_dropped_chunks: Family::default(),
+            ready: Gauge::default(),
             registry: Mutex::new(Registry::default()),
             components: Mutex::new(HashMap::new()),
         };
@@ -168,6 +172,11 @@ impl Metrics {
             "buffer_dropped_chunks",
             "Chunks dropped by overflow_action = drop_oldest_chunk since start",
             m.buffer_dropped_chunks.clone(),
+        );
+        registry.register(
+            "ready",
+            "1 while /readyz answers 200 (buffers recovered, sources listening, not shutting down, no buffer above ready_max_buffer_fill), else 0",
+            m.ready.clone(),
         );
         Metrics {
             registry: Mutex::new(registry),
