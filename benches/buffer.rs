@@ -20,10 +20,10 @@ use std::time::{Duration, Instant};
 use criterion::{
     criterion_group, criterion_main, BenchmarkId, Criterion, SamplingMode, Throughput,
 };
+use firehose_relay::buffer::config::{FlushMode, OverflowAction};
 use firehose_relay::buffer::file::{FileBuffer, Store};
 use firehose_relay::buffer::policy::BufferPolicy;
 use firehose_relay::buffer::{Buffer, Enqueue, Records};
-use firehose_relay::config::buffer::{FlushMode, OverflowAction};
 use prometheus_client::metrics::counter::Counter;
 
 const RECORD: usize = 200;

@@ -16,11 +16,11 @@ use tokio::task::JoinHandle;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 
+use crate::buffer::config::BufferType;
 use crate::buffer::file::{FileBuffer, Store};
 use crate::buffer::memory::MemoryBuffer;
 use crate::buffer::policy::BufferPolicy;
 use crate::buffer::{Buffer, Enqueue};
-use crate::config::buffer::BufferType;
 use crate::config::Config;
 use crate::flush::deadletter::DeadLetter;
 use crate::flush::{self, FlushPhase};

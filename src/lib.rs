@@ -14,6 +14,7 @@ pub mod flush;
 pub mod fsutil;
 pub mod ops;
 pub mod pipeline;
+pub mod primitives;
 pub mod shutdown;
 pub mod sink;
 pub mod source;

@@ -23,10 +23,10 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use firehose_relay::buffer::config::{FlushMode, OverflowAction};
 use firehose_relay::buffer::file::{FileBuffer, Store};
 use firehose_relay::buffer::policy::BufferPolicy;
 use firehose_relay::buffer::{Buffer, DeliveredSet, Enqueue, Records, RetryState};
-use firehose_relay::config::buffer::{FlushMode, OverflowAction};
 use prometheus_client::metrics::counter::Counter;
 use rand::Rng;
 

@@ -149,9 +149,10 @@ fn ports_volumes_and_grace_period_match_the_config() {
     let grace = m["StatefulSet"]["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
         .as_u64()
         .unwrap();
-    let timeout =
-        firehose_relay::config::units::parse_duration(cfg["shutdown_timeout"].as_str().unwrap())
-            .unwrap();
+    let timeout = firehose_relay::primitives::units::parse_duration(
+        cfg["shutdown_timeout"].as_str().unwrap(),
+    )
+    .unwrap();
     assert!(
         timeout.as_secs() < grace,
         "shutdown_timeout must end before Kubernetes kills the pod"

@@ -271,7 +271,7 @@ impl Buffer for MemoryBuffer {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::buffer::{FlushMode, OverflowAction};
+    use crate::buffer::config::{FlushMode, OverflowAction};
     use std::time::Duration;
 
     fn policy(total: u64, action: OverflowAction) -> BufferPolicy {

@@ -12,6 +12,7 @@
 //! tests and users who accept that) and the durable sled-backed buffer (`buffer.type =
 //! "file"`), whose on-disk format and recovery rules are documented in its own module.
 
+pub mod config;
 pub mod delivered;
 pub mod file;
 pub mod memory;

@@ -5,7 +5,7 @@
 use std::ops::Range;
 
 use super::{AppendError, Records};
-use crate::config::buffer::{BufferConfig, FlushMode, OverflowAction};
+use crate::buffer::config::{BufferConfig, FlushMode, OverflowAction};
 
 /// Fluentd's `chunk_full_threshold`: a chunk at 95 % of `chunk_limit_size` counts as full, so
 /// that the next small record does not start a nearly empty chunk of its own.

@@ -16,9 +16,7 @@
 // only add noise.
 #![allow(clippy::result_large_err)]
 
-pub mod buffer;
 pub mod interpolate;
-pub mod units;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -27,63 +25,19 @@ use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
 use serde::{Deserialize, Serialize};
 
+use crate::buffer::config::StorageConfig;
+use crate::ops::http::HttpConfig;
+use crate::ops::logging::LogFormat;
 use crate::pipeline::filter::FilterConfig;
 use crate::pipeline::router::TagPattern;
+use crate::primitives::ConfigDuration;
 use crate::sink::OutputConfig;
 use crate::source::SourceConfig;
-pub use units::{ByteSize, ConfigDuration};
 
 /// Environment variable naming the config file when `--config` is not given.
 pub const CONFIG_ENV: &str = "RELAY_CONFIG";
 /// Prefix of environment overrides.
 pub const ENV_PREFIX: &str = "RELAY_";
-
-/// Log output format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "snake_case")]
-pub enum LogFormat {
-    /// Human-readable lines.
-    #[default]
-    Text,
-    /// One JSON object per line, for log pipelines.
-    Json,
-}
-
-/// `[http]`: the operations endpoint (metrics, health).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct HttpConfig {
-    /// Address to listen on; an empty string disables the endpoint.
-    pub listen: String,
-    /// When set (0–1), `/readyz` answers 503 while any output's buffer is fuller than this
-    /// fraction of its `total_limit_size`, so a load balancer steers new clients elsewhere.
-    pub ready_max_buffer_fill: Option<f64>,
-}
-
-impl Default for HttpConfig {
-    fn default() -> Self {
-        HttpConfig {
-            listen: "0.0.0.0:24231".to_owned(),
-            ready_max_buffer_fill: None,
-        }
-    }
-}
-
-/// `[storage]`: the sled database shared by all `file` buffers.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct StorageConfig {
-    /// sled page cache; bounds the buffer's memory whatever the backlog on disk.
-    pub cache_capacity: ByteSize,
-}
-
-impl Default for StorageConfig {
-    fn default() -> Self {
-        StorageConfig {
-            cache_capacity: ByteSize::mib(64),
-        }
-    }
-}
 
 /// The whole configuration.
 ///
@@ -145,58 +99,6 @@ struct TopLevel {
     filters: BTreeMap<String, serde::de::IgnoredAny>,
     #[serde(default)]
     outputs: BTreeMap<String, serde::de::IgnoredAny>,
-}
-
-/// Accepts (and ignores) the `type` key inside a component's own struct: the enum around it has
-/// already used it to pick the struct.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
-#[serde(transparent)]
-pub struct TypeTag(Option<String>);
-
-/// Extracts component `section.name` of type chosen by its `type` key.
-pub(crate) fn component_type(figment: &Figment, path: &str) -> Result<String, figment::Error> {
-    figment
-        .extract_inner::<String>(&format!("{path}.type"))
-        .map_err(|mut e| {
-            if e.path.is_empty() || e.path.last().is_some_and(|k| k != "type") {
-                e.path = path.split('.').map(str::to_owned).collect();
-                e.path.push("type".to_owned());
-            }
-            e
-        })
-}
-
-/// Extracts a component struct from `path`, keeping full key paths in errors.
-pub(crate) fn extract_component<T: serde::de::DeserializeOwned>(
-    figment: &Figment,
-    path: &str,
-) -> Result<T, figment::Error> {
-    figment.focus(path).extract::<T>().map_err(|err| {
-        let prefix: Vec<String> = path.split('.').map(str::to_owned).collect();
-        // Every error in the chain gets the component's path in front of its own.
-        let mut fixed: Option<figment::Error> = None;
-        for mut e in err {
-            let mut full = prefix.clone();
-            full.append(&mut e.path);
-            e.path = full;
-            fixed = Some(match fixed {
-                None => e,
-                Some(prev) => prev.chain(e),
-            });
-        }
-        fixed.unwrap_or_else(|| figment::Error::from(format!("invalid `{path}`")))
-    })
-}
-
-/// An error for an unknown `type` value.
-pub(crate) fn unknown_type(path: &str, found: &str, expected: &[&str]) -> figment::Error {
-    let mut e = figment::Error::from(format!(
-        "unknown type `{found}`, expected one of: {}",
-        expected.join(", ")
-    ));
-    e.path = path.split('.').map(str::to_owned).collect();
-    e.path.push("type".to_owned());
-    e
 }
 
 /// Names of filters and outputs in the order the file declares them.

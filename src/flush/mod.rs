@@ -24,8 +24,8 @@ use tokio::task::JoinHandle;
 
 use self::deadletter::{DeadLetter, NewEntry};
 use self::retry::{RetryDecision, RetryPolicy};
+use crate::buffer::config::{BufferConfig, BufferType, FlushMode};
 use crate::buffer::{now_ms, Buffer, Chunk, Enqueue, Records};
-use crate::config::buffer::{BufferConfig, BufferType, FlushMode};
 use crate::ops::logging::Throttle;
 use crate::ops::metrics::{output_label, Labels, Metrics};
 use crate::pipeline::Output;
@@ -384,9 +384,9 @@ mod tests {
     use crate::buffer::memory::MemoryBuffer;
     use crate::buffer::policy::BufferPolicy;
     use crate::buffer::DeliveredSet;
-    use crate::config::units::ConfigDuration;
     use crate::pipeline::format::{FormatOptions, Formatter};
     use crate::pipeline::router::TagPattern;
+    use crate::primitives::units::ConfigDuration;
     use crate::sink::{Delivery, OutputConfig, Sink};
     use async_trait::async_trait;
     use std::sync::Mutex;

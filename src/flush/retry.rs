@@ -16,8 +16,8 @@ use std::time::Duration;
 
 use backoff::backoff::Backoff;
 
+use crate::buffer::config::{BufferConfig, RetryType};
 use crate::buffer::RetryState;
-use crate::config::buffer::{BufferConfig, RetryType};
 
 /// Fluentd's `randomize_width`.
 pub const RANDOMIZE_WIDTH: f64 = 0.125;
@@ -132,7 +132,7 @@ fn duration_ms(d: Duration) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::units::ConfigDuration;
+    use crate::primitives::units::ConfigDuration;
 
     fn policy(f: impl FnOnce(&mut BufferConfig)) -> RetryPolicy {
         let mut cfg = BufferConfig {

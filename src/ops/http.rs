@@ -15,11 +15,31 @@ use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::buffer::now_ms;
 use crate::ops::metrics::output_label;
 use crate::pipeline::Pipeline;
+
+/// `[http]`: the operations endpoint (metrics, health).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    /// Address to listen on; an empty string disables the endpoint.
+    pub listen: String,
+    /// When set (0–1), `/readyz` answers 503 while any output's buffer is fuller than this
+    /// fraction of its `total_limit_size`, so a load balancer steers new clients elsewhere.
+    pub ready_max_buffer_fill: Option<f64>,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            listen: "0.0.0.0:24231".to_owned(),
+            ready_max_buffer_fill: None,
+        }
+    }
+}
 
 /// Process-wide readiness flags.
 #[derive(Debug, Default)]

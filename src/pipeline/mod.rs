@@ -197,10 +197,10 @@ impl Pipeline {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::buffer::config::BufferConfig;
     use crate::buffer::memory::MemoryBuffer;
     use crate::buffer::policy::BufferPolicy;
     use crate::buffer::{now_ms, Enqueue};
-    use crate::config::buffer::BufferConfig;
     use crate::event::EventTime;
     use crate::pipeline::format::FormatOptions;
     use crate::sink::stdout::{StdoutOutputConfig, StdoutSink};

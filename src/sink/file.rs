@@ -12,8 +12,8 @@ use std::path::{Path, PathBuf};
 use async_trait::async_trait;
 
 use super::{CommonOutput, Delivery, ErrorClass, Sink, SinkError};
+use crate::buffer::config::BufferConfig;
 use crate::buffer::Chunk;
-use crate::config::buffer::BufferConfig;
 use crate::pipeline::format::FormatOptions;
 
 /// `[outputs.NAME]` with `type = "file"`.
@@ -22,14 +22,14 @@ use crate::pipeline::format::FormatOptions;
 pub struct FileOutputConfig {
     /// The component type (already used to choose this struct).
     #[serde(rename = "type", default, skip_serializing)]
-    pub type_tag: crate::config::TypeTag,
+    pub type_tag: crate::primitives::TypeTag,
     /// Tags this output takes.
-    #[serde(rename = "match", default = "super::match_all")]
+    #[serde(rename = "match", default = "crate::primitives::component::match_all")]
     pub pattern: String,
     /// Directory the files are written into (created if missing).
     pub path: PathBuf,
     /// Add `\n` after each record.
-    #[serde(default = "super::default_true")]
+    #[serde(default = "crate::primitives::component::default_true")]
     pub append_new_line: bool,
     /// Write only this field of each record.
     #[serde(default)]

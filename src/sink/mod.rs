@@ -158,14 +158,14 @@ pub trait CommonOutput {
     fn format(&self) -> FormatOptions;
 }
 
-use crate::config::buffer::BufferConfig;
+use crate::buffer::config::BufferConfig;
 use crate::pipeline::format::FormatOptions;
 
 impl OutputConfig {
     /// Reads the output at `path`, choosing the variant by its `type`.
     #[allow(clippy::result_large_err)] // figment's error type; runs once at startup
     pub fn extract(figment: &figment::Figment, path: &str) -> Result<Self, figment::Error> {
-        use crate::config::{component_type, extract_component, unknown_type};
+        use crate::primitives::component::{component_type, extract_component, unknown_type};
         match component_type(figment, path)?.as_str() {
             "firehose" => Ok(OutputConfig::Firehose(extract_component(figment, path)?)),
             "file" => Ok(OutputConfig::File(extract_component(figment, path)?)),
@@ -228,14 +228,4 @@ impl OutputConfig {
             }
         })
     }
-}
-
-/// Default `match` for outputs and filters.
-pub fn match_all() -> String {
-    "**".to_owned()
-}
-
-/// Default for `append_new_line`.
-pub fn default_true() -> bool {
-    true
 }

@@ -5,8 +5,8 @@ use async_trait::async_trait;
 use tokio::io::AsyncWriteExt;
 
 use super::{CommonOutput, Delivery, ErrorClass, Sink, SinkError};
+use crate::buffer::config::BufferConfig;
 use crate::buffer::Chunk;
-use crate::config::buffer::BufferConfig;
 use crate::pipeline::format::FormatOptions;
 
 /// `[outputs.NAME]` with `type = "stdout"`.
@@ -15,12 +15,12 @@ use crate::pipeline::format::FormatOptions;
 pub struct StdoutOutputConfig {
     /// The component type (already used to choose this struct).
     #[serde(rename = "type", default, skip_serializing)]
-    pub type_tag: crate::config::TypeTag,
+    pub type_tag: crate::primitives::TypeTag,
     /// Tags this output takes.
-    #[serde(rename = "match", default = "super::match_all")]
+    #[serde(rename = "match", default = "crate::primitives::component::match_all")]
     pub pattern: String,
     /// Add `\n` after each record.
-    #[serde(default = "super::default_true")]
+    #[serde(default = "crate::primitives::component::default_true")]
     pub append_new_line: bool,
     /// Print only this field of each record.
     #[serde(default)]

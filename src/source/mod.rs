@@ -27,7 +27,7 @@ impl SourceConfig {
     /// Reads the source at `path` (e.g. `sources.in`), choosing the variant by its `type`.
     #[allow(clippy::result_large_err)] // figment's error type; runs once at startup
     pub fn extract(figment: &figment::Figment, path: &str) -> Result<Self, figment::Error> {
-        use crate::config::{component_type, extract_component, unknown_type};
+        use crate::primitives::component::{component_type, extract_component, unknown_type};
         match component_type(figment, path)?.as_str() {
             "forward" => Ok(SourceConfig::Forward(extract_component(figment, path)?)),
             "sample" => Ok(SourceConfig::Sample(extract_component(figment, path)?)),

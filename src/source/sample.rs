@@ -16,7 +16,7 @@ use crate::shutdown::Shutdown;
 pub struct SampleConfig {
     /// The component type (already used to choose this struct).
     #[serde(rename = "type", default, skip_serializing)]
-    pub type_tag: crate::config::TypeTag,
+    pub type_tag: crate::primitives::TypeTag,
     /// Tag of the generated events.
     pub tag: String,
     /// Emissions per second (may be fractional, e.g. 0.5 = one every two seconds).

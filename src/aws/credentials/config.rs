@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::ConfigDuration;
+use crate::primitives::ConfigDuration;
 
 /// Environment variable with the role ARN (set by the IRSA webhook).
 pub const ENV_ROLE_ARN: &str = "AWS_ROLE_ARN";

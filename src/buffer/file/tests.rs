@@ -12,11 +12,11 @@ use proptest::prelude::*;
 use super::codec::{self, data_key, meta_key, MAX_VALUE_DATA};
 use super::store::chunk_file;
 use super::{FileBuffer, Store};
+use crate::buffer::config::{FlushMode, OverflowAction};
 use crate::buffer::policy::BufferPolicy;
 use crate::buffer::{
     now_ms, AppendError, Buffer, ChunkId, DeliveredSet, Enqueue, Records, RetryState,
 };
-use crate::config::buffer::{FlushMode, OverflowAction};
 
 fn policy(chunk: u64, total: u64, action: OverflowAction) -> BufferPolicy {
     BufferPolicy {

@@ -19,7 +19,7 @@ impl FilterConfig {
     /// Reads the filter at `path`, choosing the variant by its `type`.
     #[allow(clippy::result_large_err)] // figment's error type; runs once at startup
     pub fn extract(figment: &figment::Figment, path: &str) -> Result<Self, figment::Error> {
-        use crate::config::{component_type, extract_component, unknown_type};
+        use crate::primitives::component::{component_type, extract_component, unknown_type};
         match component_type(figment, path)?.as_str() {
             "stdout" => Ok(FilterConfig::Stdout(extract_component(figment, path)?)),
             other => Err(unknown_type(path, other, &["stdout"])),

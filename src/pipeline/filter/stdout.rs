@@ -14,14 +14,10 @@ use crate::event::EventBatch;
 pub struct StdoutFilterConfig {
     /// The component type (already used to choose this struct).
     #[serde(rename = "type", default, skip_serializing)]
-    pub type_tag: crate::config::TypeTag,
+    pub type_tag: crate::primitives::TypeTag,
     /// Tags to print.
-    #[serde(rename = "match", default = "match_all")]
+    #[serde(rename = "match", default = "crate::primitives::component::match_all")]
     pub pattern: String,
-}
-
-fn match_all() -> String {
-    "**".to_owned()
 }
 
 /// Prints events to stdout.

@@ -7,9 +7,9 @@ use serde::{Deserialize, Serialize};
 use super::aggregate::MAX_RECORD_BYTES;
 use super::batch::{MAX_BYTES_PER_CALL, MAX_RECORDS_PER_CALL};
 use crate::aws::credentials::config::CredentialsConfig;
-use crate::config::buffer::BufferConfig;
-use crate::config::{ByteSize, ConfigDuration};
+use crate::buffer::config::BufferConfig;
 use crate::pipeline::format::FormatOptions;
+use crate::primitives::{ByteSize, ConfigDuration};
 use crate::sink::CommonOutput;
 
 /// Compression of each Firehose record.
@@ -29,9 +29,9 @@ pub enum Compression {
 pub struct FirehoseConfig {
     /// The component type (already used to choose this struct).
     #[serde(rename = "type", default, skip_serializing)]
-    pub type_tag: crate::config::TypeTag,
+    pub type_tag: crate::primitives::TypeTag,
     /// Tags this output takes.
-    #[serde(rename = "match", default = "crate::sink::match_all")]
+    #[serde(rename = "match", default = "crate::primitives::component::match_all")]
     pub pattern: String,
     /// AWS region; default `AWS_REGION`/`AWS_DEFAULT_REGION`.
     #[serde(default)]
@@ -49,7 +49,7 @@ pub struct FirehoseConfig {
     #[serde(default)]
     pub proxy_url: Option<String>,
     /// Add `\n` after each record.
-    #[serde(default = "crate::sink::default_true")]
+    #[serde(default = "crate::primitives::component::default_true")]
     pub append_new_line: bool,
     /// Send only this field of each record.
     #[serde(default)]
@@ -87,7 +87,7 @@ pub struct FirehoseConfig {
     #[serde(default)]
     pub max_requests_per_second: Option<f64>,
     /// Slow down when Firehose throttles, speed up again on success.
-    #[serde(default = "crate::sink::default_true")]
+    #[serde(default = "crate::primitives::component::default_true")]
     pub adaptive_pacing: bool,
     /// Where credentials come from; default IRSA env vars, else the SDK default chain.
     #[serde(default)]

@@ -41,8 +41,8 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
 use super::Emitter;
-use crate::config::{ByteSize, ConfigDuration};
 use crate::ops::logging::Throttle;
+use crate::primitives::{ByteSize, ConfigDuration};
 use crate::shutdown::Shutdown;
 
 pub use decode::{decode_message, decode_stream, DecodeError, DecodeOptions, Message};
@@ -54,7 +54,7 @@ pub use decode::{decode_message, decode_stream, DecodeError, DecodeOptions, Mess
 pub struct ForwardConfig {
     /// The component type (already used to choose this struct).
     #[serde(rename = "type", skip_serializing)]
-    pub type_tag: crate::config::TypeTag,
+    pub type_tag: crate::primitives::TypeTag,
     /// TCP address to listen on (and UDP, with `heartbeat`).
     pub listen: String,
     /// Largest message accepted; a longer one closes the connection before it is buffered.

@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::units::{ByteSize, ConfigDuration};
+use crate::primitives::{ByteSize, ConfigDuration};
 
 /// Where chunks are kept.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -194,5 +194,21 @@ impl BufferConfig {
             }
         }
         p
+    }
+}
+
+/// `[storage]`: the sled database shared by all `file` buffers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageConfig {
+    /// sled page cache; bounds the buffer's memory whatever the backlog on disk.
+    pub cache_capacity: ByteSize,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        StorageConfig {
+            cache_capacity: ByteSize::mib(64),
+        }
     }
 }

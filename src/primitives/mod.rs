@@ -1,0 +1,13 @@
+//! The building blocks of every component's configuration: sizes and durations written the way
+//! Fluentd users write them ([`units`]), and the helpers that read one component from the
+//! merged figment by its `type` ([`component`]).
+//!
+//! A leaf: it imports nothing from the rest of the crate, so that the components (sources,
+//! filters, outputs, buffers) can use it and the loader in [`crate::config`] can sit above them
+//! all.
+
+pub mod component;
+pub mod units;
+
+pub use component::TypeTag;
+pub use units::{ByteSize, ConfigDuration};
