@@ -21,7 +21,7 @@ use common::fake_firehose::FakeFirehose;
 use common::fake_sts::FakeSts;
 use common::http_server::Request;
 use firehose_relay::buffer::{Chunk, ChunkId, DeliveredSet, Records, RetryState};
-use firehose_relay::metrics::Metrics;
+use firehose_relay::ops::metrics::Metrics;
 use firehose_relay::sink::firehose::{FirehoseConfig, FirehoseSink};
 use firehose_relay::sink::{ErrorClass, Sink};
 
