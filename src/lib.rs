@@ -10,6 +10,7 @@ pub mod aws;
 pub mod buffer;
 pub mod config;
 pub mod event;
+pub mod fluentd;
 pub mod flush;
 pub mod fsutil;
 pub mod ops;

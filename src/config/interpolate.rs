@@ -4,6 +4,10 @@
 //! An unset variable without a default is an error rather than an empty string: an empty
 //! `role_arn` or `shared_key` would fail much later with a far less helpful message. Write
 //! `${VAR:-}` to accept an empty value.
+//!
+//! `${tag}` and `${tag[N]}` are not environment references but Fluentd's chunk placeholders
+//! (`delivery_stream = "logs-${tag}"`): they are left as written for the output to resolve
+//! per chunk.
 
 // figment::Error is large, but this runs once at startup.
 #![allow(clippy::result_large_err)]
@@ -22,6 +26,22 @@ pub enum InterpolateError {
     Malformed(String),
 }
 
+/// When `text` starts with a chunk placeholder (`${tag}`, `${tag[1]}`, `${tag[-1]}`), its
+/// length in bytes.
+pub fn placeholder_len(text: &str) -> Option<usize> {
+    let body = text.strip_prefix("${tag")?;
+    if body.starts_with('}') {
+        return Some("${tag}".len());
+    }
+    let index = body.strip_prefix('[')?;
+    let digits = index.strip_prefix('-').unwrap_or(index);
+    let n = digits.bytes().take_while(u8::is_ascii_digit).count();
+    if n == 0 || !digits[n..].starts_with("]}") {
+        return None;
+    }
+    Some(text.len() - digits[n + 2..].len())
+}
+
 /// Expands references in `text` using `lookup` for variable values.
 pub fn expand_with(
     text: &str,
@@ -38,6 +58,9 @@ pub fn expand_with(
         if let Some(stripped) = after.strip_prefix('$') {
             out.push('$');
             rest = stripped;
+        } else if let Some(len) = placeholder_len(&rest[pos..]) {
+            out.push_str(&rest[pos..pos + len]);
+            rest = &rest[pos + len..];
         } else if let Some(body_start) = after.strip_prefix('{') {
             let end = body_start
                 .find('}')
@@ -163,6 +186,21 @@ mod tests {
         assert_eq!(expand_with("$${ROLE}", env).unwrap(), "${ROLE}");
         assert_eq!(expand_with("cost: 5$", env).unwrap(), "cost: 5$");
         assert_eq!(expand_with("$HOME", env).unwrap(), "$HOME");
+    }
+
+    #[test]
+    fn chunk_placeholders_are_not_environment_references() {
+        assert_eq!(
+            expand_with("logs-${tag}-${tag[1]}-${tag[-1]}", env).unwrap(),
+            "logs-${tag}-${tag[1]}-${tag[-1]}"
+        );
+        assert_eq!(placeholder_len("${tag[12]}x"), Some(10));
+        assert_eq!(placeholder_len("${tag[]}"), None);
+        assert_eq!(placeholder_len("${tags}"), None);
+        assert!(matches!(
+            expand_with("${tag[x]}", env),
+            Err(InterpolateError::Malformed(_))
+        ));
     }
 
     #[test]
