@@ -25,7 +25,7 @@ use crate::config::Config;
 use crate::flush::deadletter::DeadLetter;
 use crate::flush::{self, FlushPhase};
 use crate::ops::http::{self, Health, HttpState};
-use crate::ops::metrics::{output_label, Labels, Metrics};
+use crate::ops::metrics::{output_label, source_label, Labels, Metrics};
 use crate::pipeline::format::Formatter;
 use crate::pipeline::router::TagPattern;
 use crate::pipeline::{Output, Pipeline};
@@ -196,6 +196,13 @@ impl Relay {
             // A source that does not stop in time is abandoned; its unacked data is resent.
             let _ = tokio::time::timeout_at(deadline, s).await;
         }
+        // What came in, final now that sources stopped: with the delivered counts at exit, an
+        // operator (and the end-to-end tests) can tell whether the end of a run was lost.
+        let metrics = self.pipeline.metrics();
+        for name in self.config.sources.keys() {
+            let n = metrics.records_in.get_or_create(&source_label(name)).get();
+            tracing::info!(source = %name, records_in = n, "source stopped");
+        }
         for output in self.pipeline.outputs() {
             output.buffer.close();
             if output.config.buffer().flush_at_shutdown {
@@ -214,6 +221,9 @@ impl Relay {
             }
         }
         for output in self.pipeline.outputs() {
+            let labels = output_label(&output.name);
+            let delivered = metrics.records_delivered.get_or_create(&labels).get();
+            tracing::info!(output = %output.name, records_delivered = delivered, "output stopped");
             let s = output.buffer.stats();
             if s.records > 0 {
                 tracing::warn!(output = %output.name, records = s.records, bytes = s.bytes,

@@ -105,6 +105,52 @@ pub fn wait_listening(port: u16, limit: Duration) {
     });
 }
 
+/// Waits until the relay's `stderr.log` in `dir` contains `text`; panics with the log if the
+/// process exits first or `limit` passes.
+pub fn wait_for_log(dir: &Path, child: &mut Child, text: &str, limit: Duration) -> String {
+    wait_for(limit, &format!("{text:?} in the relay's log"), || {
+        let log = strip_ansi(&read_log(dir, "stderr.log"));
+        if log.contains(text) {
+            return Some(log);
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("relay exited with {status} before logging {text:?}:\n{log}");
+        }
+        None
+    })
+}
+
+/// The value of `field=` on the last log line containing `message` and `selector` (e.g.
+/// `source=fwd`), from a log without colour codes.
+pub fn log_field(log: &str, message: &str, selector: &str, field: &str) -> Option<String> {
+    let line = log
+        .lines()
+        .rev()
+        .find(|l| l.contains(message) && l.split_whitespace().any(|w| w == selector))?;
+    let key = format!("{field}=");
+    line.split_whitespace()
+        .find_map(|w| w.strip_prefix(&key))
+        .map(|v| v.trim_matches('"').to_owned())
+}
+
+/// Removes ANSI escape sequences (`ESC [ ... letter`) from a log.
+pub fn strip_ansi(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' && chars.peek() == Some(&'[') {
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 /// Reads a log file the relay wrote (empty if missing).
 pub fn read_log(dir: &Path, name: &str) -> String {
     std::fs::read_to_string(dir.join(name)).unwrap_or_default()

@@ -1,5 +1,6 @@
 //! Runs the real binary with a sample source feeding one Firehose output, stops it with
-//! SIGTERM, and checks which sequence numbers arrived.
+//! SIGTERM, and checks which sequence numbers arrived against the number of records the relay
+//! took in (its `source stopped ... records_in=N` line, written once sources have stopped).
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -14,7 +15,7 @@ pub fn sample_to_firehose_config(dir: &Path, output: &str, credentials: &str) ->
 data_dir = {data:?}
 shutdown_timeout = "20s"
 [http]
-listen = "127.0.0.1:{http}"
+listen = "127.0.0.1:0"
 [sources.sample]
 type = "sample"
 tag = "app.test"
@@ -35,18 +36,24 @@ retry_wait = "200ms"
 retry_max_interval = "1s"
 "#,
         data = dir.join("data").display().to_string(),
-        http = super::free_port(),
     )
 }
 
-/// Starts the relay, lets it run `for_how_long`, stops it with SIGTERM and returns its stderr.
+/// Starts the relay, lets it run `for_how_long` once it has started, stops it with SIGTERM
+/// and returns its stderr (without colour codes).
 pub fn run_for(dir: &Path, config: &str, env: &[(&str, &str)], for_how_long: Duration) -> String {
     let path = super::write_config(dir, config);
     let mut child = super::spawn_relay(&path, env);
+    super::wait_for_log(
+        dir,
+        &mut child,
+        "firehose-relay started",
+        Duration::from_secs(60),
+    );
     std::thread::sleep(for_how_long);
     super::sigterm(&child);
     let status = super::wait_exit(&mut child, Duration::from_secs(40));
-    let log = super::read_log(dir, "stderr.log");
+    let log = super::strip_ansi(&super::read_log(dir, "stderr.log"));
     assert!(status.success(), "relay exited with {status}:\n{log}");
     log
 }
@@ -66,19 +73,31 @@ pub fn sequence_counts<'a>(lines: impl Iterator<Item = &'a [u8]>) -> BTreeMap<u6
     seen
 }
 
-/// Every number from 0 to the largest seen arrived (the source counts without gaps and the
-/// relay flushes everything at shutdown); returns how many.
-pub fn assert_contiguous(seen: &BTreeMap<u64, usize>, log: &str) -> u64 {
-    let max = *seen
-        .keys()
-        .last()
-        .unwrap_or_else(|| panic!("nothing arrived:\n{log}"));
-    let missing: Vec<u64> = (0..=max).filter(|s| !seen.contains_key(s)).collect();
+/// Every number the source generated arrived: exactly `0..records_in` of source `source` as
+/// the relay's shutdown line counts them, none missing at the end or in between, none
+/// unexpected; returns how many.
+pub fn assert_all_arrived(seen: &BTreeMap<u64, usize>, source: &str, log: &str) -> u64 {
+    let n: u64 = super::log_field(
+        log,
+        "source stopped",
+        &format!("source={source}"),
+        "records_in",
+    )
+    .and_then(|v| v.parse().ok())
+    .unwrap_or_else(|| panic!("no `source stopped source={source} records_in=N` line:\n{log}"));
+    assert!(n > 0, "the source generated nothing:\n{log}");
+    let missing: Vec<u64> = (0..n).filter(|s| !seen.contains_key(s)).collect();
     assert!(
         missing.is_empty(),
-        "{} records lost, first {:?}:\n{log}",
+        "{} of {n} records lost, first {:?}, last {:?}:\n{log}",
         missing.len(),
-        &missing[..missing.len().min(10)]
+        &missing[..missing.len().min(10)],
+        missing.last()
     );
-    max + 1
+    let extra: Vec<&u64> = seen.keys().filter(|s| **s >= n).collect();
+    assert!(
+        extra.is_empty(),
+        "records the source never counted: {extra:?}"
+    );
+    n
 }

@@ -185,23 +185,7 @@ pub fn read_records(dir: &Path) -> Vec<serde_json::Value> {
     out
 }
 
-/// Removes ANSI escape sequences (`ESC [ ... letter`).
-pub fn strip_ansi(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    let mut chars = text.chars().peekable();
-    while let Some(c) = chars.next() {
-        if c == '\u{1b}' && chars.peek() == Some(&'[') {
-            for c in chars.by_ref() {
-                if c.is_ascii_alphabetic() {
-                    break;
-                }
-            }
-        } else {
-            out.push(c);
-        }
-    }
-    out
-}
+pub use crate::common::strip_ansi;
 
 /// Reads one reply without panicking; `None` on error.
 pub fn try_read_reply(s: &mut TcpStream) -> Option<Vec<u8>> {
