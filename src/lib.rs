@@ -13,6 +13,7 @@ pub mod event;
 pub mod fluentd;
 pub mod flush;
 pub mod fsutil;
+pub mod json_text;
 pub mod ops;
 pub mod pipeline;
 pub mod primitives;

@@ -13,6 +13,8 @@
 
 use bytes::Bytes;
 
+use crate::json_text::write_escaped;
+
 /// Opening of the document up to the stream name.
 const HEAD: &[u8] = br#"{"DeliveryStreamName":"#;
 /// Between the stream name and the first record.
@@ -40,7 +42,11 @@ where
         HEAD.len() + stream.len() * 6 + 2 + RECORDS.len() + data_len + TAIL.len(),
     );
     body.extend_from_slice(HEAD);
-    write_json_string(&mut body, stream);
+    // Stream names are `[a-zA-Z0-9_.-]{1,64}`, but the name comes from configuration, so
+    // anything is escaped correctly rather than assumed.
+    let mut name = String::with_capacity(stream.len() + 2);
+    write_escaped(&mut name, stream);
+    body.extend_from_slice(name.as_bytes());
     body.extend_from_slice(RECORDS);
     for (i, record) in records.enumerate() {
         if i > 0 {
@@ -52,26 +58,6 @@ where
     }
     body.extend_from_slice(TAIL);
     Bytes::from(body)
-}
-
-/// Appends `s` as a JSON string literal. Stream names are `[a-zA-Z0-9_.-]{1,64}`, but the
-/// name comes from configuration, so anything is escaped correctly rather than assumed.
-fn write_json_string(out: &mut Vec<u8>, s: &str) {
-    out.push(b'"');
-    for c in s.chars() {
-        match c {
-            '"' => out.extend_from_slice(br#"\""#),
-            '\\' => out.extend_from_slice(br"\\"),
-            c if (c as u32) < 0x20 => {
-                out.extend_from_slice(format!("\\u{:04x}", c as u32).as_bytes());
-            }
-            c => {
-                let mut utf8 = [0u8; 4];
-                out.extend_from_slice(c.encode_utf8(&mut utf8).as_bytes());
-            }
-        }
-    }
-    out.push(b'"');
 }
 
 #[cfg(test)]

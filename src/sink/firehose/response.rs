@@ -224,7 +224,7 @@ impl<'a> Reader<'a> {
     fn string(&mut self) -> Option<&'a [u8]> {
         self.byte(b'"')?;
         let start = self.i;
-        let end = crate::source::forward::json::next_escape(self.b, start)?;
+        let end = crate::json_text::next_escape(self.b, start)?;
         if self.b[end] != b'"' {
             return None;
         }

@@ -17,9 +17,10 @@
 
 use std::io::Read;
 
-use super::json;
 use super::msgpack::{Cursor, Framer, Item};
+use super::transcode;
 use crate::event::{EventBatch, EventTime};
+use crate::json_text;
 
 /// Why a message was rejected. The connection that sent it is closed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -392,10 +393,10 @@ impl EventSink<'_> {
                 out.push(',');
             }
             first = false;
-            let written = json::write_key(cur, key, out, 1).and_then(|()| {
+            let written = transcode::write_key(cur, key, out, 1).and_then(|()| {
                 out.push(':');
                 let value = cur.next_item()?;
-                json::write_item(cur, value, out, 1)
+                transcode::write_item(cur, value, out, 1)
             });
             if let Err(e) = written {
                 self.out.batch.rollback_raw();
@@ -407,9 +408,9 @@ impl EventSink<'_> {
                 out.push(',');
             }
             first = false;
-            json::write_escaped(out, name);
+            json_text::write_escaped(out, name);
             out.push(':');
-            json::write_escaped(out, value);
+            json_text::write_escaped(out, value);
         }
         out.push('}');
         self.out.batch.commit_raw(time);

@@ -24,10 +24,10 @@ pub mod connection;
 pub mod decode;
 pub mod handshake;
 pub mod heartbeat;
-pub mod json;
 pub mod metrics;
 pub mod msgpack;
 pub mod tls;
+pub mod transcode;
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
