@@ -119,6 +119,13 @@ fn main() -> ExitCode {
             Ok(cfg) => match cfg.to_redacted_toml() {
                 Ok(text) => {
                     println!("# configuration is valid; effective settings:\n{text}");
+                    if !cfg.ignored_env.is_empty() {
+                        println!(
+                            "# RELAY_* environment variables that are not configuration keys \
+                             (ignored): {}",
+                            cfg.ignored_env.join(", ")
+                        );
+                    }
                     ExitCode::SUCCESS
                 }
                 Err(e) => {
@@ -134,6 +141,7 @@ fn main() -> ExitCode {
                 Err(code) => return code,
             };
             firehose_relay::ops::logging::init_logging(cfg.log_format);
+            firehose_relay::config::env::log_foreign(&cfg.ignored_env);
             // Few blocking threads: large decodes and encodes run there, and every extra thread
             // is another allocator heap holding freed buffers (RSS).
             let runtime = match tokio::runtime::Builder::new_multi_thread()

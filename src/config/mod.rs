@@ -4,7 +4,9 @@
 //!   strings ([`interpolate`]).
 //! * Environment: `RELAY_` + the key path joined by `__`, e.g.
 //!   `RELAY_OUTPUTS__FIREHOSE__BUFFER__FLUSH_INTERVAL=5s`. Names of sources, filters and outputs
-//!   are lowercased by this path, so give them lowercase names.
+//!   are lowercased by this path, so give them lowercase names. Only variables that start with
+//!   a top-level key are read; other `RELAY_*` variables (Kubernetes service links, wrapper
+//!   scripts) are left alone ([`env`]).
 //! * Every mistake (unknown key, wrong type, impossible value) is a [`ConfigError`] naming the
 //!   key and where it came from; `main` turns it into exit status 2.
 //!
@@ -16,6 +18,7 @@
 // only add noise.
 #![allow(clippy::result_large_err)]
 
+pub mod env;
 pub mod interpolate;
 
 use std::collections::BTreeMap;
@@ -66,6 +69,9 @@ pub struct Config {
     /// Declaration order of filters and outputs, read from the file.
     #[serde(skip)]
     pub order: DeclaredOrder,
+    /// `RELAY_*` environment variables that are not configuration and were ignored.
+    #[serde(skip)]
+    pub ignored_env: Vec<String>,
 }
 
 impl Default for Config {
@@ -80,6 +86,7 @@ impl Default for Config {
             filters: BTreeMap::new(),
             outputs: BTreeMap::new(),
             order: DeclaredOrder::default(),
+            ignored_env: Vec::new(),
         }
     }
 }
@@ -140,6 +147,7 @@ impl Config {
             config.order = declared_order(file)?;
         }
         config.validate(&figment)?;
+        config.ignored_env = env::foreign_variables();
         Ok(config)
     }
 
@@ -197,7 +205,10 @@ impl Config {
             }
             figment = figment.merge(interpolate::Interpolated(Toml::file_exact(file)));
         }
-        let env = Env::prefixed(ENV_PREFIX).split("__").ignore(&["config"]);
+        // `RELAY_CONFIG` (the file) and other programs' `RELAY_*` variables are filtered out.
+        let env = Env::prefixed(ENV_PREFIX)
+            .filter(|key| env::is_config_key(key.as_str()))
+            .split("__");
         Ok(figment.merge(env))
     }
 
