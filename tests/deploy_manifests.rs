@@ -175,16 +175,15 @@ fn probes_point_at_real_endpoints_of_the_binary() {
     }
     // Start the real binary and ask each path.
     let dir = tempfile::tempdir().unwrap();
-    let port = common::free_port();
     let conf = common::write_config(
         dir.path(),
         &format!(
-            "data_dir = \"{}\"\n[http]\nlisten = \"127.0.0.1:{port}\"\n[sources.s]\ntype = \"sample\"\n[outputs.o]\ntype = \"stdout\"\n[outputs.o.buffer]\ntype = \"memory\"\n",
+            "data_dir = \"{}\"\n[http]\nlisten = \"127.0.0.1:0\"\n[sources.s]\ntype = \"sample\"\n[outputs.o]\ntype = \"stdout\"\n[outputs.o.buffer]\ntype = \"memory\"\n",
             dir.path().join("data").display()
         ),
     );
     let mut child = common::spawn_relay(&conf, &[]);
-    common::wait_listening(port, Duration::from_secs(10));
+    let port = common::wait_http_addr(dir.path(), &mut child).port();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

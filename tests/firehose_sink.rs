@@ -37,14 +37,18 @@ fn config(fake: &FakeFirehose, extra: &str) -> FirehoseConfig {
 delivery_stream = "test-stream"
 region = "us-east-1"
 endpoint_url = "{url}"
-request_timeout = "2s"
-{ca}{extra}
+{timeout}{ca}{extra}
 [credentials]
 type = "static"
 access_key_id = "AKIDSTATICTEST"
 secret_access_key = "not-a-secret"
 "#,
-        url = fake.url
+        url = fake.url,
+        timeout = if extra.contains("request_timeout") {
+            ""
+        } else {
+            "request_timeout = \"2s\"\n"
+        },
     );
     toml::from_str(&text).unwrap()
 }
@@ -345,6 +349,9 @@ async fn gzip_records_decompress_to_newline_delimited_json() {
         assert!(d.error.is_none(), "{:?}", d.error);
         let got = &fake.accepted()[before..];
         assert!(got.len() <= max_records, "{extra}: {}", got.len());
+        if !extra.contains("aggregation") {
+            assert_eq!(got.len(), input.len(), "one Firehose record per record");
+        }
         let mut text = Vec::new();
         for r in got {
             flate2::read::GzDecoder::new(&r[..])
@@ -367,14 +374,21 @@ async fn gzip_records_decompress_to_newline_delimited_json() {
 #[tokio::test]
 async fn concurrent_flushes_share_the_sink_and_a_slow_call_blocks_no_other() {
     let fake = ready_fake(FakeFirehose::http());
-    fake.push_faults([Fault::Slow(Duration::from_millis(1500))]);
-    let sink = Arc::new(sink(&fake, "").await);
+    fake.push_faults([Fault::Slow(Duration::from_secs(8))]);
+    let sink = Arc::new(sink(&fake, "request_timeout = \"60s\"").await);
     let slow = {
         let s = Arc::clone(&sink);
         tokio::spawn(async move { s.deliver(&chunk(&records(10, 100))).await })
     };
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    let started = std::time::Instant::now();
+    // The slow call has reached the fake (it is recorded before the fake sleeps).
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while fake.calls().is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the slow call never arrived"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     let mut tasks = Vec::new();
     for _ in 0..8 {
         let s = Arc::clone(&sink);
@@ -386,9 +400,10 @@ async fn concurrent_flushes_share_the_sink_and_a_slow_call_blocks_no_other() {
         assert!(t.await.unwrap().error.is_none());
     }
     assert!(
-        started.elapsed() < Duration::from_millis(1000),
-        "others finished while the slow call waited"
+        !slow.is_finished(),
+        "the others finished while the slow call still waited for its answer"
     );
+    assert_eq!(fake.calls().len(), 9);
     assert!(slow.await.unwrap().error.is_none());
 }
 
@@ -409,12 +424,14 @@ async fn pacing_limits_the_request_rate_of_all_workers_together() {
     for t in tasks {
         t.await.unwrap();
     }
-    // 20 calls at 10/s with a burst of 10: at least ~1 s.
+    // 20 calls at 10/s with a burst of 10: ~1 s. The upper bound leaves a slow machine four
+    // times that, and still fails a pacer that runs at a fraction of the configured rate.
+    let took = started.elapsed();
     assert!(
-        started.elapsed() >= Duration::from_millis(900),
-        "{:?}",
-        started.elapsed()
+        took >= Duration::from_millis(900) && took < Duration::from_secs(4),
+        "{took:?}"
     );
+    assert_eq!(fake.calls().len(), 20);
 }
 
 #[tokio::test]
@@ -438,10 +455,14 @@ async fn throttling_is_counted_and_slows_the_output_down() {
         ),
         "{text}"
     );
-    assert!(
-        text.contains("firehose_relay_firehose_pacing_delay_seconds{output=\"fh\"}"),
-        "{text}"
-    );
+    // The calls after a throttle waited for the pacer: the output slowed down.
+    let waited = text
+        .lines()
+        .find(|l| l.starts_with("firehose_relay_firehose_pacing_wait_seconds_total{output=\"fh\"}"))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse::<f64>().ok())
+        .unwrap_or_else(|| panic!("no pacing wait counter:\n{text}"));
+    assert!(waited > 0.0, "no call waited after the throttles:\n{text}");
     assert!(
         text.contains(
             "firehose_relay_firehose_put_record_batch_duration_seconds_count{output=\"fh\"} 4"

@@ -52,7 +52,7 @@ fn metric(text: &str, name_and_labels: &str) -> Option<f64> {
         .and_then(|v| v.parse().ok())
 }
 
-fn config(dir: &Path, port: u16, out_path: &Path, extra: &str) -> std::path::PathBuf {
+fn config(dir: &Path, out_path: &Path, extra: &str) -> std::path::PathBuf {
     write_config(
         dir,
         &format!(
@@ -60,7 +60,7 @@ fn config(dir: &Path, port: u16, out_path: &Path, extra: &str) -> std::path::Pat
 data_dir = "{data}"
 shutdown_timeout = "3s"
 [http]
-listen = "127.0.0.1:{port}"
+listen = "127.0.0.1:0"
 [sources.gen]
 type = "sample"
 tag = "app"
@@ -83,9 +83,9 @@ retry_wait = "200ms"
 #[test]
 fn metrics_move_with_traffic_and_parse_as_valid_exposition() {
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let conf = config(dir.path(), port, &dir.path().join("out"), "");
+    let conf = config(dir.path(), &dir.path().join("out"), "");
     let mut child = spawn_relay(&conf, &[]);
+    let port = wait_http_addr(dir.path(), &mut child).port();
     wait_for(Duration::from_secs(10), "/readyz 200", || {
         (get(port, "/readyz").0 == 200).then_some(())
     });
@@ -138,31 +138,41 @@ fn metrics_move_with_traffic_and_parse_as_valid_exposition() {
 #[test]
 fn readiness_fails_as_soon_as_sigterm_arrives() {
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
     // The output path is a regular file, so every flush fails and the memory buffer keeps
-    // retrying until shutdown_timeout (3 s): a window in which the process is still serving.
+    // retrying until shutdown_timeout (8 s): a window in which the process is still serving.
     let blocker = dir.path().join("not-a-dir");
     std::fs::write(&blocker, "x").unwrap();
-    let conf = config(dir.path(), port, &blocker, "");
+    let conf = config(dir.path(), &blocker, "");
+    let text = std::fs::read_to_string(&conf)
+        .unwrap()
+        .replace("shutdown_timeout = \"3s\"", "shutdown_timeout = \"8s\"");
+    std::fs::write(&conf, text).unwrap();
     let mut child = spawn_relay(&conf, &[]);
-    wait_for(Duration::from_secs(10), "/readyz 200", || {
+    let port = wait_http_addr(dir.path(), &mut child).port();
+    wait_for(Duration::from_secs(30), "/readyz 200", || {
         (get(port, "/readyz").0 == 200).then_some(())
     });
-    std::thread::sleep(Duration::from_millis(300));
+    // Records staged and a flush failed: there is something left to drain.
+    wait_for(Duration::from_secs(30), "a failed flush", || {
+        let (_, t) = get(port, "/metrics");
+        (metric(&t, "firehose_relay_flush_failures_total{output=\"out\"").unwrap_or(0.0) > 0.0)
+            .then_some(())
+    });
     let start = Instant::now();
     sigterm(&child);
-    let (code, body) = wait_for(Duration::from_secs(2), "/readyz 503", || {
+    let (code, body) = wait_for(Duration::from_secs(7), "/readyz 503", || {
         let r = get(port, "/readyz");
         (r.0 == 503).then_some(r)
     });
     assert_eq!(code, 503);
     assert!(body.contains("shutting down"), "{body}");
     assert_eq!(get(port, "/healthz").0, 200, "still alive while draining");
-    let status = wait_exit(&mut child, Duration::from_secs(15));
+    let status = wait_exit(&mut child, Duration::from_secs(60));
     assert!(status.success(), "{status:?}");
     assert!(
-        start.elapsed() >= Duration::from_secs(2),
-        "kept retrying until shutdown_timeout"
+        start.elapsed() >= Duration::from_secs(7),
+        "kept retrying until shutdown_timeout (8 s), stopped after {:?}",
+        start.elapsed()
     );
     let log = read_log(dir.path(), "stderr.log");
     assert!(log.contains("records left in the buffer at exit"), "{log}");
@@ -171,12 +181,10 @@ fn readiness_fails_as_soon_as_sigterm_arrives() {
 #[test]
 fn readiness_fails_while_the_buffer_is_above_the_fill_threshold() {
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
     let blocker = dir.path().join("not-a-dir");
     std::fs::write(&blocker, "x").unwrap();
     let conf = config(
         dir.path(),
-        port,
         &blocker,
         "total_limit_size = \"4k\"\nchunk_limit_size = \"1k\"\noverflow_action = \"drop_oldest_chunk\"",
     );
@@ -185,6 +193,7 @@ fn readiness_fails_while_the_buffer_is_above_the_fill_threshold() {
         .replace("[http]\n", "[http]\nready_max_buffer_fill = 0.5\n");
     std::fs::write(&conf, conf_text).unwrap();
     let mut child = spawn_relay(&conf, &[]);
+    let port = wait_http_addr(dir.path(), &mut child).port();
     // 50 records/s of 21 bytes fill half of 4 KiB within a few seconds, and nothing drains.
     let body = wait_for(
         Duration::from_secs(15),

@@ -1,5 +1,9 @@
-//! Shared helpers for integration tests: the real binary, free ports, a Python venv for
-//! third-party clients (fluent-logger, msgpack, moto), and polling.
+//! Shared helpers for integration tests: the real binary, the addresses it listens on, a Python
+//! venv for third-party clients (fluent-logger, msgpack, moto), and polling.
+//!
+//! The relay's listeners bind port 0 in tests and the tests read the bound address from the
+//! relay's log ([`wait_forward_addr`], [`wait_http_addr`]): a port picked by the test and
+//! released before the relay binds it could be taken by a test running in parallel.
 #![allow(dead_code)]
 
 pub mod fake_firehose;
@@ -10,7 +14,7 @@ pub mod relay_run;
 pub mod sigv4;
 
 use std::io::Write;
-use std::net::TcpListener;
+use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
@@ -21,7 +25,9 @@ pub fn relay_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_firehose-relay"))
 }
 
-/// A free TCP port on 127.0.0.1 (bound and released; the OS does not hand it out again at once).
+/// A free TCP port on 127.0.0.1 (bound and released; the OS does not hand it out again at
+/// once). Only for third-party servers that cannot report the port they bound; the relay binds
+/// port 0 instead.
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
@@ -121,16 +127,53 @@ pub fn wait_for_log(dir: &Path, child: &mut Child, text: &str, limit: Duration) 
 }
 
 /// The value of `field=` on the last log line containing `message` and `selector` (e.g.
-/// `source=fwd`), from a log without colour codes.
+/// `source=fwd`; empty: any line), from a log without colour codes.
 pub fn log_field(log: &str, message: &str, selector: &str, field: &str) -> Option<String> {
-    let line = log
-        .lines()
-        .rev()
-        .find(|l| l.contains(message) && l.split_whitespace().any(|w| w == selector))?;
+    let line = log.lines().rev().find(|l| {
+        // String fields are quoted in the text log (`source="fwd"`), others are not.
+        l.contains(message)
+            && (selector.is_empty() || l.split_whitespace().any(|w| w.replace('"', "") == selector))
+    })?;
     let key = format!("{field}=");
     line.split_whitespace()
         .find_map(|w| w.strip_prefix(&key))
         .map(|v| v.trim_matches('"').to_owned())
+}
+
+/// Where forward source `source` of the relay logging to `dir` listens (configured with port
+/// 0), from its `forward source listening` line.
+pub fn wait_forward_addr(dir: &Path, child: &mut Child, source: &str) -> SocketAddr {
+    let selector = format!("source={source}");
+    let log = wait_for(
+        Duration::from_secs(60),
+        "the forward listener's address",
+        || {
+            let log = wait_for_log(
+                dir,
+                child,
+                "forward source listening",
+                Duration::from_secs(60),
+            );
+            log_field(&log, "forward source listening", &selector, "address").map(|_| log)
+        },
+    );
+    let addr = log_field(&log, "forward source listening", &selector, "address").unwrap();
+    addr.parse()
+        .unwrap_or_else(|e| panic!("bad address {addr:?} ({e}) in:\n{log}"))
+}
+
+/// Where the relay logging to `dir` serves its HTTP endpoint (configured with port 0).
+pub fn wait_http_addr(dir: &Path, child: &mut Child) -> SocketAddr {
+    let log = wait_for_log(
+        dir,
+        child,
+        "http endpoint listening",
+        Duration::from_secs(60),
+    );
+    let addr = log_field(&log, "http endpoint listening", "", "addr")
+        .unwrap_or_else(|| panic!("no addr= on the http endpoint's line:\n{log}"));
+    addr.parse()
+        .unwrap_or_else(|e| panic!("bad address {addr:?} ({e}) in:\n{log}"))
 }
 
 /// Removes ANSI escape sequences (`ESC [ ... letter`) from a log.

@@ -27,7 +27,6 @@ impl Relay {
     /// Like [`Relay::start`]; `buffer_extra` goes into `[outputs.out.buffer]`.
     pub fn start_with(source_extra: &str, buffer_extra: &str) -> Relay {
         let dir = tempfile::tempdir().expect("tempdir");
-        let port = common::free_port();
         let d = dir.path().display();
         let config = format!(
             r#"
@@ -56,34 +55,21 @@ flush_thread_burst_interval = "0s"
 
 [sources.fwd]
 type = "forward"
-listen = "127.0.0.1:{port}"
+listen = "127.0.0.1:0"
 {source_extra}
 "#
         );
         let path = common::write_config(dir.path(), &config);
-        let child = common::spawn_relay(&path, &[]);
-        let mut relay = Relay { dir, port, child };
-        relay.wait_ready();
-        relay
-    }
-
-    fn wait_ready(&mut self) {
-        let port = self.port;
-        let start = std::time::Instant::now();
-        loop {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                panic!("relay exited with {status}:\n{}", self.stderr());
-            }
-            if TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                return;
-            }
-            assert!(
-                start.elapsed() < Duration::from_secs(20),
-                "relay not listening:\n{}",
-                self.stderr()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        let mut child = common::spawn_relay(&path, &[]);
+        // Port 0: the relay reports the port it bound, so parallel tests cannot collide.
+        let port = common::wait_forward_addr(dir.path(), &mut child, "fwd").port();
+        common::wait_for_log(
+            dir.path(),
+            &mut child,
+            "firehose-relay started",
+            Duration::from_secs(60),
+        );
+        Relay { dir, port, child }
     }
 
     /// The relay's log, without terminal colour codes.
