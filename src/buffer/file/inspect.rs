@@ -9,7 +9,7 @@ use std::path::Path;
 use serde::Serialize;
 
 use super::codec::{self, ChunkMeta, DataStorage, StoredState, META_PREFIX};
-use super::queue;
+use super::read;
 use super::store::{chunk_file, chunk_files, Store, StoreError};
 use crate::buffer::{ChunkId, Records};
 
@@ -119,7 +119,7 @@ pub fn read_chunk(store: &Store, output: &str, id: ChunkId) -> Result<Records, S
     if meta.is_none() && !path.exists() {
         return Err(format!("output `{output}` has no chunk {id}"));
     }
-    queue::read_chunk(&tree, &path, id, meta.as_ref()).map_err(|e| format!("chunk {id}: data: {e}"))
+    read::read_chunk(&tree, &path, id, meta.as_ref()).map_err(|e| format!("chunk {id}: data: {e}"))
 }
 
 /// Writes the records of `chunk` (or of every chunk, oldest first) as NDJSON: each record on

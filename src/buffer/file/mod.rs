@@ -123,7 +123,9 @@ pub mod codec;
 pub mod inspect;
 pub mod quarantine;
 pub mod queue;
+mod read;
 mod recovery;
+mod state;
 pub mod store;
 mod writer;
 

@@ -1,7 +1,6 @@
 //! [`FileBuffer`]: the [`Buffer`] of one output on the shared storage. It keeps only chunk
 //! metadata in memory; record data lives in chunk files and is read when a chunk is taken.
 
-use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -12,8 +11,10 @@ use prometheus_client::metrics::counter::Counter;
 use sled::Tree;
 use tokio::sync::{oneshot, Notify};
 
-use super::codec::{self, chunk_data_prefix, ChunkMeta, DataStorage, StoredState};
+use super::codec::{ChunkMeta, DataStorage, StoredState};
+use super::read::{read_chunk, ReadError};
 use super::recovery;
+use super::state::{Entry, Phase, Prepared, Replay, State};
 use super::store::{chunk_file, Store, StoreError};
 use super::writer::{Op, Request};
 use crate::buffer::policy::{BufferPolicy, StagedSize};
@@ -24,93 +25,6 @@ use crate::buffer::{
 
 /// How often replay progress is logged while a recovered backlog drains.
 const REPLAY_LOG_EVERY: Duration = Duration::from_secs(10);
-
-/// Where a chunk is in its life, in memory.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Phase {
-    /// Accepting appends (at most one per output).
-    Staged,
-    /// Waiting for a flush worker.
-    Queued,
-    /// Handed to a flush worker.
-    InFlight,
-    /// Committed; its purge is being written.
-    Purging,
-    /// Unreadable and could not be quarantined: kept on disk and in the accounting, never taken.
-    Broken,
-}
-
-#[derive(Debug)]
-struct Entry {
-    meta: ChunkMeta,
-    phase: Phase,
-    /// Writes sent to the writer and not yet durable. A chunk is taken only at 0, so a flush
-    /// worker never reads a chunk whose data is still on its way to disk.
-    pending_writes: u32,
-}
-
-/// Recovered backlog still to deliver, for progress logs.
-#[derive(Debug)]
-struct Replay {
-    last_recovered: ChunkId,
-    remaining: u64,
-    last_log: Instant,
-}
-
-#[derive(Debug, Default)]
-struct State {
-    next_id: u64,
-    staged: Option<ChunkId>,
-    chunks: BTreeMap<ChunkId, Entry>,
-    bytes: u64,
-    records: u64,
-    dropped_chunks: u64,
-    dropped_records: u64,
-    quarantined_chunks: u64,
-    replay: Option<Replay>,
-    /// Chunks dropped by `drop_oldest_chunk` whose purge has not been handed to the writer yet.
-    dropped_for_room: Vec<ChunkId>,
-}
-
-impl super::super::policy::Reservable for State {
-    fn used_bytes(&self) -> u64 {
-        self.bytes
-    }
-
-    fn drop_oldest_queued(&mut self, output: &str) -> bool {
-        let oldest = self
-            .chunks
-            .iter()
-            .find(|(_, e)| e.phase == Phase::Queued)
-            .map(|(&id, _)| id);
-        let Some(id) = oldest else { return false };
-        if let Some(e) = self.forget(id) {
-            self.dropped_chunks += 1;
-            self.dropped_records += e.meta.records;
-            self.dropped_for_room.push(id);
-            tracing::warn!(output, chunk = %id, records = e.meta.records, bytes = e.meta.bytes,
-                "buffer full: dropped oldest queued chunk (overflow_action = drop_oldest_chunk)");
-        }
-        true
-    }
-}
-
-impl State {
-    fn forget(&mut self, id: ChunkId) -> Option<Entry> {
-        let e = self.chunks.remove(&id)?;
-        self.bytes = self.bytes.saturating_sub(e.meta.bytes);
-        self.records = self.records.saturating_sub(e.meta.records);
-        if self.staged == Some(id) {
-            self.staged = None;
-        }
-        if let Some(r) = self.replay.as_mut() {
-            if id <= r.last_recovered {
-                r.remaining = r.remaining.saturating_sub(1);
-            }
-        }
-        Some(e)
-    }
-}
 
 struct Inner {
     policy: BufferPolicy,
@@ -127,40 +41,6 @@ struct Inner {
 /// The durable chunk queue of one output (`buffer.type = "file"`).
 pub struct FileBuffer {
     inner: Arc<Inner>,
-}
-
-/// Changes prepared under the state lock, sent to the writer in one request.
-#[derive(Default)]
-struct Prepared {
-    ops: Vec<Op>,
-    /// One entry per `pending_writes` increment.
-    touched: Vec<ChunkId>,
-    /// The metadata must be durable before the request completes (see
-    /// [`Request::sync_metadata`]); record data always is.
-    sync_metadata: bool,
-}
-
-impl Prepared {
-    /// Writes chunk `id`'s current metadata.
-    fn put_meta(&mut self, st: &mut State, id: ChunkId) {
-        if let Some(meta) = st.chunks.get(&id).map(|e| codec::encode_meta(&e.meta)) {
-            self.write(st, id, Op::PutMeta { chunk: id, meta });
-        }
-    }
-
-    /// Appends `records` to chunk `id`'s file (the caller has counted them in the metadata).
-    fn append(&mut self, st: &mut State, id: ChunkId, records: Records) {
-        self.write(st, id, Op::Append { chunk: id, records });
-    }
-
-    /// Adds a write to chunk `id`, counted in its `pending_writes` until it is durable.
-    fn write(&mut self, st: &mut State, id: ChunkId, op: Op) {
-        if let Some(e) = st.chunks.get_mut(&id) {
-            self.ops.push(op);
-            e.pending_writes += 1;
-            self.touched.push(id);
-        }
-    }
 }
 
 impl FileBuffer {
@@ -620,65 +500,6 @@ impl Inner {
             }
         }
         s
-    }
-}
-
-/// Why a chunk's data could not be read.
-pub(crate) enum ReadError {
-    /// The store failed; the chunk may be fine.
-    Storage(StoreError),
-    /// The stored bytes are wrong; the chunk must be quarantined.
-    Corrupt(String),
-}
-
-impl std::fmt::Display for ReadError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            ReadError::Storage(e) => e.fmt(f),
-            ReadError::Corrupt(why) => f.write_str(why),
-        }
-    }
-}
-
-/// Reads and verifies all records of chunk `id` (blocking): from its file at `path` or, for a
-/// chunk written by the first release, from its sled values. A closed chunk (metadata queued)
-/// must hold exactly what its metadata counts; a staged one (no metadata, or staged) is read up
-/// to its last complete record.
-pub(crate) fn read_chunk(
-    tree: &Tree,
-    path: &Path,
-    id: ChunkId,
-    meta: Option<&ChunkMeta>,
-) -> Result<Records, ReadError> {
-    let corrupt = |e: codec::CodecError| ReadError::Corrupt(e.to_string());
-    if let Some(meta) = meta.filter(|m| m.storage != DataStorage::File) {
-        let mut values = Vec::new();
-        for kv in tree.scan_prefix(chunk_data_prefix(id)) {
-            let (_, v) = kv.map_err(|e| ReadError::Storage(e.into()))?;
-            values.push(v);
-        }
-        return codec::assemble(values.iter().map(|v| v.as_ref()), meta.records, meta.bytes)
-            .map_err(corrupt);
-    }
-    let bytes = std::fs::read(path).map_err(|e| match e.kind() {
-        std::io::ErrorKind::NotFound => {
-            ReadError::Corrupt(format!("chunk file {} is missing", path.display()))
-        }
-        _ => ReadError::Storage(StoreError::Io(format!("read {}: {e}", path.display()))),
-    })?;
-    let scan = codec::scan_chunk_file(&bytes, id).map_err(corrupt)?;
-    match meta.filter(|m| m.state == StoredState::Queued) {
-        Some(meta) => {
-            if let Some(e) = scan.tail {
-                // A closed chunk's file was complete and synced before it closed.
-                return Err(corrupt(e));
-            }
-            codec::assemble_decoded(scan.values, meta.records, meta.bytes).map_err(corrupt)
-        }
-        None => {
-            let (records, bytes) = (scan.records, scan.bytes);
-            codec::assemble_decoded(scan.values, records, bytes).map_err(corrupt)
-        }
     }
 }
 

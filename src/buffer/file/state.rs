@@ -1,0 +1,132 @@
+//! The in-memory bookkeeping of one output's chunks ([`State`], kept under the buffer's lock)
+//! and the writes prepared under that lock ([`Prepared`]), sent to the writer in one request so
+//! that they reach it in the order of the bookkeeping (invariant 5 of [`super`]).
+
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+use super::codec::{self, ChunkMeta};
+use super::writer::Op;
+use crate::buffer::policy::Reservable;
+use crate::buffer::{ChunkId, Records};
+
+/// Where a chunk is in its life, in memory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Phase {
+    /// Accepting appends (at most one per output).
+    Staged,
+    /// Waiting for a flush worker.
+    Queued,
+    /// Handed to a flush worker.
+    InFlight,
+    /// Committed; its purge is being written.
+    Purging,
+    /// Unreadable and could not be quarantined: kept on disk and in the accounting, never taken.
+    Broken,
+}
+
+#[derive(Debug)]
+pub(super) struct Entry {
+    pub(super) meta: ChunkMeta,
+    pub(super) phase: Phase,
+    /// Writes sent to the writer and not yet durable. A chunk is taken only at 0, so a flush
+    /// worker never reads a chunk whose data is still on its way to disk.
+    pub(super) pending_writes: u32,
+}
+
+/// Recovered backlog still to deliver, for progress logs.
+#[derive(Debug)]
+pub(super) struct Replay {
+    pub(super) last_recovered: ChunkId,
+    pub(super) remaining: u64,
+    pub(super) last_log: Instant,
+}
+
+#[derive(Debug, Default)]
+pub(super) struct State {
+    pub(super) next_id: u64,
+    pub(super) staged: Option<ChunkId>,
+    pub(super) chunks: BTreeMap<ChunkId, Entry>,
+    pub(super) bytes: u64,
+    pub(super) records: u64,
+    pub(super) dropped_chunks: u64,
+    pub(super) dropped_records: u64,
+    pub(super) quarantined_chunks: u64,
+    pub(super) replay: Option<Replay>,
+    /// Chunks dropped by `drop_oldest_chunk` whose purge has not been handed to the writer yet.
+    pub(super) dropped_for_room: Vec<ChunkId>,
+}
+
+impl Reservable for State {
+    fn used_bytes(&self) -> u64 {
+        self.bytes
+    }
+
+    fn drop_oldest_queued(&mut self, output: &str) -> bool {
+        let oldest = self
+            .chunks
+            .iter()
+            .find(|(_, e)| e.phase == Phase::Queued)
+            .map(|(&id, _)| id);
+        let Some(id) = oldest else { return false };
+        if let Some(e) = self.forget(id) {
+            self.dropped_chunks += 1;
+            self.dropped_records += e.meta.records;
+            self.dropped_for_room.push(id);
+            tracing::warn!(output, chunk = %id, records = e.meta.records, bytes = e.meta.bytes,
+                "buffer full: dropped oldest queued chunk (overflow_action = drop_oldest_chunk)");
+        }
+        true
+    }
+}
+
+impl State {
+    pub(super) fn forget(&mut self, id: ChunkId) -> Option<Entry> {
+        let e = self.chunks.remove(&id)?;
+        self.bytes = self.bytes.saturating_sub(e.meta.bytes);
+        self.records = self.records.saturating_sub(e.meta.records);
+        if self.staged == Some(id) {
+            self.staged = None;
+        }
+        if let Some(r) = self.replay.as_mut() {
+            if id <= r.last_recovered {
+                r.remaining = r.remaining.saturating_sub(1);
+            }
+        }
+        Some(e)
+    }
+}
+
+/// Changes prepared under the state lock, sent to the writer in one request.
+#[derive(Default)]
+pub(super) struct Prepared {
+    pub(super) ops: Vec<Op>,
+    /// One entry per `pending_writes` increment.
+    pub(super) touched: Vec<ChunkId>,
+    /// The metadata must be durable before the request completes (see
+    /// [`Request::sync_metadata`]); record data always is.
+    pub(super) sync_metadata: bool,
+}
+
+impl Prepared {
+    /// Writes chunk `id`'s current metadata.
+    pub(super) fn put_meta(&mut self, st: &mut State, id: ChunkId) {
+        if let Some(meta) = st.chunks.get(&id).map(|e| codec::encode_meta(&e.meta)) {
+            self.write(st, id, Op::PutMeta { chunk: id, meta });
+        }
+    }
+
+    /// Appends `records` to chunk `id`'s file (the caller has counted them in the metadata).
+    pub(super) fn append(&mut self, st: &mut State, id: ChunkId, records: Records) {
+        self.write(st, id, Op::Append { chunk: id, records });
+    }
+
+    /// Adds a write to chunk `id`, counted in its `pending_writes` until it is durable.
+    pub(super) fn write(&mut self, st: &mut State, id: ChunkId, op: Op) {
+        if let Some(e) = st.chunks.get_mut(&id) {
+            self.ops.push(op);
+            e.pending_writes += 1;
+            self.touched.push(id);
+        }
+    }
+}
