@@ -17,6 +17,8 @@
 //!   file was created. (An append does not need the metadata database: a staged chunk is
 //!   recovered from its file.)
 
+mod common;
+
 use std::collections::{BTreeMap, HashMap};
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -24,6 +26,7 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::strace::completed_calls;
 use firehose_relay::buffer::config::{FlushMode, OverflowAction};
 use firehose_relay::buffer::file::{FileBuffer, Store};
 use firehose_relay::buffer::policy::BufferPolicy;
@@ -362,49 +365,4 @@ fn every_written_buffer_file_is_synced_before_an_append_resolves() {
         "the chunk directory must be fsynced after the chunk file is created (#{created}) and \
          before the ack (#{ack}), got {dir_sync:?}; trace:\n{text}"
     );
-}
-
-/// A system call as strace reports it once it returned.
-struct Call {
-    name: String,
-    args: String,
-    result: String,
-}
-
-/// Joins `<unfinished ...>` / `<... resumed>` pairs (per pid) and returns calls in the order
-/// they completed.
-fn completed_calls(trace: &str) -> Vec<Call> {
-    let mut pending: HashMap<String, String> = HashMap::new();
-    let mut calls = Vec::new();
-    for line in trace.lines() {
-        let (pid, rest) = line.split_once(' ').unwrap_or(("", line));
-        let rest = rest.trim_start();
-        let full = if let Some(head) = rest.strip_suffix("<unfinished ...>") {
-            pending.insert(pid.to_owned(), head.trim_end().to_owned());
-            continue;
-        } else if rest.starts_with("<...") {
-            let Some(head) = pending.remove(pid) else {
-                continue;
-            };
-            let tail = rest.split_once("resumed>").map_or("", |(_, t)| t);
-            format!("{head}{tail}")
-        } else {
-            rest.to_owned()
-        };
-        let Some((name, after)) = full.split_once('(') else {
-            continue;
-        };
-        let Some((lhs, result)) = after.rsplit_once(" = ") else {
-            continue;
-        };
-        let Some(args) = lhs.trim_end().strip_suffix(')') else {
-            continue;
-        };
-        calls.push(Call {
-            name: name.trim().to_owned(),
-            args: args.to_owned(),
-            result: result.split_whitespace().next().unwrap_or("").to_owned(),
-        });
-    }
-    calls
 }

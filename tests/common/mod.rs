@@ -12,6 +12,7 @@ pub mod http_server;
 pub mod moto;
 pub mod relay_run;
 pub mod sigv4;
+pub mod strace;
 
 use std::io::Write;
 use std::net::{SocketAddr, TcpListener};
