@@ -75,3 +75,18 @@ fn python_handshake_with_the_right_key_then_wrong_key() {
     relay.wait_log("shared_key_mismatch");
     assert_eq!(msgs(&relay), ["secure"]);
 }
+
+#[test]
+fn python_handshake_with_username_and_password() {
+    let relay = Relay::start(
+        "[sources.fwd.security]\nshared_key = \"s3cret\"\nself_hostname = \"relay-test\"\n\
+         [[sources.fwd.security.users]]\nusername = \"alice\"\npassword = \"pw-alice\"\n",
+    );
+    let port = relay.port.to_string();
+    run_python(&["handshake", &port, "s3cret", "ok", "alice", "pw-alice"]);
+    relay.wait_records(1);
+    run_python(&["handshake", &port, "s3cret", "fail", "alice", "wrong"]);
+    relay.wait_log("user_auth_failed");
+    run_python(&["handshake", &port, "s3cret", "fail"]);
+    assert_eq!(msgs(&relay), ["secure"]);
+}

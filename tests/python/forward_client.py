@@ -4,8 +4,9 @@ Usage: forward_client.py MODE PORT [ARGS...]
   logger PORT            fluent-logger's FluentSender (Message mode, int and EventTime)
   ack PORT               msgpack over a raw socket: every mode with a `chunk` option, checking
                          each ack like out_forward's require_ack_response does
-  handshake PORT KEY ok|fail
-                         shared_key handshake (HELO/PING/PONG), then one acked message
+  handshake PORT KEY ok|fail [USER PASSWORD]
+                         shared_key handshake (HELO/PING/PONG), with a username/password
+                         when given (digest over the HELO's auth salt), then one acked message
 Exits non-zero with a message on any mismatch.
 """
 import base64
@@ -92,17 +93,22 @@ def ack(port):
     print("ok")
 
 
-def handshake(port, key, expect):
+def handshake(port, key, expect, user="", password=""):
     sock = socket.create_connection(("127.0.0.1", port), timeout=10)
     unpacker = msgpack.Unpacker(raw=True)
     helo = read_one(sock, unpacker)
     if not (isinstance(helo, list) and helo[0] == b"HELO"):
         fail("expected HELO, got %r" % (helo,))
     nonce = helo[1][b"nonce"]
+    auth = helo[1][b"auth"]
     salt = os.urandom(16)
     hostname = b"python-client"
     digest = hashlib.sha512(salt + hostname + nonce + key.encode()).hexdigest()
-    sock.sendall(msgpack.packb(["PING", hostname, salt, digest, "", ""], use_bin_type=True))
+    # Fluentd's out_forward: password digest = hex(sha512(auth salt + username + password)).
+    pass_digest = ""
+    if user:
+        pass_digest = hashlib.sha512(auth + user.encode() + password.encode()).hexdigest()
+    sock.sendall(msgpack.packb(["PING", hostname, salt, digest, user, pass_digest], use_bin_type=True))
     pong = read_one(sock, unpacker)
     if expect == "fail":
         if not (pong and pong[0] == b"PONG" and pong[1] is False and pong[2]):
@@ -129,6 +135,6 @@ if __name__ == "__main__":
     elif mode == "ack":
         ack(port)
     elif mode == "handshake":
-        handshake(port, sys.argv[3], sys.argv[4])
+        handshake(port, *sys.argv[3:])
     else:
         fail("unknown mode " + mode)

@@ -188,6 +188,26 @@ mod tests {
     use super::super::UserConfig;
     use super::*;
 
+    /// `hex(sha512(a‖b‖…))` written from the protocol spec, independently of [`hex_sha512`]
+    /// (one-shot digest of the concatenation, hex by hand); checked against FIPS 180-2's
+    /// "abc" vector in [`spec_digest_matches_the_fips_vector`].
+    fn spec_digest(parts: &[&[u8]]) -> String {
+        let joined: Vec<u8> = parts.concat();
+        Sha512::digest(&joined)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    }
+
+    #[test]
+    fn spec_digest_matches_the_fips_vector() {
+        assert_eq!(
+            spec_digest(&[b"a", b"bc"]),
+            "ddaf35a193617abacc417349ae20413112e6fa4e89a97ea20a9eeee64b55d39a\
+             2192992a274fc1a836ba3c23a3feebbd454d4423643ce80e2a9ac94fa54ca49f"
+        );
+    }
+
     fn security(users: Vec<UserConfig>) -> Security {
         Security::new(&SecurityConfig {
             shared_key: "secret".into(),
@@ -199,11 +219,11 @@ mod tests {
     /// A PING with str fields (Fluent Bit style) or bin fields.
     fn ping(helo: &Helo, key: &str, user: &str, password: &str, as_bin: bool) -> Vec<u8> {
         let salt = b"\xffsalt-not-utf8";
-        let digest = hex_sha512(&[salt, b"client", &helo.nonce, key.as_bytes()]);
+        let digest = spec_digest(&[salt, b"client", &helo.nonce, key.as_bytes()]);
         let pass = if user.is_empty() {
             String::new()
         } else {
-            hex_sha512(&[&helo.auth_salt, user.as_bytes(), password.as_bytes()])
+            spec_digest(&[&helo.auth_salt, user.as_bytes(), password.as_bytes()])
         };
         let mut out = Vec::new();
         rmp::encode::write_array_len(&mut out, 6).unwrap();
@@ -244,13 +264,27 @@ mod tests {
 
     #[test]
     fn helo_carries_nonce_auth_and_keepalive() {
-        let (helo, bytes) = security(vec![]).helo(true);
-        let mut cur = Cursor::new(&bytes);
-        assert_eq!(cur.next_item().unwrap(), Item::Array(2));
-        assert_eq!(cur.next_item().unwrap(), Item::Str(b"HELO"));
-        assert_eq!(cur.next_item().unwrap(), Item::Map(3));
-        assert_eq!(cur.next_item().unwrap(), Item::Str(b"nonce"));
-        assert_eq!(cur.next_item().unwrap(), Item::Bin(&helo.nonce));
+        for keepalive in [true, false] {
+            let (helo, bytes) = security(vec![]).helo(keepalive);
+            let mut cur = Cursor::new(&bytes);
+            assert_eq!(cur.next_item().unwrap(), Item::Array(2));
+            assert_eq!(cur.next_item().unwrap(), Item::Str(b"HELO"));
+            assert_eq!(cur.next_item().unwrap(), Item::Map(3));
+            assert_eq!(cur.next_item().unwrap(), Item::Str(b"nonce"));
+            assert_eq!(cur.next_item().unwrap(), Item::Bin(&helo.nonce));
+            assert_eq!(cur.next_item().unwrap(), Item::Str(b"auth"));
+            assert_eq!(cur.next_item().unwrap(), Item::Bin(&helo.auth_salt));
+            assert_eq!(cur.next_item().unwrap(), Item::Str(b"keepalive"));
+            assert_eq!(cur.next_item().unwrap(), Item::Bool(keepalive));
+            assert!(cur.next_item().is_err(), "nothing after the map");
+        }
+        let (a, _) = security(vec![]).helo(true);
+        let (b, _) = security(vec![]).helo(true);
+        assert_ne!(a.nonce, b.nonce, "a fresh nonce per HELO");
+        assert_ne!(
+            a.nonce, a.auth_salt,
+            "nonce and auth salt are drawn separately"
+        );
     }
 
     #[test]
@@ -263,7 +297,7 @@ mod tests {
                 .unwrap();
             let (ok, _, digest) = pong_fields(&pong);
             assert!(ok);
-            let want = hex_sha512(&[b"\xffsalt-not-utf8", b"relay", &helo.nonce, b"secret"]);
+            let want = spec_digest(&[b"\xffsalt-not-utf8", b"relay", &helo.nonce, b"secret"]);
             assert_eq!(digest, want.as_bytes());
         }
     }
