@@ -509,3 +509,28 @@ async fn a_session_longer_than_the_role_allows_is_a_credentials_error_naming_sts
         "nothing was sent without credentials"
     );
 }
+
+#[tokio::test]
+async fn an_endpoint_with_an_untrusted_certificate_is_refused_before_anything_is_sent() {
+    // The fake's certificate is signed by a test CA the sink is not told about.
+    let fake = FakeFirehose::https();
+    fake.create_stream("s")
+        .allow_temporary_key(KEY, SECRET, TOKEN);
+    let d = sink(&fake, KEY, SECRET, Some(TOKEN))
+        .await
+        .deliver(&chunk(3))
+        .await;
+    let e = d
+        .error
+        .expect("an untrusted certificate must fail the call");
+    assert!(d.delivered.is_empty());
+    assert!(
+        fake.requests().is_empty(),
+        "no request reached a server that failed verification"
+    );
+    assert!(
+        format!("{e}").to_lowercase().contains("certificate")
+            || format!("{e:?}").to_lowercase().contains("certificate"),
+        "the error says why: {e:?}"
+    );
+}

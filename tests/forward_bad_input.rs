@@ -282,3 +282,90 @@ fn clients_outside_allow_are_refused() {
     assert_closed_without_reply(&mut s);
     relay.wait_log("not in `allow`");
 }
+
+#[test]
+fn clients_inside_allow_are_admitted() {
+    let relay = Relay::start("allow = [\"10.0.0.0/8\", \"127.0.0.0/8\"]\n");
+    relay.assert_still_serving("inside-allow");
+    assert!(!relay.stderr().contains("not in `allow`"));
+}
+
+#[test]
+fn an_idle_connection_is_closed_after_idle_timeout_and_one_in_use_is_not() {
+    let relay = Relay::start("idle_timeout = \"1s\"\n");
+    let mut busy = relay.connect();
+    let mut idle = relay.connect();
+    // The busy client sends every 300 ms for longer than the timeout and keeps its connection.
+    for i in 0..8 {
+        let chunk = format!("busy-{i}");
+        busy.write_all(
+            &Mp::new()
+                .arr(4)
+                .s("t")
+                .int(1)
+                .rec(&chunk)
+                .map(1)
+                .s("chunk")
+                .s(&chunk)
+                .0,
+        )
+        .unwrap();
+        assert_eq!(read_reply(&mut busy), Mp::new().map(1).s("ack").s(&chunk).0);
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    // By then the idle one was closed without a reply.
+    idle.set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    assert_closed_without_reply(&mut idle);
+}
+
+#[test]
+fn deny_keepalive_closes_the_connection_after_each_acknowledged_message() {
+    let relay = Relay::start("deny_keepalive = true\n");
+    let mut s = relay.connect();
+    s.write_all(
+        &Mp::new()
+            .arr(4)
+            .s("t")
+            .int(1)
+            .rec("once")
+            .map(1)
+            .s("chunk")
+            .s("k1")
+            .0,
+    )
+    .unwrap();
+    assert_eq!(read_reply(&mut s), Mp::new().map(1).s("ack").s("k1").0);
+    assert_closed_without_reply(&mut s);
+    assert_eq!(relay.wait_records(1)[0]["msg"], "once");
+}
+
+#[test]
+fn udp_heartbeats_are_answered_on_the_forward_port_when_enabled() {
+    let relay = Relay::start("heartbeat = true\n");
+    let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    udp.set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    // UDP may drop a datagram: retry within a generous deadline, as out_forward does.
+    let reply = common::wait_for(Duration::from_secs(30), "a heartbeat answer", || {
+        udp.send_to(b"heartbeat", ("127.0.0.1", relay.port)).ok()?;
+        let mut buf = [0u8; 16];
+        let (n, _) = udp.recv_from(&mut buf).ok()?;
+        Some(buf[..n].to_vec())
+    });
+    assert_eq!(
+        reply,
+        vec![0u8],
+        "Fluentd answers a heartbeat with one 0x00 byte"
+    );
+    // Without `heartbeat`, nothing answers on UDP.
+    let quiet = Relay::start("");
+    udp.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    udp.send_to(b"heartbeat", ("127.0.0.1", quiet.port))
+        .unwrap();
+    let mut buf = [0u8; 16];
+    assert!(
+        udp.recv_from(&mut buf).is_err(),
+        "no heartbeat answer when disabled"
+    );
+}

@@ -137,6 +137,18 @@ fn mutual_tls_requires_a_client_certificate_from_the_ca() {
         !matches!(&anonymous, Ok(r) if !r.is_empty()),
         "client without a certificate got {anonymous:?}"
     );
+    // A client certificate from another CA is refused too (the client trusts the server).
+    let other = Pki::new();
+    let stranger = other.issue("client", ExtendedKeyUsagePurpose::ClientAuth);
+    let mut config = (*client_config(&pki, None)).clone();
+    config.client_auth_cert_resolver = client_config(&other, Some(&stranger))
+        .client_auth_cert_resolver
+        .clone();
+    let refused = send_over_tls(relay.port, Arc::new(config), "stranger");
+    assert!(
+        !matches!(&refused, Ok(r) if !r.is_empty()),
+        "client with a certificate from another CA got {refused:?}"
+    );
     let client = pki.issue("client", ExtendedKeyUsagePurpose::ClientAuth);
     let reply = send_over_tls(relay.port, client_config(&pki, Some(&client)), "mtls").unwrap();
     assert_eq!(reply, Mp::new().map(1).s("ack").s("mtls").0);
