@@ -216,3 +216,40 @@ fn readiness_fails_while_the_buffer_is_above_the_fill_threshold() {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+#[tokio::test]
+async fn readyz_is_503_until_the_relay_reports_ready_and_again_once_shutdown_starts() {
+    use firehose_relay::flush::deadletter::DeadLetter;
+    use firehose_relay::ops::http::{serve, Health, HttpState};
+    use firehose_relay::ops::metrics::Metrics;
+    use firehose_relay::pipeline::Pipeline;
+    use std::sync::Arc;
+
+    let dir = tempfile::tempdir().unwrap();
+    let health = Arc::new(Health::default());
+    let state = HttpState {
+        pipeline: Arc::new(Pipeline::new(
+            Vec::new(),
+            Vec::new(),
+            Arc::new(Metrics::new()),
+            Arc::new(DeadLetter::new(dir.path())),
+        )),
+        health: Arc::clone(&health),
+        max_fill: None,
+    };
+    let addr = serve("127.0.0.1:0", state).await.unwrap();
+    let readyz = || async move {
+        let r = reqwest::get(format!("http://{addr}/readyz")).await.unwrap();
+        (r.status().as_u16(), r.text().await.unwrap())
+    };
+    // The relay marks itself ready only after buffers are recovered and sources listen.
+    let (code, body) = readyz().await;
+    assert_eq!(code, 503, "{body}");
+    assert!(body.contains("buffers recovering"), "{body}");
+    health.set_ready();
+    assert_eq!(readyz().await.0, 200);
+    health.set_shutting_down();
+    let (code, body) = readyz().await;
+    assert_eq!(code, 503);
+    assert!(body.contains("shutting down"), "{body}");
+}
