@@ -39,6 +39,8 @@ pub struct Relay {
     config: Config,
     sources: Vec<JoinHandle<()>>,
     workers: Vec<JoinHandle<()>>,
+    /// Progress logs of recovered backlogs (they end by themselves once delivered).
+    progress: Vec<JoinHandle<()>>,
     source_shutdown: ShutdownTrigger,
     flush_phase: watch::Sender<FlushPhase>,
     /// Readiness flags behind `/readyz`.
@@ -92,6 +94,54 @@ async fn open_store(config: &Config) -> anyhow::Result<Option<Arc<Store>>> {
     Ok(Some(store))
 }
 
+/// Opens the buffer of every output, in matching order; file buffers recover what `data_dir`
+/// holds. `drain` looks at them before it builds any sink (and so before any AWS call).
+pub(crate) async fn open_buffers(
+    config: &Config,
+    metrics: &Metrics,
+) -> anyhow::Result<Vec<(String, Arc<dyn Buffer>)>> {
+    let store = open_store(config).await?;
+    let quarantined = Family::<Labels, Counter>::default();
+    metrics.register(
+        "buffer_quarantined_chunks",
+        "Buffer chunks moved to data_dir/quarantine because their stored bytes were unreadable",
+        quarantined.clone(),
+    );
+    let mut buffers = Vec::new();
+    for name in config.output_order() {
+        let out = &config.outputs[name];
+        let buffer = build_buffer(name, store.as_ref(), &quarantined, out)?;
+        buffers.push((name.to_owned(), buffer));
+    }
+    Ok(buffers)
+}
+
+/// Builds the sink of every output and joins it to its buffer (from [`open_buffers`]).
+pub(crate) async fn build_outputs(
+    config: &Config,
+    metrics: &Arc<Metrics>,
+    buffers: Vec<(String, Arc<dyn Buffer>)>,
+) -> anyhow::Result<Vec<Arc<Output>>> {
+    let mut outputs = Vec::new();
+    for (name, buffer) in buffers {
+        let out = &config.outputs[&name];
+        let sink = out
+            .build_sink(&name, metrics)
+            .await
+            .with_context(|| format!("output `{name}`"))?;
+        tracing::info!(output = %name, sink = %sink.describe(), "output ready");
+        outputs.push(Arc::new(Output {
+            pattern: TagPattern::parse(out.pattern())?,
+            formatter: Formatter::new(out.format(), out.max_record_bytes()),
+            buffer,
+            sink,
+            config: out.clone(),
+            name,
+        }));
+    }
+    Ok(outputs)
+}
+
 impl Relay {
     /// Builds everything and starts flush workers and sources.
     pub async fn start(config: Config) -> anyhow::Result<Relay> {
@@ -105,31 +155,8 @@ impl Relay {
             let f = &config.filters[name];
             filters.push((TagPattern::parse(f.pattern())?, f.build()));
         }
-        let store = open_store(&config).await?;
-        let quarantined = Family::<Labels, Counter>::default();
-        metrics.register(
-            "buffer_quarantined_chunks",
-            "Buffer chunks moved to data_dir/quarantine because their stored bytes were unreadable",
-            quarantined.clone(),
-        );
-        let mut outputs = Vec::new();
-        for name in config.output_order() {
-            let out = &config.outputs[name];
-            let buffer = build_buffer(name, store.as_ref(), &quarantined, out)?;
-            let sink = out
-                .build_sink(name, &metrics)
-                .await
-                .with_context(|| format!("output `{name}`"))?;
-            tracing::info!(output = name, sink = %sink.describe(), "output ready");
-            outputs.push(Arc::new(Output {
-                name: name.to_owned(),
-                pattern: TagPattern::parse(out.pattern())?,
-                formatter: Formatter::new(out.format(), out.max_record_bytes()),
-                buffer,
-                sink,
-                config: out.clone(),
-            }));
-        }
+        let buffers = open_buffers(&config, &metrics).await?;
+        let outputs = build_outputs(&config, &metrics, buffers).await?;
         let pipeline = Arc::new(Pipeline::new(
             filters,
             outputs,
@@ -159,6 +186,13 @@ impl Relay {
                 phase_rx.clone(),
             ));
         }
+        let progress = pipeline
+            .outputs()
+            .iter()
+            .filter_map(|o| {
+                flush::progress::spawn(Arc::clone(o), "backlog replay", flush::progress::EVERY)
+            })
+            .collect();
 
         let (source_shutdown, _) = ShutdownTrigger::new();
         let mut sources = Vec::new();
@@ -175,6 +209,7 @@ impl Relay {
             config,
             sources,
             workers,
+            progress,
             source_shutdown,
             flush_phase,
             health,
@@ -219,6 +254,9 @@ impl Relay {
             for w in &workers {
                 w.abort();
             }
+        }
+        for p in &self.progress {
+            p.abort();
         }
         for output in self.pipeline.outputs() {
             let labels = output_label(&output.name);

@@ -9,6 +9,7 @@ pub mod app;
 pub mod aws;
 pub mod buffer;
 pub mod config;
+pub mod drain;
 pub mod event;
 pub mod fluentd;
 pub mod flush;

@@ -42,6 +42,15 @@ enum Command {
     Run,
     /// Validate the config and print the effective settings (secrets redacted).
     Check,
+    /// Deliver everything in the buffers with the config's outputs (no sources), then exit:
+    /// 0 once every buffer is empty, 1 with a summary of what is left if --timeout passes or a
+    /// signal comes first (the rest stays in the buffer). For the volume of a pod removed by a
+    /// StatefulSet scale-down.
+    Drain {
+        /// Give up after this long (`30m`, `1h`, `90s`); default: no limit.
+        #[arg(long, value_parser = parse_timeout)]
+        timeout: Option<std::time::Duration>,
+    },
     /// Inspect the on-disk chunk queue of a stopped relay.
     Buffer {
         #[command(subcommand)]
@@ -111,6 +120,77 @@ fn data_dir(explicit: Option<PathBuf>, cli_path: Option<PathBuf>) -> Result<Path
     }
 }
 
+/// Loads the config, sets up logging and the runtime: what `run` and `drain` share.
+fn start(cli_path: Option<PathBuf>) -> Result<(Config, tokio::runtime::Runtime), ExitCode> {
+    let cfg = load_config(cli_path)?;
+    firehose_relay::ops::logging::init_logging(cfg.log_format);
+    firehose_relay::config::env::log_foreign(&cfg.ignored_env);
+    // Few blocking threads: large decodes and encodes run there, and every extra thread is
+    // another allocator heap holding freed buffers (RSS).
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .max_blocking_threads(8)
+        .enable_all()
+        .build()
+        .map_err(|e| {
+            eprintln!("firehose-relay: cannot start the runtime: {e}");
+            ExitCode::FAILURE
+        })?;
+    Ok((cfg, runtime))
+}
+
+fn parse_timeout(text: &str) -> Result<std::time::Duration, String> {
+    firehose_relay::primitives::units::parse_duration(text).map_err(|e| e.to_string())
+}
+
+fn drain(cli_path: Option<PathBuf>, timeout: Option<std::time::Duration>) -> ExitCode {
+    use firehose_relay::drain::Outcome;
+    let (cfg, runtime) = match start(cli_path) {
+        Ok(started) => started,
+        Err(code) => return code,
+    };
+    let report = match runtime.block_on(firehose_relay::drain::drain(&cfg, timeout)) {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("firehose-relay: drain failed: {e:#}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let dir = cfg.data_dir.display();
+    let secs = report.elapsed.as_secs_f64();
+    let (status, headline) = match report.outcome {
+        Outcome::NothingToDrain => (ExitCode::SUCCESS, format!("nothing to drain in {dir}")),
+        Outcome::Drained => (
+            ExitCode::SUCCESS,
+            format!("drained {dir} in {secs:.1}s: every buffer is empty"),
+        ),
+        Outcome::TimedOut | Outcome::Interrupted => {
+            let why = if report.outcome == Outcome::TimedOut {
+                "--timeout passed"
+            } else {
+                "stopped by a signal"
+            };
+            (
+                ExitCode::FAILURE,
+                format!(
+                    "drain of {dir} not finished after {secs:.1}s ({why}); what is left stays \
+                     in the buffer for the next drain or run"
+                ),
+            )
+        }
+    };
+    let text = std::iter::once(headline)
+        .chain(report.lines().into_iter().map(|l| format!("  {l}")))
+        .collect::<Vec<_>>()
+        .join("\n");
+    if status == ExitCode::SUCCESS {
+        println!("{text}");
+    } else {
+        eprintln!("firehose-relay: {text}");
+    }
+    status
+}
+
 fn main() -> ExitCode {
     tune_allocator();
     let cli = Cli::parse();
@@ -135,25 +215,11 @@ fn main() -> ExitCode {
             },
             Err(code) => code,
         },
+        Command::Drain { timeout } => drain(cli.config, timeout),
         Command::Run => {
-            let cfg = match load_config(cli.config) {
-                Ok(c) => c,
+            let (cfg, runtime) = match start(cli.config) {
+                Ok(started) => started,
                 Err(code) => return code,
-            };
-            firehose_relay::ops::logging::init_logging(cfg.log_format);
-            firehose_relay::config::env::log_foreign(&cfg.ignored_env);
-            // Few blocking threads: large decodes and encodes run there, and every extra thread
-            // is another allocator heap holding freed buffers (RSS).
-            let runtime = match tokio::runtime::Builder::new_multi_thread()
-                .max_blocking_threads(8)
-                .enable_all()
-                .build()
-            {
-                Ok(rt) => rt,
-                Err(e) => {
-                    eprintln!("firehose-relay: cannot start the runtime: {e}");
-                    return ExitCode::FAILURE;
-                }
             };
             match runtime.block_on(firehose_relay::app::run(cfg)) {
                 Ok(()) => ExitCode::SUCCESS,

@@ -428,6 +428,31 @@ fn the_drain_job_mounts_a_claim_of_the_statefulset_with_the_relays_settings() {
     );
     assert_ne!(job_pod["restartPolicy"].as_str(), Some("Always"));
 
+    // The Job's command line and environment, run by the real binary on an empty volume.
+    let data = tempfile::tempdir().unwrap();
+    let token = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(token.path(), "header.payload.signature").unwrap();
+    let mut cmd = Command::new(common::relay_bin());
+    cmd.args(&args[..args.len() - 1])
+        .arg(repo().join("conf/relay.toml"))
+        .env_remove("RELAY_CONFIG")
+        .env("RELAY_DATA_DIR", data.path())
+        .env(
+            "AWS_ROLE_ARN",
+            "arn:aws:iam::111122223333:role/firehose-relay",
+        )
+        .env("AWS_WEB_IDENTITY_TOKEN_FILE", token.path());
+    for e in jc["env"].as_sequence().unwrap() {
+        cmd.env(e["name"].as_str().unwrap(), e["value"].as_str().unwrap());
+    }
+    let out = cmd.output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("nothing to drain"),
+        "{args:?}: {stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
     // The drain pod takes no clients: the Service and the PodDisruptionBudget must not pick it.
     let labels = &job["metadata"]["labels"];
     assert!(!selects(&m["Service"]["spec"]["selector"], labels));

@@ -259,12 +259,21 @@ impl Buffer for MemoryBuffer {
             dropped_chunks: st.dropped_chunks,
             dropped_records: st.dropped_records,
             quarantined_chunks: 0,
+            // Nothing survives a restart in memory.
+            backlog: Default::default(),
         }
     }
 
     fn close(&self) {
         self.closed.store(true, Ordering::Release);
         self.space_freed.notify_waiters();
+    }
+
+    fn retry_all_now(&self) {
+        for c in self.lock().queued.values_mut() {
+            c.retry.next_attempt_ms = 0;
+        }
+        self.queued_signal.notify_waiters();
     }
 }
 
@@ -312,6 +321,23 @@ mod tests {
         b.commit(c1.id).await.unwrap();
         assert_eq!(b.stats().records, 15);
         assert!(b.commit(c1.id).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn retry_all_now_makes_a_waiting_chunk_due_with_its_failures_kept() {
+        let b = MemoryBuffer::new(policy(10_000, OverflowAction::Block));
+        b.append(recs(3, 10)).await.unwrap();
+        b.enqueue_staged(Enqueue::All).await.unwrap();
+        let c = b.take(now_ms()).await.unwrap().unwrap();
+        let retry = RetryState {
+            failures: 2,
+            first_failure_ms: Some(1),
+            next_attempt_ms: now_ms() + 3_600_000,
+        };
+        b.release(c.id, c.delivered, retry).await.unwrap();
+        assert!(b.take(now_ms()).await.unwrap().is_none());
+        b.retry_all_now();
+        assert_eq!(b.take(now_ms()).await.unwrap().unwrap().retry.failures, 2);
     }
 
     #[tokio::test]

@@ -151,6 +151,20 @@ pub struct BufferStats {
     /// Chunks moved to `data_dir/quarantine/` because their stored bytes were unreadable
     /// (file buffer only), since start.
     pub quarantined_chunks: u64,
+    /// The backlog recovered from disk at startup (file buffer only) that is still to deliver:
+    /// what the backlog progress logs and `drain` count down.
+    pub backlog: Backlog,
+}
+
+/// Chunks recovered from disk at startup and not delivered (or dead-lettered) yet.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Backlog {
+    /// Chunks left.
+    pub chunks: u64,
+    /// Records left (records of partly delivered chunks included).
+    pub records: u64,
+    /// Logical bytes left.
+    pub bytes: u64,
 }
 
 /// Which staged chunks [`Buffer::enqueue_staged`] closes.
@@ -196,6 +210,12 @@ pub trait Buffer: Send + Sync {
 
     /// Stops accepting appends (blocked appends fail with [`AppendError::Closed`]).
     fn close(&self);
+
+    /// Makes every queued chunk due now, keeping its failure count (so `retry_max_times` and
+    /// `retry_timeout` still apply). `drain` calls it once at start: an operator draining a
+    /// volume wants every chunk tried at once, not at the end of a backoff computed before the
+    /// relay stopped. Not persisted: the next failure stores a new schedule.
+    fn retry_all_now(&self);
 }
 
 /// Milliseconds since the Unix epoch, the time unit of chunk metadata.

@@ -15,6 +15,7 @@
 
 mod attempt;
 pub mod deadletter;
+pub mod progress;
 pub mod retry;
 
 use std::sync::Arc;
@@ -38,6 +39,12 @@ pub enum FlushPhase {
     Running,
     /// Sources have stopped: flush what is ready as fast as possible, then exit when idle.
     Draining,
+    /// There are no sources (`firehose-relay drain`): deliver everything as fast as possible
+    /// (no pause between chunks), retrying failed chunks on their schedule, until the phase
+    /// changes.
+    Emptying,
+    /// Finish the chunk in hand and take no other (`drain` past its timeout).
+    Stopping,
 }
 
 /// Timing parameters of one output's workers.
@@ -146,7 +153,11 @@ impl Worker {
     async fn run(&self, mut phase: watch::Receiver<FlushPhase>) {
         let signal = self.buffer().queued_signal();
         loop {
-            let draining = *phase.borrow_and_update() == FlushPhase::Draining;
+            let now_phase = *phase.borrow_and_update();
+            let draining = now_phase == FlushPhase::Draining;
+            if now_phase == FlushPhase::Stopping {
+                return;
+            }
             let queued = signal.notified();
             tokio::pin!(queued);
             queued.as_mut().enable();
@@ -154,7 +165,7 @@ impl Worker {
             match self.buffer().take(now).await {
                 Ok(Some(chunk)) => {
                     self.flush(chunk).await;
-                    if !draining && self.buffer().stats().queued_chunks > 0 {
+                    if now_phase == FlushPhase::Running && self.buffer().stats().queued_chunks > 0 {
                         pause(self.timing.burst_interval, &mut phase, queued).await;
                     }
                 }

@@ -4,6 +4,7 @@
 //! `RUST_LOG` (default `info`). Warnings that can repeat under load (bad clients, unmatched
 //! tags, failing flushes) go through a [`Throttle`] so a storm of bad input cannot flood the log.
 
+use std::io::IsTerminal;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -26,8 +27,10 @@ pub enum LogFormat {
 /// filter and sink.
 pub fn init_logging(format: LogFormat) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    // Colours only on a terminal: `kubectl logs` and log files get plain text.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     // try_init fails only if a subscriber is already set (tests); that one keeps working.
     let _ = match format {

@@ -116,8 +116,9 @@
 //!   relay restarts and recovers from what is on disk. Failed appends are not acked, so clients
 //!   resend.
 //!
-//! Startup logs the recovered chunks, records and bytes per output, and the progress of the
-//! recovered backlog while it drains.
+//! Startup logs the recovered chunks, records and bytes per output; what is left of that
+//! recovered backlog is in [`BufferStats::backlog`](crate::buffer::BufferStats), which the
+//! flush layer's progress logs count down.
 
 pub mod codec;
 pub mod inspect;

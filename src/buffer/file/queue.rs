@@ -4,7 +4,6 @@
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use prometheus_client::metrics::counter::Counter;
@@ -19,12 +18,9 @@ use super::store::{chunk_file, Store, StoreError};
 use super::writer::{Op, Request};
 use crate::buffer::policy::{BufferPolicy, StagedSize};
 use crate::buffer::{
-    now_ms, AppendError, Buffer, BufferError, BufferStats, Chunk, ChunkId, DeliveredSet, Enqueue,
-    Records, RetryState,
+    now_ms, AppendError, Backlog, Buffer, BufferError, BufferStats, Chunk, ChunkId, DeliveredSet,
+    Enqueue, Records, RetryState,
 };
-
-/// How often replay progress is logged while a recovered backlog drains.
-const REPLAY_LOG_EVERY: Duration = Duration::from_secs(10);
 
 struct Inner {
     policy: BufferPolicy,
@@ -84,8 +80,11 @@ impl FileBuffer {
         if let Some((&last, _)) = st.chunks.iter().next_back() {
             st.replay = Some(Replay {
                 last_recovered: last,
-                remaining: st.chunks.len() as u64,
-                last_log: Instant::now(),
+                left: Backlog {
+                    chunks: st.chunks.len() as u64,
+                    records: st.records,
+                    bytes: st.bytes,
+                },
             });
         }
         Ok(FileBuffer {
@@ -399,7 +398,6 @@ impl Inner {
             let submitted = self.submit(&mut st, prep, move |inner, st, res| {
                 if res.is_ok() {
                     st.forget(id);
-                    inner.log_replay(st);
                     inner.space_freed.notify_waiters();
                 } else if let Some(e) = st.chunks.get_mut(&id) {
                     e.phase = Phase::InFlight;
@@ -417,18 +415,6 @@ impl Inner {
         };
         rx.await.map_err(|_| StoreError::WriterGone)??;
         Ok(())
-    }
-
-    fn log_replay(&self, st: &mut State) {
-        let Some(r) = st.replay.as_mut() else { return };
-        if r.remaining == 0 {
-            tracing::info!(output = %self.policy.output, "buffer: recovered backlog delivered");
-            st.replay = None;
-        } else if r.last_log.elapsed() >= REPLAY_LOG_EVERY {
-            r.last_log = Instant::now();
-            tracing::info!(output = %self.policy.output, chunks_left = r.remaining,
-                "buffer: replaying recovered backlog");
-        }
     }
 
     async fn release(
@@ -479,6 +465,7 @@ impl Inner {
             dropped_chunks: st.dropped_chunks,
             dropped_records: st.dropped_records,
             quarantined_chunks: st.quarantined_chunks,
+            backlog: st.replay.as_ref().map(|r| r.left).unwrap_or_default(),
             ..BufferStats::default()
         };
         for e in st.chunks.values() {
@@ -541,5 +528,12 @@ impl Buffer for FileBuffer {
     fn close(&self) {
         self.inner.closed.store(true, Ordering::Release);
         self.inner.space_freed.notify_waiters();
+    }
+
+    fn retry_all_now(&self) {
+        for e in self.inner.lock().chunks.values_mut() {
+            e.meta.retry.next_attempt_ms = 0;
+        }
+        self.inner.queued_signal.notify_waiters();
     }
 }

@@ -3,12 +3,11 @@
 //! that they reach it in the order of the bookkeeping (invariant 5 of [`super`]).
 
 use std::collections::BTreeMap;
-use std::time::Instant;
 
 use super::codec::{self, ChunkMeta};
 use super::writer::Op;
 use crate::buffer::policy::Reservable;
-use crate::buffer::{ChunkId, Records};
+use crate::buffer::{Backlog, ChunkId, Records};
 
 /// Where a chunk is in its life, in memory.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,12 +33,11 @@ pub(super) struct Entry {
     pub(super) pending_writes: u32,
 }
 
-/// Recovered backlog still to deliver, for progress logs.
+/// Recovered backlog still to deliver (chunks up to `last_recovered`), for progress logs.
 #[derive(Debug)]
 pub(super) struct Replay {
     pub(super) last_recovered: ChunkId,
-    pub(super) remaining: u64,
-    pub(super) last_log: Instant,
+    pub(super) left: Backlog,
 }
 
 #[derive(Debug, Default)]
@@ -90,7 +88,12 @@ impl State {
         }
         if let Some(r) = self.replay.as_mut() {
             if id <= r.last_recovered {
-                r.remaining = r.remaining.saturating_sub(1);
+                r.left.chunks = r.left.chunks.saturating_sub(1);
+                r.left.records = r.left.records.saturating_sub(e.meta.records);
+                r.left.bytes = r.left.bytes.saturating_sub(e.meta.bytes);
+            }
+            if r.left.chunks == 0 {
+                self.replay = None;
             }
         }
         Some(e)

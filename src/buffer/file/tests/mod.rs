@@ -362,5 +362,6 @@ async fn inspect_reports_a_stopped_relays_queue_and_dumps_records() {
     assert!(Store::open_existing(&dir.path().join("nothing"), 1 << 20).is_err());
 }
 
+mod backlog;
 mod corruption;
 mod model;
