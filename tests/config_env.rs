@@ -28,7 +28,7 @@ const NOT_OURS: &[(&str, &str)] = &[
 
 /// A sample source feeding a file output named `firehose` (so that
 /// `RELAY_OUTPUTS__FIREHOSE__...` addresses a real output).
-fn config(dir: &Path, http: u16) -> PathBuf {
+fn config(dir: &Path) -> PathBuf {
     write_config(
         dir,
         &format!(
@@ -36,7 +36,7 @@ fn config(dir: &Path, http: u16) -> PathBuf {
 data_dir = {data:?}
 shutdown_timeout = "5s"
 [http]
-listen = "127.0.0.1:{http}"
+listen = "127.0.0.1:0"
 [sources.gen]
 type = "sample"
 tag = "app"
@@ -63,8 +63,7 @@ fn delivered_files(dir: &Path) -> usize {
 #[test]
 fn service_link_and_wrapper_variables_do_not_stop_the_relay() {
     let dir = tempfile::tempdir().unwrap();
-    let http = free_port();
-    let conf = config(dir.path(), http);
+    let conf = config(dir.path());
     let mut env = NOT_OURS.to_vec();
     // Ours, next to theirs: still applied.
     env.push(("RELAY_OUTPUTS__FIREHOSE__BUFFER__FLUSH_INTERVAL", "200ms"));
@@ -98,7 +97,7 @@ fn service_link_and_wrapper_variables_do_not_stop_the_relay() {
 #[test]
 fn check_shows_the_variables_it_leaves_alone() {
     let dir = tempfile::tempdir().unwrap();
-    let conf = config(dir.path(), free_port());
+    let conf = config(dir.path());
     let out = Command::new(relay_bin())
         .args(["check", "--config"])
         .arg(&conf)
@@ -135,7 +134,7 @@ fn check_shows_the_variables_it_leaves_alone() {
 #[test]
 fn a_misspelled_key_under_a_known_section_is_still_an_error_naming_the_variable() {
     let dir = tempfile::tempdir().unwrap();
-    let conf = config(dir.path(), free_port());
+    let conf = config(dir.path());
     for subcommand in ["run", "check"] {
         let out = Command::new(relay_bin())
             .arg(subcommand)

@@ -369,13 +369,13 @@ fn queryable_names(exposition: &str) -> BTreeSet<String> {
     names
 }
 
-fn scrape(port: u16) -> String {
+fn scrape(addr: std::net::SocketAddr) -> String {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
     rt.block_on(async {
-        reqwest::get(format!("http://127.0.0.1:{port}/metrics"))
+        reqwest::get(format!("http://{addr}/metrics"))
             .await
             .unwrap()
             .text()
@@ -393,7 +393,6 @@ fn every_metric_the_dashboard_and_the_alerts_use_exists_on_a_running_relay() {
     let dir = tempfile::tempdir().unwrap();
     let token = dir.path().join("token");
     std::fs::write(&token, "header.payload.signature").unwrap();
-    let (http, forward) = (common::free_port(), common::free_port());
     let conf = common::write_config(
         dir.path(),
         &format!(
@@ -401,10 +400,10 @@ fn every_metric_the_dashboard_and_the_alerts_use_exists_on_a_running_relay() {
 data_dir = {data:?}
 shutdown_timeout = "5s"
 [http]
-listen = "127.0.0.1:{http}"
+listen = "127.0.0.1:0"
 [sources.forward]
 type = "forward"
-listen = "127.0.0.1:{forward}"
+listen = "127.0.0.1:0"
 [outputs.firehose]
 type = "firehose"
 delivery_stream = "s"
@@ -425,10 +424,9 @@ type = "file"
         ),
     );
     let mut child = common::spawn_relay(&conf, &[]);
+    let http = common::wait_http_addr(dir.path(), &mut child);
     let exposition = common::wait_for(Duration::from_secs(30), "/metrics with credentials", || {
-        let text = std::net::TcpStream::connect(("127.0.0.1", http))
-            .ok()
-            .map(|_| scrape(http))?;
+        let text = scrape(http);
         text.contains("firehose_relay_aws_credentials_expiry_timestamp_seconds{")
             .then_some(text)
     });
