@@ -150,9 +150,7 @@ impl Buffer for MemoryBuffer {
             let slice = records.slice(part.range.clone());
             if let Some((_, c)) = st.staged.as_mut() {
                 // A chunk is far below 4 GiB (chunk_limit_size is validated), so this holds.
-                c.records
-                    .extend(&slice)
-                    .map_err(|e| BufferError::Storage(e.to_string()))?;
+                c.records.extend(&slice).map_err(BufferError::from)?;
             }
             st.bytes += part.bytes;
             st.records += slice.len() as u64;

@@ -25,7 +25,9 @@ use async_trait::async_trait;
 use tokio::sync::Notify;
 
 pub use delivered::DeliveredSet;
+use file::StoreError;
 pub use records::Records;
+use records::RecordsTooLarge;
 
 /// Identifies a chunk within one output's buffer. Ids increase with creation time, so ordering
 /// by id is ordering by age.
@@ -115,9 +117,14 @@ pub enum AppendError {
 /// A storage-level failure of the buffer.
 #[derive(Debug, thiserror::Error)]
 pub enum BufferError {
-    /// The underlying store reported an error.
+    /// The underlying store reported an error; the cause is kept, so disk full can be told
+    /// apart by code ([`StoreError::is_storage_full`]).
     #[error("buffer storage error: {0}")]
-    Storage(String),
+    Storage(#[from] StoreError),
+    /// A chunk would pass what one record batch can hold (4 GiB); chunk_limit_size is validated
+    /// far below that.
+    #[error("buffer storage error: {0}")]
+    TooLarge(#[from] RecordsTooLarge),
     /// A chunk id that is not in flight was passed back.
     #[error("chunk {0} is not in flight")]
     NotInFlight(ChunkId),

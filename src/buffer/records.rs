@@ -11,7 +11,7 @@ pub struct Records {
 }
 
 /// A record could not be added because a batch's data would exceed 4 GiB.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, Copy, thiserror::Error)]
 #[error("a batch of records cannot exceed 4 GiB")]
 pub struct RecordsTooLarge;
 

@@ -49,7 +49,7 @@ pub enum EmitError {
     Append(#[from] AppendError),
     /// Records that can never be delivered could not be written to the dead-letter directory.
     #[error("cannot write rejected records to the dead-letter directory: {0}")]
-    DeadLetter(std::io::Error),
+    DeadLetter(#[source] std::io::Error),
 }
 
 /// Filters and outputs, in config order.

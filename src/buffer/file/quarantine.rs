@@ -32,7 +32,7 @@ pub(crate) fn write(
         raw.extend_from_slice(v);
     }
     let bin = dir.join(format!("{stem}.bin"));
-    let io = |p: &Path, e: std::io::Error| StoreError::Io(format!("{}: {e}", p.display()));
+    let io = |p: &Path, e: std::io::Error| StoreError::io(p.display().to_string(), e);
     write_atomic(&bin, &raw).map_err(|e| io(&bin, e))?;
     if let Some(src) = data_file {
         // Copied, not read into memory: a corrupted file may be of any size.

@@ -327,7 +327,7 @@ impl Inner {
             let m = meta.clone();
             let read = tokio::task::spawn_blocking(move || read_chunk(&tree, &path, id, Some(&m)))
                 .await
-                .unwrap_or_else(|e| Err(ReadError::Storage(StoreError::Io(e.to_string()))));
+                .unwrap_or_else(|e| Err(ReadError::Storage(e.into())));
             match read {
                 Ok(records) => {
                     return Ok(Some(Chunk {
@@ -364,7 +364,7 @@ impl Inner {
             recovery::quarantine_chunk(&store, &tree, &dir, &output, id, &reason)
         })
         .await
-        .unwrap_or_else(|e| Err(StoreError::Io(e.to_string())));
+        .unwrap_or_else(|e| Err(e.into()));
         match res {
             Ok(()) => {
                 let mut st = self.lock();

@@ -51,7 +51,7 @@ pub(crate) fn read_chunk(
         std::io::ErrorKind::NotFound => {
             ReadError::Corrupt(format!("chunk file {} is missing", path.display()))
         }
-        _ => ReadError::Storage(StoreError::Io(format!("read {}: {e}", path.display()))),
+        _ => ReadError::Storage(StoreError::io(format!("read {}", path.display()), e)),
     })?;
     let scan = codec::scan_chunk_file(&bytes, id).map_err(corrupt)?;
     match meta.filter(|m| m.state == StoredState::Queued) {

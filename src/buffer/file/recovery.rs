@@ -126,8 +126,8 @@ fn recover_staged(
     rec: &mut Recovered,
 ) -> Result<Option<ChunkMeta>, StoreError> {
     let path = chunk_file(dir, id);
-    let bytes = std::fs::read(&path)
-        .map_err(|e| StoreError::Io(format!("read {}: {e}", path.display())))?;
+    let bytes =
+        std::fs::read(&path).map_err(|e| StoreError::io(format!("read {}", path.display()), e))?;
     let scan = match codec::scan_chunk_file(&bytes, id) {
         Ok(s) => s,
         // Shorter than a header: the creation of a chunk whose first append was never
@@ -183,7 +183,7 @@ fn cut_tail(
         &[(b"tail".to_vec(), tail.to_vec())],
         None,
     )?;
-    let io = |e: std::io::Error| StoreError::Io(format!("truncate {}: {e}", path.display()));
+    let io = |e: std::io::Error| StoreError::io(format!("truncate {}", path.display()), e);
     let file = OpenOptions::new().write(true).open(path).map_err(io)?;
     file.set_len(valid_len).map_err(io)?;
     file.sync_all().map_err(io)?;

@@ -13,6 +13,7 @@ use sled::Tree;
 
 use super::codec::{self, ChunkMeta, DataStorage, StoredState, META_PREFIX};
 use super::writer::{self, Op, Request};
+use crate::buffer::records::RecordsTooLarge;
 use crate::buffer::{ChunkId, DeliveredSet, Records, RetryState};
 use crate::fsutil::sync_dir;
 
@@ -35,18 +36,33 @@ pub const QUARANTINE_DIR: &str = "quarantine";
 const TREE_PREFIX: &str = "output/";
 
 /// A failure of the buffer database. Cloneable because one failed group commit answers many
-/// appends.
+/// appends: the causes are shared (`Arc`), so every clone keeps the original error, and disk
+/// full is told apart from other I/O errors by its code ([`StoreError::io_error`],
+/// [`StoreError::is_storage_full`]), never by message text.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
     /// sled reported an error.
     #[error("buffer database: {0}")]
-    Sled(String),
+    Sled(#[source] Arc<sled::Error>),
     /// A file operation around the database failed.
-    #[error("buffer database: {0}")]
-    Io(String),
+    #[error("buffer database: {context}: {source}")]
+    Io {
+        /// What was being done, and to which path.
+        context: String,
+        /// The operating system's error.
+        #[source]
+        source: Arc<std::io::Error>,
+    },
     /// An earlier write failed; nothing is written until the relay restarts and recovers.
     #[error("buffer database failed earlier ({0}); restart the relay to recover from disk")]
-    Failed(String),
+    Failed(#[source] Arc<StoreError>),
+    /// The records of one group commit for one chunk would pass 4 GiB (chunk_limit_size is
+    /// validated far below that, so this is a bug, refused rather than written).
+    #[error("buffer database: {0}")]
+    TooLarge(#[from] RecordsTooLarge),
+    /// A blocking task working on the database panicked or was cancelled.
+    #[error("buffer database: a blocking task failed: {0}")]
+    Task(#[source] Arc<tokio::task::JoinError>),
     /// The writer thread is gone (the store is being dropped).
     #[error("buffer database writer has stopped")]
     WriterGone,
@@ -55,15 +71,49 @@ pub enum StoreError {
     Missing(PathBuf),
 }
 
-impl From<sled::Error> for StoreError {
-    fn from(e: sled::Error) -> Self {
-        StoreError::Sled(e.to_string())
+impl StoreError {
+    /// An I/O error while doing `context` (what, and to which path).
+    pub fn io(context: impl Into<String>, source: std::io::Error) -> Self {
+        StoreError::Io {
+            context: context.into(),
+            source: Arc::new(source),
+        }
+    }
+
+    /// The operating system's error behind this one, if any: directly, inside a sled error, or
+    /// behind [`StoreError::Failed`].
+    pub fn io_error(&self) -> Option<&std::io::Error> {
+        match self {
+            StoreError::Io { source, .. } => Some(source),
+            StoreError::Sled(e) => match e.as_ref() {
+                sled::Error::Io(io) => Some(io),
+                _ => None,
+            },
+            StoreError::Failed(first) => first.io_error(),
+            _ => None,
+        }
+    }
+
+    /// True when the file system (or the user's quota) is full: `ENOSPC` / `EDQUOT`.
+    pub fn is_storage_full(&self) -> bool {
+        self.io_error().is_some_and(|e| {
+            matches!(
+                e.kind(),
+                std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded
+            )
+        })
     }
 }
 
-impl From<StoreError> for crate::buffer::BufferError {
-    fn from(e: StoreError) -> Self {
-        crate::buffer::BufferError::Storage(e.to_string())
+impl From<sled::Error> for StoreError {
+    fn from(e: sled::Error) -> Self {
+        StoreError::Sled(Arc::new(e))
+    }
+}
+
+impl From<tokio::task::JoinError> for StoreError {
+    fn from(e: tokio::task::JoinError) -> Self {
+        StoreError::Task(Arc::new(e))
     }
 }
 
@@ -75,7 +125,7 @@ pub struct Store {
     tx: Mutex<Option<Sender<Request>>>,
     writer: Mutex<Option<JoinHandle<()>>>,
     writer_id: Option<ThreadId>,
-    failed: Arc<OnceLock<String>>,
+    failed: Arc<OnceLock<StoreError>>,
     commits: Arc<AtomicU64>,
 }
 
@@ -84,7 +134,7 @@ impl Store {
     /// bounded to `cache_capacity` bytes, and starts its writer.
     pub fn open(data_dir: &Path, cache_capacity: u64) -> Result<Arc<Store>, StoreError> {
         let path = data_dir.join(DB_DIR);
-        let io = |what: &str, e: std::io::Error| StoreError::Io(format!("{what}: {e}"));
+        let io = |what: &str, e: std::io::Error| StoreError::io(what, e);
         std::fs::create_dir_all(&path).map_err(|e| io(&format!("create {}", path.display()), e))?;
         let db = sled::Config::new()
             .path(&path)
@@ -170,7 +220,7 @@ impl Store {
         let parent = self.data_dir.join(DB_DIR).join(CHUNKS_DIR);
         let dir = self.chunk_dir_path(output);
         if !dir.is_dir() {
-            let io = |e: std::io::Error| StoreError::Io(format!("create {}: {e}", dir.display()));
+            let io = |e: std::io::Error| StoreError::io(format!("create {}", dir.display()), e);
             std::fs::create_dir_all(&dir).map_err(io)?;
             sync_dir(&dir).map_err(io)?;
             sync_dir(&parent).map_err(io)?;
@@ -207,7 +257,7 @@ impl Store {
     pub fn size_on_disk(&self) -> Result<u64, StoreError> {
         let mut total = self.db.size_on_disk()?;
         let chunks = self.data_dir.join(DB_DIR).join(CHUNKS_DIR);
-        let io = |p: &Path, e: std::io::Error| StoreError::Io(format!("{}: {e}", p.display()));
+        let io = |p: &Path, e: std::io::Error| StoreError::io(p.display().to_string(), e);
         for dir in std::fs::read_dir(&chunks).map_err(|e| io(&chunks, e))? {
             let dir = dir.map_err(|e| io(&chunks, e))?.path();
             if !dir.is_dir() {
@@ -223,8 +273,8 @@ impl Store {
 
     /// Sends a request to the writer. Fails at once if an earlier write failed.
     pub(crate) fn submit(&self, req: Request) -> Result<(), StoreError> {
-        if let Some(msg) = self.failed.get() {
-            return Err(StoreError::Failed(msg.clone()));
+        if let Some(first) = self.failed.get() {
+            return Err(StoreError::Failed(Arc::new(first.clone())));
         }
         let tx = self.tx.lock().unwrap_or_else(|e| e.into_inner());
         match tx.as_ref() {
@@ -323,7 +373,7 @@ pub(crate) fn chunk_of_file(name: &std::ffi::OsStr) -> Option<ChunkId> {
 
 /// The chunk ids that have a file in `dir`, in order.
 pub(crate) fn chunk_files(dir: &Path) -> Result<Vec<ChunkId>, StoreError> {
-    let io = |e: std::io::Error| StoreError::Io(format!("list {}: {e}", dir.display()));
+    let io = |e: std::io::Error| StoreError::io(format!("list {}", dir.display()), e);
     let mut ids = Vec::new();
     for entry in std::fs::read_dir(dir).map_err(io)? {
         if let Some(id) = chunk_of_file(&entry.map_err(io)?.file_name()) {

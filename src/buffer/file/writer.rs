@@ -122,7 +122,7 @@ pub(crate) struct Writer {
     pub db_file: File,
     /// Set on the first error; from then on every request fails at once (the state of a file
     /// or of sled after an I/O error is unknown, so the process must restart and recover).
-    pub failed: Arc<OnceLock<String>>,
+    pub failed: Arc<OnceLock<StoreError>>,
     /// Group commits done.
     pub commits: Arc<AtomicU64>,
     /// When metadata was first applied without being made durable, if it still is not.
@@ -165,7 +165,7 @@ impl Writer {
             }
             let mut completions = Vec::with_capacity(group.len());
             let result = match self.failed.get() {
-                Some(msg) => Err(StoreError::Failed(msg.clone())),
+                Some(first) => Err(StoreError::Failed(Arc::new(first.clone()))),
                 None => self.commit(group, &mut completions),
             };
             // Keep the frame buffer for the next group, but not a flood's worth of it.
@@ -185,7 +185,7 @@ impl Writer {
 
     fn fail_on(&self, result: &Result<(), StoreError>) {
         if let Err(e) = result {
-            if self.failed.set(e.to_string()).is_ok() {
+            if self.failed.set(e.clone()).is_ok() {
                 tracing::error!(error = %e, "buffer write failed; appends are refused until restart");
             }
         }
@@ -206,7 +206,7 @@ impl Writer {
         self.db.flush()?;
         self.db_file
             .sync_data()
-            .map_err(|e| StoreError::Io(format!("fdatasync of the buffer database: {e}")))
+            .map_err(|e| StoreError::io("fdatasync of the buffer database", e))
     }
 
     /// Applies one group (see the module comment). Moves each request's completion into
@@ -297,7 +297,7 @@ fn group_bytes(r: &Request) -> usize {
 }
 
 fn io_error(what: &str, path: &Path, e: std::io::Error) -> StoreError {
-    StoreError::Io(format!("{what} {}: {e}", path.display()))
+    StoreError::io(format!("{what} {}", path.display()), e)
 }
 
 /// Creates and appends to the chunk files of one output, then fdatasyncs each of them.
@@ -365,9 +365,7 @@ fn add_ops(g: &mut OutputGroup, ops: Vec<Op>) -> Result<(), StoreError> {
                 g.created.insert(chunk, created_ms);
             }
             Op::Append { chunk, records } => match g.appended.get_mut(&chunk) {
-                Some(pending) => pending
-                    .extend(&records)
-                    .map_err(|e| StoreError::Io(e.to_string()))?,
+                Some(pending) => pending.extend(&records)?,
                 None => {
                     g.appended.insert(chunk, records);
                 }
