@@ -255,7 +255,7 @@ type = "file"
 /// Starts the relay, lets it stage records for a second, stops it with `signal` and returns
 /// its log and how many records the source generated.
 fn run_then_signal(dir: &Path, conf: &Path, signal: &str) -> (String, u64) {
-    let mut child = spawn_relay(conf, &[]);
+    let mut child = KillOnDrop(spawn_relay(conf, &[]));
     wait_for_log(
         dir,
         &mut child,
@@ -316,12 +316,10 @@ fn without_flush_at_shutdown_staged_records_stay_on_disk_for_the_next_start() {
     );
     assert!(text.contains("forward"));
     std::fs::write(&conf, text).unwrap();
-    let mut child = spawn_relay(&conf, &[]);
+    let _relay = KillOnDrop(spawn_relay(&conf, &[]));
     wait_for(Duration::from_secs(60), "the recovered records", || {
         (stored_ids(dir.path()) == (0..generated).collect::<Vec<_>>()).then_some(())
     });
-    let _ = child.kill();
-    let _ = child.wait();
 }
 
 #[test]
@@ -331,7 +329,7 @@ fn lazy_flush_mode_delivers_only_full_chunks_until_shutdown() {
         dir.path(),
         "flush_mode = \"lazy\"\nflush_interval = \"100ms\"\nchunk_limit_records = 10\nflush_thread_interval = \"20ms\"",
     );
-    let mut child = spawn_relay(&conf, &[]);
+    let _relay = KillOnDrop(spawn_relay(&conf, &[]));
     // Files appear as chunks fill (20 records/s, 10 per chunk), each holding a full chunk,
     // although flush_interval would have flushed partial ones every 100 ms.
     let files = wait_for(Duration::from_secs(60), "two full chunks", || {
@@ -347,6 +345,4 @@ fn lazy_flush_mode_delivers_only_full_chunks_until_shutdown() {
         let lines = std::fs::read_to_string(&f).unwrap().lines().count();
         assert_eq!(lines, 10, "{} holds a full chunk", f.display());
     }
-    let _ = child.kill();
-    let _ = child.wait();
 }

@@ -56,7 +56,7 @@ flush_interval = "100ms"
             url = fake.url
         ),
     );
-    let mut relay = common::spawn_relay(&conf, &[]);
+    let mut relay = common::KillOnDrop(common::spawn_relay(&conf, &[]));
     let addr = common::wait_forward_addr(dir.path(), &mut relay, "fwd");
     let mut s = std::net::TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
@@ -137,6 +137,4 @@ flush_interval = "100ms"
         "{reasons:?}"
     );
     assert_eq!(reasons.len(), 2, "{reasons:?}");
-    let _ = relay.kill();
-    let _ = relay.wait();
 }

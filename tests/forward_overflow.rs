@@ -15,7 +15,6 @@ use std::collections::BTreeSet;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::PathBuf;
-use std::process::Child;
 use std::time::{Duration, Instant};
 
 use forward_support::{read_records, Mp};
@@ -23,7 +22,8 @@ use forward_support::{read_records, Mp};
 /// A relay whose output path is blocked by a regular file; chunks of 8 KiB, 32 KiB in all.
 struct Full {
     dir: tempfile::TempDir,
-    child: Child,
+    /// Kept for its Drop: the relay stops with the test.
+    _child: common::KillOnDrop,
     port: u16,
     http: u16,
 }
@@ -60,12 +60,12 @@ retry_max_interval = "500ms"
 "#
             ),
         );
-        let mut child = common::spawn_relay(&conf, &[]);
+        let mut child = common::KillOnDrop(common::spawn_relay(&conf, &[]));
         let port = common::wait_forward_addr(dir.path(), &mut child, "fwd").port();
         let http = common::wait_http_addr(dir.path(), &mut child).port();
         Full {
             dir,
-            child,
+            _child: child,
             port,
             http,
         }
@@ -112,13 +112,6 @@ retry_max_interval = "500ms"
 
     fn log(&self) -> String {
         common::strip_ansi(&common::read_log(self.dir.path(), "stderr.log"))
-    }
-}
-
-impl Drop for Full {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

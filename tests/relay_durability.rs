@@ -99,22 +99,24 @@ fn each_ack_is_written_after_the_fdatasync_of_the_chunk_files_holding_its_record
     let conf = config(dir.path(), "flush_interval = \"60s\"");
     let trace = dir.path().join("trace.txt");
     let stderr = std::fs::File::create(dir.path().join("stderr.log")).unwrap();
-    let mut strace = Command::new("strace")
-        .args(["-f", "-qq", "-s", "256", "-o"])
-        .arg(&trace)
-        .args([
-            "-e",
-            "trace=openat,close,write,writev,sendto,sendmsg,pwrite64,pwritev,fsync,fdatasync",
-        ])
-        .arg(common::relay_bin())
-        .args(["run", "--config"])
-        .arg(&conf)
-        .env_remove("RELAY_CONFIG")
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(Stdio::from(stderr))
-        .spawn()
-        .expect("start strace");
+    let mut strace = common::KillOnDrop(
+        Command::new("strace")
+            .args(["-f", "-qq", "-s", "256", "-o"])
+            .arg(&trace)
+            .args([
+                "-e",
+                "trace=openat,close,write,writev,sendto,sendmsg,pwrite64,pwritev,fsync,fdatasync",
+            ])
+            .arg(common::relay_bin())
+            .args(["run", "--config"])
+            .arg(&conf)
+            .env_remove("RELAY_CONFIG")
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(stderr))
+            .spawn()
+            .expect("start strace"),
+    );
     let addr = common::wait_forward_addr(dir.path(), &mut strace, "fwd");
     let mut s = TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
@@ -244,7 +246,7 @@ fn kill_9_under_acked_load_loses_no_acknowledged_record() {
     let started = Instant::now();
     let kills = 10u64;
     for run in 0..kills {
-        let mut relay = common::spawn_relay(&conf, &[]);
+        let mut relay = common::KillOnDrop(common::spawn_relay(&conf, &[]));
         let addr = common::wait_forward_addr(dir.path(), &mut relay, "fwd");
         let stop = Arc::new(AtomicBool::new(false));
         let before = acked.lock().unwrap().len();
@@ -282,7 +284,7 @@ fn kill_9_under_acked_load_loses_no_acknowledged_record() {
     }
     let acked: BTreeSet<u64> = acked.lock().unwrap().iter().copied().collect();
     // The last start drains what the kills left behind.
-    let mut relay = common::spawn_relay(&conf, &[]);
+    let mut relay = common::KillOnDrop(common::spawn_relay(&conf, &[]));
     let out = dir.path().join("out");
     let missing = |delivered: &BTreeSet<u64>| -> Vec<u64> {
         acked

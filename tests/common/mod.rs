@@ -64,6 +64,30 @@ pub fn spawn_relay(config: &Path, env: &[(&str, &str)]) -> Child {
     cmd.spawn().expect("start firehose-relay")
 }
 
+/// A child process that is killed (SIGKILL) and reaped when dropped, so that a failing test
+/// leaves no relay behind. Derefs to the [`Child`].
+pub struct KillOnDrop(pub Child);
+
+impl std::ops::Deref for KillOnDrop {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for KillOnDrop {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.0
+    }
+}
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// Sends SIGTERM to a child process.
 pub fn sigterm(child: &Child) {
     let status = Command::new("kill")

@@ -60,16 +60,22 @@ listen = "127.0.0.1:0"
 "#
         );
         let path = common::write_config(dir.path(), &config);
-        let mut child = common::spawn_relay(&path, &[]);
+        let child = common::spawn_relay(&path, &[]);
+        // Owned by the Relay before anything can panic, so that its Drop stops the process.
+        let mut relay = Relay {
+            dir,
+            port: 0,
+            child,
+        };
         // Port 0: the relay reports the port it bound, so parallel tests cannot collide.
-        let port = common::wait_forward_addr(dir.path(), &mut child, "fwd").port();
+        relay.port = common::wait_forward_addr(relay.dir.path(), &mut relay.child, "fwd").port();
         common::wait_for_log(
-            dir.path(),
-            &mut child,
+            relay.dir.path(),
+            &mut relay.child,
             "firehose-relay started",
             Duration::from_secs(60),
         );
-        Relay { dir, port, child }
+        relay
     }
 
     /// The relay's log, without terminal colour codes.
