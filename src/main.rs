@@ -3,10 +3,11 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use anyhow::Context;
 use clap::{Parser, Subcommand};
 
 use firehose_relay::buffer::file::{inspect, Store};
-use firehose_relay::config::{Config, ConfigSource};
+use firehose_relay::config::{Config, ConfigError, ConfigSource};
 use firehose_relay::flush::deadletter::DeadLetter;
 
 /// Tunes glibc malloc for this workload, before any thread starts. The relay allocates and
@@ -106,14 +107,37 @@ const INSPECT_CACHE: u64 = 16 << 20;
 /// Exit status for configuration errors.
 const EXIT_CONFIG: u8 = 2;
 
-fn load_config(cli_path: Option<PathBuf>) -> Result<Config, ExitCode> {
-    Config::load(&ConfigSource::resolve(cli_path)).map_err(|e| {
-        eprintln!("firehose-relay: {e}");
-        ExitCode::from(EXIT_CONFIG)
-    })
+/// Why a subcommand could not do its job. `main` prints it once, then exits with status 2 for a
+/// configuration error and 1 for anything else. (A subcommand that did its job but has
+/// something to report, e.g. unreadable entries, prints it itself and returns its status.)
+#[derive(Debug)]
+enum Failure {
+    /// The configuration cannot be used.
+    Config(ConfigError),
+    /// Anything else, with its chain of causes.
+    Other(anyhow::Error),
 }
 
-fn data_dir(explicit: Option<PathBuf>, cli_path: Option<PathBuf>) -> Result<PathBuf, ExitCode> {
+impl From<ConfigError> for Failure {
+    fn from(e: ConfigError) -> Self {
+        Failure::Config(e)
+    }
+}
+
+impl From<anyhow::Error> for Failure {
+    fn from(e: anyhow::Error) -> Self {
+        Failure::Other(e)
+    }
+}
+
+/// What every subcommand returns.
+type Outcome = Result<ExitCode, Failure>;
+
+fn load_config(cli_path: Option<PathBuf>) -> Result<Config, ConfigError> {
+    Config::load(&ConfigSource::resolve(cli_path))
+}
+
+fn data_dir(explicit: Option<PathBuf>, cli_path: Option<PathBuf>) -> Result<PathBuf, ConfigError> {
     match explicit {
         Some(d) => Ok(d),
         None => load_config(cli_path).map(|c| c.data_dir),
@@ -121,7 +145,7 @@ fn data_dir(explicit: Option<PathBuf>, cli_path: Option<PathBuf>) -> Result<Path
 }
 
 /// Loads the config, sets up logging and the runtime: what `run` and `drain` share.
-fn start(cli_path: Option<PathBuf>) -> Result<(Config, tokio::runtime::Runtime), ExitCode> {
+fn start(cli_path: Option<PathBuf>) -> Result<(Config, tokio::runtime::Runtime), Failure> {
     let cfg = load_config(cli_path)?;
     firehose_relay::ops::logging::init_logging(cfg.log_format);
     firehose_relay::config::env::log_foreign(&cfg.ignored_env);
@@ -131,10 +155,7 @@ fn start(cli_path: Option<PathBuf>) -> Result<(Config, tokio::runtime::Runtime),
         .max_blocking_threads(8)
         .enable_all()
         .build()
-        .map_err(|e| {
-            eprintln!("firehose-relay: cannot start the runtime: {e}");
-            ExitCode::FAILURE
-        })?;
+        .context("cannot start the runtime")?;
     Ok((cfg, runtime))
 }
 
@@ -142,20 +163,78 @@ fn parse_timeout(text: &str) -> Result<std::time::Duration, String> {
     firehose_relay::primitives::units::parse_duration(text).map_err(|e| e.to_string())
 }
 
-fn drain(cli_path: Option<PathBuf>, timeout: Option<std::time::Duration>) -> ExitCode {
-    use firehose_relay::drain::Outcome;
-    let (cfg, runtime) = match start(cli_path) {
-        Ok(started) => started,
-        Err(code) => return code,
-    };
-    let report = match runtime.block_on(firehose_relay::drain::drain(&cfg, timeout)) {
-        Ok(r) => r,
-        Err(e) => {
-            tracing::error!("{e:#}");
-            eprintln!("firehose-relay: drain failed: {e:#}");
-            return ExitCode::FAILURE;
+fn main() -> ExitCode {
+    tune_allocator();
+    let cli = Cli::parse();
+    match run_command(cli) {
+        Ok(status) => status,
+        Err(Failure::Config(e)) => {
+            eprintln!("firehose-relay: {e}");
+            ExitCode::from(EXIT_CONFIG)
         }
-    };
+        Err(Failure::Other(e)) => {
+            // Also in the log, for `run` and `drain` (a no-op before logging is set up).
+            tracing::error!("{e:#}");
+            eprintln!("firehose-relay: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run_command(cli: Cli) -> Outcome {
+    match cli.command.unwrap_or(Command::Run) {
+        Command::Check => check(cli.config),
+        Command::Drain { timeout } => drain(cli.config, timeout),
+        Command::Run => {
+            let (cfg, runtime) = start(cli.config)?;
+            runtime.block_on(firehose_relay::app::run(cfg))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::DeadLetter {
+            action,
+            data_dir: dir,
+        } => {
+            let dir = data_dir(dir, cli.config)?;
+            match action {
+                DeadLetterAction::List => dead_letter_list(&dir),
+                DeadLetterAction::Replay { output } => dead_letter_replay(&dir, output.as_deref()),
+            }
+        }
+        Command::Buffer {
+            action,
+            data_dir: dir,
+        } => {
+            let dir = data_dir(dir, cli.config)?;
+            match action {
+                BufferAction::Stats { output } => buffer_stats(&dir, output.as_deref()),
+                BufferAction::Dump { output, chunk } => {
+                    buffer_dump(&dir, output.as_deref(), chunk.as_deref())
+                }
+            }
+        }
+    }
+}
+
+fn check(cli_path: Option<PathBuf>) -> Outcome {
+    let cfg = load_config(cli_path)?;
+    let text = cfg.to_redacted_toml().map_err(anyhow::Error::new)?;
+    println!("# configuration is valid; effective settings:\n{text}");
+    if !cfg.ignored_env.is_empty() {
+        println!(
+            "# RELAY_* environment variables that are not configuration keys \
+             (ignored): {}",
+            cfg.ignored_env.join(", ")
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn drain(cli_path: Option<PathBuf>, timeout: Option<std::time::Duration>) -> Outcome {
+    use firehose_relay::drain::Outcome;
+    let (cfg, runtime) = start(cli_path)?;
+    let report = runtime
+        .block_on(firehose_relay::drain::drain(&cfg, timeout))
+        .context("drain failed")?;
     let dir = cfg.data_dir.display();
     let secs = report.elapsed.as_secs_f64();
     let (status, headline) = match report.outcome {
@@ -188,88 +267,14 @@ fn drain(cli_path: Option<PathBuf>, timeout: Option<std::time::Duration>) -> Exi
     } else {
         eprintln!("firehose-relay: {text}");
     }
-    status
+    Ok(status)
 }
 
-fn main() -> ExitCode {
-    tune_allocator();
-    let cli = Cli::parse();
-    match cli.command.unwrap_or(Command::Run) {
-        Command::Check => match load_config(cli.config) {
-            Ok(cfg) => match cfg.to_redacted_toml() {
-                Ok(text) => {
-                    println!("# configuration is valid; effective settings:\n{text}");
-                    if !cfg.ignored_env.is_empty() {
-                        println!(
-                            "# RELAY_* environment variables that are not configuration keys \
-                             (ignored): {}",
-                            cfg.ignored_env.join(", ")
-                        );
-                    }
-                    ExitCode::SUCCESS
-                }
-                Err(e) => {
-                    eprintln!("firehose-relay: {e}");
-                    ExitCode::FAILURE
-                }
-            },
-            Err(code) => code,
-        },
-        Command::Drain { timeout } => drain(cli.config, timeout),
-        Command::Run => {
-            let (cfg, runtime) = match start(cli.config) {
-                Ok(started) => started,
-                Err(code) => return code,
-            };
-            match runtime.block_on(firehose_relay::app::run(cfg)) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    tracing::error!("{e:#}");
-                    eprintln!("firehose-relay: {e:#}");
-                    ExitCode::FAILURE
-                }
-            }
-        }
-        Command::DeadLetter {
-            action,
-            data_dir: dir,
-        } => {
-            let dir = match data_dir(dir, cli.config) {
-                Ok(d) => d,
-                Err(code) => return code,
-            };
-            match action {
-                DeadLetterAction::List => dead_letter_list(&dir),
-                DeadLetterAction::Replay { output } => dead_letter_replay(&dir, output.as_deref()),
-            }
-        }
-        Command::Buffer {
-            action,
-            data_dir: dir,
-        } => {
-            let dir = match data_dir(dir, cli.config) {
-                Ok(d) => d,
-                Err(code) => return code,
-            };
-            match action {
-                BufferAction::Stats { output } => buffer_stats(&dir, output.as_deref()),
-                BufferAction::Dump { output, chunk } => {
-                    buffer_dump(&dir, output.as_deref(), chunk.as_deref())
-                }
-            }
-        }
-    }
-}
-
-fn dead_letter_list(dir: &std::path::Path) -> ExitCode {
+fn dead_letter_list(dir: &std::path::Path) -> Outcome {
     let dl = DeadLetter::new(dir);
-    let entries = match dl.list() {
-        Ok(e) => e,
-        Err(e) => {
-            eprintln!("firehose-relay: cannot read {}: {e}", dl.root().display());
-            return ExitCode::FAILURE;
-        }
-    };
+    let entries = dl
+        .list()
+        .with_context(|| format!("cannot read {}", dl.root().display()))?;
     if entries.is_empty() {
         println!("no dead-lettered records in {}", dl.root().display());
     }
@@ -290,28 +295,17 @@ fn dead_letter_list(dir: &std::path::Path) -> ExitCode {
             }
         }
     }
-    status
+    Ok(status)
 }
 
-fn open_store(dir: &std::path::Path) -> Result<std::sync::Arc<Store>, ExitCode> {
-    Store::open_existing(dir, INSPECT_CACHE).map_err(|e| {
-        eprintln!("firehose-relay: {e} (is the relay still running? stop it first)");
-        ExitCode::FAILURE
-    })
+fn open_store(dir: &std::path::Path) -> anyhow::Result<std::sync::Arc<Store>> {
+    Store::open_existing(dir, INSPECT_CACHE)
+        .context("cannot open the buffer database (is the relay still running? stop it first)")
 }
 
-fn buffer_stats(dir: &std::path::Path, only: Option<&str>) -> ExitCode {
-    let store = match open_store(dir) {
-        Ok(s) => s,
-        Err(code) => return code,
-    };
-    let reports = match inspect::stats(&store) {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("firehose-relay: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
+fn buffer_stats(dir: &std::path::Path, only: Option<&str>) -> Outcome {
+    let store = open_store(dir)?;
+    let reports = inspect::stats(&store).map_err(anyhow::Error::new)?;
     let now = firehose_relay::buffer::now_ms();
     for r in reports
         .iter()
@@ -337,83 +331,58 @@ fn buffer_stats(dir: &std::path::Path, only: Option<&str>) -> ExitCode {
         Ok(n) => println!("physical_bytes_on_disk={n}"),
         Err(e) => eprintln!("firehose-relay: cannot measure the database size: {e}"),
     }
-    ExitCode::SUCCESS
+    Ok(ExitCode::SUCCESS)
 }
 
 /// The output to act on: the one named, or the only one there is.
-fn pick_output(store: &Store, output: Option<&str>) -> Result<String, ExitCode> {
+fn pick_output(store: &Store, output: Option<&str>) -> anyhow::Result<String> {
     let outputs = store.outputs();
     match output {
         Some(o) if outputs.iter().any(|x| x == o) => Ok(o.to_owned()),
-        Some(o) => {
-            eprintln!(
-                "firehose-relay: no output `{o}` in the buffer (outputs: {})",
-                outputs.join(", ")
-            );
-            Err(ExitCode::FAILURE)
-        }
+        Some(o) => anyhow::bail!(
+            "no output `{o}` in the buffer (outputs: {})",
+            outputs.join(", ")
+        ),
         None if outputs.len() == 1 => Ok(outputs[0].clone()),
-        None => {
-            eprintln!(
-                "firehose-relay: name one of the outputs with --output: {}",
-                outputs.join(", ")
-            );
-            Err(ExitCode::FAILURE)
-        }
+        None => anyhow::bail!(
+            "name one of the outputs with --output: {}",
+            outputs.join(", ")
+        ),
     }
 }
 
-fn buffer_dump(dir: &std::path::Path, output: Option<&str>, chunk: Option<&str>) -> ExitCode {
-    let store = match open_store(dir) {
-        Ok(s) => s,
-        Err(code) => return code,
-    };
-    let output = match pick_output(&store, output) {
-        Ok(o) => o,
-        Err(code) => return code,
-    };
-    let chunk = match chunk.map(|c| (c, inspect::parse_chunk_id(c))) {
-        Some((c, None)) => {
-            eprintln!("firehose-relay: `{c}` is not a chunk id");
-            return ExitCode::FAILURE;
+fn buffer_dump(dir: &std::path::Path, output: Option<&str>, chunk: Option<&str>) -> Outcome {
+    let store = open_store(dir)?;
+    let output = pick_output(&store, output)?;
+    let chunk = match chunk {
+        Some(c) => {
+            Some(inspect::parse_chunk_id(c).with_context(|| format!("`{c}` is not a chunk id"))?)
         }
-        Some((_, id)) => id,
         None => None,
     };
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
-    match inspect::dump(&store, &output, chunk, &mut out) {
-        Ok((_, problems)) if problems.is_empty() => ExitCode::SUCCESS,
-        Ok((_, problems)) => {
-            for p in problems {
-                eprintln!("firehose-relay: {p}");
-            }
-            ExitCode::FAILURE
-        }
-        Err(e) => {
-            eprintln!("firehose-relay: {e}");
-            ExitCode::FAILURE
-        }
+    let (_, problems) =
+        inspect::dump(&store, &output, chunk, &mut out).map_err(anyhow::Error::new)?;
+    for p in &problems {
+        eprintln!("firehose-relay: {p}");
     }
+    Ok(if problems.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
-fn dead_letter_replay(dir: &std::path::Path, only: Option<&str>) -> ExitCode {
+fn dead_letter_replay(dir: &std::path::Path, only: Option<&str>) -> Outcome {
+    use firehose_relay::flush::deadletter::ReplayError;
     let dl = DeadLetter::new(dir);
-    let entries = match dl.list() {
-        Ok(e) => e,
-        Err(e) => {
-            eprintln!("firehose-relay: cannot read {}: {e}", dl.root().display());
-            return ExitCode::FAILURE;
-        }
-    };
+    let entries = dl
+        .list()
+        .with_context(|| format!("cannot read {}", dl.root().display()))?;
     // Create the database if this data_dir never had one: replaying is how it gets data.
-    let store = match Store::open(dir, INSPECT_CACHE) {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("firehose-relay: {e} (is the relay still running? stop it first)");
-            return ExitCode::FAILURE;
-        }
-    };
+    let store = Store::open(dir, INSPECT_CACHE)
+        .context("cannot open the buffer database (is the relay still running? stop it first)")?;
     let mut status = ExitCode::SUCCESS;
     let (mut moved, mut records) = (0u64, 0u64);
     for entry in entries {
@@ -428,47 +397,30 @@ fn dead_letter_replay(dir: &std::path::Path, only: Option<&str>) -> ExitCode {
         if only.is_some_and(|o| o != entry.meta.output) {
             continue;
         }
-        let recs = match DeadLetter::read_records(&entry) {
-            Ok(r) => r,
-            Err(msg) => {
-                eprintln!("firehose-relay: {msg}; left in place");
+        let chunk = match DeadLetter::replay(&entry, &store) {
+            Ok((chunk, _)) => chunk,
+            Err(e) => {
+                eprintln!("firehose-relay: {e}");
                 status = ExitCode::FAILURE;
-                continue;
+                // Queued but not removed: the records did move.
+                let ReplayError::Remove { chunk, .. } = e else {
+                    continue;
+                };
+                chunk
             }
         };
-        let n = recs.len() as u64;
-        let created = entry.meta.created_ms.unwrap_or(entry.meta.dead_lettered_ms);
-        // Durable in the queue first, then delete: a crash in between duplicates, never loses.
-        match store.import_chunk(&entry.meta.output, recs, created) {
-            Ok(id) => {
-                if let Err(e) = DeadLetter::remove(&entry) {
-                    eprintln!(
-                        "firehose-relay: replayed into chunk {id} but cannot remove {}: {e} \
-                         (remove it by hand, or it will be replayed twice)",
-                        entry.meta_path.display()
-                    );
-                    status = ExitCode::FAILURE;
-                }
-                println!(
-                    "{}\toutput={}\trecords={n}\tchunk={id}",
-                    entry.meta_path.display(),
-                    entry.meta.output
-                );
-                moved += 1;
-                records += n;
-            }
-            Err(e) => {
-                eprintln!(
-                    "firehose-relay: cannot replay {}: {e}",
-                    entry.meta_path.display()
-                );
-                status = ExitCode::FAILURE;
-            }
-        }
+        let n = entry.meta.records as u64;
+        println!(
+            "{}\toutput={}\trecords={n}\tchunk={chunk}",
+            entry.meta_path.display(),
+            entry.meta.output
+        );
+        moved += 1;
+        records += n;
     }
     println!(
         "replayed {moved} entries ({records} records) into the buffer in {}",
         dir.display()
     );
-    status
+    Ok(status)
 }

@@ -1,7 +1,13 @@
 //! The dead-letter directory (`data_dir/dead-letter/OUTPUT/`): records that could not be
 //! delivered within the retry limits, or can never be delivered (e.g. too large), are kept
 //! here instead of being dropped. `firehose-relay dead-letter list|replay` inspects them and
-//! puts them back into the queue.
+//! puts them back into the queue ([`DeadLetter::replay`]).
+//!
+//! `OUTPUT` is the output name as one path component ([`path_component`]: bytes other than
+//! `[A-Za-z0-9_-]` become `%XX`), so outputs `a.b` and `a_b` never share a directory. Releases
+//! before this encoding wrote `_` for those bytes; such directories are still read, because
+//! [`DeadLetter::list`] reads every subdirectory and takes the output from each entry's
+//! metadata, not from the directory name.
 //!
 //! Each entry is two files with the same stem `UNIXMS-SEQ`:
 //! * `.ndjson`: the records' bytes as the sink would have sent them (readable with `less`);
@@ -16,8 +22,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde::{Deserialize, Serialize};
 
-use crate::buffer::{now_ms, Records};
-use crate::fsutil::write_atomic;
+use crate::buffer::file::{Store, StoreError};
+use crate::buffer::{now_ms, ChunkId, Records};
+use crate::fsutil::{path_component, write_atomic};
 
 /// Metadata of one dead-letter entry.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -49,6 +56,35 @@ pub struct Entry {
     pub data_path: PathBuf,
     /// The metadata.
     pub meta: EntryMeta,
+}
+
+/// Why an entry could not be replayed. Unless it says otherwise, the entry is left in place.
+#[derive(Debug, thiserror::Error)]
+pub enum ReplayError {
+    /// The entry's files cannot be read back.
+    #[error("{0}; left in place")]
+    Unreadable(String),
+    /// The buffer refused the records.
+    #[error("cannot replay {}: {source}", .path.display())]
+    Store {
+        /// The entry's metadata file.
+        path: PathBuf,
+        /// Why the buffer refused.
+        #[source]
+        source: StoreError,
+    },
+    /// The records are in the queue but the entry could not be deleted: replaying it again
+    /// would send its records twice.
+    #[error("replayed into chunk {chunk} but cannot remove {}: {source} (remove it by hand, or it will be replayed twice)", .path.display())]
+    Remove {
+        /// The chunk the records went to.
+        chunk: ChunkId,
+        /// The entry's metadata file.
+        path: PathBuf,
+        /// Why it could not be deleted.
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// Writes and reads the dead-letter directory.
@@ -91,7 +127,7 @@ impl DeadLetter {
 
     /// Writes an entry durably; returns the metadata path.
     pub fn write(&self, entry: NewEntry<'_>) -> std::io::Result<PathBuf> {
-        let dir = self.root.join(sanitize(entry.output));
+        let dir = self.root.join(path_component(entry.output));
         let now = now_ms();
         let seq = self.seq.fetch_add(1, Ordering::Relaxed);
         let stem = format!("{now}-{}-{seq}", std::process::id());
@@ -199,6 +235,28 @@ impl DeadLetter {
         })
     }
 
+    /// Moves `entry`'s records back into its output's queue in `store` (a stopped relay's):
+    /// durably stored as a new queued chunk first, then the entry is deleted, so a crash in
+    /// between sends the records twice but never loses them. Returns the new chunk and the
+    /// number of records.
+    pub fn replay(entry: &Entry, store: &Store) -> Result<(ChunkId, u64), ReplayError> {
+        let records = Self::read_records(entry).map_err(ReplayError::Unreadable)?;
+        let count = records.len() as u64;
+        let created = entry.meta.created_ms.unwrap_or(entry.meta.dead_lettered_ms);
+        let chunk = store
+            .import_chunk(&entry.meta.output, records, created)
+            .map_err(|source| ReplayError::Store {
+                path: entry.meta_path.clone(),
+                source,
+            })?;
+        Self::remove(entry).map_err(|source| ReplayError::Remove {
+            chunk,
+            path: entry.meta_path.clone(),
+            source,
+        })?;
+        Ok((chunk, count))
+    }
+
     /// Removes an entry (after a successful replay).
     pub fn remove(entry: &Entry) -> std::io::Result<()> {
         std::fs::remove_file(&entry.meta_path)?;
@@ -207,19 +265,6 @@ impl DeadLetter {
             _ => Ok(()),
         }
     }
-}
-
-/// Output names become directory names: keep them to a safe alphabet.
-fn sanitize(name: &str) -> String {
-    name.chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect()
 }
 
 #[cfg(test)]
@@ -249,5 +294,105 @@ mod tests {
         assert_eq!(DeadLetter::read_records(entry).unwrap(), records);
         DeadLetter::remove(entry).unwrap();
         assert!(dl.list().unwrap().is_empty());
+    }
+
+    /// Outputs whose names differ only in characters a file name cannot keep as they are
+    /// (`a.b`, `a_b`, `a/b`) keep their dead letters apart.
+    #[test]
+    fn outputs_with_similar_names_get_separate_directories() {
+        let dir = tempfile::tempdir().unwrap();
+        let dl = DeadLetter::new(dir.path());
+        let mut records = Records::new();
+        records.push(b"x").unwrap();
+        let names = ["a.b", "a_b", "a/b", "a%2Eb"];
+        let mut dirs = std::collections::BTreeSet::new();
+        for output in names {
+            let meta = dl
+                .write(NewEntry {
+                    output,
+                    reason: "r",
+                    tag: None,
+                    attempts: 0,
+                    created_ms: None,
+                    records: &records,
+                })
+                .unwrap();
+            assert_eq!(meta.parent().unwrap().parent().unwrap(), dl.root());
+            dirs.insert(meta.parent().unwrap().to_owned());
+        }
+        assert_eq!(dirs.len(), names.len(), "{dirs:?}");
+    }
+
+    /// Entries written by a release that turned `.` into `_` in directory names are still
+    /// listed, with the output their metadata names.
+    #[test]
+    fn entries_in_directories_named_by_older_releases_are_still_found() {
+        let dir = tempfile::tempdir().unwrap();
+        let dl = DeadLetter::new(dir.path());
+        let mut records = Records::new();
+        records.push(b"x").unwrap();
+        let meta = dl.write(entry("a.b", &records)).unwrap();
+        let old_name = dl.root().join("a_b");
+        std::fs::rename(meta.parent().unwrap(), &old_name).unwrap();
+        let list = dl.list().unwrap();
+        assert_eq!(list.len(), 1);
+        let found = list[0].as_ref().unwrap();
+        assert_eq!(found.meta.output, "a.b");
+        assert_eq!(found.meta_path.parent().unwrap(), old_name);
+    }
+
+    fn entry<'a>(output: &'a str, records: &'a Records) -> NewEntry<'a> {
+        NewEntry {
+            output,
+            reason: "retry_timeout exceeded",
+            tag: None,
+            attempts: 3,
+            created_ms: Some(42),
+            records,
+        }
+    }
+
+    #[test]
+    fn replay_stores_the_records_durably_then_removes_the_entry() {
+        let dir = tempfile::tempdir().unwrap();
+        let dl = DeadLetter::new(dir.path());
+        let mut records = Records::new();
+        records.push(b"one\n").unwrap();
+        records.push(b"two").unwrap();
+        dl.write(entry("fh", &records)).unwrap();
+        let listed = dl.list().unwrap().pop().unwrap().unwrap();
+        {
+            let store = Store::open(dir.path(), 1 << 20).unwrap();
+            assert_eq!(
+                DeadLetter::replay(&listed, &store).unwrap(),
+                (ChunkId(1), 2)
+            );
+        }
+        assert!(dl.list().unwrap().is_empty(), "the entry is gone");
+        // A new process finds the records queued.
+        let store = Store::open_existing(dir.path(), 1 << 20).unwrap();
+        let back = crate::buffer::file::inspect::read_chunk(&store, "fh", ChunkId(1)).unwrap();
+        assert_eq!(back, records);
+    }
+
+    #[test]
+    fn an_entry_the_buffer_refuses_stays_in_place() {
+        let dir = tempfile::tempdir().unwrap();
+        let dl = DeadLetter::new(dir.path());
+        let mut records = Records::new();
+        records.push(b"kept").unwrap();
+        dl.write(entry("fh", &records)).unwrap();
+        let listed = dl.list().unwrap().pop().unwrap().unwrap();
+        let store = Store::open(dir.path(), 1 << 20).unwrap();
+        // The output's chunk directory cannot be created: a file is in its way.
+        let chunks = dir.path().join("buffer").join("chunks");
+        std::fs::write(chunks.join("fh"), b"in the way").unwrap();
+        let err = DeadLetter::replay(&listed, &store).unwrap_err();
+        assert!(matches!(err, ReplayError::Store { .. }), "{err}");
+        assert_eq!(dl.list().unwrap().len(), 1, "the entry is kept");
+        assert_eq!(
+            DeadLetter::read_records(dl.list().unwrap()[0].as_ref().unwrap()).unwrap(),
+            records
+        );
     }
 }

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 use super::store::StoreError;
 use crate::buffer::{now_ms, ChunkId};
-use crate::fsutil::{sync_dir, write_atomic};
+use crate::fsutil::{path_component, sync_dir, write_atomic};
 
 /// Writes the quarantine files of one chunk; returns the path of the `.bin` file. The chunk may
 /// be deleted from the database only after this succeeded.
@@ -23,7 +23,7 @@ pub(crate) fn write(
     entries: &[(Vec<u8>, Vec<u8>)],
     data_file: Option<&Path>,
 ) -> Result<PathBuf, StoreError> {
-    let stem = format!("{}-{chunk}-{}", sanitize(output), now_ms());
+    let stem = format!("{}-{chunk}-{}", path_component(output), now_ms());
     let mut raw = Vec::with_capacity(entries.iter().map(|(k, v)| k.len() + v.len() + 8).sum());
     for (k, v) in entries {
         raw.extend_from_slice(&(k.len() as u32).to_le_bytes());
@@ -55,19 +55,6 @@ pub(crate) fn write(
     Ok(bin)
 }
 
-/// Output names become file names: keep them to a safe alphabet.
-fn sanitize(name: &str) -> String {
-    name.chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect()
-}
-
 /// Reads back a quarantine `.bin` file (for tests and salvage tools).
 pub fn read_entries(bytes: &[u8]) -> Option<Vec<(Vec<u8>, Vec<u8>)>> {
     let mut out = Vec::new();
@@ -84,4 +71,39 @@ pub fn read_entries(bytes: &[u8]) -> Option<Vec<(Vec<u8>, Vec<u8>)>> {
         out.push((k, v));
     }
     Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The output part of every `.bin` file name in `dir`.
+    fn output_parts(dir: &Path) -> Vec<String> {
+        let mut out: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .filter_map(|n| n.strip_suffix(".bin").map(str::to_owned))
+            // `<output>-<chunk: 16 hex digits>-<unix ms>`
+            .map(|stem| {
+                let (rest, _ms) = stem.rsplit_once('-').unwrap();
+                rest.rsplit_once('-').unwrap().0.to_owned()
+            })
+            .collect();
+        out.sort();
+        out
+    }
+
+    /// Chunk 1 of output `a.b` and chunk 1 of output `a_b` quarantined in the same
+    /// millisecond must not overwrite each other: their file names differ by output.
+    #[test]
+    fn outputs_with_similar_names_get_separate_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let entries = vec![(b"k".to_vec(), b"v".to_vec())];
+        for output in ["a.b", "a_b"] {
+            write(dir.path(), output, ChunkId(1), "test", &entries, None).unwrap();
+        }
+        let parts = output_parts(dir.path());
+        assert_eq!(parts.len(), 2);
+        assert_ne!(parts[0], parts[1], "{parts:?}");
+    }
 }

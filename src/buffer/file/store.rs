@@ -15,7 +15,7 @@ use super::codec::{self, ChunkMeta, DataStorage, StoredState, META_PREFIX};
 use super::writer::{self, Op, Request};
 use crate::buffer::records::RecordsTooLarge;
 use crate::buffer::{ChunkId, DeliveredSet, Records, RetryState};
-use crate::fsutil::sync_dir;
+use crate::fsutil::{path_component, sync_dir};
 
 /// sled's segment size. DESIGN.md: with the default (512 KiB) values of ~200 KB became blob
 /// files that were never reclaimed; with 8 MiB and values ≤ 256 KiB the database stayed at
@@ -233,7 +233,7 @@ impl Store {
         self.data_dir
             .join(DB_DIR)
             .join(CHUNKS_DIR)
-            .join(dir_name(output))
+            .join(path_component(output))
     }
 
     /// Names of the outputs that have a tree.
@@ -382,20 +382,6 @@ pub(crate) fn chunk_files(dir: &Path) -> Result<Vec<ChunkId>, StoreError> {
     }
     ids.sort_unstable();
     Ok(ids)
-}
-
-/// An output name as a directory name: ASCII letters, digits, `-` and `_` stay, every other
-/// byte becomes `%XX`, so that different names never share a directory.
-fn dir_name(output: &str) -> String {
-    let mut out = String::with_capacity(output.len());
-    for b in output.bytes() {
-        if b.is_ascii_alphanumeric() || b == b'-' || b == b'_' {
-            out.push(char::from(b));
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
 }
 
 /// The largest chunk id with metadata, sled data or a file of `output`, so that new chunks
