@@ -16,7 +16,7 @@ mod sigv4;
 use std::sync::Arc;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use firehose_relay::buffer::{Chunk, ChunkId, DeliveredSet, Records, RetryState};
+use firehose_relay::buffer::{Chunk, ChunkId, Records};
 use firehose_relay::ops::metrics::Metrics;
 use firehose_relay::sink::firehose::{FirehoseConfig, FirehoseSink};
 use firehose_relay::sink::Sink;
@@ -32,13 +32,7 @@ fn chunk() -> Chunk {
         rec.extend_from_slice(b"\"}\n");
         r.push(&rec).unwrap();
     }
-    Chunk {
-        id: ChunkId(1),
-        created_ms: 0,
-        records: r,
-        delivered: DeliveredSet::new(),
-        retry: RetryState::default(),
-    }
+    Chunk::new(ChunkId(1), 0, r)
 }
 
 fn bench(c: &mut Criterion) {

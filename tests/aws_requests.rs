@@ -20,7 +20,7 @@ use base64::Engine;
 use common::fake_firehose::FakeFirehose;
 use common::fake_sts::FakeSts;
 use common::http_server::Request;
-use firehose_relay::buffer::{Chunk, ChunkId, DeliveredSet, Records, RetryState};
+use firehose_relay::buffer::{Chunk, ChunkId, Records};
 use firehose_relay::ops::metrics::Metrics;
 use firehose_relay::sink::firehose::{FirehoseConfig, FirehoseSink};
 use firehose_relay::sink::{ErrorClass, Sink};
@@ -34,13 +34,7 @@ fn chunk(n: usize) -> Chunk {
     for i in 0..n {
         r.push(format!("{{\"i\":{i}}}\n").as_bytes()).unwrap();
     }
-    Chunk {
-        id: ChunkId(1),
-        created_ms: 0,
-        records: r,
-        delivered: DeliveredSet::new(),
-        retry: RetryState::default(),
-    }
+    Chunk::new(ChunkId(1), 0, r)
 }
 
 /// A sink for stream `s` of `fake` with static credentials (`session_token` optional).

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use common::fake_firehose::FakeFirehose;
 use common::fake_sts::FakeSts;
-use firehose_relay::buffer::{Chunk, ChunkId, DeliveredSet, Records, RetryState};
+use firehose_relay::buffer::{Chunk, ChunkId, Records};
 use firehose_relay::ops::metrics::Metrics;
 use firehose_relay::sink::firehose::{FirehoseConfig, FirehoseSink};
 use firehose_relay::sink::{ErrorClass, Sink};
@@ -19,13 +19,7 @@ fn chunk(n: usize, tag: &str) -> Chunk {
         r.push(format!("{{\"tag\":\"{tag}\",\"i\":{i}}}\n").as_bytes())
             .unwrap();
     }
-    Chunk {
-        id: ChunkId(1),
-        created_ms: 0,
-        records: r,
-        delivered: DeliveredSet::new(),
-        retry: RetryState::default(),
-    }
+    Chunk::new(ChunkId(1), 0, r)
 }
 
 struct Setup {

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::fake_firehose::{FakeFirehose, Fault};
-use firehose_relay::buffer::{Chunk, ChunkId, DeliveredSet, Records, RetryState};
+use firehose_relay::buffer::{Chunk, ChunkId, Records};
 use firehose_relay::ops::metrics::Metrics;
 use firehose_relay::sink::firehose::{FirehoseConfig, FirehoseSink};
 use firehose_relay::sink::{Delivery, ErrorClass, Sink};
@@ -75,13 +75,7 @@ fn chunk(recs: &[Vec<u8>]) -> Chunk {
     for rec in recs {
         r.push(rec).unwrap();
     }
-    Chunk {
-        id: ChunkId(1),
-        created_ms: 0,
-        records: r,
-        delivered: DeliveredSet::new(),
-        retry: RetryState::default(),
-    }
+    Chunk::new(ChunkId(1), 0, r)
 }
 
 /// Delivers like a flush worker: up to `attempts` times, keeping what was delivered or

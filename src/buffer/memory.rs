@@ -191,13 +191,8 @@ impl Buffer for MemoryBuffer {
         let Some(c) = st.queued.remove(&id) else {
             return Ok(None);
         };
-        let chunk = Chunk {
-            id,
-            created_ms: c.created_ms,
-            records: c.records.clone(),
-            delivered: c.delivered.clone(),
-            retry: c.retry,
-        };
+        let chunk = Chunk::new(id, c.created_ms, c.records.clone())
+            .with_history(c.delivered.clone(), c.retry);
         st.in_flight.insert(id, c);
         Ok(Some(chunk))
     }

@@ -71,6 +71,25 @@ pub struct Chunk {
 }
 
 impl Chunk {
+    /// A chunk no one has tried to deliver yet: nothing delivered, no retry history.
+    pub fn new(id: ChunkId, created_ms: u64, records: Records) -> Chunk {
+        Chunk {
+            id,
+            created_ms,
+            records,
+            delivered: DeliveredSet::new(),
+            retry: RetryState::default(),
+        }
+    }
+
+    /// The chunk with what earlier attempts did: the records they delivered and their retry
+    /// history (what a buffer hands back when it is taken again).
+    pub fn with_history(mut self, delivered: DeliveredSet, retry: RetryState) -> Chunk {
+        self.delivered = delivered;
+        self.retry = retry;
+        self
+    }
+
     /// Indices of the records still to deliver.
     pub fn pending(&self) -> impl Iterator<Item = usize> + '_ {
         (0..self.records.len()).filter(move |&i| !self.delivered.contains(i))

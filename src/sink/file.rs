@@ -126,7 +126,7 @@ impl Sink for FileSink {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::buffer::{ChunkId, DeliveredSet, Records, RetryState};
+    use crate::buffer::{ChunkId, Records, RetryState};
 
     #[tokio::test]
     async fn writes_only_pending_records_into_one_named_file() {
@@ -135,13 +135,8 @@ mod tests {
         for r in ["{\"a\":1}\n", "{\"a\":2}\n", "{\"a\":3}\n"] {
             records.push(r.as_bytes()).unwrap();
         }
-        let chunk = Chunk {
-            id: ChunkId(7),
-            created_ms: 1000,
-            records,
-            delivered: [1].into_iter().collect::<DeliveredSet>(),
-            retry: RetryState::default(),
-        };
+        let chunk = Chunk::new(ChunkId(7), 1000, records)
+            .with_history([1].into_iter().collect(), RetryState::default());
         let sink = FileSink::new(dir.path());
         let d = sink.deliver(&chunk).await;
         assert!(d.error.is_none());

@@ -330,13 +330,10 @@ impl Inner {
                 .unwrap_or_else(|e| Err(ReadError::Storage(e.into())));
             match read {
                 Ok(records) => {
-                    return Ok(Some(Chunk {
-                        id,
-                        created_ms: meta.created_ms,
-                        records,
-                        delivered: meta.delivered,
-                        retry: meta.retry,
-                    }))
+                    return Ok(Some(
+                        Chunk::new(id, meta.created_ms, records)
+                            .with_history(meta.delivered, meta.retry),
+                    ))
                 }
                 Err(ReadError::Storage(e)) => {
                     self.set_phase(id, Phase::Queued);

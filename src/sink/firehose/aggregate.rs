@@ -256,7 +256,7 @@ fn gzip(data: &[u8]) -> std::io::Result<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::buffer::{ChunkId, DeliveredSet, Records, RetryState};
+    use crate::buffer::{ChunkId, Records, RetryState};
     use std::io::Read;
 
     fn chunk(records: &[Vec<u8>], delivered: &[usize]) -> Chunk {
@@ -264,13 +264,8 @@ mod tests {
         for rec in records {
             r.push(rec).unwrap();
         }
-        Chunk {
-            id: ChunkId(1),
-            created_ms: 0,
-            records: r,
-            delivered: delivered.iter().copied().collect::<DeliveredSet>(),
-            retry: RetryState::default(),
-        }
+        Chunk::new(ChunkId(1), 0, r)
+            .with_history(delivered.iter().copied().collect(), RetryState::default())
     }
 
     fn line(n: usize, len: usize) -> Vec<u8> {
