@@ -42,6 +42,25 @@ pub enum ErrorClass {
 }
 
 impl ErrorClass {
+    /// Every class, in declaration order ([`ErrorClass::index`]).
+    pub const ALL: [ErrorClass; 10] = [
+        ErrorClass::Throttled,
+        ErrorClass::Server,
+        ErrorClass::Network,
+        ErrorClass::Timeout,
+        ErrorClass::Credentials,
+        ErrorClass::ResourceNotFound,
+        ErrorClass::AccessDenied,
+        ErrorClass::InvalidArgument,
+        ErrorClass::Io,
+        ErrorClass::Other,
+    ];
+
+    /// Position in [`ErrorClass::ALL`], for per-class tables.
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
     /// Stable lowercase name, used as a metric label.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -67,6 +86,15 @@ impl ErrorClass {
                 | ErrorClass::InvalidArgument
                 | ErrorClass::Credentials
         )
+    }
+}
+
+impl prometheus_client::encoding::EncodeLabelValue for ErrorClass {
+    fn encode(
+        &self,
+        encoder: &mut prometheus_client::encoding::LabelValueEncoder<'_>,
+    ) -> Result<(), std::fmt::Error> {
+        std::fmt::Write::write_str(encoder, self.as_str())
     }
 }
 
@@ -227,5 +255,20 @@ impl OutputConfig {
                 std::sync::Arc::new(firehose::FirehoseSink::build(name, c, metrics).await?)
             }
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_class_is_listed_once_at_its_index() {
+        for (i, class) in ErrorClass::ALL.iter().enumerate() {
+            assert_eq!(class.index(), i, "{class:?}");
+        }
+        let names: std::collections::BTreeSet<_> =
+            ErrorClass::ALL.iter().map(|c| c.as_str()).collect();
+        assert_eq!(names.len(), ErrorClass::ALL.len());
     }
 }

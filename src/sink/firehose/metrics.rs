@@ -1,14 +1,36 @@
 //! Metrics of the Firehose sink (label `output`, plus `class` where split by error class).
+//!
+//! The families are registered once per registry ([`FirehoseMetrics`]); each output looks up
+//! its own handles once, when it is built ([`OutputMetrics`]), so a call bumps counters
+//! without building label sets or hashing them.
 
 use std::sync::atomic::AtomicU64;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
+use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 
-use crate::ops::metrics::{Labels, Metrics};
+use crate::ops::metrics::Metrics;
+use crate::sink::ErrorClass;
+
+/// Labels of a per-output series.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct OutputLabels {
+    /// The output's name.
+    pub output: String,
+}
+
+/// Labels of a per-output series split by error class.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct ClassLabels {
+    /// The output's name.
+    pub output: String,
+    /// The error class ([`ErrorClass::as_str`]).
+    pub class: ErrorClass,
+}
 
 fn latency_histogram() -> Histogram {
     // 5 ms … ~41 s.
@@ -19,23 +41,23 @@ fn latency_histogram() -> Histogram {
 #[derive(Clone)]
 pub struct FirehoseMetrics {
     /// PutRecordBatch latency, every attempt.
-    pub call_duration: Family<Labels, Histogram, fn() -> Histogram>,
+    pub call_duration: Family<OutputLabels, Histogram, fn() -> Histogram>,
     /// Failed PutRecordBatch calls, by class.
-    pub call_errors: Family<Labels, Counter>,
+    pub call_errors: Family<ClassLabels, Counter>,
     /// Records refused inside a successful call (FailedPutCount), by class.
-    pub record_failures: Family<Labels, Counter>,
+    pub record_failures: Family<ClassLabels, Counter>,
     /// Throttling signals (whole call or per record).
-    pub throttles: Family<Labels, Counter>,
+    pub throttles: Family<OutputLabels, Counter>,
     /// Firehose records accepted.
-    pub records_sent: Family<Labels, Counter>,
+    pub records_sent: Family<OutputLabels, Counter>,
     /// Data bytes accepted.
-    pub bytes_sent: Family<Labels, Counter>,
+    pub bytes_sent: Family<OutputLabels, Counter>,
     /// Current pacing rate factor (1 = configured rates, lower after throttling).
-    pub pacing_factor: Family<Labels, Gauge<f64, AtomicU64>>,
+    pub pacing_factor: Family<OutputLabels, Gauge<f64, AtomicU64>>,
     /// Current adaptive spacing between calls, seconds.
-    pub pacing_delay: Family<Labels, Gauge<f64, AtomicU64>>,
+    pub pacing_delay: Family<OutputLabels, Gauge<f64, AtomicU64>>,
     /// Time spent waiting for pacing, seconds.
-    pub pacing_wait: Family<Labels, Counter<f64, AtomicU64>>,
+    pub pacing_wait: Family<OutputLabels, Counter<f64, AtomicU64>>,
 }
 
 impl FirehoseMetrics {
@@ -50,6 +72,24 @@ impl FirehoseMetrics {
             pacing_factor: Family::default(),
             pacing_delay: Family::default(),
             pacing_wait: Family::default(),
+        }
+    }
+
+    /// The handles of output `output`.
+    pub fn for_output(&self, output: &str) -> OutputMetrics {
+        let labels = OutputLabels {
+            output: output.to_owned(),
+        };
+        OutputMetrics {
+            call_duration: self.call_duration.get_or_create(&labels).clone(),
+            call_errors: ByClass::new(&self.call_errors, output),
+            record_failures: ByClass::new(&self.record_failures, output),
+            throttles: self.throttles.get_or_create(&labels).clone(),
+            records_sent: self.records_sent.get_or_create(&labels).clone(),
+            bytes_sent: self.bytes_sent.get_or_create(&labels).clone(),
+            pacing_factor: self.pacing_factor.get_or_create(&labels).clone(),
+            pacing_delay: self.pacing_delay.get_or_create(&labels).clone(),
+            pacing_wait: self.pacing_wait.get_or_create(&labels).clone(),
         }
     }
 
@@ -107,5 +147,60 @@ impl FirehoseMetrics {
             m.pacing_wait.clone(),
         );
         m
+    }
+}
+
+/// The metric handles of one output, looked up once. Nothing here is Firehose-specific: a
+/// batch-put output of another service fills the same handles from its own families.
+#[derive(Debug, Clone)]
+pub struct OutputMetrics {
+    /// Call latency, every attempt.
+    pub call_duration: Histogram,
+    /// Failed calls, by class.
+    pub call_errors: ByClass,
+    /// Records refused inside a successful call, by class.
+    pub record_failures: ByClass,
+    /// Throttling signals (whole call or per record).
+    pub throttles: Counter,
+    /// Records accepted.
+    pub records_sent: Counter,
+    /// Data bytes accepted.
+    pub bytes_sent: Counter,
+    /// Current pacing rate factor.
+    pub pacing_factor: Gauge<f64, AtomicU64>,
+    /// Current adaptive spacing between calls, seconds.
+    pub pacing_delay: Gauge<f64, AtomicU64>,
+    /// Time spent waiting for pacing, seconds.
+    pub pacing_wait: Counter<f64, AtomicU64>,
+}
+
+/// One output's counters of a family split by error class. Each class's series is created the
+/// first time that class happens (so `/metrics` shows only classes that occurred) and then
+/// kept.
+#[derive(Debug, Clone)]
+pub struct ByClass {
+    family: Family<ClassLabels, Counter>,
+    output: String,
+    counters: Arc<[OnceLock<Counter>; ErrorClass::ALL.len()]>,
+}
+
+impl ByClass {
+    fn new(family: &Family<ClassLabels, Counter>, output: &str) -> Self {
+        ByClass {
+            family: family.clone(),
+            output: output.to_owned(),
+            counters: Arc::new(std::array::from_fn(|_| OnceLock::new())),
+        }
+    }
+
+    /// The counter of `class`.
+    pub fn get(&self, class: ErrorClass) -> &Counter {
+        self.counters[class.index()].get_or_init(|| {
+            let labels = ClassLabels {
+                output: self.output.clone(),
+                class,
+            };
+            self.family.get_or_create(&labels).clone()
+        })
     }
 }

@@ -21,6 +21,7 @@
 
 pub mod aggregate;
 pub mod batch;
+pub mod call;
 pub mod config;
 pub mod errors;
 pub mod metrics;
@@ -35,26 +36,24 @@ use async_trait::async_trait;
 use aws_config::retry::RetryConfig;
 use aws_config::timeout::TimeoutConfig;
 use aws_config::BehaviorVersion;
+use aws_sdk_firehose::config::http::HttpResponse;
+use aws_sdk_firehose::error::SdkError;
+use aws_sdk_firehose::operation::put_record_batch::{PutRecordBatchError, PutRecordBatchOutput};
 use aws_smithy_types::body::SdkBody;
 use futures::StreamExt;
-use rand::Rng;
 
 pub use config::{Compression, FirehoseConfig};
 
 use self::aggregate::{Encoded, Encoder, Packed, MAX_RECORD_BYTES};
 use self::batch::CallLimits;
-use self::metrics::FirehoseMetrics;
+use self::call::{backoff, Call, RecordAnswer, Refusal};
+use self::metrics::{FirehoseMetrics, OutputMetrics};
 use self::pacing::{Pacer, PacingLimits};
 use super::{Delivery, ErrorClass, Sink, SinkError};
 use crate::aws::credentials::{AwsContext, OutputCredentials};
 use crate::aws::http::{build_http_client, HttpOptions};
 use crate::buffer::Chunk;
-use crate::ops::metrics::{output_label, Labels, Metrics};
-
-/// First backoff between resends inside a flush; doubles per attempt.
-const FIRST_BACKOFF: Duration = Duration::from_millis(100);
-/// Longest backoff between resends inside a flush.
-const MAX_BACKOFF: Duration = Duration::from_secs(5);
+use crate::ops::metrics::Metrics;
 
 /// Why the sink could not be built (the relay does not start).
 #[derive(Debug, thiserror::Error)]
@@ -80,8 +79,7 @@ pub struct FirehoseSink {
     retries: u32,
     concurrency: usize,
     pacer: Pacer,
-    metrics: FirehoseMetrics,
-    labels: Labels,
+    metrics: OutputMetrics,
     credentials: OutputCredentials,
 }
 
@@ -89,6 +87,15 @@ pub struct FirehoseSink {
 struct CallOutcome {
     confirmed: Vec<bool>,
     error: Option<SinkError>,
+}
+
+impl CallOutcome {
+    fn of(call: Call, error: Option<SinkError>) -> Self {
+        CallOutcome {
+            confirmed: call.into_confirmed(),
+            error,
+        }
+    }
 }
 
 impl FirehoseSink {
@@ -137,8 +144,7 @@ impl FirehoseSink {
         if let Some(url) = &cfg.endpoint_url {
             builder = builder.endpoint_url(url);
         }
-        let fm = FirehoseMetrics::get(metrics);
-        let labels = output_label(name);
+        let output_metrics = FirehoseMetrics::get(metrics).for_output(name);
         let pacer = Pacer::new(
             PacingLimits {
                 records: cfg.max_records_per_second,
@@ -146,8 +152,8 @@ impl FirehoseSink {
                 requests: cfg.max_requests_per_second,
                 adaptive: cfg.adaptive_pacing,
             },
-            fm.pacing_factor.get_or_create(&labels).clone(),
-            fm.pacing_delay.get_or_create(&labels).clone(),
+            output_metrics.pacing_factor.clone(),
+            output_metrics.pacing_delay.clone(),
         );
         tracing::info!(output = name, stream = %cfg.delivery_stream, region = %region,
             endpoint = cfg.endpoint_url.as_deref().unwrap_or("default"), credentials = %credentials.description,
@@ -168,8 +174,7 @@ impl FirehoseSink {
             retries: cfg.retries_on_batch_request,
             concurrency: cfg.max_concurrent_calls,
             pacer,
-            metrics: fm,
-            labels,
+            metrics: output_metrics,
             credentials,
         })
     }
@@ -187,185 +192,130 @@ impl FirehoseSink {
         }
     }
 
-    fn class_labels(&self, class: ErrorClass) -> Labels {
-        let mut l = self.labels.clone();
-        l.push(("class", class.as_str().to_owned()));
-        l
-    }
-
-    /// Sends `records` (encoded from `chunk`) with resends of failures; reports which were
-    /// confirmed.
+    /// Sends `records` (encoded from `chunk`) as one call, resending what is refused or fails
+    /// with backoff up to `retries_on_batch_request` times; reports which were confirmed.
     async fn send_call(&self, chunk: &Chunk, records: &[Packed]) -> CallOutcome {
-        let mut confirmed = vec![false; records.len()];
-        let mut todo: Vec<usize> = (0..records.len()).collect();
+        let mut call = Call::new(records.len());
         let mut attempt: u32 = 0;
         loop {
-            let bytes: usize = todo.iter().map(|&i| records[i].len()).sum();
-            let waited = self.pacer.acquire(todo.len(), bytes).await;
-            if !waited.is_zero() {
-                self.metrics
-                    .pacing_wait
-                    .get_or_create(&self.labels)
-                    .inc_by(waited.as_secs_f64());
-            }
-            // The body is written here in one pass and swapped in before signing (see
-            // [`request`]); the SDK serializes an empty record list that is thrown away.
-            // Successful responses are read by [`response`], without the record ids.
-            let body = request::put_record_batch_body(
-                &self.stream,
-                todo.iter().map(|&i| records[i].bytes(chunk)),
-            );
-            let started = Instant::now();
-            let result = self
-                .client
-                .put_record_batch()
-                .delivery_stream_name(&self.stream)
-                .set_records(Some(Vec::new()))
-                .customize()
-                .mutate_request(move |req| {
-                    req.headers_mut()
-                        .insert("content-length", body.len().to_string());
-                    *req.body_mut() = SdkBody::from(body.clone());
-                })
-                .interceptor(response::FastResponses)
-                .send()
-                .await;
-            self.metrics
-                .call_duration
-                .get_or_create(&self.labels)
-                .observe(started.elapsed().as_secs_f64());
-            let error = match result {
+            self.pace(&call, records).await;
+            let error = match self.put(chunk, records, call.todo()).await {
                 Ok(out) => {
-                    let responses = out.request_responses();
-                    let mut failed = Vec::new();
-                    let mut first_failure: Option<(ErrorClass, String)> = None;
-                    let (mut sent_records, mut sent_bytes) = (0u64, 0u64);
-                    for (k, &i) in todo.iter().enumerate() {
-                        match responses.get(k) {
-                            Some(r) if r.error_code().is_none() => {
-                                confirmed[i] = true;
-                                sent_records += 1;
-                                sent_bytes += records[i].len() as u64;
-                            }
-                            Some(r) => {
-                                let code = r.error_code().unwrap_or_default();
-                                let class = errors::class_of_record_code(code);
-                                self.metrics
-                                    .record_failures
-                                    .get_or_create(&self.class_labels(class))
-                                    .inc();
-                                if class == ErrorClass::Throttled {
-                                    self.metrics.throttles.get_or_create(&self.labels).inc();
-                                }
-                                first_failure.get_or_insert_with(|| {
-                                    (
-                                        class,
-                                        format!(
-                                            "{code}: {}",
-                                            r.error_message().unwrap_or_default()
-                                        ),
-                                    )
-                                });
-                                failed.push(i);
-                            }
-                            None => {
-                                // Not confirmed: send again (a duplicate at worst, never a loss).
-                                first_failure.get_or_insert_with(|| {
-                                    (
-                                        ErrorClass::Other,
-                                        format!(
-                                            "response has {} entries for {} records",
-                                            responses.len(),
-                                            todo.len()
-                                        ),
-                                    )
-                                });
-                                failed.push(i);
-                            }
+                    let answers = out.request_responses().iter().map(|r| RecordAnswer {
+                        error_code: r.error_code(),
+                        error_message: r.error_message(),
+                    });
+                    match call.tally(answers, |i| records[i].len(), &self.metrics) {
+                        None => {
+                            self.pacer.on_success();
+                            return CallOutcome::of(call, None);
                         }
+                        Some(refusal) => self.refused(refusal),
                     }
-                    self.metrics
-                        .records_sent
-                        .get_or_create(&self.labels)
-                        .inc_by(sent_records);
-                    self.metrics
-                        .bytes_sent
-                        .get_or_create(&self.labels)
-                        .inc_by(sent_bytes);
-                    let Some((class, detail)) = first_failure else {
-                        self.pacer.on_success();
-                        return CallOutcome {
-                            confirmed,
-                            error: None,
-                        };
-                    };
-                    if class == ErrorClass::Throttled {
-                        self.pacer.on_throttle();
-                    }
-                    let err = SinkError::new(
-                        class,
-                        format!(
-                            "PutRecordBatch to stream `{}` ({}): {} of {} records failed, first: {detail}",
-                            self.stream,
-                            self.region,
-                            failed.len(),
-                            todo.len()
-                        ),
-                    );
-                    todo = failed;
-                    err
                 }
                 Err(e) => {
-                    let class = errors::classify(&e);
-                    self.metrics
-                        .call_errors
-                        .get_or_create(&self.class_labels(class))
-                        .inc();
-                    if class == ErrorClass::Throttled {
-                        self.metrics.throttles.get_or_create(&self.labels).inc();
-                        self.pacer.on_throttle();
+                    let error = self.call_failed(&e);
+                    if !errors::retry_in_flush(error.class) {
+                        return CallOutcome::of(call, Some(error));
                     }
-                    let err = SinkError::new(
-                        class,
-                        format!(
-                            "PutRecordBatch to stream `{}` ({}): {}",
-                            self.stream,
-                            self.region,
-                            errors::describe(&e)
-                        ),
-                    );
-                    if !errors::retry_in_flush(class) {
-                        if class == ErrorClass::Credentials {
-                            if let Some(r) = &self.credentials.refresher {
-                                r.request_refresh();
-                            }
-                        }
-                        return CallOutcome {
-                            confirmed,
-                            error: Some(err),
-                        };
-                    }
-                    err
+                    error
                 }
             };
             attempt += 1;
             if attempt > self.retries {
-                return CallOutcome {
-                    confirmed,
-                    error: Some(error),
-                };
+                return CallOutcome::of(call, Some(error));
             }
-            tracing::debug!(stream = %self.stream, attempt, pending = todo.len(), error = %error, "resending within the flush");
+            tracing::debug!(stream = %self.stream, attempt, pending = call.todo().len(), error = %error, "resending within the flush");
             tokio::time::sleep(backoff(attempt)).await;
         }
     }
-}
 
-/// Backoff before resend number `attempt` (1-based): 100 ms doubling to 5 s, 50–100 % jitter.
-fn backoff(attempt: u32) -> Duration {
-    let exp = attempt.saturating_sub(1).min(16);
-    let d = (FIRST_BACKOFF * 2u32.pow(exp)).min(MAX_BACKOFF);
-    d.mul_f64(rand::thread_rng().gen_range(0.5..=1.0))
+    /// Waits until pacing lets the next attempt of `call` go.
+    async fn pace(&self, call: &Call, records: &[Packed]) {
+        let bytes: usize = call.todo().iter().map(|&i| records[i].len()).sum();
+        let waited = self.pacer.acquire(call.todo().len(), bytes).await;
+        if !waited.is_zero() {
+            self.metrics.pacing_wait.inc_by(waited.as_secs_f64());
+        }
+    }
+
+    /// One PutRecordBatch request of the records `todo`.
+    ///
+    /// The body is written here in one pass and swapped in before signing (see [`request`]);
+    /// the SDK serializes an empty record list that is thrown away. Successful responses are
+    /// read by [`response`], without the record ids.
+    async fn put(
+        &self,
+        chunk: &Chunk,
+        records: &[Packed],
+        todo: &[usize],
+    ) -> Result<PutRecordBatchOutput, SdkError<PutRecordBatchError, HttpResponse>> {
+        let body = request::put_record_batch_body(
+            &self.stream,
+            todo.iter().map(|&i| records[i].bytes(chunk)),
+        );
+        let started = Instant::now();
+        let result = self
+            .client
+            .put_record_batch()
+            .delivery_stream_name(&self.stream)
+            .set_records(Some(Vec::new()))
+            .customize()
+            .mutate_request(move |req| {
+                req.headers_mut()
+                    .insert("content-length", body.len().to_string());
+                *req.body_mut() = SdkBody::from(body.clone());
+            })
+            .interceptor(response::FastResponses)
+            .send()
+            .await;
+        self.metrics
+            .call_duration
+            .observe(started.elapsed().as_secs_f64());
+        result
+    }
+
+    /// The error of an answer that refused some records; throttling slows pacing down.
+    fn refused(&self, refusal: Refusal) -> SinkError {
+        if refusal.class == ErrorClass::Throttled {
+            self.pacer.on_throttle();
+        }
+        SinkError::new(
+            refusal.class,
+            format!(
+                "PutRecordBatch to stream `{}` ({}): {} of {} records failed, first: {}",
+                self.stream, self.region, refusal.failed, refusal.sent, refusal.detail
+            ),
+        )
+    }
+
+    /// Classifies and counts a failed call; throttling slows pacing down, and rejected
+    /// credentials ask for a refresh at once.
+    fn call_failed(&self, e: &SdkError<PutRecordBatchError, HttpResponse>) -> SinkError {
+        let class = errors::classify(e);
+        self.metrics.call_errors.get(class).inc();
+        match class {
+            ErrorClass::Throttled => {
+                self.metrics.throttles.inc();
+                self.pacer.on_throttle();
+            }
+            ErrorClass::Credentials => {
+                if let Some(r) = &self.credentials.refresher {
+                    r.request_refresh();
+                }
+            }
+            _ => {}
+        }
+        SinkError::new(
+            class,
+            format!(
+                "PutRecordBatch to stream `{}` ({}): {}",
+                self.stream,
+                self.region,
+                errors::describe(e)
+            ),
+        )
+    }
 }
 
 #[async_trait]
