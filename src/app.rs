@@ -28,7 +28,7 @@ use crate::ops::http::{self, Health, HttpState};
 use crate::ops::metrics::{output_label, source_label, Labels, Metrics};
 use crate::pipeline::format::Formatter;
 use crate::pipeline::router::TagPattern;
-use crate::pipeline::{Output, Pipeline};
+use crate::pipeline::{FilterStage, Output, Pipeline};
 use crate::shutdown::ShutdownTrigger;
 use crate::source::{self, Emitter};
 
@@ -153,7 +153,11 @@ impl Relay {
         let mut filters = Vec::new();
         for name in config.filter_order() {
             let f = &config.filters[name];
-            filters.push((TagPattern::parse(f.pattern())?, f.build()));
+            filters.push(FilterStage {
+                label: f.label().map(str::to_owned),
+                pattern: TagPattern::parse(f.pattern())?,
+                filter: f.build(),
+            });
         }
         let buffers = open_buffers(&config, &metrics).await?;
         let outputs = build_outputs(&config, &metrics, buffers).await?;
@@ -197,7 +201,7 @@ impl Relay {
         let (source_shutdown, _) = ShutdownTrigger::new();
         let mut sources = Vec::new();
         for (name, src) in &config.sources {
-            let emitter = Emitter::new(name, Arc::clone(&pipeline));
+            let emitter = Emitter::new(name, src.label(), Arc::clone(&pipeline));
             let handle = source::spawn(name, src.clone(), emitter, source_shutdown.subscribe())
                 .await
                 .with_context(|| format!("source `{name}`"))?;

@@ -262,6 +262,9 @@ impl Config {
                 problem(format!("outputs.{name}.{key}"), msg);
             }
         }
+        for (path, msg) in self.label_problems() {
+            problem(path, msg);
+        }
         if let Some(f) = self.http.ready_max_buffer_fill {
             if !(f > 0.0 && f <= 1.0) {
                 problem(
@@ -291,6 +294,48 @@ impl Config {
                 problems.join("\n  ")
             )))
         }
+    }
+
+    /// Labels that are misspelled or lead nowhere, as (key, message). A label is defined by
+    /// the filters and outputs that carry it; a source may only name a defined one (Fluentd
+    /// refuses to start otherwise).
+    fn label_problems(&self) -> Vec<(String, String)> {
+        let mut p = Vec::new();
+        let defined: std::collections::BTreeSet<&str> = self
+            .filters
+            .values()
+            .filter_map(FilterConfig::label)
+            .chain(self.outputs.values().filter_map(OutputConfig::label))
+            .collect();
+        let components = self
+            .sources
+            .iter()
+            .map(|(n, c)| (format!("sources.{n}.label"), c.label()))
+            .chain(
+                self.filters
+                    .iter()
+                    .map(|(n, c)| (format!("filters.{n}.label"), c.label())),
+            )
+            .chain(
+                self.outputs
+                    .iter()
+                    .map(|(n, c)| (format!("outputs.{n}.label"), c.label())),
+            );
+        for (path, label) in components {
+            let Some(label) = label else { continue };
+            if label.len() < 2 || !label.starts_with('@') {
+                p.push((
+                    path,
+                    format!("`{label}` is not a label: labels start with `@`, like `@mainstream`"),
+                ));
+            } else if path.starts_with("sources.") && !defined.contains(label) {
+                p.push((
+                    path,
+                    format!("no filter or output has label `{label}` (give `label = \"{label}\"` to the outputs that take these events)"),
+                ));
+            }
+        }
+        p
     }
 
     /// Filter names in application order.

@@ -232,3 +232,27 @@ fn secrets_are_redacted_when_printed() {
         "non-secret keys stay visible: {text}"
     );
 }
+
+#[test]
+fn labels_must_start_with_at_and_a_source_must_name_a_defined_one() {
+    Jail::expect_with(|jail| {
+        let labelled = BASE.replace(
+            "tag  = \"app.gen\"",
+            "tag  = \"app.gen\"\nlabel = \"@main\"",
+        );
+        let err = load(jail, &labelled).unwrap_err().to_string();
+        assert!(
+            err.contains("`sources.gen.label`")
+                && err.contains("no filter or output has label `@main`"),
+            "{err}"
+        );
+        let fixed = labelled.replace("match = \"**\"", "match = \"**\"\nlabel = \"@main\"");
+        let cfg = load(jail, &fixed).unwrap();
+        assert_eq!(cfg.sources["gen"].label(), Some("@main"));
+        assert_eq!(cfg.outputs["alpha"].label(), Some("@main"));
+        let bad = fixed.replace("\"@main\"", "\"main\"");
+        let err = load(jail, &bad).unwrap_err().to_string();
+        assert!(err.contains("labels start with `@`"), "{err}");
+        Ok(())
+    });
+}

@@ -255,6 +255,7 @@ mod tests {
         let mut cfg = OutputConfig::Stdout(crate::sink::stdout::StdoutOutputConfig {
             type_tag: Default::default(),
             pattern: "**".into(),
+            label: None,
             append_new_line: true,
             data_key: None,
             buffer: BufferConfig::default(),

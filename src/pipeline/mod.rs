@@ -52,11 +52,54 @@ pub enum EmitError {
     DeadLetter(#[source] std::io::Error),
 }
 
-/// Filters and outputs, in config order.
-pub struct Pipeline {
+/// A filter with the events it applies to: those of its label whose tag its `match` covers.
+pub struct FilterStage {
+    /// Its label (`None`: the top level).
+    pub label: Option<String>,
+    /// Its `match`.
+    pub pattern: TagPattern,
+    /// The filter.
+    pub filter: Box<dyn Filter>,
+}
+
+/// Fluentd's label for events an output cannot take (here: records an output's formatter
+/// rejects). When no output has this label, those records go to the dead-letter directory.
+pub const ERROR_LABEL: &str = "@ERROR";
+
+/// What events of one label (or of the top level) go through: the label's filters in config
+/// order, then the first of its outputs whose `match` covers the tag (Fluentd's `<label>`).
+#[derive(Default)]
+struct Route {
     filters: Vec<(TagPattern, Box<dyn Filter>)>,
+    /// Indices into [`Pipeline::outputs`], in matching order.
+    outputs: Vec<usize>,
+    cache: Mutex<HashMap<String, Option<usize>>>,
+}
+
+impl Route {
+    /// The output (index into `all`) that takes `tag`, if any.
+    fn output_for(&self, tag: &str, all: &[Arc<Output>]) -> Option<usize> {
+        let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(&hit) = cache.get(tag) {
+            return hit;
+        }
+        let found = self
+            .outputs
+            .iter()
+            .copied()
+            .find(|&i| all[i].pattern.matches(tag));
+        if cache.len() >= ROUTE_CACHE_LIMIT {
+            cache.clear();
+        }
+        cache.insert(tag.to_owned(), found);
+        found
+    }
+}
+
+/// Filters and outputs by label, in config order.
+pub struct Pipeline {
+    routes: HashMap<Option<String>, Route>,
     outputs: Vec<Arc<Output>>,
-    route_cache: Mutex<HashMap<String, Option<usize>>>,
     metrics: Arc<Metrics>,
     dead_letter: Arc<DeadLetter>,
     unmatched_log: Throttle,
@@ -64,17 +107,25 @@ pub struct Pipeline {
 }
 
 impl Pipeline {
-    /// Assembles a pipeline from built parts.
+    /// Assembles a pipeline from built parts; outputs carry their label in their config.
     pub fn new(
-        filters: Vec<(TagPattern, Box<dyn Filter>)>,
+        filters: Vec<FilterStage>,
         outputs: Vec<Arc<Output>>,
         metrics: Arc<Metrics>,
         dead_letter: Arc<DeadLetter>,
     ) -> Self {
+        let mut routes: HashMap<Option<String>, Route> = HashMap::new();
+        for f in filters {
+            let route = routes.entry(f.label).or_default();
+            route.filters.push((f.pattern, f.filter));
+        }
+        for (i, o) in outputs.iter().enumerate() {
+            let label = o.config.label().map(str::to_owned);
+            routes.entry(label).or_default().outputs.push(i);
+        }
         Pipeline {
-            filters,
+            routes,
             outputs,
-            route_cache: Mutex::new(HashMap::new()),
             metrics,
             dead_letter,
             unmatched_log: Throttle::new(Duration::from_secs(10)),
@@ -97,21 +148,15 @@ impl Pipeline {
         &self.dead_letter
     }
 
-    fn route(&self, tag: &str) -> Option<usize> {
-        let mut cache = self.route_cache.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(&hit) = cache.get(tag) {
-            return hit;
-        }
-        let found = self.outputs.iter().position(|o| o.pattern.matches(tag));
-        if cache.len() >= ROUTE_CACHE_LIMIT {
-            cache.clear();
-        }
-        cache.insert(tag.to_owned(), found);
-        found
-    }
-
-    /// Filters, routes, formats and buffers `batch`; resolves once the buffer has stored it.
-    pub async fn emit(&self, source: &str, mut batch: EventBatch) -> Result<(), EmitError> {
+    /// Filters, routes, formats and buffers `batch` of a source with `label`; resolves once the
+    /// buffer has stored it. Records the output rejects go to the `@ERROR` label when some
+    /// output has it, else to the dead-letter directory.
+    pub async fn emit(
+        &self,
+        source: &str,
+        label: Option<&str>,
+        batch: EventBatch,
+    ) -> Result<(), EmitError> {
         if batch.is_empty() {
             return Ok(());
         }
@@ -124,12 +169,35 @@ impl Pipeline {
             .bytes_in
             .get_or_create(&labels)
             .inc_by(batch.json_bytes() as u64);
-        for (pattern, filter) in &self.filters {
-            if pattern.matches(batch.tag()) {
-                filter.apply(&mut batch);
-            }
+        let error_route =
+            label != Some(ERROR_LABEL) && self.routes.contains_key(&Some(ERROR_LABEL.to_owned()));
+        let rejected = self.emit_in(source, label, batch, error_route).await?;
+        if let Some(rejected) = rejected {
+            self.emit_in(source, Some(ERROR_LABEL), rejected, false)
+                .await?;
         }
-        let Some(index) = self.route(batch.tag()) else {
+        Ok(())
+    }
+
+    /// [`Self::emit`] within one label. With `return_rejected`, rejected records come back as
+    /// a batch (for `@ERROR`) instead of being dead-lettered.
+    async fn emit_in(
+        &self,
+        source: &str,
+        label: Option<&str>,
+        mut batch: EventBatch,
+        return_rejected: bool,
+    ) -> Result<Option<EventBatch>, EmitError> {
+        let route = self.routes.get(&label.map(str::to_owned));
+        let found = route.and_then(|route| {
+            for (pattern, filter) in &route.filters {
+                if pattern.matches(batch.tag()) {
+                    filter.apply(&mut batch);
+                }
+            }
+            route.output_for(batch.tag(), &self.outputs)
+        });
+        let Some(index) = found else {
             self.metrics
                 .records_dropped
                 .get_or_create(&vec![
@@ -140,21 +208,27 @@ impl Pipeline {
             if let Some(suppressed) = self.unmatched_log.allow() {
                 tracing::warn!(
                     tag = batch.tag(),
+                    label = label.unwrap_or("(none)"),
                     events = batch.len(),
                     suppressed,
                     "no output matches this tag; events dropped"
                 );
             }
-            return Ok(());
+            return Ok(None);
         };
         let output = &self.outputs[index];
         let mut records = Records::with_capacity(batch.len(), batch.json_bytes() + batch.len());
         let rejected = output.formatter.format(&batch, &mut records);
+        let mut for_error_label = None;
         if !rejected.is_empty() {
-            self.dead_letter_rejected(output, &batch, rejected).await?;
+            if return_rejected {
+                for_error_label = Some(rejected_batch(&batch, &rejected));
+            } else {
+                self.dead_letter_rejected(output, &batch, rejected).await?;
+            }
         }
         output.buffer.append(records).await?;
-        Ok(())
+        Ok(for_error_label)
     }
 
     async fn dead_letter_rejected(
@@ -194,124 +268,18 @@ impl Pipeline {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::buffer::config::BufferConfig;
-    use crate::buffer::memory::MemoryBuffer;
-    use crate::buffer::policy::BufferPolicy;
-    use crate::buffer::{now_ms, Enqueue};
-    use crate::event::EventTime;
-    use crate::pipeline::format::FormatOptions;
-    use crate::sink::stdout::{StdoutOutputConfig, StdoutSink};
-
-    struct Recorder(&'static str, Arc<Mutex<Vec<String>>>);
-    impl Filter for Recorder {
-        fn apply(&self, batch: &mut EventBatch) {
-            self.1
-                .lock()
-                .unwrap()
-                .push(format!("{}:{}", self.0, batch.tag()));
-        }
+/// The rejected events of `batch`, with their times, as a batch of the same tag.
+fn rejected_batch(
+    batch: &EventBatch,
+    rejected: &[crate::pipeline::format::Rejected],
+) -> EventBatch {
+    let times: Vec<_> = batch.iter().map(|(t, _)| t).collect();
+    let mut out = EventBatch::new(batch.tag());
+    for r in rejected {
+        out.push_raw(times[r.index], &r.record);
     }
-
-    fn output(name: &str, pattern: &str) -> Arc<Output> {
-        let buffer = BufferConfig::default();
-        Arc::new(Output {
-            name: name.into(),
-            pattern: TagPattern::parse(pattern).unwrap(),
-            formatter: Formatter::new(FormatOptions::default(), None),
-            buffer: Arc::new(MemoryBuffer::new(BufferPolicy::from_config(name, &buffer))),
-            sink: Arc::new(StdoutSink),
-            config: OutputConfig::Stdout(StdoutOutputConfig {
-                type_tag: Default::default(),
-                pattern: pattern.into(),
-                append_new_line: true,
-                data_key: None,
-                buffer,
-            }),
-        })
-    }
-
-    async fn stored(o: &Output) -> Vec<String> {
-        o.buffer.enqueue_staged(Enqueue::All).await.unwrap();
-        let mut out = Vec::new();
-        while let Some(c) = o.buffer.take(now_ms()).await.unwrap() {
-            out.extend(
-                c.records
-                    .iter()
-                    .map(|r| String::from_utf8_lossy(r).into_owned()),
-            );
-        }
-        out
-    }
-
-    fn batch(tag: &str, record: &str) -> EventBatch {
-        let mut b = EventBatch::new(tag);
-        b.push_raw(EventTime(0), record);
-        b
-    }
-
-    #[tokio::test]
-    async fn events_go_to_the_first_matching_output_after_matching_filters_in_order() {
-        let seen = Arc::new(Mutex::new(Vec::new()));
-        let filters: Vec<(TagPattern, Box<dyn Filter>)> = vec![
-            (
-                TagPattern::parse("app.**").unwrap(),
-                Box::new(Recorder("f1", Arc::clone(&seen))),
-            ),
-            (
-                TagPattern::parse("sys.*").unwrap(),
-                Box::new(Recorder("f2", Arc::clone(&seen))),
-            ),
-            (
-                TagPattern::parse("**").unwrap(),
-                Box::new(Recorder("f3", Arc::clone(&seen))),
-            ),
-        ];
-        let (apps, all) = (output("apps", "app.**"), output("all", "**"));
-        let dir = tempfile::tempdir().unwrap();
-        let p = Pipeline::new(
-            filters,
-            vec![Arc::clone(&apps), Arc::clone(&all)],
-            Arc::new(Metrics::new()),
-            Arc::new(DeadLetter::new(dir.path())),
-        );
-        p.emit("src", batch("app.web", r#"{"a":1}"#)).await.unwrap();
-        p.emit("src", batch("sys.kern", r#"{"b":2}"#))
-            .await
-            .unwrap();
-        assert_eq!(
-            *seen.lock().unwrap(),
-            vec!["f1:app.web", "f3:app.web", "f2:sys.kern", "f3:sys.kern"]
-        );
-        assert_eq!(
-            stored(&apps).await,
-            vec!["{\"a\":1}\n"],
-            "first match wins, no copy"
-        );
-        assert_eq!(stored(&all).await, vec!["{\"b\":2}\n"]);
-    }
-
-    #[tokio::test]
-    async fn unmatched_events_are_counted_and_dropped() {
-        let dir = tempfile::tempdir().unwrap();
-        let metrics = Arc::new(Metrics::new());
-        let p = Pipeline::new(
-            vec![],
-            vec![output("apps", "app.**")],
-            Arc::clone(&metrics),
-            Arc::new(DeadLetter::new(dir.path())),
-        );
-        p.emit("src", batch("other", "{}")).await.unwrap();
-        let labels = vec![
-            ("source", "src".to_owned()),
-            ("reason", "no_output_matched".to_owned()),
-        ];
-        assert_eq!(metrics.records_dropped.get_or_create(&labels).get(), 1);
-        assert_eq!(
-            metrics.records_in.get_or_create(&source_label("src")).get(),
-            1
-        );
-    }
+    out
 }
+
+#[cfg(test)]
+mod tests;

@@ -26,6 +26,10 @@ pub struct FileOutputConfig {
     /// Tags this output takes.
     #[serde(rename = "match", default = "crate::primitives::component::match_all")]
     pub pattern: String,
+    /// Fluentd's `@label`: only events of sources with the same label reach it (none: the
+    /// top level).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub label: Option<String>,
     /// Directory the files are written into (created if missing).
     pub path: PathBuf,
     /// Add `\n` after each record.
@@ -42,6 +46,9 @@ pub struct FileOutputConfig {
 impl CommonOutput for FileOutputConfig {
     fn pattern(&self) -> &str {
         &self.pattern
+    }
+    fn label(&self) -> Option<&str> {
+        self.label.as_deref()
     }
     fn buffer(&self) -> &BufferConfig {
         &self.buffer

@@ -180,6 +180,8 @@ pub enum OutputConfig {
 pub trait CommonOutput {
     /// The `match` pattern.
     fn pattern(&self) -> &str;
+    /// The label it belongs to (`None`: the top level).
+    fn label(&self) -> Option<&str>;
     /// The buffer section.
     fn buffer(&self) -> &BufferConfig;
     /// How records are formatted.
@@ -213,6 +215,11 @@ impl OutputConfig {
     /// The `match` pattern.
     pub fn pattern(&self) -> &str {
         self.common().pattern()
+    }
+
+    /// The label it belongs to (`None`: the top level).
+    pub fn label(&self) -> Option<&str> {
+        self.common().label()
     }
 
     /// The buffer section.

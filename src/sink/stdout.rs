@@ -19,6 +19,10 @@ pub struct StdoutOutputConfig {
     /// Tags this output takes.
     #[serde(rename = "match", default = "crate::primitives::component::match_all")]
     pub pattern: String,
+    /// Fluentd's `@label`: only events of sources with the same label reach it (none: the
+    /// top level).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub label: Option<String>,
     /// Add `\n` after each record.
     #[serde(default = "crate::primitives::component::default_true")]
     pub append_new_line: bool,
@@ -33,6 +37,9 @@ pub struct StdoutOutputConfig {
 impl CommonOutput for StdoutOutputConfig {
     fn pattern(&self) -> &str {
         &self.pattern
+    }
+    fn label(&self) -> Option<&str> {
+        self.label.as_deref()
     }
     fn buffer(&self) -> &BufferConfig {
         &self.buffer

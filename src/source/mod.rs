@@ -35,6 +35,14 @@ impl SourceConfig {
         }
     }
 
+    /// Fluentd's `@label` of the source.
+    pub fn label(&self) -> Option<&str> {
+        match self {
+            SourceConfig::Sample(c) => c.label.as_deref(),
+            SourceConfig::Forward(c) => c.label.as_deref(),
+        }
+    }
+
     /// Values that parse but cannot work, as (key, message).
     pub fn problems(&self) -> Vec<(&'static str, String)> {
         match self {
@@ -48,14 +56,17 @@ impl SourceConfig {
 #[derive(Clone)]
 pub struct Emitter {
     source: Arc<str>,
+    label: Option<Arc<str>>,
     pipeline: Arc<Pipeline>,
 }
 
 impl Emitter {
-    /// An emitter for the source named `source`.
-    pub fn new(source: &str, pipeline: Arc<Pipeline>) -> Self {
+    /// An emitter for the source named `source`, whose events go to `label`'s filters and
+    /// outputs (`None`: the top level's).
+    pub fn new(source: &str, label: Option<&str>, pipeline: Arc<Pipeline>) -> Self {
         Emitter {
             source: source.into(),
+            label: label.map(Arc::from),
             pipeline,
         }
     }
@@ -67,7 +78,9 @@ impl Emitter {
 
     /// Routes, filters, formats and buffers the batch; resolves once it is stored.
     pub async fn emit(&self, batch: EventBatch) -> Result<(), EmitError> {
-        self.pipeline.emit(&self.source, batch).await
+        self.pipeline
+            .emit(&self.source, self.label.as_deref(), batch)
+            .await
     }
 
     /// The pipeline (metrics, readiness).

@@ -17,6 +17,10 @@ pub struct SampleConfig {
     /// The component type (already used to choose this struct).
     #[serde(rename = "type", default, skip_serializing)]
     pub type_tag: crate::primitives::TypeTag,
+    /// Fluentd's `@label`: its events go only to the filters and outputs with this label
+    /// (none: to those without a label).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub label: Option<String>,
     /// Tag of the generated events.
     pub tag: String,
     /// Emissions per second (may be fractional, e.g. 0.5 = one every two seconds).
@@ -35,6 +39,7 @@ impl Default for SampleConfig {
         record.insert("message".into(), serde_json::Value::String("sample".into()));
         SampleConfig {
             type_tag: Default::default(),
+            label: None,
             tag: "sample".to_owned(),
             rate: 1.0,
             size: 1,

@@ -33,6 +33,13 @@ impl FilterConfig {
         }
     }
 
+    /// The label it belongs to (`None`: the top level).
+    pub fn label(&self) -> Option<&str> {
+        match self {
+            FilterConfig::Stdout(c) => c.label.as_deref(),
+        }
+    }
+
     /// Builds the filter.
     pub fn build(&self) -> Box<dyn Filter> {
         match self {

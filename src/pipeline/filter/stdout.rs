@@ -18,6 +18,10 @@ pub struct StdoutFilterConfig {
     /// Tags to print.
     #[serde(rename = "match", default = "crate::primitives::component::match_all")]
     pub pattern: String,
+    /// Fluentd's `@label`: only events of sources with the same label reach it (none: the
+    /// top level).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub label: Option<String>,
 }
 
 /// Prints events to stdout.

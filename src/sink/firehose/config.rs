@@ -33,6 +33,10 @@ pub struct FirehoseConfig {
     /// Tags this output takes.
     #[serde(rename = "match", default = "crate::primitives::component::match_all")]
     pub pattern: String,
+    /// Fluentd's `@label`: only events of sources with the same label reach it (none: the
+    /// top level).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub label: Option<String>,
     /// AWS region; default `AWS_REGION`/`AWS_DEFAULT_REGION`.
     #[serde(default)]
     pub region: Option<String>,
@@ -116,6 +120,9 @@ fn default_retries_on_batch_request() -> u32 {
 impl CommonOutput for FirehoseConfig {
     fn pattern(&self) -> &str {
         &self.pattern
+    }
+    fn label(&self) -> Option<&str> {
+        self.label.as_deref()
     }
     fn buffer(&self) -> &BufferConfig {
         &self.buffer

@@ -55,6 +55,10 @@ pub struct ForwardConfig {
     /// The component type (already used to choose this struct).
     #[serde(rename = "type", skip_serializing)]
     pub type_tag: crate::primitives::TypeTag,
+    /// Fluentd's `@label`: its events go only to the filters and outputs with this label
+    /// (none: to those without a label).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub label: Option<String>,
     /// TCP address to listen on (and UDP, with `heartbeat`).
     pub listen: String,
     /// Largest message accepted; a longer one closes the connection before it is buffered.
@@ -95,6 +99,7 @@ impl Default for ForwardConfig {
     fn default() -> Self {
         ForwardConfig {
             type_tag: Default::default(),
+            label: None,
             listen: "0.0.0.0:24224".to_owned(),
             message_length_limit: ByteSize::mib(32),
             decompression_size_limit: ByteSize::mib(256),
