@@ -1,8 +1,8 @@
 //! JSON text: escaping strings, and finding the bytes that need it, 8 bytes at a time.
 //!
-//! Shared by everything that writes or scans JSON by hand: the forward source's msgpack → JSON
-//! transcoder, the Firehose request writer (the stream name) and the response reader (the end
-//! of a string). `serde_json` escapes the same bytes the same way; a property test holds this
+//! Shared by everything that writes JSON by hand: the forward source's msgpack → JSON
+//! transcoder and the Firehose request writer (the stream name). (Responses are read with
+//! `serde_json`.) `serde_json` escapes the same bytes the same way; a property test holds this
 //! module to that.
 
 /// Bytes that must be escaped inside a JSON string: `"`, `\` and control characters.
@@ -39,8 +39,7 @@ fn escape_mask(w: u64) -> u64 {
 }
 
 /// Position of the first byte of `bytes[from..]` that must be escaped, 8 bytes at a time
-/// (log text rarely needs escaping, so most words are skipped whole). A reader finds the end of
-/// a string without escapes with it: the first such byte is its closing quote.
+/// (log text rarely needs escaping, so most words are skipped whole).
 #[inline]
 pub fn next_escape(bytes: &[u8], mut from: usize) -> Option<usize> {
     while let Some(Ok(word)) = bytes.get(from..from + 8).map(<[u8; 8]>::try_from) {
