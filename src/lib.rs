@@ -5,6 +5,9 @@
 //! sources → [`pipeline`] (filters, routing by tag, formatting) → per-output [`buffer`] →
 //! [`flush`] workers → [`sink`]s.
 
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
 pub mod app;
 pub mod aws;
 pub mod buffer;

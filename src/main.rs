@@ -15,6 +15,7 @@ use firehose_relay::flush::deadletter::DeadLetter;
 /// those with a fresh `mmap` each time (page faults were ~15 % of CPU in the e2e profile) and
 /// gives every thread its own arena (RSS grows with threads). Measured in `benches/e2e.rs`;
 /// mimalloc was faster still but doubled RSS, which a pod's memory limit cannot afford.
+#[allow(unsafe_code)]
 fn tune_allocator() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: mallopt only changes allocator parameters; it is called once, single-threaded,

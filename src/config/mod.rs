@@ -6,7 +6,7 @@
 //!   `RELAY_OUTPUTS__FIREHOSE__BUFFER__FLUSH_INTERVAL=5s`. Names of sources, filters and outputs
 //!   are lowercased by this path, so give them lowercase names. Only variables that start with
 //!   a top-level key are read; other `RELAY_*` variables (Kubernetes service links, wrapper
-//!   scripts) are left alone ([`env`]).
+//!   scripts) are left alone ([`mod@env`]).
 //! * Every mistake (unknown key, wrong type, impossible value) is a [`ConfigError`] naming the
 //!   key and where it came from; `main` turns it into exit status 2.
 //!

@@ -1,7 +1,7 @@
 //! Reading Fluentd's `fluent.conf`, so users can run the relay on the config they have and
 //! `convert` it to the relay's TOML.
 //!
-//! * [`parser`] (with [`scanner`], [`ruby`], [`include`]): the v1 config language into a
+//! * [`parser`] (with [`scanner`], [`ruby`], [`mod@include`]): the v1 config language into a
 //!   [`syntax::Document`], with file and line on everything, `@include` expanded, embedded
 //!   Ruby's environment lookups mapped to `${X}`. Malformed input is a [`ParseError`] naming the
 //!   file and line, never a panic (fuzzed: `fuzz/fuzz_targets/fluentd_config.rs`).

@@ -190,7 +190,7 @@ struct DurationVisitor;
 
 impl Visitor<'_> for DurationVisitor {
     type Value = ConfigDuration;
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(DURATION_EXPECTED)
     }
     fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
@@ -221,7 +221,7 @@ struct SizeVisitor;
 
 impl Visitor<'_> for SizeVisitor {
     type Value = ByteSize;
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(SIZE_EXPECTED)
     }
     fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {

@@ -187,7 +187,7 @@ impl Refresher {
         lifetime.saturating_sub(ahead + jitter)
     }
 
-    /// Fetches the first credentials (waiting at most [`FIRST_FETCH_TIMEOUT`]) and starts the
+    /// Fetches the first credentials (waiting at most 15 s) and starts the
     /// background task. The task stops when the returned handle is dropped.
     pub async fn start(self: &Arc<Self>) -> RefreshTask {
         let first = tokio::time::timeout(FIRST_FETCH_TIMEOUT, self.refresh_once()).await;

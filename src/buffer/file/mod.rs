@@ -47,7 +47,7 @@
 //!
 //! # Writes: group commit
 //!
-//! Every write goes through one writer thread per `data_dir` ([`writer`]). It drains all
+//! Every write goes through one writer thread per `data_dir` (`writer.rs`). It drains all
 //! waiting requests, then:
 //!
 //! 1. appends the records each chunk received in that group to its file in one `write` and
@@ -93,7 +93,7 @@
 //! 9. **Memory holds metadata only.** Record data is read from its file at `take()`, chunk by
 //!    chunk; `total_limit_size` accounting is kept incrementally from the metadata.
 //!
-//! # Recovery (on open, per output; [`recovery`])
+//! # Recovery (on open, per output; `recovery.rs`)
 //!
 //! * Every metadata value is read; the files of closed chunks are not (startup does not scale
 //!   with the backlog). Closed chunks come back queued, with their retry state and delivered

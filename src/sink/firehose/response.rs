@@ -36,7 +36,7 @@ use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
 use aws_smithy_runtime_api::client::ser_de::{DeserializeResponse, SharedResponseDeserializer};
 use aws_smithy_types::config_bag::ConfigBag;
 
-/// Interceptor for one PutRecordBatch call: installs [`Deserializer`] when the response is an
+/// Interceptor for one PutRecordBatch call: installs its own deserializer when the response is an
 /// HTTP 200. Only for PutRecordBatch: the output it builds is that operation's.
 #[derive(Debug, Default)]
 pub struct FastResponses;

@@ -12,7 +12,7 @@
 //!   rate-limited warning and `firehose_relay_forward_invalid_messages_total{reason}`; earlier
 //!   messages of that connection are kept, other connections are unaffected, nothing panics.
 //!
-//! Layout: [`msgpack`] (framing, item reader), [`json`] (msgpack → JSON text), [`decode`]
+//! Layout: [`msgpack`] (framing, item reader), [`transcode`] (msgpack → JSON text), [`decode`]
 //! (messages and modes), [`handshake`] (`shared_key`/users), [`tls`], [`connection`] (one
 //! client), [`heartbeat`] (UDP), [`metrics`]. This file: config and the accept loop.
 //!

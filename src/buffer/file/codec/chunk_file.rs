@@ -37,7 +37,7 @@ pub fn chunk_file_header(chunk: ChunkId, created_ms: u64) -> [u8; CHUNK_HEADER_L
     h
 }
 
-/// Appends the frames of `records` to `out`: each data value of [`split_values`] prefixed by
+/// Appends the frames of `records` to `out`: each data value of [`split_values`](super::split_values) prefixed by
 /// its length (`u32 LE`). A chunk file is its header followed by such frames.
 pub fn encode_frames(records: &Records, out: &mut Vec<u8>) {
     for_each_value(records, |ends, base, data| {

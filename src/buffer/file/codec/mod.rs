@@ -1,7 +1,7 @@
 //! Byte layout of everything the file buffer stores, one file per format in the order of the
-//! contract in [`super`]: chunk files ([`chunk_file`]: a header and framed data values), data
-//! values ([`value`]), the keys of an output's sled tree ([`keys`]) and chunk metadata
-//! ([`meta`]). Every decoder here treats its input as untrusted (it comes from disk) and
+//! contract in [`super`]: chunk files (`chunk_file.rs`: a header and framed data values), data
+//! values (`value.rs`), the keys of an output's sled tree (`keys.rs`) and chunk metadata
+//! (`meta.rs`). Every decoder here treats its input as untrusted (it comes from disk) and
 //! returns a [`CodecError`] instead of panicking; `fuzz/fuzz_targets/buffer_decode.rs` holds it
 //! to that.
 //!

@@ -157,7 +157,7 @@ pub fn assemble<'a>(
     assemble_decoded(decoded, expect_records, expect_bytes)
 }
 
-/// [`assemble`] for values already decoded (a chunk file's, from [`scan_chunk_file`]). Each
+/// [`assemble`] for values already decoded (a chunk file's, from [`scan_chunk_file`](super::scan_chunk_file)). Each
 /// value's bytes are copied at once and its record ends shifted, not record by record.
 pub fn assemble_decoded<'a>(
     values: impl IntoIterator<Item = ValueRef<'a>>,
