@@ -1,5 +1,14 @@
-//! `[outputs.NAME.buffer]`: Fluentd's `<buffer>` parameters, same names, same meaning
-//! (see `shared/reference/fluentd-buffer-semantics.md`); differences are noted per field.
+//! `[outputs.NAME.buffer]`: Fluentd's `<buffer>` parameters (v1, documented at
+//! <https://docs.fluentd.org/configuration/buffer-section>), same names, same meaning;
+//! differences are noted per field. The defaults that differ, and why:
+//!
+//! * `type`: `file` (Fluentd: `memory`): acknowledged records must survive a restart.
+//! * `chunk_limit_size`: 1m (Fluentd: 8m memory, 256m file): about one Firehose flush (2–3
+//!   PutRecordBatch calls), and what a flush worker holds in memory.
+//! * `total_limit_size`: 8g for `file` (Fluentd: 64g); 512m for `memory`, as Fluentd.
+//! * `flush_at_shutdown`: true for both types (Fluentd: false for `file`); with a file buffer
+//!   what is not flushed within `shutdown_timeout` is still replayed at the next start.
+//! * Retries are kept per chunk, not per output (see [`crate::flush`]).
 
 use serde::{Deserialize, Serialize};
 

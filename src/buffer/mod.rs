@@ -9,8 +9,21 @@
 //! with what was delivered and when to retry.
 //!
 //! Two implementations share these semantics: [`memory::MemoryBuffer`] (lost on exit, for
-//! tests and users who accept that) and the durable sled-backed buffer (`buffer.type =
-//! "file"`), whose on-disk format and recovery rules are documented in its own module.
+//! tests and users who accept that) and the durable [`file::FileBuffer`] (`buffer.type =
+//! "file"`, the default: one file per chunk, metadata in sled), whose on-disk format,
+//! invariants and recovery rules are the contract at the top of [`mod@file`].
+//!
+//! What every buffer guarantees its callers:
+//!
+//! * an [`Buffer::append`] resolves only once its records are stored (file buffer: on disk),
+//!   and when it fails nothing of it was stored ([`AppendError`]), so the source must not
+//!   acknowledge;
+//! * a chunk handed out by [`Buffer::take`] is invisible to other takers until it is committed
+//!   or released, and comes back with what earlier attempts delivered ([`Chunk::delivered`]);
+//! * memory and disk are bounded by `total_limit_size`; at the limit, `overflow_action`
+//!   decides (refuse, wait, or drop the oldest queued chunk, counted and logged).
+//!
+//! The buffer's configuration (`[outputs.NAME.buffer]`, and `[storage]`) is in [`config`].
 
 pub mod config;
 pub mod delivered;

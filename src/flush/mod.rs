@@ -2,7 +2,8 @@
 //! delivery and dead-lettering.
 //!
 //! Per output there are `flush_thread_count` workers and, in `interval` mode, one enqueue timer.
-//! The timing follows Fluentd (`shared/reference/fluentd-buffer-semantics.md`):
+//! The timing follows Fluentd's output plugin (`enqueue_thread_run` and `flush_thread_run` in
+//! fluentd's `lib/fluent/plugin/output.rb`):
 //! * the timer closes staged chunks older than `flush_interval`, checking every
 //!   `max(flush_interval / 11, flush_thread_interval)`;
 //! * an idle worker sleeps `flush_thread_interval` (or until the next retry is due);
@@ -12,6 +13,15 @@
 //!
 //! Retries are per chunk (Fluentd keeps one retry state per output, so one poisoned chunk slows
 //! everything; here the others keep flowing).
+//!
+//! What a worker relies on and keeps (`attempt.rs`):
+//!
+//! * a chunk is committed (removed) only when each of its records was delivered or written to
+//!   the dead-letter directory, durably; if that write fails the chunk stays and is retried;
+//! * a failed attempt releases the chunk with the records it delivered, so the next attempt
+//!   (also after a crash, with the file buffer) resends only the rest;
+//! * giving up (`retry_timeout`, `retry_max_times`) dead-letters the undelivered records, never
+//!   drops them.
 
 mod attempt;
 pub mod deadletter;

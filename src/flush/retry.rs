@@ -8,7 +8,7 @@
 //!   retries, never with `retry_forever`. As in Fluentd, the last retry is moved to the deadline
 //!   instead of being skipped.
 //!
-//! The jitter comes from the `backoff` crate (named by the product spec). `backoff` is
+//! The jitter comes from the `backoff` crate (one of the project's core dependencies). `backoff` is
 //! unmaintained (RUSTSEC-2025-0012), so it is used here and nowhere else: swapping it for
 //! `backon` touches this file only.
 

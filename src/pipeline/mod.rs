@@ -2,6 +2,19 @@
 //! output's formatter and buffer. Sources call [`Pipeline::emit`] directly and wait for it, so
 //! backpressure from a full buffer reaches the source (and a forward client's TCP window) with
 //! no queue in between.
+//!
+//! * Filters ([`filter`]) run in file order on every batch their `match` covers; then the batch
+//!   goes to the first output whose `match` covers its tag ([`router`]: Fluentd's tag patterns).
+//!   A tag no output matches is dropped, counted (`records_dropped_total{reason=
+//!   "no_output_matched"}`) and logged at most every 10 s.
+//! * Records are formatted once, here ([`format`]), into what the sink sends. A record the
+//!   output can never deliver (larger than Firehose accepts, `data_key` missing) is written to
+//!   the dead-letter directory before the rest is appended, so it is not lost and does not block
+//!   the batch.
+//! * [`Pipeline::emit`] resolves only when every record of the batch is stored by the buffer or
+//!   durably dead-lettered; if either fails, the emit fails and nothing may be acknowledged.
+//! * Routing decisions are cached per tag, at most 4,096 tags (then the cache starts over), so
+//!   random tags cannot grow memory.
 
 pub mod filter;
 pub mod format;

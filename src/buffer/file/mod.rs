@@ -56,7 +56,8 @@
 //! 3. applies the metadata changes as one `sled::Batch` per tree. If a request needs them
 //!    durable (a release, recovery, imports), or the oldest unsynced change is older than
 //!    200 ms, it `Db::flush()`es and `fdatasync`s `data_dir/buffer/db` through its own file
-//!    handle (sled's `flush()` is only `sync_file_range`; DESIGN.md has the measurement);
+//!    handle (sled's `flush()` is only `sync_file_range`: see `Writer::sync_metadata` in
+//!    `writer.rs` for the measurement);
 //!    otherwise that happens within 200 ms, also when idle and at shutdown;
 //! 4. completes the requests.
 //!
