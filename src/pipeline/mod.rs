@@ -7,7 +7,7 @@
 //!   goes to the first output whose `match` covers its tag ([`router`]: Fluentd's tag patterns).
 //!   A tag no output matches is dropped, counted (`records_dropped_total{reason=
 //!   "no_output_matched"}`) and logged at most every 10 s.
-//! * Records are formatted once, here ([`format`]), into what the sink sends. A record the
+//! * Records are formatted once, here ([`mod@format`]), into what the sink sends. A record the
 //!   output can never deliver (larger than Firehose accepts, `data_key` missing) is written to
 //!   the dead-letter directory before the rest is appended, so it is not lost and does not block
 //!   the batch.
