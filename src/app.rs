@@ -198,6 +198,16 @@ impl Relay {
             })
             .collect();
 
+        // Every source and output has its series from the start (0 until traffic), so `top`,
+        // dashboards and rate() see idle ones too.
+        for name in config.sources.keys() {
+            let _ = metrics.records_in.get_or_create(&source_label(name));
+        }
+        for o in pipeline.outputs() {
+            let labels = output_label(&o.name);
+            let _ = metrics.records_buffered.get_or_create(&labels);
+            let _ = metrics.records_delivered.get_or_create(&labels);
+        }
         let (source_shutdown, _) = ShutdownTrigger::new();
         let mut sources = Vec::new();
         for (name, src) in &config.sources {

@@ -1,5 +1,6 @@
 //! The `firehose-relay` command line.
 
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -44,6 +45,20 @@ enum Command {
     Run,
     /// Validate the config and print the effective settings (secrets redacted).
     Check,
+    /// Live view of a running relay: per source and output, rates, buffer fill, oldest chunk,
+    /// retries, failures, pacing and credentials (`q` quits). Plain table with --once or when
+    /// stdout is not a terminal.
+    Top {
+        /// The relay's HTTP endpoint (`http.listen`).
+        #[arg(long, default_value = "http://127.0.0.1:24231")]
+        url: String,
+        /// Print one table (rates over one interval) and exit.
+        #[arg(long)]
+        once: bool,
+        /// Refresh period (`1s`, `500ms`).
+        #[arg(long, default_value = "1s", value_parser = parse_timeout)]
+        interval: std::time::Duration,
+    },
     /// Deliver everything in the buffers with the config's outputs (no sources), then exit:
     /// 0 once every buffer is empty, 1 with a summary of what is left if --timeout passes or a
     /// signal comes first (the rest stays in the buffer). For the volume of a pod removed by a
@@ -186,6 +201,15 @@ fn run_command(cli: Cli) -> Outcome {
     match cli.command.unwrap_or(Command::Run) {
         Command::Check => check(cli.config),
         Command::Drain { timeout } => drain(cli.config, timeout),
+        Command::Top {
+            url,
+            once,
+            interval,
+        } => top(firehose_relay::ops::top::Options {
+            url,
+            once,
+            interval,
+        }),
         Command::Run => {
             let (cfg, runtime) = start(cli.config)?;
             runtime.block_on(firehose_relay::app::run(cfg))?;
@@ -269,6 +293,18 @@ fn drain(cli_path: Option<PathBuf>, timeout: Option<std::time::Duration>) -> Out
         eprintln!("firehose-relay: {text}");
     }
     Ok(status)
+}
+
+/// `top` needs neither the config nor a multi-threaded runtime: it only reads `/metrics`.
+fn top(options: firehose_relay::ops::top::Options) -> Outcome {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the runtime")?;
+    runtime
+        .block_on(firehose_relay::ops::top::run(options))
+        .context("top")?;
+    Ok(ExitCode::SUCCESS)
 }
 
 fn dead_letter_list(dir: &std::path::Path) -> Outcome {
@@ -375,6 +411,60 @@ fn buffer_dump(dir: &std::path::Path, output: Option<&str>, chunk: Option<&str>)
     })
 }
 
+/// How `dead-letter replay` reports: a progress bar on a terminal (indicatif, on stderr), one
+/// line per replayed entry otherwise (for scripts and logs); a summary line either way.
+enum ReplayReport {
+    Bar(indicatif::ProgressBar),
+    Lines,
+}
+
+impl ReplayReport {
+    fn new(entries: u64) -> Self {
+        if !std::io::stderr().is_terminal() {
+            return ReplayReport::Lines;
+        }
+        let bar = indicatif::ProgressBar::new(entries);
+        let style = indicatif::ProgressStyle::with_template(
+            "replaying dead letters [{bar:30}] {pos}/{len} entries, {msg} ({elapsed}, eta {eta})",
+        )
+        .map(|s| s.progress_chars("#>-"))
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar());
+        bar.set_style(style);
+        bar.set_message("0 records");
+        ReplayReport::Bar(bar)
+    }
+
+    /// One more entry looked at.
+    fn next(&self) {
+        if let ReplayReport::Bar(b) = self {
+            b.inc(1);
+        }
+    }
+
+    /// An entry moved into the buffer; `records` replayed so far.
+    fn replayed(&self, line: String, records: u64) {
+        match self {
+            ReplayReport::Bar(b) => b.set_message(format!("{records} records")),
+            ReplayReport::Lines => println!("{line}"),
+        }
+    }
+
+    fn error(&self, msg: String) {
+        let print = || eprintln!("firehose-relay: {msg}");
+        match self {
+            ReplayReport::Bar(b) => b.suspend(print),
+            ReplayReport::Lines => print(),
+        }
+    }
+
+    /// Leaves the bar at its final state on screen.
+    fn finish(&self, records: u64) {
+        if let ReplayReport::Bar(b) = self {
+            b.finish_with_message(format!("{records} records"));
+        }
+    }
+}
+
 fn dead_letter_replay(dir: &std::path::Path, only: Option<&str>) -> Outcome {
     use firehose_relay::flush::deadletter::ReplayError;
     let dl = DeadLetter::new(dir);
@@ -386,11 +476,13 @@ fn dead_letter_replay(dir: &std::path::Path, only: Option<&str>) -> Outcome {
         .context("cannot open the buffer database (is the relay still running? stop it first)")?;
     let mut status = ExitCode::SUCCESS;
     let (mut moved, mut records) = (0u64, 0u64);
+    let report = ReplayReport::new(entries.len() as u64);
     for entry in entries {
+        report.next();
         let entry = match entry {
             Ok(e) => e,
             Err(msg) => {
-                eprintln!("firehose-relay: unreadable entry, left in place: {msg}");
+                report.error(format!("unreadable entry, left in place: {msg}"));
                 status = ExitCode::FAILURE;
                 continue;
             }
@@ -401,7 +493,7 @@ fn dead_letter_replay(dir: &std::path::Path, only: Option<&str>) -> Outcome {
         let chunk = match DeadLetter::replay(&entry, &store) {
             Ok((chunk, _)) => chunk,
             Err(e) => {
-                eprintln!("firehose-relay: {e}");
+                report.error(e.to_string());
                 status = ExitCode::FAILURE;
                 // Queued but not removed: the records did move.
                 let ReplayError::Remove { chunk, .. } = e else {
@@ -411,14 +503,18 @@ fn dead_letter_replay(dir: &std::path::Path, only: Option<&str>) -> Outcome {
             }
         };
         let n = entry.meta.records as u64;
-        println!(
-            "{}\toutput={}\trecords={n}\tchunk={chunk}",
-            entry.meta_path.display(),
-            entry.meta.output
-        );
         moved += 1;
         records += n;
+        report.replayed(
+            format!(
+                "{}\toutput={}\trecords={n}\tchunk={chunk}",
+                entry.meta_path.display(),
+                entry.meta.output
+            ),
+            records,
+        );
     }
+    report.finish(records);
     println!(
         "replayed {moved} entries ({records} records) into the buffer in {}",
         dir.display()

@@ -3,7 +3,7 @@
 //! (`alerts.test.yaml`, which must fire every alert); `grafana-dashboard.json` is importable
 //! (data source as a variable, one row per concern) and its queries are valid PromQL; and every
 //! metric name either file uses exists on a running relay, so renaming a metric breaks the
-//! build instead of a dashboard.
+//! build instead of a dashboard (the same holds for what `firehose-relay top` reads).
 //!
 //! promtool comes from Debian's `prometheus` package; `.ci/install-promtool` installs it
 //! (the tests run that script when promtool is not on PATH).
@@ -451,6 +451,11 @@ type = "file"
         for name in metric_names(&std::fs::read_to_string(path).unwrap()) {
             used.entry(name).or_default().insert(label);
         }
+    }
+    for name in firehose_relay::ops::top::METRICS_USED {
+        used.entry((*name).to_owned())
+            .or_default()
+            .insert("firehose-relay top");
     }
     assert!(used.len() > 25, "found only {used:?}");
     let missing: Vec<String> = used

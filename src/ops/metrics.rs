@@ -37,6 +37,8 @@ pub struct Metrics {
     pub flush_successes: Family<Labels, Counter>,
     /// Failed attempts, by output and error class.
     pub flush_failures: Family<Labels, Counter>,
+    /// Records stored in an output's buffer (what the output takes in), by output.
+    pub records_buffered: Family<Labels, Counter>,
     /// Records delivered, by output.
     pub records_delivered: Family<Labels, Counter>,
     /// Records sent again after a failure, by output.
@@ -79,6 +81,7 @@ impl Metrics {
             flush_attempts: Family::default(),
             flush_successes: Family::default(),
             flush_failures: Family::default(),
+            records_buffered: Family::default(),
             records_delivered: Family::default(),
             records_retried: Family::default(),
             records_dead_lettered: Family::default(),
@@ -122,6 +125,11 @@ impl Metrics {
             "flush_failures",
             "Failed chunk delivery attempts, by error class",
             m.flush_failures.clone(),
+        );
+        registry.register(
+            "records_buffered",
+            "Records stored in the output's buffer",
+            m.records_buffered.clone(),
         );
         registry.register(
             "records_delivered",

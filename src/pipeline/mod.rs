@@ -240,7 +240,12 @@ impl Pipeline {
                 self.dead_letter_rejected(output, &batch, rejected).await?;
             }
         }
+        let stored = records.len() as u64;
         output.buffer.append(records).await?;
+        self.metrics
+            .records_buffered
+            .get_or_create(&output_label(&output.name))
+            .inc_by(stored);
         Ok(for_error_label)
     }
 

@@ -13,6 +13,7 @@ pub mod moto;
 pub mod relay_run;
 pub mod sigv4;
 pub mod strace;
+pub mod tmux;
 
 use std::io::Write;
 use std::net::{SocketAddr, TcpListener};
