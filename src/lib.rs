@@ -77,7 +77,7 @@
 //! | flush workers, retry schedule, dead letters | [`flush`] |
 //! | Firehose: batching, aggregation, pacing, request/response, errors | [`sink::firehose`] |
 //! | AWS credentials (IRSA web identity, STS), HTTP client | [`aws`] |
-//! | metrics, `/healthz` `/readyz` `/status`, logging | [`ops`] |
+//! | metrics, `/healthz` `/readyz` `/status`, logging, `top` | [`ops`], [`ops::top`] |
 //! | JSON text escaping, file-system helpers, shutdown signal | [`json_text`], [`fsutil`], [`shutdown`] |
 //!
 //! Configuration dependencies point one way: the loader in [`config`] imports the components'

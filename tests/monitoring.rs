@@ -13,11 +13,10 @@ mod common;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::{Arc, OnceLock};
+use std::sync::OnceLock;
 use std::time::Duration;
 
-use common::fake_firehose::FakeFirehose;
-use common::fake_sts::FakeSts;
+use common::web_identity::WebIdentityAws;
 use serde_json::Value as Json;
 use serde_yaml::Value as Yaml;
 
@@ -388,11 +387,8 @@ fn scrape(addr: std::net::SocketAddr) -> String {
 fn every_metric_the_dashboard_and_the_alerts_use_exists_on_a_running_relay() {
     // A relay with every kind of component that has metrics: a forward source, a Firehose
     // output with web-identity credentials (fake STS and Firehose), a file buffer.
-    let sts = Arc::new(FakeSts::start(Duration::from_secs(3600)));
-    let fh = FakeFirehose::http();
     let dir = tempfile::tempdir().unwrap();
-    let token = dir.path().join("token");
-    std::fs::write(&token, "header.payload.signature").unwrap();
+    let aws = WebIdentityAws::start(dir.path());
     let conf = common::write_config(
         dir.path(),
         &format!(
@@ -406,21 +402,12 @@ type = "forward"
 listen = "127.0.0.1:0"
 [outputs.firehose]
 type = "firehose"
-delivery_stream = "s"
-region = "eu-west-1"
-endpoint_url = "{fh}"
-[outputs.firehose.credentials]
-type = "web_identity"
-role_arn = "arn:aws:iam::123456789012:role/relay"
-web_identity_token_file = {token:?}
-sts_endpoint_url = "{sts}"
+{aws}
 [outputs.firehose.buffer]
 type = "file"
 "#,
             data = dir.path().join("data").display().to_string(),
-            fh = fh.url,
-            sts = sts.url,
-            token = token.display().to_string(),
+            aws = aws.output_toml("firehose"),
         ),
     );
     let mut child = common::spawn_relay(&conf, &[]);

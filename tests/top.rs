@@ -8,12 +8,11 @@ mod common;
 use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
 use std::process::{Child, Command};
-use std::sync::Arc;
 use std::time::Duration;
 
-use common::fake_firehose::{FakeFirehose, Fault};
-use common::fake_sts::FakeSts;
+use common::fake_firehose::Fault;
 use common::tmux::{self, Tmux};
+use common::web_identity::WebIdentityAws;
 
 /// A relay taking 1,000 records/s from a sample source into a Firehose output (web-identity
 /// credentials from the fake STS, a few throttled calls), with an idle forward source and an
@@ -22,8 +21,7 @@ struct Loaded {
     child: Child,
     http: SocketAddr,
     _forward_client: TcpStream,
-    _fh: FakeFirehose,
-    _sts: Arc<FakeSts>,
+    _aws: WebIdentityAws,
     _dir: tempfile::TempDir,
 }
 
@@ -35,16 +33,12 @@ impl Drop for Loaded {
 }
 
 fn loaded_relay() -> Loaded {
-    let sts = Arc::new(FakeSts::start(Duration::from_secs(3600)));
-    let fh = FakeFirehose::http();
-    fh.create_stream("s").trust_keys_from(sts.key_lookup());
-    fh.push_faults([
+    let dir = tempfile::tempdir().unwrap();
+    let aws = WebIdentityAws::start(dir.path());
+    aws.fh.push_faults([
         Fault::Error(400, "ThrottlingException"),
         Fault::Error(400, "ThrottlingException"),
     ]);
-    let dir = tempfile::tempdir().unwrap();
-    let token = dir.path().join("token");
-    std::fs::write(&token, "header.payload.signature").unwrap();
     let conf = common::write_config(
         dir.path(),
         &format!(
@@ -64,16 +58,9 @@ listen = "127.0.0.1:0"
 [outputs.fh]
 type = "firehose"
 match = "app.**"
-delivery_stream = "s"
-region = "eu-west-1"
-endpoint_url = "{url}"
 # A throttled call fails its chunk's attempt, so the failures column has something to show.
 retries_on_batch_request = 0
-[outputs.fh.credentials]
-type = "web_identity"
-role_arn = "arn:aws:iam::123456789012:role/relay"
-web_identity_token_file = {token:?}
-sts_endpoint_url = "{sts}"
+{aws}
 [outputs.fh.buffer]
 type = "memory"
 flush_interval = "200ms"
@@ -85,9 +72,7 @@ path = {out:?}
 "#,
             data = dir.path().join("data").display().to_string(),
             out = dir.path().join("out").display().to_string(),
-            url = fh.url,
-            sts = sts.url,
-            token = token.display().to_string(),
+            aws = aws.output_toml("fh"),
         ),
     );
     let mut child = common::spawn_relay(&conf, &[]);
@@ -95,14 +80,13 @@ path = {out:?}
     let forward = common::wait_forward_addr(dir.path(), &mut child, "fwd");
     let forward_client = TcpStream::connect(forward).unwrap();
     common::wait_for(Duration::from_secs(60), "deliveries to the fake", || {
-        (fh.accepted().len() > 1000).then_some(())
+        (aws.fh.accepted().len() > 1000).then_some(())
     });
     Loaded {
         child,
         http,
         _forward_client: forward_client,
-        _fh: fh,
-        _sts: sts,
+        _aws: aws,
         _dir: dir,
     }
 }

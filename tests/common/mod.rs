@@ -14,6 +14,7 @@ pub mod relay_run;
 pub mod sigv4;
 pub mod strace;
 pub mod tmux;
+pub mod web_identity;
 
 use std::io::Write;
 use std::net::{SocketAddr, TcpListener};
