@@ -132,7 +132,7 @@ pub(crate) async fn build_outputs(
         tracing::info!(output = %name, sink = %sink.describe(), "output ready");
         outputs.push(Arc::new(Output {
             pattern: TagPattern::parse(out.pattern())?,
-            formatter: Formatter::new(out.format(), out.max_record_bytes()),
+            formatter: Formatter::new(out.format(), Some(out.max_record_bytes())),
             buffer,
             sink,
             config: out.clone(),
@@ -209,10 +209,13 @@ impl Relay {
             let _ = metrics.records_delivered.get_or_create(&labels);
         }
         let (source_shutdown, _) = ShutdownTrigger::new();
+        // Sized now that buffers, outputs and the HTTP endpoint hold their descriptors.
+        let fds = crate::fds::client_budget();
         let mut sources = Vec::new();
         for (name, src) in &config.sources {
             let emitter = Emitter::new(name, src.label(), Arc::clone(&pipeline));
-            let handle = source::spawn(name, src.clone(), emitter, source_shutdown.subscribe())
+            let shutdown = source_shutdown.subscribe();
+            let handle = source::spawn(name, src.clone(), emitter, shutdown, fds.clone())
                 .await
                 .with_context(|| format!("source `{name}`"))?;
             sources.push(handle);

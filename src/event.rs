@@ -53,17 +53,56 @@ impl fmt::Display for EventTime {
     }
 }
 
-/// Events sharing one tag, with their records stored contiguously as JSON objects.
+/// Events sharing one tag, with their records stored contiguously as JSON lines.
 ///
-/// Invariant: every record slice is the text of one valid JSON object. Builders that write
-/// raw JSON ([`EventBatch::push_raw`]) are responsible for it; the forward transcoder is
-/// fuzzed and property-tested for exactly this.
+/// Invariant: every record slice is the text of one valid JSON object, and each is followed by
+/// `\n` in the batch's text. Builders that write raw JSON ([`EventBatch::push_raw`]) are
+/// responsible for the first part; the forward transcoder is fuzzed and property-tested for
+/// exactly this. The newline is what makes the batch's text already the bytes of the default
+/// output format (JSON lines), so [`EventBatch::take_json_lines`] hands them to the buffer
+/// without a copy.
+///
+/// Records a source could not take whole (larger than its per-record bound) travel beside the
+/// events as [`Oversized`] descriptions, so that the pipeline dead-letters them for the output
+/// their tag routes to.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct EventBatch {
     tag: String,
     times: Vec<EventTime>,
     json: String,
+    /// End of each record's line (after its `\n`).
     ends: Vec<usize>,
+    oversized: Vec<Oversized>,
+}
+
+/// A record that was larger than its source's per-record bound: what is kept of it instead of
+/// the record (which was never materialised).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Oversized {
+    /// The event's time.
+    pub time: EventTime,
+    /// Its size as received (msgpack bytes for the forward source).
+    pub received_bytes: usize,
+    /// The bound it passed (bytes of JSON).
+    pub limit: usize,
+    /// The start of its JSON text, at most [`Oversized::PREFIX_BYTES`], cut at a character
+    /// boundary (it is not valid JSON on its own).
+    pub prefix: String,
+}
+
+impl Oversized {
+    /// How much of an oversized record's text is kept: enough to tell which application sent
+    /// it, small enough that a flood of them costs little memory or disk.
+    pub const PREFIX_BYTES: usize = 4096;
+
+    /// The first [`Oversized::PREFIX_BYTES`] of `text`, cut at a character boundary.
+    pub fn prefix_of(text: &str) -> String {
+        let mut end = text.len().min(Self::PREFIX_BYTES);
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text[..end].to_owned()
+    }
 }
 
 impl EventBatch {
@@ -80,8 +119,9 @@ impl EventBatch {
         EventBatch {
             tag: tag.into(),
             times: Vec::with_capacity(events),
-            json: String::with_capacity(bytes),
+            json: String::with_capacity(bytes.saturating_add(events)),
             ends: Vec::with_capacity(events),
+            oversized: Vec::new(),
         }
     }
 
@@ -95,19 +135,28 @@ impl EventBatch {
         self.tag = tag;
     }
 
-    /// Number of events.
+    /// Number of events (not counting oversized records).
     pub fn len(&self) -> usize {
         self.times.len()
     }
 
-    /// True when the batch holds no event.
+    /// True when the batch holds neither an event nor an oversized record.
     pub fn is_empty(&self) -> bool {
-        self.times.is_empty()
+        self.times.is_empty() && self.oversized.is_empty()
     }
 
-    /// Total JSON bytes of all records.
+    /// Total JSON bytes of all records (without their line ends).
     pub fn json_bytes(&self) -> usize {
-        self.json.len()
+        self.json.len() - self.ends.len()
+    }
+
+    /// Bytes of memory this batch's records hold: what a message costs between the socket and
+    /// the buffer (the one place that says so; a global in-flight budget would count this).
+    pub fn held_bytes(&self) -> usize {
+        self.json.capacity()
+            + self.ends.capacity() * std::mem::size_of::<usize>()
+            + self.times.capacity() * std::mem::size_of::<EventTime>()
+            + self.oversized.iter().map(|o| o.prefix.len()).sum::<usize>()
     }
 
     /// Appends a record given as a JSON object value.
@@ -136,16 +185,32 @@ impl EventBatch {
         &mut self.json
     }
 
+    /// Where the record being written in place starts in [`EventBatch::raw_json_mut`].
+    pub fn raw_start(&self) -> usize {
+        self.ends.last().copied().unwrap_or(0)
+    }
+
     /// Seals the text written since the previous record as one record with `time`.
     pub fn commit_raw(&mut self, time: EventTime) {
+        self.json.push('\n');
         self.times.push(time);
         self.ends.push(self.json.len());
     }
 
     /// Discards text written since the previous record (an invalid event was skipped).
     pub fn rollback_raw(&mut self) {
-        let end = self.ends.last().copied().unwrap_or(0);
+        let end = self.raw_start();
         self.json.truncate(end);
+    }
+
+    /// Records a record that was too large to take (see [`Oversized`]).
+    pub fn push_oversized(&mut self, oversized: Oversized) {
+        self.oversized.push(oversized);
+    }
+
+    /// The records that were too large to take.
+    pub fn oversized(&self) -> &[Oversized] {
+        &self.oversized
     }
 
     /// The events in order.
@@ -155,10 +220,38 @@ impl EventBatch {
             .iter()
             .zip(self.ends.iter())
             .map(move |(time, &end)| {
-                let record = &self.json[start..end];
+                let record = &self.json[start..end - 1];
                 start = end;
                 (*time, record)
             })
+    }
+
+    /// The time of event `i`.
+    pub fn time(&self, i: usize) -> Option<EventTime> {
+        self.times.get(i).copied()
+    }
+
+    /// The JSON text of event `i`.
+    pub fn record(&self, i: usize) -> Option<&str> {
+        self.line(i).map(|l| &l[..l.len() - 1])
+    }
+
+    /// The JSON text of event `i` followed by its `\n`.
+    pub fn line(&self, i: usize) -> Option<&str> {
+        let end = *self.ends.get(i)?;
+        let start = if i == 0 { 0 } else { self.ends[i - 1] };
+        self.json.get(start..end)
+    }
+
+    /// Moves the records out as JSON lines (`{...}\n` each) with the end offset of each line,
+    /// leaving the batch without events (its tag and oversized records stay). No byte is copied.
+    pub fn take_json_lines(&mut self) -> (Vec<u8>, Vec<usize>) {
+        self.rollback_raw();
+        self.times.clear();
+        (
+            std::mem::take(&mut self.json).into_bytes(),
+            std::mem::take(&mut self.ends),
+        )
     }
 }
 
@@ -192,5 +285,18 @@ mod tests {
             vec![(EventTime(1), r#"{"a":1}"#), (EventTime(2), r#"{"b":2}"#)]
         );
         assert_eq!(b.json_bytes(), 14);
+        assert_eq!(b.record(1), Some(r#"{"b":2}"#));
+        let (lines, ends) = b.take_json_lines();
+        assert_eq!(lines, b"{\"a\":1}\n{\"b\":2}\n");
+        assert_eq!(ends, vec![8, 16]);
+        assert!(b.is_empty());
+    }
+
+    #[test]
+    fn prefixes_are_cut_at_character_boundaries() {
+        let text = "é".repeat(Oversized::PREFIX_BYTES);
+        let p = Oversized::prefix_of(&text);
+        assert!(p.len() <= Oversized::PREFIX_BYTES && p.len() >= Oversized::PREFIX_BYTES - 1);
+        assert_eq!(Oversized::prefix_of("{\"a\""), "{\"a\"");
     }
 }

@@ -78,6 +78,7 @@
 //! | Firehose: batching, aggregation, pacing, request/response, errors | [`sink::firehose`] |
 //! | AWS credentials (IRSA web identity, STS), HTTP client | [`aws`] |
 //! | metrics, `/healthz` `/readyz` `/status`, logging, `top` | [`ops`], [`ops::top`] |
+//! | file descriptor limit and the client connection budget | [`fds`] |
 //! | JSON text escaping, file-system helpers, shutdown signal | [`json_text`], [`fsutil`], [`shutdown`] |
 //!
 //! Configuration dependencies point one way: the loader in [`config`] imports the components'
@@ -96,6 +97,7 @@ pub mod buffer;
 pub mod config;
 pub mod drain;
 pub mod event;
+pub mod fds;
 pub mod fluentd;
 pub mod flush;
 pub mod fsutil;

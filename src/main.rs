@@ -319,11 +319,12 @@ fn dead_letter_list(dir: &std::path::Path) -> Outcome {
     for e in entries {
         match e {
             Ok(e) => println!(
-                "{}\toutput={}\trecords={}\tattempts={}\treason={}",
+                "{}\toutput={}\trecords={}\tattempts={}\ttruncated={}\treason={}",
                 e.meta_path.display(),
                 e.meta.output,
                 e.meta.records,
                 e.meta.attempts,
+                e.meta.truncated,
                 e.meta.reason
             ),
             Err(msg) => {
@@ -488,6 +489,14 @@ fn dead_letter_replay(dir: &std::path::Path, only: Option<&str>) -> Outcome {
             }
         };
         if only.is_some_and(|o| o != entry.meta.output) {
+            continue;
+        }
+        if entry.meta.truncated {
+            println!(
+                "{}\toutput={}\tskipped: it describes records too large to keep, not the records",
+                entry.meta_path.display(),
+                entry.meta.output
+            );
             continue;
         }
         let chunk = match DeadLetter::replay(&entry, &store) {

@@ -92,6 +92,21 @@ fn dead_letter_replay_moves_entries_back_into_the_queue_and_dump_shows_them() {
             records: &records,
         })
         .unwrap();
+    // A description of a record too large to keep is not data: replay leaves it alone.
+    let mut described = Records::new();
+    described
+        .push(b"{\"tag\":\"app\",\"size_bytes\":209715200,\"prefix\":\"{\"}\n")
+        .unwrap();
+    DeadLetter::new(data)
+        .write_descriptions(NewEntry {
+            output: "fh",
+            reason: "record larger than record_size_limit",
+            tag: Some("app"),
+            attempts: 0,
+            created_ms: None,
+            records: &described,
+        })
+        .unwrap();
 
     let replay = relay(&["dead-letter", "replay"], data);
     assert!(
@@ -99,10 +114,14 @@ fn dead_letter_replay_moves_entries_back_into_the_queue_and_dump_shows_them() {
         "{}",
         String::from_utf8_lossy(&replay.stderr)
     );
-    assert!(
-        DeadLetter::new(data).list().unwrap().is_empty(),
-        "replayed entries are removed"
+    assert!(String::from_utf8_lossy(&replay.stdout).contains("skipped"));
+    let left = DeadLetter::new(data).list().unwrap();
+    assert_eq!(
+        left.len(),
+        1,
+        "replayed entries are removed, descriptions kept"
     );
+    assert!(left[0].as_ref().unwrap().meta.truncated);
 
     let dump = relay(&["buffer", "dump", "--output", "fh"], data);
     assert!(

@@ -8,6 +8,17 @@ use std::time::Duration;
 
 use common::*;
 
+/// `firehose-relay check --config FILE` with extra environment.
+fn check(conf: &Path, env: &[(&str, &str)]) -> std::process::Output {
+    Command::new(relay_bin())
+        .args(["check", "--config"])
+        .arg(conf)
+        .env_remove("RELAY_CONFIG")
+        .envs(env.iter().copied())
+        .output()
+        .unwrap()
+}
+
 /// Every record in every NDJSON file under `dir`.
 fn records_in(dir: &Path) -> Vec<serde_json::Value> {
     let mut out = Vec::new();
@@ -108,12 +119,7 @@ type = "stdout"
 flush_intervall = "5s"
 "#,
     );
-    let out = Command::new(relay_bin())
-        .args(["check", "--config"])
-        .arg(&conf)
-        .env_remove("RELAY_CONFIG")
-        .output()
-        .unwrap();
+    let out = check(&conf, &[]);
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("flush_intervall"), "{err}");
@@ -128,13 +134,10 @@ fn check_prints_the_effective_config_and_run_also_exits_2_on_errors() {
         dir.path(),
         "[sources.s]\ntype = \"sample\"\n[outputs.o]\ntype = \"stdout\"\n",
     );
-    let out = Command::new(relay_bin())
-        .args(["check", "--config"])
-        .arg(&conf)
-        .env_remove("RELAY_CONFIG")
-        .env("RELAY_OUTPUTS__O__BUFFER__FLUSH_THREAD_COUNT", "3")
-        .output()
-        .unwrap();
+    let out = check(
+        &conf,
+        &[("RELAY_OUTPUTS__O__BUFFER__FLUSH_THREAD_COUNT", "3")],
+    );
     assert!(out.status.success());
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("flush_thread_count = 3"), "{text}");
@@ -344,5 +347,75 @@ fn lazy_flush_mode_delivers_only_full_chunks_until_shutdown() {
     for f in files {
         let lines = std::fs::read_to_string(&f).unwrap().lines().count();
         assert_eq!(lines, 10, "{} holds a full chunk", f.display());
+    }
+}
+
+#[test]
+fn secrets_never_appear_in_check_the_logs_or_status() {
+    let dir = tempfile::tempdir().unwrap();
+    let secrets = [
+        "k3y-s3cret",
+        "pw-s3cret",
+        "proxy-s3cret",
+        "AKIDS3CRET",
+        "sk-s3cret",
+    ];
+    let text = format!(
+        r#"
+data_dir = "{data}"
+[http]
+listen = "127.0.0.1:0"
+[sources.fwd]
+type = "forward"
+listen = "127.0.0.1:0"
+[sources.fwd.security]
+shared_key = "k3y-s3cret"
+users = [{{ username = "alice", password = "pw-s3cret" }}]
+[outputs.fh]
+type = "firehose"
+delivery_stream = "logs"
+region = "eu-west-1"
+endpoint_url = "http://127.0.0.1:9"
+proxy_url = "http://proxyuser:proxy-s3cret@127.0.0.1:9"
+[outputs.fh.credentials]
+type = "static"
+access_key_id = "AKIDS3CRET"
+secret_access_key = "sk-s3cret"
+[outputs.fh.buffer]
+type = "memory"
+"#,
+        data = dir.path().join("data").display()
+    );
+    let conf = write_config(dir.path(), &text);
+    let out = check(&conf, &[]);
+    let printed =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{printed}");
+    assert!(
+        printed.contains("proxy_url = \"http://<redacted>@127.0.0.1:9\""),
+        "{printed}"
+    );
+    let mut child = KillOnDrop(spawn_relay(&conf, &[("RUST_LOG", "debug")]));
+    let http = wait_http_addr(dir.path(), &mut child).port();
+    let status = wait_for(Duration::from_secs(30), "/status", || {
+        let (code, body) = http_get(http, "/status");
+        (code == 200).then_some(body)
+    });
+    sigterm(&child);
+    wait_exit(&mut child, Duration::from_secs(90));
+    let log = read_log(dir.path(), "stderr.log") + &read_log(dir.path(), "stdout.log");
+    // A wrong type for a secret is an error that does not quote it.
+    let numeric = write_config(
+        dir.path(),
+        &text.replace("shared_key = \"k3y-s3cret\"", "shared_key = 731942"),
+    );
+    let out = check(&numeric, &[]);
+    let error = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(2), "{error}");
+    assert!(!error.contains("731942"), "{error}");
+    for s in secrets {
+        for (what, text) in [("check", &printed), ("log", &log), ("/status", &status)] {
+            assert!(!text.contains(s), "{s} in {what}:\n{text}");
+        }
     }
 }

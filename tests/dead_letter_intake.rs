@@ -60,7 +60,9 @@ flush_interval = "100ms"
     let addr = common::wait_forward_addr(dir.path(), &mut relay, "fwd");
     let mut s = std::net::TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-    let big = "x".repeat(1_100_000);
+    // Over Firehose's limit, within the source's record_size_limit (the largest record any
+    // output takes: the file output's 1 MiB chunk), so the Firehose formatter refuses it whole.
+    let big = "x".repeat(1_030_000);
     let entry = |m: Mp| Mp::new().arr(2).int(1_600_000_000).raw(&m.0).0;
     let forward = |tag: &str, entries: Vec<Vec<u8>>, chunk: &str| {
         let mut m = Mp::new().arr(3).s(tag).arr(entries.len() as u32);

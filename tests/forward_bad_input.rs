@@ -8,7 +8,7 @@ mod forward_support;
 use std::io::Write;
 use std::time::Duration;
 
-use forward_support::{assert_closed_without_reply, gzip, read_reply, Mp, Relay};
+use forward_support::{assert_closed_without_reply, gzip, read_reply, Launch, Mp, Relay};
 
 /// Each case: (name, reason the log must name, bytes).
 fn cases() -> Vec<(&'static str, &'static str, Vec<u8>)> {
@@ -368,4 +368,187 @@ fn udp_heartbeats_are_answered_on_the_forward_port_when_enabled() {
         udp.recv_from(&mut buf).is_err(),
         "no heartbeat answer when disabled"
     );
+}
+
+/// A hostile message the relay takes without closing the connection: acknowledged, its good
+/// records (`good-N`) delivered, the hostile part dead-lettered as the reason says.
+struct Taken {
+    name: &'static str,
+    source: &'static str,
+    buffer: &'static str,
+    /// Messages sent one after another on one connection; each asks for an ack.
+    messages: fn() -> Vec<Vec<u8>>,
+    /// Distinct `good-N` records that must arrive.
+    good: usize,
+    /// A dead-letter entry whose reason contains this, and whether it is `truncated`.
+    dead_letter: Option<(&'static str, bool)>,
+}
+
+fn taken_cases() -> Vec<Taken> {
+    use forward_support::hostile::*;
+    vec![
+        Taken {
+            name: "gzip bomb: one event of 200 MiB of 0x01 in 200 KiB",
+            source: "",
+            buffer: "",
+            messages: || vec![gzip_bomb("m0")],
+            good: 2,
+            dead_letter: Some(("record_size_limit", true)),
+        },
+        Taken {
+            name: "20 records and one larger than chunk_limit_size",
+            source: "",
+            buffer: "chunk_limit_size = \"64k\"",
+            messages: || vec![records_and_one_big(20, 100_000, "m0")],
+            good: 20,
+            dead_letter: Some(("record_size_limit (65536 bytes", true)),
+        },
+        Taken {
+            name: "20 records and one larger than chunk_limit_size but within record_size_limit",
+            source: "record_size_limit = \"1m\"",
+            buffer: "chunk_limit_size = \"64k\"",
+            messages: || vec![records_and_one_big(20, 100_000, "m0")],
+            good: 20,
+            dead_letter: Some(("over the limit of 65536 bytes", false)),
+        },
+        Taken {
+            name: "2 MiB of control characters in one record (6 bytes of JSON each)",
+            source: "",
+            buffer: "",
+            messages: || vec![control_characters(2 << 20, "m0")],
+            good: 2,
+            dead_letter: Some(("record_size_limit", true)),
+        },
+        Taken {
+            name: "a record of 500,000 pairs 1: nil",
+            source: "",
+            buffer: "",
+            messages: || vec![many_nils(500_000, "m0")],
+            good: 2,
+            dead_letter: Some(("record_size_limit", true)),
+        },
+        Taken {
+            name: "150 messages with distinct tags of 2 MiB",
+            source: "",
+            buffer: "",
+            messages: || {
+                (0..150)
+                    .map(|n| long_tag(n, 2 << 20, &format!("m{n}")))
+                    .collect()
+            },
+            good: 150,
+            dead_letter: None,
+        },
+    ]
+}
+
+/// Peak RSS allowed to a relay under any of these inputs: the shipped StatefulSet's limit.
+const RSS_LIMIT: u64 = 256 << 20;
+/// How much `data_dir` may grow for these few records and dead-letter entries.
+const DISK_GROWTH_LIMIT: u64 = 8 << 20;
+
+#[test]
+fn hostile_messages_are_taken_within_memory_and_disk_bounds_and_others_keep_being_served() {
+    let failed: Vec<_> = taken_cases()
+        .into_iter()
+        .filter(|case| std::panic::catch_unwind(|| check_taken(case)).is_err())
+        .map(|case| case.name)
+        .collect();
+    assert!(failed.is_empty(), "failed: {failed:#?}");
+}
+
+fn check_taken(case: &Taken) {
+    // A regression must fail the test, not take the machine down: the relay's address space
+    // is capped far above the bound the test checks.
+    let limits = [common::Limit::AddressSpace(4 << 30)];
+    {
+        let name = case.name;
+        let relay = Relay::launch(&Launch {
+            source: case.source,
+            buffer: case.buffer,
+            quiet: true,
+            limits: &limits,
+            ..Launch::default()
+        });
+        let disk_before = common::dir_size(&relay.data_dir());
+        let mut bystander = relay.connect();
+        let messages = (case.messages)();
+        let mut client = relay.connect();
+        client
+            .set_read_timeout(Some(Duration::from_secs(120)))
+            .unwrap();
+        let sender = std::thread::spawn(move || {
+            messages
+                .iter()
+                .enumerate()
+                .map(|(i, m)| {
+                    client.write_all(m).expect("send");
+                    (
+                        read_reply(&mut client),
+                        Mp::new().map(1).s("ack").s(&format!("m{i}")).0,
+                    )
+                })
+                .collect::<Vec<_>>()
+        });
+        // Meanwhile another client is served.
+        bystander
+            .write_all(
+                &Mp::new()
+                    .arr(4)
+                    .s("b")
+                    .int(1)
+                    .rec("bystander")
+                    .raw(&forward_support::hostile::options("b", false))
+                    .0,
+            )
+            .unwrap();
+        bystander
+            .set_read_timeout(Some(Duration::from_secs(60)))
+            .unwrap();
+        assert_eq!(
+            read_reply(&mut bystander),
+            Mp::new().map(1).s("ack").s("b").0,
+            "{name}: bystander"
+        );
+        for (got, want) in sender.join().expect("sender") {
+            assert_eq!(got, want, "{name}: every message acknowledged");
+        }
+        let records = common::wait_for(Duration::from_secs(60), "the good records", || {
+            let r = relay.records();
+            let good: std::collections::BTreeSet<_> = r
+                .iter()
+                .filter_map(|r| {
+                    r["msg"]
+                        .as_str()
+                        .filter(|m| m.starts_with("good-"))
+                        .map(str::to_owned)
+                })
+                .collect();
+            (good.len() >= case.good).then_some(r)
+        });
+        assert!(
+            records.iter().any(|r| r["msg"] == "bystander"),
+            "{name}: bystander stored"
+        );
+        let dead = relay.dead_letters();
+        match case.dead_letter {
+            None => assert!(dead.is_empty(), "{name}: unexpected dead letters {dead:?}"),
+            Some((reason, truncated)) => {
+                forward_support::hostile::assert_one_dead_letter(&dead, reason, truncated)
+            }
+        }
+        relay.assert_still_serving("after");
+        let rss = relay.peak_rss();
+        assert!(rss < RSS_LIMIT, "{name}: peak RSS {} MiB", rss >> 20);
+        let grown = common::dir_size(&relay.data_dir()).saturating_sub(disk_before);
+        assert!(
+            grown < DISK_GROWTH_LIMIT,
+            "{name}: data_dir grew by {grown} bytes"
+        );
+        eprintln!(
+            "{name}: peak RSS {} MiB, data_dir +{} KiB",
+            rss >> 20,
+            grown >> 10
+        );
+    }
 }

@@ -148,10 +148,11 @@ fn tag_prefix_and_source_address_are_added() {
 }
 
 #[test]
-fn a_record_larger_than_a_chunk_is_not_acknowledged_and_the_connection_stays_usable() {
-    // A 2 KB record cannot fit a 1 KiB chunk: refused as too large, whatever the overflow
-    // action (the overflow actions themselves are tested in forward_overflow.rs).
-    let relay = Relay::start_with("", "total_limit_size = \"1k\"\nchunk_limit_size = \"1k\"\noverflow_action = \"throw_exception\"");
+fn a_message_the_buffer_refuses_is_not_acknowledged_and_the_connection_stays_usable() {
+    // A record larger than a chunk goes to the dead-letter directory, which cannot be created
+    // (a file is in its place): the message cannot be stored whole, so it is not acknowledged.
+    let relay = Relay::start_with("", "chunk_limit_size = \"1k\"");
+    std::fs::write(relay.data_dir().join("dead-letter"), "in the way").unwrap();
     let mut s = relay.connect();
     let big = "x".repeat(2000);
     s.write_all(

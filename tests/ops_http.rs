@@ -253,3 +253,58 @@ async fn readyz_is_503_until_the_relay_reports_ready_and_again_once_shutdown_sta
     assert_eq!(code, 503);
     assert!(body.contains("shutting down"), "{body}");
 }
+
+/// True when the server has closed `s` (end of file or reset), waiting up to the socket's
+/// read timeout.
+fn closed_by_server(s: &mut std::net::TcpStream) -> bool {
+    use std::io::Read;
+    let mut buf = [0u8; 256];
+    match s.read(&mut buf) {
+        Ok(0) => true,
+        Ok(_) => false,
+        Err(e) => e.kind() == std::io::ErrorKind::ConnectionReset,
+    }
+}
+
+#[test]
+fn idle_and_slow_clients_cannot_hold_the_endpoint() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    let conf = config(dir.path(), &dir.path().join("out"), "");
+    let mut child = KillOnDrop(spawn_relay(&conf, &[]));
+    let port = wait_http_addr(dir.path(), &mut child).port();
+    wait_for(Duration::from_secs(10), "/readyz 200", || {
+        (get(port, "/readyz").0 == 200).then_some(())
+    });
+    // A slowloris: half a request, then nothing. It is closed (header timeout), not kept.
+    let mut slow = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    slow.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n")
+        .unwrap();
+    slow.set_read_timeout(Some(Duration::from_secs(60)))
+        .unwrap();
+    // 300 idle connections: those beyond the limit are closed at once.
+    let mut idle: Vec<_> = (0..300)
+        .map(|_| std::net::TcpStream::connect(("127.0.0.1", port)).unwrap())
+        .collect();
+    let started = Instant::now();
+    assert!(
+        closed_by_server(&mut slow),
+        "the half-sent request was not closed in time"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(40),
+        "closed only after {:?}",
+        started.elapsed()
+    );
+    for s in &mut idle {
+        s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    }
+    let closed = idle.iter_mut().map(closed_by_server).filter(|&c| c).count();
+    assert_eq!(closed, 300, "every idle connection is closed in the end");
+    let (_, metrics) = get(port, "/metrics");
+    let refused = metric(&metrics, "firehose_relay_http_connections_rejected_total").unwrap_or(0.0);
+    assert!(refused >= 200.0, "refused {refused}:\n{metrics}");
+    assert_eq!(get(port, "/readyz").0, 200);
+    sigterm(&child);
+    assert!(wait_exit(&mut child, Duration::from_secs(10)).success());
+}

@@ -18,7 +18,7 @@ pub struct HttpOptions {
     /// PEM bundle trusted in addition to the system roots.
     pub tls_ca_file: Option<PathBuf>,
     /// Proxy for all requests; `None` = the standard proxy environment variables.
-    pub proxy_url: Option<String>,
+    pub proxy_url: Option<crate::primitives::SecretUrl>,
 }
 
 /// Why the client could not be built.
@@ -82,8 +82,11 @@ fn proxy_config(options: &HttpOptions) -> Result<ProxyConfig, HttpClientError> {
     match &options.proxy_url {
         None => Ok(ProxyConfig::from_env()),
         Some(url) => {
-            let mut config = ProxyConfig::all(url.as_str())
-                .map_err(|e| HttpClientError::Proxy(e.to_string()))?;
+            // The error may quote the URL: never with its credentials.
+            let mut config = ProxyConfig::all(url.expose()).map_err(|e| {
+                let text = e.to_string().replace(url.expose(), &url.to_string());
+                HttpClientError::Proxy(text)
+            })?;
             if let Some(no_proxy) = std::env::var("NO_PROXY")
                 .ok()
                 .or_else(|| std::env::var("no_proxy").ok())

@@ -367,6 +367,8 @@ pub const SECRET_KEYS: &[&str] = &[
     "access_key_id",
 ];
 
+/// Replaces secret values by `<redacted>`, and the user information of URLs anywhere
+/// (`proxy_url = "http://user:pw@proxy"`).
 fn redact(value: &mut toml::Value) {
     match value {
         toml::Value::Table(t) => {
@@ -379,7 +381,56 @@ fn redact(value: &mut toml::Value) {
             }
         }
         toml::Value::Array(a) => a.iter_mut().for_each(redact),
+        toml::Value::String(s) => {
+            if let std::borrow::Cow::Owned(r) = crate::primitives::secret_url::redact_userinfo(s) {
+                *s = r;
+            }
+        }
         _ => {}
+    }
+}
+
+/// True when the key path names a secret: its value must not appear in an error message.
+fn is_secret_path<S: AsRef<str>>(path: &[S]) -> bool {
+    path.iter().any(|k| SECRET_KEYS.contains(&k.as_ref()))
+        || path.last().is_some_and(|k| k.as_ref().ends_with("_url"))
+}
+
+/// What went wrong, without the value when the key is a secret (serde's messages quote it:
+/// "invalid type: found unsigned int `12345`, expected a string").
+fn describe_kind(e: &figment::Error) -> String {
+    use figment::error::Kind;
+    if !is_secret_path(&e.path) {
+        return e.kind.to_string();
+    }
+    match &e.kind {
+        Kind::InvalidType(actual, expected) => format!(
+            "invalid type: found {}, expected {expected} (the value is not shown: it is secret)",
+            kind_of(actual)
+        ),
+        Kind::InvalidValue(actual, expected) => format!(
+            "invalid value: found {}, expected {expected} (the value is not shown: it is secret)",
+            kind_of(actual)
+        ),
+        Kind::Message(_) => {
+            "invalid value (the message is not shown: it may quote a secret)".to_owned()
+        }
+        other => other.to_string(),
+    }
+}
+
+/// The type of a value figment found, without the value.
+fn kind_of(actual: &figment::error::Actual) -> &'static str {
+    use figment::error::Actual;
+    match actual {
+        Actual::Bool(_) => "a boolean",
+        Actual::Unsigned(_) | Actual::Signed(_) => "an integer",
+        Actual::Float(_) => "a float",
+        Actual::Char(_) | Actual::Str(_) => "a string",
+        Actual::Bytes(_) => "bytes",
+        Actual::Map => "a table",
+        Actual::Seq => "an array",
+        _ => "another type",
     }
 }
 
@@ -442,7 +493,7 @@ fn describe_figment_error(err: figment::Error) -> String {
         } else {
             format!("`{path}`")
         };
-        lines.push(format!("{key}{origin}: {}", e.kind));
+        lines.push(format!("{key}{origin}: {}", describe_kind(&e)));
     }
     format!("invalid configuration:\n  {}", lines.join("\n  "))
 }

@@ -256,3 +256,42 @@ fn labels_must_start_with_at_and_a_source_must_name_a_defined_one() {
         Ok(())
     });
 }
+
+#[test]
+fn secrets_given_with_the_wrong_type_are_not_quoted_in_the_error() {
+    Jail::expect_with(|jail| {
+        let text = format!(
+            "{BASE}\n[sources.fwd]\ntype = \"forward\"\n[sources.fwd.security]\nshared_key = 987654321\n"
+        );
+        let err = load(jail, &text).unwrap_err().to_string();
+        assert!(!err.contains("987654321"), "{err}");
+        assert!(
+            err.contains("sources.fwd.security.shared_key") && err.contains("an integer"),
+            "{err}"
+        );
+        jail.set_env("RELAY_SOURCES__FWD__SECURITY__SHARED_KEY", "ok");
+        jail.set_env(
+            "RELAY_SOURCES__FWD__SECURITY__USERS",
+            "[{username=\"a\",password=55512}]",
+        );
+        let err = load(jail, &text).unwrap_err().to_string();
+        assert!(!err.contains("55512"), "{err}");
+        Ok(())
+    });
+}
+
+#[test]
+fn user_information_of_urls_is_redacted_when_printed() {
+    let mut v: toml::Value = toml::from_str(
+        "[outputs.fh]\nproxy_url = \"http://bob:hunter2@proxy.local:3128\"\nendpoint_url = \"https://firehose.local\"",
+    )
+    .unwrap();
+    redact(&mut v);
+    let text = toml::to_string(&v).unwrap();
+    assert!(!text.contains("hunter2") && !text.contains("bob"), "{text}");
+    assert!(
+        text.contains("http://<redacted>@proxy.local:3128"),
+        "{text}"
+    );
+    assert!(text.contains("https://firehose.local"), "{text}");
+}

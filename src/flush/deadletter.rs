@@ -16,6 +16,10 @@
 //!
 //! Both are written atomically (temporary file, fsync, rename, directory fsync), data first: an
 //! entry whose metadata file exists is complete.
+//!
+//! A *truncated* entry (`"truncated": true`) holds descriptions of records too large to keep
+//! (tag, time, size and the first bytes, one JSON object per line) instead of the records:
+//! replay skips it, since what it holds is not the data.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -45,6 +49,9 @@ pub struct EntryMeta {
     pub records: usize,
     /// End offset of each record in the `.ndjson` file.
     pub record_ends: Vec<u32>,
+    /// The lines describe records too large to keep, they are not the records.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub truncated: bool,
 }
 
 /// One entry found on disk.
@@ -127,6 +134,16 @@ impl DeadLetter {
 
     /// Writes an entry durably; returns the metadata path.
     pub fn write(&self, entry: NewEntry<'_>) -> std::io::Result<PathBuf> {
+        self.write_entry(entry, false)
+    }
+
+    /// Writes an entry of descriptions of records too large to keep (marked `truncated`, which
+    /// replay skips); returns the metadata path.
+    pub fn write_descriptions(&self, entry: NewEntry<'_>) -> std::io::Result<PathBuf> {
+        self.write_entry(entry, true)
+    }
+
+    fn write_entry(&self, entry: NewEntry<'_>, truncated: bool) -> std::io::Result<PathBuf> {
         let dir = self.root.join(path_component(entry.output));
         let now = now_ms();
         let seq = self.seq.fetch_add(1, Ordering::Relaxed);
@@ -140,6 +157,7 @@ impl DeadLetter {
             dead_lettered_ms: now,
             records: entry.records.len(),
             record_ends: entry.records.ends().to_vec(),
+            truncated,
         };
         let meta_json = serde_json::to_vec_pretty(&meta).map_err(std::io::Error::other)?;
         write_atomic(
@@ -160,6 +178,27 @@ impl DeadLetter {
         created_ms: Option<u64>,
         rejected: impl IntoIterator<Item = (&'a str, &'a [u8])>,
     ) -> std::io::Result<u64> {
+        self.write_grouped(output, tag, created_ms, false, rejected)
+    }
+
+    /// Like [`DeadLetter::write_by_reason`], for descriptions of records too large to keep.
+    pub fn write_descriptions_by_reason<'a>(
+        &self,
+        output: &str,
+        tag: Option<&str>,
+        described: impl IntoIterator<Item = (&'a str, &'a [u8])>,
+    ) -> std::io::Result<u64> {
+        self.write_grouped(output, tag, None, true, described)
+    }
+
+    fn write_grouped<'a>(
+        &self,
+        output: &str,
+        tag: Option<&str>,
+        created_ms: Option<u64>,
+        truncated: bool,
+        rejected: impl IntoIterator<Item = (&'a str, &'a [u8])>,
+    ) -> std::io::Result<u64> {
         let mut groups: Vec<(&str, Records)> = Vec::new();
         for (reason, record) in rejected {
             let records = match groups.iter().position(|(r, _)| *r == reason) {
@@ -173,14 +212,15 @@ impl DeadLetter {
         }
         let mut count = 0;
         for (reason, records) in &groups {
-            self.write(NewEntry {
+            let entry = NewEntry {
                 output,
                 reason,
                 tag,
                 attempts: 0,
                 created_ms,
                 records,
-            })?;
+            };
+            self.write_entry(entry, truncated)?;
             count += records.len() as u64;
         }
         Ok(count)
@@ -240,6 +280,12 @@ impl DeadLetter {
     /// between sends the records twice but never loses them. Returns the new chunk and the
     /// number of records.
     pub fn replay(entry: &Entry, store: &Store) -> Result<(ChunkId, u64), ReplayError> {
+        if entry.meta.truncated {
+            return Err(ReplayError::Unreadable(format!(
+                "{}: it describes records too large to keep, not the records",
+                entry.meta_path.display()
+            )));
+        }
         let records = Self::read_records(entry).map_err(ReplayError::Unreadable)?;
         let count = records.len() as u64;
         let created = entry.meta.created_ms.unwrap_or(entry.meta.dead_lettered_ms);

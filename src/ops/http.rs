@@ -4,10 +4,17 @@
 //! Readiness is about data safety, not only liveness: it is 503 until the buffers are recovered
 //! and every source listens, 503 as soon as shutdown starts, and (with
 //! `http.ready_max_buffer_fill`) 503 while a buffer is nearly full.
+//!
+//! The endpoint is bounded like the forward port: at most [`HTTP_MAX_CONNECTIONS`] connections
+//! (more are accepted and closed at once, counted in
+//! `firehose_relay_http_connections_rejected_total`), request headers must arrive within
+//! [`HTTP_HEADER_TIMEOUT`], and a connection lives at most [`HTTP_CONNECTION_MAX_AGE`] (clients
+//! reconnect), so idle or slow clients cannot hold descriptors or memory. HTTP/1.1 only.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use axum::extract::State;
@@ -18,8 +25,18 @@ use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 
 use crate::buffer::now_ms;
+use crate::fds::AcceptBackoff;
+use crate::ops::logging::Throttle;
 use crate::ops::metrics::output_label;
 use crate::pipeline::Pipeline;
+
+/// Most connections served at once. Probes and a scraper need a few; the rest of the
+/// descriptors belong to the buffer and the forward clients ([`crate::fds::FD_RESERVE`]).
+pub const HTTP_MAX_CONNECTIONS: usize = 64;
+/// A request's headers must arrive within this time (slowloris guard).
+pub const HTTP_HEADER_TIMEOUT: Duration = Duration::from_secs(5);
+/// A connection is closed after this long, whatever it is doing (a scrape takes milliseconds).
+pub const HTTP_CONNECTION_MAX_AGE: Duration = Duration::from_secs(30);
 
 /// `[http]`: the operations endpoint (metrics, health).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -228,12 +245,71 @@ pub async fn serve(listen: &str, state: HttpState) -> anyhow::Result<SocketAddr>
         .await
         .with_context(|| format!("cannot listen on http.listen = {listen}"))?;
     let addr = listener.local_addr()?;
+    let rejected = prometheus_client::metrics::counter::Counter::default();
+    state.pipeline.metrics().register(
+        "http_connections_rejected",
+        "Connections to the operations endpoint closed at once: HTTP_MAX_CONNECTIONS reached",
+        rejected.clone(),
+    );
     let app = router(state);
-    tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, app).await {
-            tracing::error!(error = %e, "http endpoint stopped");
-        }
-    });
-    tracing::info!(%addr, "http endpoint listening (/metrics /healthz /readyz /status)");
+    tokio::spawn(accept_loop(listener, app, rejected));
+    tracing::info!(%addr, max_connections = HTTP_MAX_CONNECTIONS,
+        "http endpoint listening (/metrics /healthz /readyz /status)");
     Ok(addr)
+}
+
+async fn accept_loop(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    rejected: prometheus_client::metrics::counter::Counter,
+) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(HTTP_MAX_CONNECTIONS));
+    let mut backoff = AcceptBackoff::default();
+    let log = Throttle::new(Duration::from_secs(10));
+    loop {
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => {
+                backoff.reset();
+                stream
+            }
+            Err(e) => {
+                let wait = backoff.next_wait();
+                if let Some(suppressed) = log.allow() {
+                    tracing::warn!(error = %e, suppressed, retry_in_ms = wait.as_millis() as u64,
+                        "http endpoint: accept failed");
+                }
+                tokio::time::sleep(wait).await;
+                continue;
+            }
+        };
+        let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
+            rejected.inc();
+            if let Some(suppressed) = log.allow() {
+                tracing::warn!(
+                    max_connections = HTTP_MAX_CONNECTIONS,
+                    suppressed,
+                    "http endpoint: too many connections; closing new ones"
+                );
+            }
+            continue;
+        };
+        tokio::spawn(serve_connection(stream, app.clone(), slot));
+    }
+}
+
+/// One connection, with the header timeout and the age limit.
+async fn serve_connection(
+    stream: tokio::net::TcpStream,
+    app: Router,
+    slot: tokio::sync::OwnedSemaphorePermit,
+) {
+    let service = hyper_util::service::TowerToHyperService::new(app);
+    let conn = hyper::server::conn::http1::Builder::new()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(HTTP_HEADER_TIMEOUT)
+        .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+    if let Ok(Err(e)) = tokio::time::timeout(HTTP_CONNECTION_MAX_AGE, conn).await {
+        tracing::debug!(error = %e, "http endpoint: connection ended with an error");
+    }
+    drop(slot);
 }

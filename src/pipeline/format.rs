@@ -27,15 +27,14 @@ impl Default for FormatOptions {
     }
 }
 
-/// An event that could not be formatted for this output.
+/// An event that could not be formatted for this output. Its text stays in the batch
+/// ([`EventBatch::record`]) for the dead-letter file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rejected {
     /// Index of the event in its batch.
     pub index: usize,
     /// Why, for the log and the dead-letter file.
     pub reason: String,
-    /// The event's JSON text, kept for the dead-letter file.
-    pub record: String,
 }
 
 /// Formats batches for one output.
@@ -47,7 +46,7 @@ pub struct Formatter {
 
 impl Formatter {
     /// A formatter; records larger than `max_record_bytes` after formatting are rejected (the
-    /// Firehose sink sets 1,024,000: Firehose refuses larger records).
+    /// output's `chunk_limit_size`, and for Firehose 1,024,000: Firehose refuses larger records).
     pub fn new(options: FormatOptions, max_record_bytes: Option<usize>) -> Self {
         Formatter {
             options,
@@ -55,10 +54,47 @@ impl Formatter {
         }
     }
 
-    /// Appends the formatted records of `batch` to `out`; events that cannot be sent are
-    /// returned instead of being dropped silently.
-    pub fn format(&self, batch: &EventBatch, out: &mut Records) -> Vec<Rejected> {
+    /// The largest formatted record this output takes, if it has a limit.
+    pub fn max_record_bytes(&self) -> Option<usize> {
+        self.max_record_bytes
+    }
+
+    /// The formatted records of `batch`, and the events that cannot be sent (returned instead
+    /// of being dropped silently).
+    ///
+    /// In the default format (JSON lines) the batch's text already is the records' bytes: when
+    /// every record fits, it is moved out of the batch, not copied, so a record is copied once
+    /// on its way from the socket to the buffer (by the transcoder). Otherwise the records are
+    /// copied one by one and the batch keeps the text of the rejected ones.
+    pub fn format(&self, batch: &mut EventBatch) -> (Records, Vec<Rejected>) {
+        if self.takes_lines_as_they_are(batch) {
+            let (data, ends) = batch.take_json_lines();
+            // Checked above: every end fits in u32; the batch's ends are increasing and the
+            // last one is its length.
+            let ends = ends.into_iter().map(|e| e as u32).collect();
+            return (Records::from_trusted_parts(data, ends), Vec::new());
+        }
+        let mut out = Records::with_capacity(batch.len(), batch.json_bytes() + batch.len());
+        let rejected = self.format_copy(batch, &mut out);
+        (out, rejected)
+    }
+
+    fn takes_lines_as_they_are(&self, batch: &EventBatch) -> bool {
+        let default_format = self.options.append_new_line && self.options.data_key.is_none();
+        let total = batch.json_bytes() + batch.len();
+        default_format
+            && u32::try_from(total).is_ok()
+            && self
+                .max_record_bytes
+                .is_none_or(|max| batch.iter().all(|(_, record)| record.len() < max))
+    }
+
+    fn format_copy(&self, batch: &EventBatch, out: &mut Records) -> Vec<Rejected> {
         let mut rejected = Vec::new();
+        let mut reject = |out: &mut Records, index: usize, reason: String| {
+            out.unseal_tail();
+            rejected.push(Rejected { index, reason });
+        };
         for (index, (_, record)) in batch.iter().enumerate() {
             let start = out.byte_len();
             let data = out.data_mut();
@@ -73,12 +109,11 @@ impl Formatter {
                         Some(serde_json::Value::String(s)) => data.extend_from_slice(s.as_bytes()),
                         Some(other) => data.extend_from_slice(other.to_string().as_bytes()),
                         None => {
-                            out.unseal_tail();
-                            rejected.push(Rejected {
+                            reject(
+                                out,
                                 index,
-                                reason: format!("record has no field `{key}` (data_key)"),
-                                record: record.to_owned(),
-                            });
+                                format!("record has no field `{key}` (data_key)"),
+                            );
                             continue;
                         }
                     }
@@ -88,26 +123,14 @@ impl Formatter {
                 out.data_mut().push(b'\n');
             }
             let size = out.byte_len() - start;
-            if let Some(max) = self.max_record_bytes {
-                if size > max {
-                    out.unseal_tail();
-                    rejected.push(Rejected {
-                        index,
-                        reason: format!(
-                            "formatted record is {size} bytes, over the limit of {max} bytes"
-                        ),
-                        record: record.to_owned(),
-                    });
-                    continue;
-                }
+            if let Some(max) = self.max_record_bytes.filter(|&max| size > max) {
+                let reason =
+                    format!("formatted record is {size} bytes, over the limit of {max} bytes");
+                reject(out, index, reason);
+                continue;
             }
             if out.seal().is_err() {
-                out.unseal_tail();
-                rejected.push(Rejected {
-                    index,
-                    reason: "batch exceeds 4 GiB".to_owned(),
-                    record: record.to_owned(),
-                });
+                reject(out, index, "batch exceeds 4 GiB".to_owned());
             }
         }
         rejected
@@ -127,6 +150,14 @@ mod tests {
         b
     }
 
+    impl Formatter {
+        fn format_copy_for_test(&self, batch: &EventBatch) -> (Records, Vec<Rejected>) {
+            let mut out = Records::new();
+            let rejected = self.format_copy(batch, &mut out);
+            (out, rejected)
+        }
+    }
+
     fn texts(r: &Records) -> Vec<String> {
         r.iter()
             .map(|b| String::from_utf8(b.to_vec()).unwrap())
@@ -135,11 +166,23 @@ mod tests {
 
     #[test]
     fn default_is_json_lines() {
-        let mut out = Records::new();
-        let rej = Formatter::new(FormatOptions::default(), None)
-            .format(&batch(&[r#"{"a":1}"#, r#"{"b":"x"}"#]), &mut out);
+        let (out, rej) = Formatter::new(FormatOptions::default(), Some(100))
+            .format(&mut batch(&[r#"{"a":1}"#, r#"{"b":"x"}"#]));
         assert!(rej.is_empty());
         assert_eq!(texts(&out), vec!["{\"a\":1}\n", "{\"b\":\"x\"}\n"]);
+        let (copied, _) = Formatter::new(FormatOptions::default(), Some(100))
+            .format_copy_for_test(&batch(&[r#"{"a":1}"#, r#"{"b":"x"}"#]));
+        assert_eq!(copied, out, "moving the lines and copying them agree");
+    }
+
+    #[test]
+    fn without_newlines_records_are_copied_bare() {
+        let opts = FormatOptions {
+            append_new_line: false,
+            data_key: None,
+        };
+        let (out, _) = Formatter::new(opts, None).format(&mut batch(&[r#"{"a":1}"#, "{}"]));
+        assert_eq!(texts(&out), vec!["{\"a\":1}", "{}"]);
     }
 
     #[test]
@@ -148,15 +191,11 @@ mod tests {
             append_new_line: false,
             data_key: Some("log".into()),
         };
-        let mut out = Records::new();
-        let rej = Formatter::new(opts, None).format(
-            &batch(&[
-                r#"{"log":"line one","k":1}"#,
-                r#"{"other":1}"#,
-                r#"{"log":{"n":2}}"#,
-            ]),
-            &mut out,
-        );
+        let (out, rej) = Formatter::new(opts, None).format(&mut batch(&[
+            r#"{"log":"line one","k":1}"#,
+            r#"{"other":1}"#,
+            r#"{"log":{"n":2}}"#,
+        ]));
         assert_eq!(texts(&out), vec!["line one", "{\"n\":2}"]);
         assert_eq!(rej.len(), 1);
         assert_eq!(rej[0].index, 1);
@@ -166,11 +205,15 @@ mod tests {
     #[test]
     fn oversized_records_are_rejected_and_the_rest_kept() {
         let big = format!(r#"{{"m":"{}"}}"#, "x".repeat(100));
-        let mut out = Records::new();
-        let rej = Formatter::new(FormatOptions::default(), Some(50))
-            .format(&batch(&[r#"{"a":1}"#, &big, r#"{"b":2}"#]), &mut out);
+        let mut b = batch(&[r#"{"a":1}"#, &big, r#"{"b":2}"#]);
+        let (out, rej) = Formatter::new(FormatOptions::default(), Some(50)).format(&mut b);
         assert_eq!(texts(&out), vec!["{\"a\":1}\n", "{\"b\":2}\n"]);
         assert_eq!(rej.len(), 1);
+        assert_eq!(
+            b.record(rej[0].index),
+            Some(big.as_str()),
+            "kept for the dead letter"
+        );
         assert!(
             rej[0].reason.contains("over the limit of 50 bytes"),
             "{}",

@@ -18,6 +18,8 @@
 
 pub mod filter;
 pub mod format;
+pub mod rejects;
+pub mod route_cache;
 pub mod router;
 
 use std::collections::HashMap;
@@ -26,17 +28,15 @@ use std::time::Duration;
 
 use self::filter::Filter;
 use self::format::Formatter;
+use self::rejects::Rejects;
+use self::route_cache::RouteCache;
 use self::router::TagPattern;
-use crate::buffer::{AppendError, Buffer, Records};
+use crate::buffer::{AppendError, Buffer};
 use crate::event::EventBatch;
 use crate::flush::deadletter::DeadLetter;
 use crate::ops::logging::Throttle;
 use crate::ops::metrics::{output_label, source_label, Metrics};
 use crate::sink::{OutputConfig, Sink};
-
-/// Most distinct tags whose routing decision is cached; beyond that the cache is cleared, so a
-/// client sending random tags cannot grow memory without bound.
-const ROUTE_CACHE_LIMIT: usize = 4096;
 
 /// One configured output at run time.
 pub struct Output {
@@ -86,26 +86,19 @@ struct Route {
     filters: Vec<(TagPattern, Box<dyn Filter>)>,
     /// Indices into [`Pipeline::outputs`], in matching order.
     outputs: Vec<usize>,
-    cache: Mutex<HashMap<String, Option<usize>>>,
+    cache: Mutex<RouteCache>,
 }
 
 impl Route {
     /// The output (index into `all`) that takes `tag`, if any.
     fn output_for(&self, tag: &str, all: &[Arc<Output>]) -> Option<usize> {
         let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(&hit) = cache.get(tag) {
-            return hit;
-        }
-        let found = self
-            .outputs
-            .iter()
-            .copied()
-            .find(|&i| all[i].pattern.matches(tag));
-        if cache.len() >= ROUTE_CACHE_LIMIT {
-            cache.clear();
-        }
-        cache.insert(tag.to_owned(), found);
-        found
+        cache.get_or_route(tag, || {
+            self.outputs
+                .iter()
+                .copied()
+                .find(|&i| all[i].pattern.matches(tag))
+        })
     }
 }
 
@@ -161,6 +154,16 @@ impl Pipeline {
         &self.dead_letter
     }
 
+    /// The largest record any output takes (the default per-record bound of sources): the
+    /// largest formatted record of the output that takes the largest, or `None` when one of
+    /// them has no limit.
+    pub fn largest_record_bytes(&self) -> Option<usize> {
+        self.outputs
+            .iter()
+            .map(|o| o.formatter.max_record_bytes())
+            .try_fold(0, |max, limit| limit.map(|l| max.max(l)))
+    }
+
     /// Filters, routes, formats and buffers `batch` of a source with `label`; resolves once the
     /// buffer has stored it. Records the output rejects go to the `@ERROR` label when some
     /// output has it, else to the dead-letter directory.
@@ -174,10 +177,11 @@ impl Pipeline {
             return Ok(());
         }
         let labels = source_label(source);
+        let events = (batch.len() + batch.oversized().len()) as u64;
         self.metrics
             .records_in
             .get_or_create(&labels)
-            .inc_by(batch.len() as u64);
+            .inc_by(events);
         self.metrics
             .bytes_in
             .get_or_create(&labels)
@@ -217,12 +221,12 @@ impl Pipeline {
                     ("source", source.to_owned()),
                     ("reason", "no_output_matched".to_owned()),
                 ])
-                .inc_by(batch.len() as u64);
+                .inc_by((batch.len() + batch.oversized().len()) as u64);
             if let Some(suppressed) = self.unmatched_log.allow() {
                 tracing::warn!(
                     tag = batch.tag(),
                     label = label.unwrap_or("(none)"),
-                    events = batch.len(),
+                    events = batch.len() + batch.oversized().len(),
                     suppressed,
                     "no output matches this tag; events dropped"
                 );
@@ -230,54 +234,48 @@ impl Pipeline {
             return Ok(None);
         };
         let output = &self.outputs[index];
-        let mut records = Records::with_capacity(batch.len(), batch.json_bytes() + batch.len());
-        let rejected = output.formatter.format(&batch, &mut records);
+        let (records, mut rejected) = output.formatter.format(&mut batch);
         let mut for_error_label = None;
-        if !rejected.is_empty() {
-            if return_rejected {
-                for_error_label = Some(rejected_batch(&batch, &rejected));
-            } else {
-                self.dead_letter_rejected(output, &batch, rejected).await?;
-            }
+        if return_rejected && !rejected.is_empty() {
+            for_error_label = Some(rejected_batch(&batch, &rejected));
+            rejected.clear();
         }
-        let stored = records.len() as u64;
-        output.buffer.append(records).await?;
-        self.metrics
-            .records_buffered
-            .get_or_create(&output_label(&output.name))
-            .inc_by(stored);
+        // Oversized records are only descriptions: they go to the dead-letter directory even
+        // when an `@ERROR` label exists, since no output could take what is left of them.
+        let rejects = Rejects::collect(&batch, rejected);
+        if !rejects.is_empty() {
+            self.dead_letter_rejects(output, batch, rejects).await?;
+        }
+        if !records.is_empty() {
+            let stored = records.len() as u64;
+            output.buffer.append(records).await?;
+            self.metrics
+                .records_buffered
+                .get_or_create(&output_label(&output.name))
+                .inc_by(stored);
+        }
         Ok(for_error_label)
     }
 
-    async fn dead_letter_rejected(
+    /// Writes what `output` cannot take to the dead-letter directory (on the blocking pool).
+    async fn dead_letter_rejects(
         &self,
         output: &Output,
-        batch: &EventBatch,
-        rejected: Vec<crate::pipeline::format::Rejected>,
+        batch: EventBatch,
+        rejects: Rejects,
     ) -> Result<(), EmitError> {
-        let count = rejected.len() as u64;
+        let count = rejects.len() as u64;
         if let Some(suppressed) = self.rejected_log.allow() {
             tracing::error!(output = %output.name, tag = batch.tag(), records = count,
-                reason = %rejected[0].reason, suppressed,
+                reason = rejects.first_reason().unwrap_or(""), suppressed,
                 "records cannot be delivered by this output; written to the dead-letter directory");
         }
         let dead_letter = Arc::clone(&self.dead_letter);
         let name = output.name.clone();
-        let tag = batch.tag().to_owned();
-        tokio::task::spawn_blocking(move || {
-            // The original event, one JSON line each, so a replay can re-route it.
-            let lines: Vec<(&str, Vec<u8>)> = rejected
-                .iter()
-                .map(|r| (r.reason.as_str(), format!("{}\n", r.record).into_bytes()))
-                .collect();
-            let items = lines
-                .iter()
-                .map(|(reason, line)| (*reason, line.as_slice()));
-            dead_letter.write_by_reason(&name, Some(&tag), None, items)
-        })
-        .await
-        .map_err(|e| EmitError::DeadLetter(std::io::Error::other(e)))?
-        .map_err(EmitError::DeadLetter)?;
+        tokio::task::spawn_blocking(move || rejects.write(&dead_letter, &name, &batch))
+            .await
+            .map_err(|e| EmitError::DeadLetter(std::io::Error::other(e)))?
+            .map_err(EmitError::DeadLetter)?;
         self.metrics
             .records_dead_lettered
             .get_or_create(&output_label(&output.name))
@@ -291,10 +289,11 @@ fn rejected_batch(
     batch: &EventBatch,
     rejected: &[crate::pipeline::format::Rejected],
 ) -> EventBatch {
-    let times: Vec<_> = batch.iter().map(|(t, _)| t).collect();
     let mut out = EventBatch::new(batch.tag());
     for r in rejected {
-        out.push_raw(times[r.index], &r.record);
+        if let (Some(time), Some(record)) = (batch.time(r.index), batch.record(r.index)) {
+            out.push_raw(time, record);
+        }
     }
     out
 }

@@ -7,7 +7,9 @@
 //! all.
 
 pub mod component;
+pub mod secret_url;
 pub mod units;
 
 pub use component::TypeTag;
+pub use secret_url::SecretUrl;
 pub use units::{ByteSize, ConfigDuration};

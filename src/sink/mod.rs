@@ -232,11 +232,14 @@ impl OutputConfig {
         self.common().format()
     }
 
-    /// Largest formatted record the destination accepts.
-    pub fn max_record_bytes(&self) -> Option<usize> {
+    /// Largest formatted record this output takes: what its destination accepts (Firehose:
+    /// 1,024,000 bytes) and what fits in one of its chunks (`chunk_limit_size`: a record is
+    /// never split). Larger records are dead-lettered at intake, one by one.
+    pub fn max_record_bytes(&self) -> usize {
+        let chunk = usize::try_from(self.buffer().chunk_limit_size.0).unwrap_or(usize::MAX);
         match self {
-            OutputConfig::File(_) | OutputConfig::Stdout(_) => None,
-            OutputConfig::Firehose(_) => Some(firehose::FirehoseConfig::MAX_RECORD_BYTES),
+            OutputConfig::File(_) | OutputConfig::Stdout(_) => chunk,
+            OutputConfig::Firehose(_) => chunk.min(firehose::FirehoseConfig::MAX_RECORD_BYTES),
         }
     }
 

@@ -91,15 +91,17 @@ impl Emitter {
 
 /// Starts a source. Resolves once it is ready (e.g. listening), so that a bind error surfaces at
 /// startup rather than later; the returned task ends after `shutdown`.
+/// Network sources hold a slot of `fds` per client connection.
 pub async fn spawn(
     name: &str,
     config: SourceConfig,
     emitter: Emitter,
     shutdown: crate::shutdown::Shutdown,
+    fds: crate::fds::FdBudget,
 ) -> anyhow::Result<tokio::task::JoinHandle<()>> {
     tracing::info!(source = name, "starting source");
     Ok(match config {
         SourceConfig::Sample(c) => tokio::spawn(sample::run(c, emitter, shutdown)),
-        SourceConfig::Forward(c) => forward::spawn(name, *c, emitter, shutdown).await?,
+        SourceConfig::Forward(c) => forward::spawn(name, *c, emitter, shutdown, fds).await?,
     })
 }

@@ -49,10 +49,48 @@ pub fn write_config(dir: &Path, text: &str) -> PathBuf {
 /// Starts the relay with `config`, extra environment, stdout and stderr captured to files in
 /// the config's directory (`stdout.log`, `stderr.log`).
 pub fn spawn_relay(config: &Path, env: &[(&str, &str)]) -> Child {
+    spawn_relay_limited(config, env, &[])
+}
+
+/// A resource limit for the relay's process, set by a shell's `ulimit` before it `exec`s the
+/// relay (as an operator or a container entrypoint would).
+#[derive(Debug, Clone, Copy)]
+pub enum Limit {
+    /// `RLIMIT_NOFILE`: soft and hard.
+    Nofile {
+        /// Soft limit.
+        soft: u64,
+        /// Hard limit.
+        hard: u64,
+    },
+    /// `RLIMIT_AS` in bytes (soft and hard).
+    AddressSpace(u64),
+}
+
+impl Limit {
+    fn ulimit(self) -> String {
+        match self {
+            // The soft limit first: it may not pass the hard one being set.
+            Limit::Nofile { soft, hard } => format!("ulimit -S -n {soft} && ulimit -H -n {hard}"),
+            Limit::AddressSpace(bytes) => format!("ulimit -v {}", bytes / 1024),
+        }
+    }
+}
+
+/// Like [`spawn_relay`], with resource limits set by `sh` before it becomes the relay.
+pub fn spawn_relay_limited(config: &Path, env: &[(&str, &str)], limits: &[Limit]) -> Child {
     let dir = config.parent().expect("config has a parent dir");
     let stdout = std::fs::File::create(dir.join("stdout.log")).expect("stdout log");
     let stderr = std::fs::File::create(dir.join("stderr.log")).expect("stderr log");
-    let mut cmd = Command::new(relay_bin());
+    let mut cmd = if limits.is_empty() {
+        Command::new(relay_bin())
+    } else {
+        let mut script: Vec<String> = limits.iter().map(|l| l.ulimit()).collect();
+        script.push("exec \"$0\" \"$@\"".to_owned());
+        let mut sh = Command::new("sh");
+        sh.arg("-c").arg(script.join(" && ")).arg(relay_bin());
+        sh
+    };
     cmd.arg("run").arg("--config").arg(config);
     cmd.env_remove("RELAY_CONFIG");
     cmd.env(
@@ -88,6 +126,61 @@ impl Drop for KillOnDrop {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
+}
+
+/// A plain HTTP/1.1 GET on `127.0.0.1:port`: (status, body); status 0 when it failed.
+pub fn http_get(port: u16, path: &str) -> (u16, String) {
+    use std::io::Read;
+    let mut s = match std::net::TcpStream::connect(("127.0.0.1", port)) {
+        Ok(s) => s,
+        Err(e) => return (0, e.to_string()),
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
+    let req = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    if let Err(e) = s.write_all(req.as_bytes()) {
+        return (0, e.to_string());
+    }
+    let mut text = String::new();
+    if let Err(e) = s.read_to_string(&mut text) {
+        return (0, e.to_string());
+    }
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    (status, body.to_owned())
+}
+
+/// This process's hard `RLIMIT_NOFILE`.
+pub fn nofile_hard_limit() -> u64 {
+    rlimit::Resource::NOFILE.get().expect("getrlimit").1
+}
+
+/// Peak resident set size (`VmHWM`) of process `pid`, in bytes.
+pub fn peak_rss(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("/proc status");
+    let kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmHWM in /proc/PID/status");
+    kib * 1024
+}
+
+/// Bytes of the files under `dir` (0 if it does not exist).
+pub fn dir_size(dir: &Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .filter_map(|e| e.ok())
+        .map(|e| match e.file_type() {
+            Ok(t) if t.is_dir() => dir_size(&e.path()),
+            _ => e.metadata().map(|m| m.len()).unwrap_or(0),
+        })
+        .sum()
 }
 
 /// Sends SIGTERM to a child process.

@@ -2,6 +2,8 @@
 //! into a file sink, a raw client, and a msgpack builder.
 #![allow(dead_code)]
 
+pub mod hostile;
+
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
@@ -14,7 +16,24 @@ use crate::common;
 pub struct Relay {
     pub dir: tempfile::TempDir,
     pub port: u16,
+    /// The operations endpoint's port, when [`Launch::http`] was set.
+    pub http_port: Option<u16>,
     pub child: Child,
+}
+
+/// How to start a [`Relay`] beyond the defaults.
+#[derive(Default)]
+pub struct Launch<'a> {
+    /// TOML inside `[sources.fwd]` (may open sub-tables at its end).
+    pub source: &'a str,
+    /// TOML inside `[outputs.out.buffer]`.
+    pub buffer: &'a str,
+    /// Serve the operations endpoint.
+    pub http: bool,
+    /// Leave out the stdout filter that prints every event.
+    pub quiet: bool,
+    /// Resource limits of the relay's process.
+    pub limits: &'a [common::Limit],
 }
 
 impl Relay {
@@ -26,19 +45,33 @@ impl Relay {
 
     /// Like [`Relay::start`]; `buffer_extra` goes into `[outputs.out.buffer]`.
     pub fn start_with(source_extra: &str, buffer_extra: &str) -> Relay {
+        Relay::launch(&Launch {
+            source: source_extra,
+            buffer: buffer_extra,
+            ..Launch::default()
+        })
+    }
+
+    /// Starts the relay as `how` says.
+    pub fn launch(how: &Launch<'_>) -> Relay {
         let dir = tempfile::tempdir().expect("tempdir");
         let d = dir.path().display();
+        let http = if how.http { "127.0.0.1:0" } else { "" };
+        let print = if how.quiet {
+            ""
+        } else {
+            "[filters.print]\ntype = \"stdout\"\nmatch = \"**\""
+        };
+        let (source_extra, buffer_extra) = (how.source, how.buffer);
         let config = format!(
             r#"
 data_dir = "{d}/data"
 shutdown_timeout = "5s"
 
 [http]
-listen = ""
+listen = "{http}"
 
-[filters.print]
-type = "stdout"
-match = "**"
+{print}
 
 [outputs.out]
 type = "file"
@@ -60,15 +93,20 @@ listen = "127.0.0.1:0"
 "#
         );
         let path = common::write_config(dir.path(), &config);
-        let child = common::spawn_relay(&path, &[]);
+        let child = common::spawn_relay_limited(&path, &[], how.limits);
         // Owned by the Relay before anything can panic, so that its Drop stops the process.
         let mut relay = Relay {
             dir,
             port: 0,
+            http_port: None,
             child,
         };
         // Port 0: the relay reports the port it bound, so parallel tests cannot collide.
         relay.port = common::wait_forward_addr(relay.dir.path(), &mut relay.child, "fwd").port();
+        if how.http {
+            let addr = common::wait_http_addr(relay.dir.path(), &mut relay.child);
+            relay.http_port = Some(addr.port());
+        }
         common::wait_for_log(
             relay.dir.path(),
             &mut relay.child,
@@ -76,6 +114,43 @@ listen = "127.0.0.1:0"
             Duration::from_secs(60),
         );
         relay
+    }
+
+    /// Peak resident set size of the relay so far, in bytes.
+    pub fn peak_rss(&self) -> u64 {
+        common::peak_rss(self.child.id())
+    }
+
+    /// The data directory.
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    /// Dead-letter entries: (metadata, the `.ndjson` text), oldest first.
+    pub fn dead_letters(&self) -> Vec<(serde_json::Value, String)> {
+        let root = self.data_dir().join("dead-letter");
+        let mut metas: Vec<PathBuf> = std::fs::read_dir(&root)
+            .into_iter()
+            .flatten()
+            .filter_map(|d| d.ok())
+            .flat_map(|d| std::fs::read_dir(d.path()).into_iter().flatten())
+            .filter_map(|f| f.ok().map(|f| f.path()))
+            .filter(|p| p.extension().is_some_and(|e| e == "json"))
+            .collect();
+        metas.sort();
+        metas
+            .into_iter()
+            .map(|m| {
+                let meta = serde_json::from_slice(&std::fs::read(&m).unwrap()).unwrap();
+                let data = std::fs::read_to_string(m.with_extension("ndjson")).unwrap_or_default();
+                (meta, data)
+            })
+            .collect()
+    }
+
+    /// An HTTP GET on the operations endpoint: (status, body); status 0 when it failed.
+    pub fn http_get(&self, path: &str) -> (u16, String) {
+        common::http_get(self.http_port.expect("started with http"), path)
     }
 
     /// The relay's log, without terminal colour codes.

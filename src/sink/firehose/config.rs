@@ -50,8 +50,9 @@ pub struct FirehoseConfig {
     #[serde(default)]
     pub tls_ca_file: Option<PathBuf>,
     /// HTTP(S) proxy for all AWS calls; default from `HTTPS_PROXY`/`HTTP_PROXY`/`NO_PROXY`.
+    /// Its user information (`http://user:password@host`) is never printed or logged.
     #[serde(default)]
-    pub proxy_url: Option<String>,
+    pub proxy_url: Option<crate::primitives::SecretUrl>,
     /// Add `\n` after each record.
     #[serde(default = "crate::primitives::component::default_true")]
     pub append_new_line: bool,
@@ -196,13 +197,12 @@ impl FirehoseConfig {
                     .to_owned(),
             ));
         }
-        for url in [&self.endpoint_url, &self.proxy_url].into_iter().flatten() {
-            if !(url.starts_with("http://") || url.starts_with("https://")) {
-                let key = if Some(url) == self.endpoint_url.as_ref() {
-                    "endpoint_url"
-                } else {
-                    "proxy_url"
-                };
+        let urls = [
+            ("endpoint_url", self.endpoint_url.as_deref()),
+            ("proxy_url", self.proxy_url.as_ref().map(|u| u.expose())),
+        ];
+        for (key, url) in urls {
+            if url.is_some_and(|u| !(u.starts_with("http://") || u.starts_with("https://"))) {
                 p.push((key, "must be an http:// or https:// URL".to_owned()));
             }
         }

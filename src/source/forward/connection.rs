@@ -15,7 +15,10 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
 
-use super::decode::{decode_message, DecodeError, DecodeOptions, Message};
+use super::auth_guard::{AuthGuard, FAILURE_DELAY};
+use super::decode::{
+    decode_message, decode_small, DecodeError, DecodeOptions, Message, DEFAULT_RECORD_SIZE_LIMIT,
+};
 use super::handshake::Security;
 use super::metrics::ForwardMetrics;
 use super::msgpack::Framer;
@@ -28,12 +31,19 @@ use crate::source::Emitter;
 
 /// Bytes requested from the socket per read.
 const READ_CHUNK: usize = 64 * 1024;
-/// Messages larger than this are decoded on the blocking pool so that a big (or gzip) message
-/// does not stall the other connections sharing the runtime thread. Smaller ones are decoded
-/// in place: decoding runs at ~1 GB/s, so 256 KiB (~1,000 records, what Fluent Bit sends per
-/// message under load) holds the thread for ~250 µs, less than the two thread hand-offs it
-/// would otherwise cost (the profile showed scheduler wake-ups as a tenth of the relay's CPU).
+/// Messages larger than this, or whose gzip payload inflates to more, are decoded on the
+/// blocking pool so that a big message does not stall the other connections sharing the
+/// runtime thread. Smaller ones are decoded in place: decoding runs at ~1 GB/s, so 256 KiB
+/// (~1,000 records, what Fluent Bit sends per message under load) holds the thread for
+/// ~250 µs, less than the two thread hand-offs it would otherwise cost (the profile showed
+/// scheduler wake-ups as a tenth of the relay's CPU). A gzip message is first inflated in place
+/// up to this many bytes; past them it starts again on the blocking pool (at most 256 KiB of
+/// inflating wasted, for messages that cost far more).
 const OFFLOAD_BYTES: usize = 256 * 1024;
+/// Largest PING accepted before the client is authenticated: its six fields (a host name of at
+/// most 255 bytes, a salt, two 128-byte hex digests, a user name) take well under 1 KiB, so a
+/// client that does not know the key cannot make the relay hold more than this.
+pub const PING_LENGTH_LIMIT: usize = 4096;
 /// How often the same kind of warning may be logged per source.
 const LOG_PERIOD: Duration = Duration::from_secs(10);
 /// Messages of one connection being stored at once. While message N waits for its fsync, N+1
@@ -100,8 +110,10 @@ pub struct Shared {
     acks_sent: Counter,
     emit_failures: Counter,
     invalid_events: Counter,
+    oversized_records: Counter,
     acceptor: Option<TlsAcceptor>,
     security: Option<Security>,
+    auth_guard: AuthGuard,
     message_length_limit: usize,
     decode: DecodeOptions,
     source_address_key: Option<String>,
@@ -130,16 +142,26 @@ impl Shared {
         let acks_sent = metrics.acks_sent.get_or_create(&labels).clone();
         let emit_failures = metrics.emit_failures.get_or_create(&labels).clone();
         let invalid_events = metrics.invalid_events.get_or_create(&labels).clone();
+        let oversized_records = metrics.oversized_records.get_or_create(&labels).clone();
+        let record_size_limit = match config.record_size_limit {
+            Some(limit) => size(limit.0, "record_size_limit")?,
+            None => emitter
+                .pipeline()
+                .largest_record_bytes()
+                .unwrap_or(DEFAULT_RECORD_SIZE_LIMIT),
+        };
         Ok(Shared {
             name: name.to_owned(),
             acks_sent,
             emit_failures,
             invalid_events,
+            oversized_records,
             labels,
             emitter,
             metrics,
             acceptor,
             security: config.security.as_ref().map(Security::new),
+            auth_guard: AuthGuard::default(),
             message_length_limit: size(config.message_length_limit.0, "message_length_limit")?,
             decode: DecodeOptions {
                 skip_invalid_event: config.skip_invalid_event,
@@ -147,6 +169,7 @@ impl Shared {
                     config.decompression_size_limit.0,
                     "decompression_size_limit",
                 )?,
+                record_size_limit,
                 tag_prefix: config.add_tag_prefix.clone(),
                 extra_fields: Vec::new(),
             },
@@ -161,10 +184,31 @@ impl Shared {
         })
     }
 
+    /// The per-record bound in force.
+    pub fn record_size_limit(&self) -> usize {
+        self.decode.record_size_limit
+    }
+
+    /// True when `peer` failed the handshake too often lately and is to be refused.
+    pub fn locked_out(&self, peer: SocketAddr) -> bool {
+        self.security.is_some()
+            && self
+                .auth_guard
+                .is_locked_out(peer.ip(), std::time::Instant::now())
+    }
+
     fn labels_with(&self, key: &'static str, value: &str) -> Labels {
         let mut l = self.labels.clone();
         l.push((key, value.to_owned()));
         l
+    }
+
+    /// Counts a failed `accept`.
+    pub fn count_accept_error(&self, reason: &'static str) {
+        self.metrics
+            .accept_errors
+            .get_or_create(&self.labels_with("reason", reason))
+            .inc();
     }
 
     /// Counts and logs a connection refused before it was served.
@@ -295,19 +339,16 @@ where
         shutdown,
     };
     if let Some(security) = &shared.security {
-        let (helo, bytes) = security.helo(!shared.deny_keepalive);
-        conn.write(&bytes).await?;
-        let Some(ping) = conn.next_frame(true).await? else {
-            return Ok(());
-        };
-        match security.answer_ping(&helo, &ping) {
-            Ok(pong) => conn.write(&pong).await?,
-            Err(refusal) => {
-                // The client may already be gone; the refusal is reported either way.
-                let _ = conn.write(&refusal.pong).await;
-                let _ = conn.stream.shutdown().await;
-                return Err(ConnError::Handshake(refusal.reason));
+        let authenticated = handshake(&mut conn, security).await;
+        if let Err(e) = &authenticated {
+            if !matches!(e, ConnError::Io(_) | ConnError::Truncated(_)) {
+                shared
+                    .auth_guard
+                    .record_failure(peer.ip(), std::time::Instant::now());
             }
+        }
+        if !authenticated? {
+            return Ok(());
         }
     }
     let opts = Arc::new(shared.options_for(peer));
@@ -351,6 +392,35 @@ where
     }
     let _ = conn.stream.shutdown().await;
     result
+}
+
+/// The `shared_key` handshake; false when the client left before its PING. A PING is framed
+/// with [`PING_LENGTH_LIMIT`]; a refusal waits [`FAILURE_DELAY`] first.
+async fn handshake<S>(conn: &mut Conn<'_, S>, security: &Security) -> Result<bool, ConnError>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+{
+    let (helo, bytes) = security.helo(!conn.shared.deny_keepalive);
+    conn.write(&bytes).await?;
+    conn.framer = Framer::new(PING_LENGTH_LIMIT);
+    let ping = conn.next_frame(true).await;
+    conn.framer = Framer::new(conn.shared.message_length_limit);
+    let Some(ping) = ping? else {
+        return Ok(false);
+    };
+    match security.answer_ping(&helo, &ping) {
+        Ok(pong) => {
+            conn.write(&pong).await?;
+            Ok(true)
+        }
+        Err(refusal) => {
+            tokio::time::sleep(FAILURE_DELAY).await;
+            // The client may already be gone; the refusal is reported either way.
+            let _ = conn.write(&refusal.pong).await;
+            let _ = conn.stream.shutdown().await;
+            Err(ConnError::Handshake(refusal.reason))
+        }
+    }
 }
 
 /// Stores one decoded message; resolves to its ack when stored, `None` when there is nothing to
@@ -444,13 +514,19 @@ where
         opts: &Arc<DecodeOptions>,
     ) -> Result<Option<super::decode::Events>, ConnError> {
         let now = EventTime::now();
-        let decoded = if frame.len() > OFFLOAD_BYTES {
-            let opts = Arc::clone(opts);
-            tokio::task::spawn_blocking(move || decode_message(&frame, &opts, now))
-                .await
-                .map_err(|e| ConnError::Internal(e.to_string()))?
+        let inline = if frame.len() > OFFLOAD_BYTES {
+            None
         } else {
-            decode_message(&frame, opts, now)
+            decode_small(&frame, opts, now, OFFLOAD_BYTES)
+        };
+        let decoded = match inline {
+            Some(decoded) => decoded,
+            None => {
+                let opts = Arc::clone(opts);
+                tokio::task::spawn_blocking(move || decode_message(&frame, &opts, now))
+                    .await
+                    .map_err(|e| ConnError::Internal(e.to_string()))?
+            }
         };
         let Message::Events(events) = decoded? else {
             return Ok(None);
@@ -462,6 +538,17 @@ where
                 tracing::warn!(source = %shared.name, tag = events.batch.tag(),
                     skipped = events.invalid_events, reason = events.invalid_reason.unwrap_or(""),
                     suppressed, "skipped invalid events (skip_invalid_event)");
+            }
+        }
+        let oversized = events.batch.oversized();
+        if let Some(first) = oversized.first() {
+            shared.oversized_records.inc_by(oversized.len() as u64);
+            if let Some(suppressed) = shared.bad_input_log.allow("record_too_large") {
+                tracing::warn!(source = %shared.name, tag = events.batch.tag(),
+                    records = oversized.len(), received_bytes = first.received_bytes,
+                    record_size_limit = first.limit, reason = "record_too_large", suppressed,
+                    "records larger than record_size_limit: dead-lettered as a description, the \
+                     rest of the message is stored");
             }
         }
         Ok(Some(events))

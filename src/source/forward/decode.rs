@@ -14,12 +14,21 @@
 //!   entry not `[time, record]`) is skipped and counted when `skip_invalid_event` is on (the
 //!   default, like Fluentd), and the message is still acknowledged since a resend could never
 //!   succeed. With `skip_invalid_event = false` it fails the whole message instead.
+//!
+//! And one kind of *big* input: a record whose JSON would pass `record_size_limit` is not
+//! written out. The transcoder stops at the limit, the rest of its msgpack is skipped, and the
+//! batch carries an [`Oversized`] description (time, size, the first 4 KiB) that the pipeline
+//! dead-letters; the message's other events are stored and acknowledged as usual.
+//!
+//! CompressedPackedForward payloads are inflated an entry at a time (module `inflate`), so what one
+//! message costs in memory is its frame, its JSON and one bounded window, never its inflated
+//! size.
 
-use std::io::Read;
+mod inflate;
 
 use super::msgpack::{Cursor, Framer, Item};
 use super::transcode;
-use crate::event::{EventBatch, EventTime};
+use crate::event::{EventBatch, EventTime, Oversized};
 use crate::json_text;
 
 /// Why a message was rejected. The connection that sent it is closed.
@@ -68,6 +77,10 @@ pub enum DecodeError {
     /// An invalid event with `skip_invalid_event = false`.
     #[error("invalid event: {0}")]
     InvalidEvent(&'static str),
+    /// A record's JSON passes `record_size_limit`. The decoder turns this into an
+    /// [`Oversized`] record; it only ends a message where the record cannot be skipped.
+    #[error("record larger than record_size_limit")]
+    RecordTooLarge,
 }
 
 impl DecodeError {
@@ -85,9 +98,14 @@ impl DecodeError {
             DecodeError::Gzip(_) => "bad_gzip",
             DecodeError::DecompressedTooLarge { .. } => "decompression_limit",
             DecodeError::InvalidEvent(_) => "invalid_event",
+            DecodeError::RecordTooLarge => "record_too_large",
         }
     }
 }
+
+/// `record_size_limit` when nothing else decides it: the largest record Firehose accepts
+/// (1,000 KiB), the usual destination. The relay derives the real default from its outputs.
+pub const DEFAULT_RECORD_SIZE_LIMIT: usize = 1_024_000;
 
 /// How messages are turned into events (from the source config, plus per-connection fields).
 #[derive(Debug, Clone)]
@@ -96,6 +114,8 @@ pub struct DecodeOptions {
     pub skip_invalid_event: bool,
     /// Largest decompressed CompressedPackedForward payload.
     pub decompression_size_limit: usize,
+    /// Largest JSON text of one record; larger records become [`Oversized`].
+    pub record_size_limit: usize,
     /// Prepended to every tag, followed by `.`.
     pub tag_prefix: Option<String>,
     /// Fields added to every record (`source_address_key`, `source_hostname_key`), as
@@ -108,6 +128,7 @@ impl Default for DecodeOptions {
         DecodeOptions {
             skip_invalid_event: true,
             decompression_size_limit: 256 << 20,
+            record_size_limit: DEFAULT_RECORD_SIZE_LIMIT,
             tag_prefix: None,
             extra_fields: Vec::new(),
         }
@@ -144,27 +165,74 @@ struct MessageOptions<'a> {
     compressed: Option<&'a [u8]>,
 }
 
+/// Why decoding stopped.
+enum Stop {
+    /// The message is bad.
+    Decode(DecodeError),
+    /// The payload inflated past the inline budget: decode it again on the blocking pool.
+    OverBudget,
+}
+
+impl From<DecodeError> for Stop {
+    fn from(e: DecodeError) -> Self {
+        Stop::Decode(e)
+    }
+}
+
 /// Decodes one framed message. `now` replaces times of `0`/`nil`.
 pub fn decode_message(
     frame: &[u8],
     opts: &DecodeOptions,
     now: EventTime,
 ) -> Result<Message, DecodeError> {
+    match decode(frame, opts, now, None) {
+        Ok(m) => Ok(m),
+        Err(Stop::Decode(e)) => Err(e),
+        // Without a budget the inflater never asks for one.
+        Err(Stop::OverBudget) => Err(DecodeError::Malformed("internal: no inline budget")),
+    }
+}
+
+/// Decodes a message on the calling (async) thread if that is cheap: `None` as soon as its
+/// payload inflates past `budget` bytes, and the caller decodes it again with
+/// [`decode_message`] on the blocking pool. The decision rests on the decompressed size, which
+/// only inflating tells; the work wasted is bounded by `budget`.
+pub fn decode_small(
+    frame: &[u8],
+    opts: &DecodeOptions,
+    now: EventTime,
+    budget: usize,
+) -> Option<Result<Message, DecodeError>> {
+    match decode(frame, opts, now, Some(budget)) {
+        Ok(m) => Some(Ok(m)),
+        Err(Stop::Decode(e)) => Some(Err(e)),
+        Err(Stop::OverBudget) => None,
+    }
+}
+
+fn decode(
+    frame: &[u8],
+    opts: &DecodeOptions,
+    now: EventTime,
+    budget: Option<usize>,
+) -> Result<Message, Stop> {
     if let Some(b'{' | b'[') = frame.first() {
-        return Err(DecodeError::JsonNotSupported);
+        return Err(DecodeError::JsonNotSupported.into());
     }
     let mut cur = Cursor::new(frame);
     let len = match cur.next_item()? {
         Item::Nil => return Ok(Message::Keepalive),
         Item::Array(n @ 2..=4) => n,
-        Item::Array(_) => return Err(DecodeError::WrongType("array must have 2 to 4 elements")),
-        _ => return Err(DecodeError::WrongType("message is not an array")),
+        Item::Array(_) => {
+            return Err(DecodeError::WrongType("array must have 2 to 4 elements").into())
+        }
+        _ => return Err(DecodeError::WrongType("message is not an array").into()),
     };
     let tag = match cur.next_item()? {
         Item::Str(b) => std::str::from_utf8(b).map_err(|_| DecodeError::TagNotUtf8)?,
         other => {
             cur.skip_children(&other)?;
-            return Err(DecodeError::TagNotString);
+            return Err(DecodeError::TagNotString.into());
         }
     };
     let tag = match &opts.tag_prefix {
@@ -179,13 +247,11 @@ pub fn decode_message(
         (true, 3) => (2, false),
         (true, 4) => (2, true),
         (true, _) => {
-            return Err(DecodeError::WrongType(
-                "Message mode needs [tag, time, record]",
-            ))
+            return Err(DecodeError::WrongType("Message mode needs [tag, time, record]").into())
         }
         (false, 2) => (1, false),
         (false, 3) => (1, true),
-        (false, _) => return Err(DecodeError::WrongType("too many elements")),
+        (false, _) => return Err(DecodeError::WrongType("too many elements").into()),
     };
     cur.seek(body);
     cur.skip_values(event_values)?;
@@ -216,14 +282,12 @@ pub fn decode_message(
         }
         Item::Str(payload) | Item::Bin(payload) => match options.compressed {
             None | Some(b"text") => sink.packed(payload)?,
-            Some(b"gzip") => {
-                let plain = gunzip(payload, opts.decompression_size_limit)?;
-                sink.packed(&plain)?;
-            }
+            Some(b"gzip") => inflate::packed_gzip(&mut sink, payload, budget)?,
             Some(other) => {
                 return Err(DecodeError::UnsupportedCompression(
                     String::from_utf8_lossy(other).into_owned(),
-                ))
+                )
+                .into())
             }
         },
         time => {
@@ -265,20 +329,6 @@ fn read_options<'a>(cur: &mut Cursor<'a>) -> Result<MessageOptions<'a>, DecodeEr
         }
     }
     Ok(o)
-}
-
-/// Decompresses one or more concatenated gzip members, failing beyond `limit` bytes.
-fn gunzip(payload: &[u8], limit: usize) -> Result<Vec<u8>, DecodeError> {
-    let mut out = Vec::with_capacity(payload.len().saturating_mul(4).min(limit));
-    let cap = u64::try_from(limit).unwrap_or(u64::MAX).saturating_add(1);
-    flate2::read::MultiGzDecoder::new(payload)
-        .take(cap)
-        .read_to_end(&mut out)
-        .map_err(|e| DecodeError::Gzip(e.to_string()))?;
-    if out.len() > limit {
-        return Err(DecodeError::DecompressedTooLarge { limit });
-    }
-    Ok(out)
 }
 
 /// Writes events into the output, applying the invalid-event policy.
@@ -366,8 +416,10 @@ impl EventSink<'_> {
         })
     }
 
-    /// Reads a record and commits it with `time`, or skips the event if either is invalid.
+    /// Reads a record and commits it with `time`, or skips the event if either is invalid. A
+    /// record past `record_size_limit` is skipped and described as [`Oversized`].
     fn record(&mut self, cur: &mut Cursor<'_>, time: Option<EventTime>) -> Result<(), DecodeError> {
+        let start = cur.pos();
         let item = cur.next_item()?;
         let Item::Map(n) = item else {
             cur.skip_children(&item)?;
@@ -377,45 +429,115 @@ impl EventSink<'_> {
             cur.skip_values(2 * u64::from(n))?;
             return self.invalid("time is not an integer or EventTime");
         };
-        let extra = &self.opts.extra_fields;
-        let out = self.out.batch.raw_json_mut();
-        out.push('{');
-        let mut first = true;
-        for _ in 0..n {
-            let key = cur.next_item()?;
-            if let Item::Str(k) = key {
-                if extra.iter().any(|(name, _)| name.as_bytes() == k) {
-                    cur.skip_values(1)?;
-                    continue;
-                }
+        let limit = self.opts.record_size_limit;
+        let batch = &mut self.out.batch;
+        let text_start = batch.raw_start();
+        let written = write_record(
+            cur,
+            n,
+            batch.raw_json_mut(),
+            text_start.saturating_add(limit),
+            &self.opts.extra_fields,
+        );
+        match written {
+            Ok(()) => {
+                batch.commit_raw(time);
+                Ok(())
             }
-            if !first {
-                out.push(',');
+            Err(DecodeError::RecordTooLarge) => {
+                let prefix = Oversized::prefix_of(&batch.raw_json_mut()[text_start..]);
+                batch.rollback_raw();
+                cur.seek(start);
+                cur.skip_values(1)?;
+                batch.push_oversized(Oversized {
+                    time,
+                    received_bytes: cur.pos() - start,
+                    limit,
+                    prefix,
+                });
+                Ok(())
             }
-            first = false;
-            let written = transcode::write_key(cur, key, out, 1).and_then(|()| {
-                out.push(':');
-                let value = cur.next_item()?;
-                transcode::write_item(cur, value, out, 1)
-            });
-            if let Err(e) = written {
-                self.out.batch.rollback_raw();
-                return Err(e);
+            Err(e) => {
+                batch.rollback_raw();
+                Err(e)
             }
         }
-        for (name, value) in extra {
-            if !first {
-                out.push(',');
-            }
-            first = false;
-            json_text::write_escaped(out, name);
-            out.push(':');
-            json_text::write_escaped(out, value);
-        }
-        out.push('}');
-        self.out.batch.commit_raw(time);
-        Ok(())
     }
+
+    /// An entry too large for the inflater's window, of which only its first bytes (`head`)
+    /// are at hand: an oversized record (its size still to be filled in) when it is a valid
+    /// event, else `None` and an invalid event.
+    fn oversized_entry(&mut self, head: &[u8]) -> Result<Option<Oversized>, DecodeError> {
+        let mut cur = Cursor::new(head);
+        if cur.next_item() != Ok(Item::Array(2)) {
+            return self
+                .invalid("entry is not a [time, record] array")
+                .map(|()| None);
+        }
+        let time = match cur.next_item() {
+            Ok(t) => self.time(&mut cur, t).ok().flatten(),
+            Err(_) => None,
+        };
+        let (Some(time), Ok(Item::Map(n))) = (time, cur.next_item()) else {
+            return self
+                .invalid("time is not an integer or EventTime, or record is not a map")
+                .map(|()| None);
+        };
+        let limit = self.opts.record_size_limit;
+        let mut text = String::new();
+        // It cannot complete: the record goes on beyond `head`. What it wrote is the prefix.
+        let _ = write_record(&mut cur, n, &mut text, limit, &self.opts.extra_fields);
+        Ok(Some(Oversized {
+            time,
+            received_bytes: 0,
+            limit,
+            prefix: Oversized::prefix_of(&text),
+        }))
+    }
+}
+
+/// Writes the JSON object of a record map of `n` pairs (header already read) into `out`,
+/// `extra` fields replacing the record's own of the same name, keeping `out` within `limit`.
+fn write_record(
+    cur: &mut Cursor<'_>,
+    n: u32,
+    out: &mut String,
+    limit: usize,
+    extra: &[(String, String)],
+) -> Result<(), DecodeError> {
+    out.push('{');
+    let mut first = true;
+    for _ in 0..n {
+        let key = cur.next_item()?;
+        if let Item::Str(k) = key {
+            if extra.iter().any(|(name, _)| name.as_bytes() == k) {
+                cur.skip_values(1)?;
+                continue;
+            }
+        }
+        if !first {
+            out.push(',');
+        }
+        first = false;
+        transcode::write_key(cur, key, out, 1, limit)?;
+        out.push(':');
+        let value = cur.next_item()?;
+        transcode::write_item(cur, value, out, 1, limit)?;
+    }
+    for (name, value) in extra {
+        if !first {
+            out.push(',');
+        }
+        first = false;
+        json_text::write_escaped(out, name);
+        out.push(':');
+        json_text::write_escaped(out, value);
+    }
+    out.push('}');
+    if out.len() > limit {
+        return Err(DecodeError::RecordTooLarge);
+    }
+    Ok(())
 }
 
 /// Decodes a whole byte stream as one connection would, without I/O: the entry point of the

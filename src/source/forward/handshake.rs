@@ -9,9 +9,16 @@
 //! Every string of the PING is taken as raw bytes (str or bin, UTF-8 or not): Fluent Bit sends
 //! the salt as str and nonces with arbitrary bytes. This module is pure (no I/O) so it can be
 //! tested against hand-computed digests.
+//!
+//! Comparisons take the same time whoever connects: digests are compared in constant time, and
+//! the user check computes every configured user's digest and compares hashes of the names, so
+//! the time does not tell whether a user name exists (a short-circuiting search would answer
+//! faster for unknown names). Refusals are delayed and counted per address by
+//! [`super::auth_guard`].
 
 use rand::RngCore;
 use sha2::{Digest, Sha512};
+use subtle::ConstantTimeEq;
 
 use super::msgpack::{Cursor, Item};
 use super::SecurityConfig;
@@ -60,9 +67,29 @@ pub fn hex_sha512(parts: &[&[u8]]) -> String {
     hex::encode(h.finalize())
 }
 
-/// Equality whose time does not depend on where the inputs differ.
+/// Equality whose time does not depend on where the inputs differ (only on their lengths,
+/// which are public here: hex digests are always 128 bytes).
 fn same(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    bool::from(a.ct_eq(b))
+}
+
+/// True when one of `users` has name `user` and password digest `pass`. Every user's password
+/// digest is computed (by `password_digest(name, password)`) and every comparison made, with
+/// the names compared as SHA-512 hashes so that their lengths do not show either.
+fn user_matches(
+    users: &[(Vec<u8>, Vec<u8>)],
+    user: &[u8],
+    pass: &[u8],
+    mut password_digest: impl FnMut(&[u8], &[u8]) -> String,
+) -> bool {
+    let wanted = Sha512::digest(user);
+    let mut found = subtle::Choice::from(0);
+    for (name, password) in users {
+        let name_ok = Sha512::digest(name).as_slice().ct_eq(wanted.as_slice());
+        let pass_ok = password_digest(name, password).as_bytes().ct_eq(pass);
+        found |= name_ok & pass_ok;
+    }
+    found.into()
 }
 
 /// The machine's host name (for `self_hostname`), without a lookup that could fail startup.
@@ -156,10 +183,8 @@ impl Security {
             return Err(Self::refuse("shared_key_mismatch", "shared_key mismatch"));
         }
         if !self.users.is_empty() {
-            let ok = self.users.iter().any(|(u, p)| {
-                same(u, user) && same(pass, hex_sha512(&[&helo.auth_salt, u, p]).as_bytes())
-            });
-            if !ok {
+            let digest = |u: &[u8], p: &[u8]| hex_sha512(&[&helo.auth_salt, u, p]);
+            if !user_matches(&self.users, user, pass, digest) {
                 return Err(Self::refuse(
                     "user_auth_failed",
                     "username/password mismatch",
@@ -329,6 +354,30 @@ mod tests {
         assert_eq!(bad.unwrap_err().reason, "user_auth_failed");
         let anonymous = s.answer_ping(&helo, &ping(&helo, "secret", "", "", false));
         assert_eq!(anonymous.unwrap_err().reason, "user_auth_failed");
+    }
+
+    #[test]
+    fn the_user_check_does_the_same_work_for_unknown_names() {
+        let users: Vec<(Vec<u8>, Vec<u8>)> = ["alice", "bob", "carol"]
+            .iter()
+            .map(|u| (u.as_bytes().to_vec(), b"pw".to_vec()))
+            .collect();
+        let digest = |u: &[u8], p: &[u8]| hex_sha512(&[b"salt", u, p]);
+        let good = digest(b"bob", b"pw");
+        for (user, pass, ok) in [
+            (&b"bob"[..], good.as_bytes(), true),
+            (b"bob", b"wrong", false),
+            (b"mallory", good.as_bytes(), false),
+            (b"", b"", false),
+        ] {
+            let mut computed = 0;
+            let counted = |u: &[u8], p: &[u8]| {
+                computed += 1;
+                digest(u, p)
+            };
+            assert_eq!(user_matches(&users, user, pass, counted), ok);
+            assert_eq!(computed, users.len(), "every user's digest, for {user:?}");
+        }
     }
 
     #[test]

@@ -17,7 +17,8 @@ pub struct ForwardMetrics {
     pub connections_open: Family<Labels, Gauge>,
     /// Connections accepted, by source.
     pub connections_accepted: Family<Labels, Counter>,
-    /// Connections refused (`max_connections`, `allow`), by source and reason.
+    /// Connections refused (`max_connections`, `allow`, `fd_limit`, `handshake_lockout`), by
+    /// source and reason.
     pub connections_rejected: Family<Labels, Counter>,
     /// Messages rejected as malformed (their connection was closed), by source and reason.
     pub invalid_messages: Family<Labels, Counter>,
@@ -29,6 +30,12 @@ pub struct ForwardMetrics {
     pub emit_failures: Family<Labels, Counter>,
     /// Failed `shared_key` handshakes, by source and reason.
     pub handshake_failures: Family<Labels, Counter>,
+    /// Records larger than `record_size_limit` (dead-lettered as a description), by source.
+    pub oversized_records: Family<Labels, Counter>,
+    /// UDP heartbeats not answered because the sender is not in `allow`, by source.
+    pub heartbeats_refused: Family<Labels, Counter>,
+    /// Failed accepts (e.g. out of file descriptors), by source and reason.
+    pub accept_errors: Family<Labels, Counter>,
 }
 
 impl ForwardMetrics {
@@ -78,6 +85,21 @@ impl ForwardMetrics {
             "forward_handshake_failures",
             "Failed shared_key handshakes, by reason",
             m.handshake_failures.clone(),
+        );
+        metrics.register(
+            "forward_oversized_records",
+            "Records larger than record_size_limit, dead-lettered as a description",
+            m.oversized_records.clone(),
+        );
+        metrics.register(
+            "forward_heartbeats_refused",
+            "UDP heartbeats not answered: the sender is not in `allow`",
+            m.heartbeats_refused.clone(),
+        );
+        metrics.register(
+            "forward_accept_errors",
+            "Failed accepts of forward connections, by reason (emfile: out of file descriptors)",
+            m.accept_errors.clone(),
         );
         m
     }

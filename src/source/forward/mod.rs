@@ -20,6 +20,7 @@
 //! reverse DNS for `source_hostname_key` (it gets the peer IP, as resolving on the hot path
 //! would let slow DNS stall ingestion), per-client `<client>` ACLs of Fluentd's `<security>`.
 
+pub mod auth_guard;
 pub mod connection;
 pub mod decode;
 pub mod handshake;
@@ -41,6 +42,7 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
 use super::Emitter;
+use crate::fds::{AcceptBackoff, FdBudget};
 use crate::ops::logging::Throttle;
 use crate::primitives::{ByteSize, ConfigDuration};
 use crate::shutdown::Shutdown;
@@ -65,6 +67,11 @@ pub struct ForwardConfig {
     pub message_length_limit: ByteSize,
     /// Largest decompressed CompressedPackedForward payload (zip-bomb guard; Fluentd's default).
     pub decompression_size_limit: ByteSize,
+    /// Largest JSON text of one record. Transcoding a record stops once it passes this; the
+    /// record is dead-lettered as a description (tag, time, size, first 4 KiB) and the rest of
+    /// its message is stored and acknowledged. Unset: the largest record any output takes
+    /// (the smaller of its `chunk_limit_size` and, for Firehose, 1,024,000 bytes).
+    pub record_size_limit: Option<ByteSize>,
     /// Skip events with an invalid time or record inside a valid message (Fluentd's default);
     /// when false such a message is rejected as a whole and not acknowledged.
     pub skip_invalid_event: bool,
@@ -103,6 +110,7 @@ impl Default for ForwardConfig {
             listen: "0.0.0.0:24224".to_owned(),
             message_length_limit: ByteSize::mib(32),
             decompression_size_limit: ByteSize::mib(256),
+            record_size_limit: None,
             skip_invalid_event: true,
             add_tag_prefix: None,
             source_address_key: None,
@@ -119,8 +127,8 @@ impl Default for ForwardConfig {
     }
 }
 
-/// `[sources.NAME.security]`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// `[sources.NAME.security]`. Its `Debug` form leaves the key out.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SecurityConfig {
     /// The key both sides know; never logged or printed.
@@ -133,14 +141,33 @@ pub struct SecurityConfig {
     pub users: Vec<UserConfig>,
 }
 
-/// `[[sources.NAME.security.users]]`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// `[[sources.NAME.security.users]]`. Its `Debug` form leaves the password out.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct UserConfig {
     /// User name.
     pub username: String,
     /// Password; never logged or printed.
     pub password: String,
+}
+
+impl std::fmt::Debug for SecurityConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SecurityConfig")
+            .field("shared_key", &"<redacted>")
+            .field("self_hostname", &self.self_hostname)
+            .field("users", &self.users)
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for UserConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UserConfig")
+            .field("username", &self.username)
+            .field("password", &"<redacted>")
+            .finish()
+    }
 }
 
 /// `[sources.NAME.tls]`.
@@ -176,6 +203,13 @@ impl ForwardConfig {
                 "message_length_limit",
                 "too large for this platform".to_owned(),
             ));
+        }
+        if let Some(limit) = self.record_size_limit {
+            if limit.0 < 1024 {
+                p.push(("record_size_limit", "must be at least 1k".to_owned()));
+            } else if limit.0 > u64::from(u32::MAX) {
+                p.push(("record_size_limit", "must be below 4g".to_owned()));
+            }
         }
         if self.decompression_size_limit.0 == 0 {
             p.push((
@@ -219,12 +253,14 @@ fn parse_network(text: &str) -> Option<ipnet::IpNet> {
 }
 
 /// Binds the listener(s), then serves in a task until `shutdown`: stops accepting, lets every
-/// connection finish the message it is processing (and ack it), then returns.
+/// connection finish the message it is processing (and ack it), then returns. Connections hold
+/// a slot of `fds` (shared by every forward source) while they are open.
 pub async fn spawn(
     name: &str,
     config: ForwardConfig,
     emitter: Emitter,
     shutdown: Shutdown,
+    fds: FdBudget,
 ) -> anyhow::Result<tokio::task::JoinHandle<()>> {
     let addr: SocketAddr = config
         .listen
@@ -238,46 +274,99 @@ pub async fn spawn(
         .await
         .with_context(|| format!("cannot listen on {addr}"))?;
     let local = listener.local_addr().unwrap_or(addr);
-    let heartbeat = if config.heartbeat {
-        let socket = tokio::net::UdpSocket::bind(local)
-            .await
-            .with_context(|| format!("cannot listen for UDP heartbeats on {local}"))?;
-        Some(tokio::spawn(heartbeat::run(socket, shutdown.clone())))
-    } else {
-        None
-    };
-    let metrics = metrics::ForwardMetrics::for_registry(emitter.pipeline().metrics());
-    let shared = Arc::new(connection::Shared::new(
-        name, &config, emitter, metrics, acceptor,
-    )?);
-    tracing::info!(source = name, address = %local, tls = config.tls.is_some(),
-        security = config.security.is_some(), "forward source listening");
-    let allow: Vec<ipnet::IpNet> = config
+    let allow: Arc<[ipnet::IpNet]> = config
         .allow
         .iter()
         .filter_map(|a| parse_network(a))
         .collect();
-    Ok(tokio::spawn(accept_loop(
-        listener,
-        shared,
+    let metrics = metrics::ForwardMetrics::for_registry(emitter.pipeline().metrics());
+    let heartbeat = if config.heartbeat {
+        let socket = tokio::net::UdpSocket::bind(local)
+            .await
+            .with_context(|| format!("cannot listen for UDP heartbeats on {local}"))?;
+        let refused = metrics
+            .heartbeats_refused
+            .get_or_create(&crate::ops::metrics::source_label(name))
+            .clone();
+        let allowed = heartbeat::Allowed::new(Arc::clone(&allow), refused);
+        Some(tokio::spawn(heartbeat::run(
+            socket,
+            allowed,
+            shutdown.clone(),
+        )))
+    } else {
+        None
+    };
+    let shared = Arc::new(connection::Shared::new(
+        name, &config, emitter, metrics, acceptor,
+    )?);
+    tracing::info!(source = name, address = %local, tls = config.tls.is_some(),
+        security = config.security.is_some(), record_size_limit = shared.record_size_limit(),
+        "forward source listening");
+    let admission = Admission {
         allow,
-        config.max_connections,
-        shutdown,
-        heartbeat,
+        slots: Arc::new(Semaphore::new(config.max_connections)),
+        fds,
+    };
+    Ok(tokio::spawn(accept_loop(
+        listener, shared, admission, shutdown, heartbeat,
     )))
+}
+
+/// Who may connect: `allow`, `max_connections`, the process's descriptor budget.
+struct Admission {
+    allow: Arc<[ipnet::IpNet]>,
+    slots: Arc<Semaphore>,
+    fds: FdBudget,
+}
+
+/// What an admitted connection holds until it ends.
+type Admitted = (
+    tokio::sync::OwnedSemaphorePermit,
+    tokio::sync::OwnedSemaphorePermit,
+);
+
+impl Admission {
+    /// The slots for a connection from `peer`, or the refusal reason (counted and logged).
+    fn admit(&self, shared: &connection::Shared, peer: SocketAddr) -> Option<Admitted> {
+        if !self.allow.is_empty() && !self.allow.iter().any(|n| n.contains(&peer.ip())) {
+            shared.reject(peer, "not_allowed", "client address is not in `allow`");
+            return None;
+        }
+        if shared.locked_out(peer) {
+            shared.reject(
+                peer,
+                "handshake_lockout",
+                "too many failed handshakes from this address in the last minute",
+            );
+            return None;
+        }
+        let Ok(slot) = Arc::clone(&self.slots).try_acquire_owned() else {
+            shared.reject(peer, "max_connections", "max_connections reached");
+            return None;
+        };
+        let Some(fd) = self.fds.try_take() else {
+            shared.reject(
+                peer,
+                "fd_limit",
+                "no file descriptor left for clients (the rest is kept for the buffer)",
+            );
+            return None;
+        };
+        Some((slot, fd))
+    }
 }
 
 async fn accept_loop(
     listener: TcpListener,
     shared: Arc<connection::Shared>,
-    allow: Vec<ipnet::IpNet>,
-    max_connections: usize,
+    admission: Admission,
     mut shutdown: Shutdown,
     heartbeat: Option<tokio::task::JoinHandle<()>>,
 ) {
-    let slots = Arc::new(Semaphore::new(max_connections));
     let mut connections = JoinSet::new();
     let accept_errors = Throttle::new(Duration::from_secs(10));
+    let mut backoff = AcceptBackoff::default();
     loop {
         let accepted = tokio::select! {
             _ = shutdown.recv() => break,
@@ -285,22 +374,25 @@ async fn accept_loop(
             r = listener.accept() => r,
         };
         let (stream, peer) = match accepted {
-            Ok(x) => x,
+            Ok(x) => {
+                backoff.reset();
+                x
+            }
             Err(e) => {
-                // Typically EMFILE; back off briefly instead of spinning.
+                let reason = AcceptBackoff::reason(&e);
+                shared.count_accept_error(reason);
+                let wait = backoff.next_wait();
                 if let Some(suppressed) = accept_errors.allow() {
-                    tracing::warn!(source = %shared.name, error = %e, suppressed, "accept failed");
+                    tracing::warn!(source = %shared.name, error = %e, reason, suppressed,
+                        retry_in_ms = wait.as_millis() as u64, "accept failed");
                 }
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
+                tokio::select! {
+                    _ = shutdown.recv() => break,
+                    _ = tokio::time::sleep(wait) => continue,
+                }
             }
         };
-        if !allow.is_empty() && !allow.iter().any(|n| n.contains(&peer.ip())) {
-            shared.reject(peer, "not_allowed", "client address is not in `allow`");
-            continue;
-        }
-        let Ok(permit) = Arc::clone(&slots).try_acquire_owned() else {
-            shared.reject(peer, "max_connections", "max_connections reached");
+        let Some(admitted) = admission.admit(&shared, peer) else {
             continue;
         };
         let _ = stream.set_nodelay(true);
@@ -308,7 +400,7 @@ async fn accept_loop(
         let shutdown = shutdown.clone();
         connections.spawn(async move {
             connection::run(stream, peer, shared, shutdown).await;
-            drop(permit);
+            drop(admitted);
         });
     }
     drop(listener);
@@ -368,6 +460,9 @@ type = "stdout"
         let text = config.to_redacted_toml().unwrap();
         assert!(!text.contains("topsecret"), "{text}");
         assert!(text.contains("alice"));
+        let debug = format!("{config:?}");
+        assert!(!debug.contains("topsecret"), "{debug}");
+        assert!(debug.contains("alice"), "{debug}");
     }
 
     #[test]

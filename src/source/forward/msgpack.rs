@@ -225,6 +225,57 @@ pub fn parse(buf: &[u8]) -> Result<Parsed<'_>, DecodeError> {
     })
 }
 
+/// An item's header without its payload, for reading past values that are not all in memory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Header {
+    /// Bytes of the header itself.
+    pub size: usize,
+    /// Bytes of str/bin/ext payload after it.
+    pub payload: usize,
+    /// Values that follow as its children (containers).
+    pub children: u64,
+}
+
+/// Reads the header at the start of `buf`, without needing its payload; `None` when `buf` is
+/// too short for the header itself.
+pub fn header(buf: &[u8]) -> Result<Option<Header>, DecodeError> {
+    let Some(&m) = buf.first() else {
+        return Ok(None);
+    };
+    let at = |i: usize| buf.get(i).copied().map(usize::from);
+    let sized = |size: usize, payload: Option<usize>| {
+        payload.map(|payload| Header {
+            size,
+            payload,
+            children: 0,
+        })
+    };
+    Ok(match m {
+        0xa0..=0xbf => sized(1, Some(usize::from(m & 0x1f))),
+        0xc4 | 0xd9 => sized(2, at(1)),
+        0xc5 | 0xda => sized(3, at(1).zip(at(2)).map(|(a, b)| a << 8 | b)),
+        0xc6 | 0xdb => sized(5, buf.get(1..5).map(be_u32)),
+        0xc7 => sized(3, at(1).filter(|_| buf.len() >= 3)),
+        0xc8 => sized(
+            4,
+            at(1)
+                .zip(at(2))
+                .map(|(a, b)| a << 8 | b)
+                .filter(|_| buf.len() >= 4),
+        ),
+        0xc9 => sized(6, buf.get(1..5).map(be_u32).filter(|_| buf.len() >= 6)),
+        0xd4..=0xd8 => sized(2, Some(1usize << (m - 0xd4)).filter(|_| buf.len() >= 2)),
+        _ => match parse(buf)? {
+            Parsed::Done(item, size) => Some(Header {
+                size,
+                payload: 0,
+                children: item.children(),
+            }),
+            Parsed::Need(_) => None,
+        },
+    })
+}
+
 /// Signed msgpack ints may carry non-negative values; normalise them to `Uint`.
 fn int(v: i64) -> Item<'static> {
     if v >= 0 {
@@ -440,6 +491,38 @@ mod tests {
             Framer::new(32).advance(&bytes),
             Err(DecodeError::TooLarge { .. })
         ));
+    }
+
+    #[test]
+    fn headers_are_read_without_their_payload() {
+        let str32 = [0xdb, 0x0c, 0x80, 0x00, 0x00];
+        let h = Header {
+            size: 5,
+            payload: 200 << 20,
+            children: 0,
+        };
+        assert_eq!(header(&str32).unwrap(), Some(h));
+        assert_eq!(header(&str32[..3]).unwrap(), None);
+        assert_eq!(
+            header(&[0x92, 0x01]).unwrap().map(|h| (h.size, h.children)),
+            Some((1, 2))
+        );
+        assert_eq!(header(&[0xcd, 0x01]).unwrap(), None);
+        // Every header agrees with `parse` on complete input.
+        for bytes in [
+            &[0xa2, b'a', b'b'][..],
+            &[0xc4, 0x01, 0xff],
+            &[0xc7, 0x01, 0x05, 0xff],
+            &[0xd5, 0x05, 0x01, 0x02],
+            &[0xde, 0x00, 0x01],
+        ] {
+            let h = header(bytes).unwrap().unwrap();
+            let Parsed::Done(item, used) = parse(bytes).unwrap() else {
+                panic!("{bytes:?}")
+            };
+            assert_eq!(h.size + h.payload, used, "{bytes:?}");
+            assert_eq!(h.children, item.children());
+        }
     }
 
     #[test]

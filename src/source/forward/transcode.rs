@@ -14,7 +14,12 @@
 //! | map key that is not a str | its JSON text as a string: `1` → `"1"`, `nil` → `"null"`, `[1,2]` → `"[1,2]"`; bin keys as text. Inside such a key, a key that is itself an array or map becomes `"<array>"` / `"<map>"`: each level of keys-in-keys would escape the text again and double its size, so a few hundred bytes could otherwise expand to gigabytes (found by the fuzzer) |
 //! | duplicate keys | kept as they are (JSON parsers keep the last one) |
 //!
-//! Nesting is limited to [`MAX_DEPTH`] so that a hostile record cannot exhaust the stack.
+//! Nesting is limited to [`MAX_DEPTH`] so that a hostile record cannot exhaust the stack, and
+//! the text written is limited by the caller's `limit` (an absolute length of `out`): writing
+//! stops with [`DecodeError::RecordTooLarge`] as soon as a value would pass it. A string is
+//! checked before it is written (its JSON is at least as long as its bytes) and containers after
+//! each element, so a record is never materialised beyond its bound: at most one string's
+//! escaping (up to 6 bytes per byte of what was still allowed) goes past it.
 
 use base64::Engine;
 
@@ -41,14 +46,26 @@ fn write_f32(out: &mut String, v: f32) {
     }
 }
 
-/// Writes the value that starts with `item` (already read from `cur`).
+/// Fails when `out` plus `adding` bytes would be longer than `limit`.
+#[inline]
+fn room(out: &str, limit: usize, adding: usize) -> Result<(), DecodeError> {
+    if out.len().saturating_add(adding) > limit {
+        Err(DecodeError::RecordTooLarge)
+    } else {
+        Ok(())
+    }
+}
+
+/// Writes the value that starts with `item` (already read from `cur`), keeping `out` within
+/// `limit` bytes.
 pub fn write_item(
     cur: &mut Cursor<'_>,
     item: Item<'_>,
     out: &mut String,
     depth: usize,
+    limit: usize,
 ) -> Result<(), DecodeError> {
-    write_value(cur, item, out, depth, false)
+    write_value(cur, item, out, depth, false, limit)
 }
 
 /// `in_key`: the value is being rendered as the text of a non-string map key.
@@ -58,6 +75,7 @@ fn write_value(
     out: &mut String,
     depth: usize,
     in_key: bool,
+    limit: usize,
 ) -> Result<(), DecodeError> {
     match item {
         Item::Nil => out.push_str("null"),
@@ -67,7 +85,10 @@ fn write_value(
         Item::Int(v) => out.push_str(itoa::Buffer::new().format(v)),
         Item::F32(v) => write_f32(out, v),
         Item::F64(v) => write_f64(out, v),
-        Item::Str(b) | Item::Bin(b) => write_bytes_as_string(out, b),
+        Item::Str(b) | Item::Bin(b) => {
+            room(out, limit, b.len() + 2)?;
+            write_bytes_as_string(out, b);
+        }
         Item::Ext(0, p) if p.len() == 8 => {
             let secs = u32::from_be_bytes([p[0], p[1], p[2], p[3]]);
             let nanos = u32::from_be_bytes([p[4], p[5], p[6], p[7]]);
@@ -81,6 +102,7 @@ fn write_value(
             out.push_str(itoa::Buffer::new().format(n));
         }
         Item::Ext(_, p) => {
+            room(out, limit, p.len() + 2)?;
             out.push('"');
             base64::engine::general_purpose::STANDARD.encode_string(p, out);
             out.push('"');
@@ -93,7 +115,8 @@ fn write_value(
                     out.push(',');
                 }
                 let child = cur.next_item()?;
-                write_value(cur, child, out, depth, in_key)?;
+                write_value(cur, child, out, depth, in_key, limit)?;
+                room(out, limit, 0)?;
             }
             out.push(']');
         }
@@ -105,10 +128,11 @@ fn write_value(
                     out.push(',');
                 }
                 let key = cur.next_item()?;
-                key_text(cur, key, out, depth, in_key)?;
+                key_text(cur, key, out, depth, in_key, limit)?;
                 out.push(':');
                 let value = cur.next_item()?;
-                write_value(cur, value, out, depth, in_key)?;
+                write_value(cur, value, out, depth, in_key, limit)?;
+                room(out, limit, 0)?;
             }
             out.push('}');
         }
@@ -124,14 +148,16 @@ fn enter(depth: usize) -> Result<usize, DecodeError> {
     }
 }
 
-/// Writes a map key: strings as they are, anything else as its JSON text in a string.
+/// Writes a map key: strings as they are, anything else as its JSON text in a string; `out`
+/// stays within `limit` bytes.
 pub fn write_key(
     cur: &mut Cursor<'_>,
     key: Item<'_>,
     out: &mut String,
     depth: usize,
+    limit: usize,
 ) -> Result<(), DecodeError> {
-    key_text(cur, key, out, depth, false)
+    key_text(cur, key, out, depth, false, limit)
 }
 
 fn key_text(
@@ -140,9 +166,13 @@ fn key_text(
     out: &mut String,
     depth: usize,
     in_key: bool,
+    limit: usize,
 ) -> Result<(), DecodeError> {
     match key {
-        Item::Str(b) | Item::Bin(b) => write_bytes_as_string(out, b),
+        Item::Str(b) | Item::Bin(b) => {
+            room(out, limit, b.len() + 2)?;
+            write_bytes_as_string(out, b);
+        }
         Item::Array(_) | Item::Map(_) if in_key => {
             cur.skip_children(&key)?;
             out.push_str(if matches!(key, Item::Array(_)) {
@@ -152,9 +182,12 @@ fn key_text(
             });
         }
         other => {
+            // Escaping only lengthens the text: what is left of the limit bounds it too.
             let mut text = String::new();
-            write_value(cur, other, &mut text, depth, true)?;
+            let left = limit.saturating_sub(out.len());
+            write_value(cur, other, &mut text, depth, true, left)?;
             write_escaped(out, &text);
+            room(out, limit, 0)?;
         }
     }
     Ok(())
@@ -168,7 +201,7 @@ mod tests {
         let mut cur = Cursor::new(bytes);
         let item = cur.next_item()?;
         let mut out = String::new();
-        write_item(&mut cur, item, &mut out, 0)?;
+        write_item(&mut cur, item, &mut out, 0, usize::MAX)?;
         Ok(out)
     }
 
@@ -217,6 +250,41 @@ mod tests {
         assert_eq!(transcode(&et).unwrap(), "1602750334.081365870");
         let other = [0xd4, 0x05, 0xff];
         assert_eq!(transcode(&other).unwrap(), "\"/w==\"");
+    }
+
+    #[test]
+    fn writing_stops_at_the_limit_whatever_makes_the_text_grow() {
+        let limit = 1000;
+        // A string of control characters (1 byte → 6), a map of many nils (2 bytes → 9), an
+        // array of small floats, keys that are arrays: each passes the limit quickly.
+        let mut control = vec![0xdb];
+        control.extend(100_000u32.to_be_bytes());
+        control.extend(vec![0x01; 100_000]);
+        let mut nils = vec![0xdf];
+        nils.extend(100_000u32.to_be_bytes());
+        for _ in 0..100_000 {
+            nils.extend([0x01, 0xc0]);
+        }
+        let mut floats = vec![0xdd];
+        floats.extend(100_000u32.to_be_bytes());
+        for _ in 0..100_000 {
+            floats.extend([0xca, 0x3f, 0x00, 0x00, 0x00]);
+        }
+        let mut array_keys = vec![0xdf];
+        array_keys.extend(100_000u32.to_be_bytes());
+        for _ in 0..100_000 {
+            array_keys.extend([0x92, 0x01, 0x02, 0xc0]);
+        }
+        for bytes in [control, nils, floats, array_keys] {
+            let mut cur = Cursor::new(&bytes);
+            let item = cur.next_item().unwrap();
+            let mut out = String::new();
+            assert_eq!(
+                write_item(&mut cur, item, &mut out, 0, limit),
+                Err(DecodeError::RecordTooLarge)
+            );
+            assert!(out.len() <= limit + 64, "{} bytes written", out.len());
+        }
     }
 
     #[test]

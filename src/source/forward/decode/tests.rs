@@ -442,6 +442,45 @@ fn decode_stream_stops_at_the_first_bad_message_keeping_earlier_ones() {
     assert_eq!(err.map(|e| e.reason()), Some("wrong_type"));
 }
 
+#[test]
+fn a_record_over_record_size_limit_is_described_and_the_others_kept() {
+    let big = "x".repeat(5000);
+    let m = Mp::default()
+        .arr(3)
+        .s("t")
+        .arr(3)
+        .arr(2)
+        .int(1)
+        .rec("a")
+        .arr(2)
+        .int(2)
+        .rec(&big)
+        .arr(2)
+        .int(3)
+        .rec("b")
+        .map(1)
+        .s("chunk")
+        .s("c");
+    let opts = DecodeOptions {
+        record_size_limit: 1000,
+        ..Default::default()
+    };
+    let e = decode_with(&m.0, &opts).unwrap();
+    assert_eq!(
+        events(&e),
+        vec![
+            (1_000_000_000, r#"{"msg":"a"}"#.to_owned()),
+            (3_000_000_000, r#"{"msg":"b"}"#.to_owned())
+        ]
+    );
+    assert!(e.ack.is_some(), "the message is still acknowledged");
+    let o = &e.batch.oversized()[0];
+    assert_eq!(o.time, EventTime(2_000_000_000));
+    assert_eq!(o.received_bytes, Mp::default().rec(&big).0.len());
+    assert!(o.prefix.starts_with(r#"{"msg":"#), "{}", o.prefix);
+    assert!(o.prefix.len() <= 4096);
+}
+
 mod properties {
     use super::*;
     use proptest::prelude::*;
@@ -476,6 +515,23 @@ mod properties {
             };
             if let Ok(Message::Events(e)) = decode_message(&bytes, &opts, NOW) {
                 assert_records_are_json_objects(&e);
+            }
+        }
+
+        /// With a small per-record bound, no record is longer than it, whatever the bytes.
+        #[test]
+        fn no_record_passes_record_size_limit(tail in proptest::collection::vec(any::<u8>(), 0..512)) {
+            let mut bytes = Mp::default().arr(3).s("t").int(1).0;
+            bytes.extend(&tail);
+            let opts = DecodeOptions {
+                record_size_limit: 32,
+                ..Default::default()
+            };
+            if let Ok(Message::Events(e)) = decode_message(&bytes, &opts, NOW) {
+                assert_records_are_json_objects(&e);
+                for (_, r) in e.batch.iter() {
+                    prop_assert!(r.len() <= 32, "{} bytes: {}", r.len(), r);
+                }
             }
         }
 

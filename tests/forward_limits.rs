@@ -1,0 +1,156 @@
+//! Limits on connections and authentication through the real binary: before the handshake a
+//! client cannot send more than a PING, failed handshakes are slowed and an address that keeps
+//! failing is locked out, UDP heartbeats honour `allow`, and a flood of idle connections cannot
+//! take the descriptors the buffer needs (soft `RLIMIT_NOFILE` 256 before starting the relay).
+
+mod common;
+mod forward_support;
+
+use std::io::Write;
+use std::time::Duration;
+
+use forward_support::{assert_closed_without_reply, hostile, read_reply, Launch, Mp, Relay};
+
+const SECURITY: &str = "[sources.fwd.security]\nshared_key = \"k3y\"\nself_hostname = \"relay\"\n";
+
+#[test]
+fn before_authentication_a_client_cannot_send_more_than_a_ping() {
+    let relay = Relay::start(SECURITY);
+    let mut s = relay.connect();
+    hostile::read_helo(&mut s);
+    // A PING whose host name announces 1 MiB: refused from its header, long before
+    // message_timeout (60 s; the socket's read timeout is 5 s).
+    let _ = s.write_all(
+        &Mp::new()
+            .arr(6)
+            .s("PING")
+            .raw(&[0xdb, 0, 0x10, 0, 0])
+            .raw(&[b'h'; 8192])
+            .0,
+    );
+    assert_closed_without_reply(&mut s);
+    relay.wait_log("reason=\"too_large\"");
+}
+
+#[test]
+fn failed_handshakes_are_delayed_and_an_address_that_keeps_failing_is_locked_out() {
+    let relay = Relay::start(SECURITY);
+    for i in 0..5 {
+        let mut s = relay.connect();
+        hostile::read_helo(&mut s);
+        let sent = std::time::Instant::now();
+        s.write_all(&hostile::wrong_ping()).unwrap();
+        let pong = read_reply(&mut s);
+        let reason = b"shared_key mismatch";
+        assert!(
+            pong.windows(reason.len()).any(|w| w == reason),
+            "attempt {i}: {pong:?}"
+        );
+        assert!(
+            sent.elapsed() >= Duration::from_millis(900),
+            "attempt {i} refused at once"
+        );
+    }
+    // The sixth connection from this address gets no HELO at all.
+    let mut s = relay.connect();
+    assert_closed_without_reply(&mut s);
+    relay.wait_log("reason=\"handshake_lockout\"");
+}
+
+#[test]
+fn udp_heartbeats_are_answered_only_to_allowed_senders() {
+    let relay = Relay::start("heartbeat = true\nallow = [\"10.0.0.0/8\"]\n");
+    let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    udp.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    udp.send_to(&[0], ("127.0.0.1", relay.port)).unwrap();
+    relay.wait_log("UDP heartbeat not answered");
+    let mut buf = [0u8; 8];
+    assert!(
+        udp.recv_from(&mut buf).is_err(),
+        "a sender outside `allow` got an answer"
+    );
+    let open = Relay::start("heartbeat = true\n");
+    udp.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    udp.send_to(&[0], ("127.0.0.1", open.port)).unwrap();
+    assert_eq!(
+        udp.recv_from(&mut buf)
+            .map(|(n, _)| buf[..n].to_vec())
+            .unwrap(),
+        vec![0]
+    );
+}
+
+/// With the soft descriptor limit at 256 and 400 idle clients, a client still gets its message
+/// stored and acknowledged and the relay stays ready; `hard` is the hard limit.
+fn survives_an_idle_flood(hard: u64) -> Relay {
+    let relay = Relay::launch(&Launch {
+        http: true,
+        limits: &[common::Limit::Nofile { soft: 256, hard }],
+        ..Launch::default()
+    });
+    let mut client = relay.connect();
+    let idle = hostile::idle_connections(relay.port, 400);
+    assert_eq!(idle.len(), 400, "the relay stopped accepting");
+    // The buffer still opens chunk files: a message is stored and acknowledged.
+    client
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    client
+        .write_all(
+            &Mp::new()
+                .arr(4)
+                .s("t")
+                .int(1)
+                .rec("after-flood")
+                .map(1)
+                .s("chunk")
+                .s("f")
+                .0,
+        )
+        .unwrap();
+    assert_eq!(read_reply(&mut client), Mp::new().map(1).s("ack").s("f").0);
+    common::wait_for(Duration::from_secs(30), "the record", || {
+        relay
+            .records()
+            .iter()
+            .any(|r| r["msg"] == "after-flood")
+            .then_some(())
+    });
+    common::wait_for(Duration::from_secs(30), "/readyz 200", || {
+        (relay.http_get("/readyz").0 == 200).then_some(())
+    });
+    drop(idle);
+    relay
+}
+
+#[test]
+fn a_flood_of_idle_connections_does_not_starve_the_buffer_of_descriptors() {
+    // The hard limit is higher (a container's usual 1M, or the test machine's): the relay
+    // raises its soft limit and serves all 400.
+    let relay = survives_an_idle_flood(common::nofile_hard_limit());
+    relay.wait_log("file descriptor limit");
+    assert!(
+        relay.stderr().contains("initial_soft=256"),
+        "{}",
+        relay.stderr()
+    );
+    relay.assert_still_serving("after");
+}
+
+#[test]
+fn when_the_hard_limit_is_low_connections_beyond_the_budget_are_refused_and_counted() {
+    let relay = survives_an_idle_flood(256);
+    relay.wait_log("reason=\"fd_limit\"");
+    let metrics = relay.http_get("/metrics").1;
+    let refused = metrics
+        .lines()
+        .find(|l| {
+            l.starts_with("firehose_relay_forward_connections_rejected_total{")
+                && l.contains("fd_limit")
+        })
+        .and_then(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .unwrap_or(0);
+    assert!(refused > 100, "refused {refused}:\n{metrics}");
+    relay.assert_still_serving("after");
+}
