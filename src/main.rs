@@ -68,6 +68,17 @@ enum Command {
         #[arg(long, value_parser = parse_timeout)]
         timeout: Option<std::time::Duration>,
     },
+    /// Convert a fluent.conf (and the files it includes) to the relay's TOML: printed on
+    /// stdout or written to -o. Exit 0 when everything converted faithfully; otherwise exit 1
+    /// with the list of what did not on stderr (file, line, why, what to do). Exit 2 when the
+    /// fluent.conf cannot be parsed.
+    Convert {
+        /// The fluent.conf.
+        fluent_conf: PathBuf,
+        /// Write the TOML here instead of stdout.
+        #[arg(long, short)]
+        output: Option<PathBuf>,
+    },
     /// Inspect the on-disk chunk queue of a stopped relay.
     Buffer {
         #[command(subcommand)]
@@ -165,6 +176,9 @@ fn start(cli_path: Option<PathBuf>) -> Result<(Config, tokio::runtime::Runtime),
     let cfg = load_config(cli_path)?;
     firehose_relay::ops::logging::init_logging(cfg.log_format);
     firehose_relay::config::env::log_foreign(&cfg.ignored_env);
+    for w in &cfg.fluentd_warnings {
+        tracing::warn!("fluent.conf: {w}");
+    }
     // Few blocking threads: large decodes and encodes run there, and every extra thread is
     // another allocator heap holding freed buffers (RSS).
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -200,6 +214,10 @@ fn main() -> ExitCode {
 fn run_command(cli: Cli) -> Outcome {
     match cli.command.unwrap_or(Command::Run) {
         Command::Check => check(cli.config),
+        Command::Convert {
+            fluent_conf,
+            output,
+        } => convert(&fluent_conf, output.as_deref()),
         Command::Drain { timeout } => drain(cli.config, timeout),
         Command::Top {
             url,
@@ -242,6 +260,9 @@ fn run_command(cli: Cli) -> Outcome {
 
 fn check(cli_path: Option<PathBuf>) -> Outcome {
     let cfg = load_config(cli_path)?;
+    for w in &cfg.fluentd_warnings {
+        eprintln!("warning: fluent.conf: {w}");
+    }
     let text = cfg.to_redacted_toml().map_err(anyhow::Error::new)?;
     println!("# configuration is valid; effective settings:\n{text}");
     if !cfg.ignored_env.is_empty() {
@@ -252,6 +273,25 @@ fn check(cli_path: Option<PathBuf>) -> Outcome {
         );
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn convert(fluent_conf: &std::path::Path, output: Option<&std::path::Path>) -> Outcome {
+    let conversion = firehose_relay::fluentd::convert::convert_file(fluent_conf)
+        .map_err(|e| ConfigError(format!("cannot read the fluent.conf: {e}")))?;
+    for w in &conversion.warnings {
+        eprintln!("warning: {}: {}", w.pos, w.message);
+    }
+    match output {
+        Some(path) => std::fs::write(path, &conversion.toml)
+            .with_context(|| format!("cannot write {}", path.display()))?,
+        None => print!("{}", conversion.toml),
+    }
+    if conversion.is_faithful() {
+        Ok(ExitCode::SUCCESS)
+    } else {
+        eprint!("{}", conversion.report());
+        Ok(ExitCode::FAILURE)
+    }
 }
 
 fn drain(cli_path: Option<PathBuf>, timeout: Option<std::time::Duration>) -> Outcome {

@@ -72,6 +72,10 @@ pub struct Config {
     /// `RELAY_*` environment variables that are not configuration and were ignored.
     #[serde(skip)]
     pub ignored_env: Vec<String>,
+    /// When the file is a fluent.conf: the conversion's warnings (`file:line: message`), to
+    /// log at startup.
+    #[serde(skip)]
+    pub fluentd_warnings: Vec<String>,
 }
 
 impl Default for Config {
@@ -87,6 +91,7 @@ impl Default for Config {
             outputs: BTreeMap::new(),
             order: DeclaredOrder::default(),
             ignored_env: Vec::new(),
+            fluentd_warnings: Vec::new(),
         }
     }
 }
@@ -140,11 +145,13 @@ impl ConfigSource {
 impl Config {
     /// Loads, merges and validates the configuration.
     pub fn load(source: &ConfigSource) -> Result<Config, ConfigError> {
-        let figment = Self::figment(source)?;
+        let file = source.file.as_deref().map(ConfigFile::read).transpose()?;
+        let figment = Self::figment(file.as_ref())?;
         let mut config =
             Self::extract(&figment).map_err(|e| ConfigError(describe_figment_error(e)))?;
-        if let Some(file) = &source.file {
-            config.order = declared_order(file)?;
+        if let Some(file) = &file {
+            config.order = declared_order_in(&file.toml, &file.path)?;
+            config.fluentd_warnings = file.fluentd_warnings.clone();
         }
         config.validate(&figment)?;
         config.ignored_env = env::foreign_variables();
@@ -194,16 +201,14 @@ impl Config {
         }
     }
 
-    fn figment(source: &ConfigSource) -> Result<Figment, ConfigError> {
+    fn figment(file: Option<&ConfigFile>) -> Result<Figment, ConfigError> {
         let mut figment = Figment::from(Serialized::defaults(Config::default()));
-        if let Some(file) = &source.file {
-            if !file.is_file() {
-                return Err(ConfigError(format!(
-                    "config file {} does not exist or is not a file",
-                    file.display()
-                )));
-            }
-            figment = figment.merge(interpolate::Interpolated(Toml::file_exact(file)));
+        if let Some(file) = file {
+            figment = if file.converted {
+                figment.merge(interpolate::Interpolated(Toml::string(&file.toml)))
+            } else {
+                figment.merge(interpolate::Interpolated(Toml::file_exact(&file.path)))
+            };
         }
         // `RELAY_CONFIG` (the file) and other programs' `RELAY_*` variables are filtered out.
         let env = Env::prefixed(ENV_PREFIX)
@@ -444,10 +449,68 @@ fn ordered<'a>(declared: &'a [String], all: impl Iterator<Item = &'a String>) ->
     out
 }
 
+/// The config file as TOML: as written, or converted from a fluent.conf.
+struct ConfigFile {
+    path: PathBuf,
+    toml: String,
+    /// True when `toml` was converted from a fluent.conf.
+    converted: bool,
+    fluentd_warnings: Vec<String>,
+}
+
+impl ConfigFile {
+    /// Reads `path`; a fluent.conf (recognised by its syntax) is converted in memory, and
+    /// refused with the conversion's report when it does not convert faithfully.
+    fn read(path: &Path) -> Result<ConfigFile, ConfigError> {
+        if !path.is_file() {
+            return Err(ConfigError(format!(
+                "config file {} does not exist or is not a file",
+                path.display()
+            )));
+        }
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError(format!("cannot read {}: {e}", path.display())))?;
+        if !crate::fluentd::looks_like_fluent_conf(&text) {
+            return Ok(ConfigFile {
+                path: path.to_owned(),
+                toml: text,
+                converted: false,
+                fluentd_warnings: Vec::new(),
+            });
+        }
+        let conversion = crate::fluentd::convert::convert_file(path)
+            .map_err(|e| ConfigError(format!("cannot read the fluent.conf: {e}")))?;
+        if !conversion.is_faithful() {
+            return Err(ConfigError(format!(
+                "{} is a fluent.conf that the relay cannot run as it is. {}(`firehose-relay convert {}` prints the TOML of what converts)",
+                path.display(),
+                conversion.report(),
+                path.display()
+            )));
+        }
+        Ok(ConfigFile {
+            path: path.to_owned(),
+            toml: conversion.toml,
+            converted: true,
+            fluentd_warnings: conversion
+                .warnings
+                .iter()
+                .map(|w| format!("{}: {}", w.pos, w.message))
+                .collect(),
+        })
+    }
+}
+
 /// Reads the order in which `[filters.*]` and `[outputs.*]` are declared in the file.
 pub fn declared_order(file: &Path) -> Result<DeclaredOrder, ConfigError> {
     let text = std::fs::read_to_string(file)
         .map_err(|e| ConfigError(format!("cannot read {}: {e}", file.display())))?;
+    declared_order_in(&text, file)
+}
+
+/// Reads the order in which `[filters.*]` and `[outputs.*]` are declared in TOML `text`
+/// (from `file`, for messages).
+pub fn declared_order_in(text: &str, file: &Path) -> Result<DeclaredOrder, ConfigError> {
     let table: toml::Table = text
         .parse()
         .map_err(|e| ConfigError(format!("{}: {e}", file.display())))?;

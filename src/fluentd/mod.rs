@@ -5,8 +5,11 @@
 //!   [`syntax::Document`], with file and line on everything, `@include` expanded, embedded
 //!   Ruby's environment lookups mapped to `${X}`. Malformed input is a [`ParseError`] naming the
 //!   file and line, never a panic (fuzzed: `fuzz/fuzz_targets/fluentd_config.rs`).
+//! * [`convert`]: a parsed fluent.conf into the relay's TOML, with the report of what does
+//!   not convert faithfully.
 //! * [`types`]: parameter values read as Fluentd reads sizes, times, booleans and arrays.
 
+pub mod convert;
 pub mod error;
 pub mod include;
 pub mod parser;

@@ -1,0 +1,571 @@
+//! `<match>`: `kinesis_firehose` (fluent-plugin-kinesis), `file`, `stdout`.
+
+use super::params::Params;
+use super::render::Section;
+use super::{match_pattern, Cx, Why};
+use crate::fluentd::syntax::Directive;
+use crate::primitives::ByteSize;
+use crate::sink::firehose::FirehoseConfig;
+
+/// PutRecordBatch's limits, which the relay enforces.
+const MAX_RECORDS_PER_CALL: i64 = 500;
+const MAX_BYTES_PER_CALL: u64 = 4 << 20;
+
+impl Cx {
+    pub(super) fn output(&mut self, d: &Directive, label: Option<&str>) {
+        let pattern = match_pattern(d);
+        if pattern
+            .split_whitespace()
+            .any(|p| p == "fluent.**" || p.starts_with("fluent."))
+        {
+            self.finding(
+                &d.pos,
+                &d.describe(),
+                Why::UnsupportedPlugin,
+                "Fluentd's own log events (fluent.*); the relay has none: it logs to stderr and reports through /metrics and /status",
+                "remove the section; collect the relay's stderr like any container log",
+            );
+            return;
+        }
+        let mut ps = Params::new(d);
+        let ty = ps.plugin_type();
+        let kind = match ty.as_deref() {
+            Some("kinesis_firehose") => "firehose",
+            Some("file") => "file",
+            Some("stdout") => "stdout",
+            Some("null") => {
+                self.finding(
+                    &d.pos,
+                    &format!("{} @type null", d.describe()),
+                    Why::UnsupportedPlugin,
+                    "the relay has no output that discards events",
+                    "remove the section and make sure no source sends these tags",
+                );
+                return;
+            }
+            other => {
+                self.unsupported_plugin(d, other, "output", "kinesis_firehose, file, stdout");
+                return;
+            }
+        };
+        let name = self.name(d, kind);
+        let mut sec = Section::new(&d.pos, d.describe(), format!("outputs.{name}"));
+        sec.string("type", kind);
+        sec.string("match", pattern);
+        if let Some(l) = label {
+            sec.string("label", l);
+        }
+        self.common_params(&mut ps);
+        let mut buffer = None;
+        let mut format = None;
+        for c in &d.children {
+            match c.name.as_str() {
+                "buffer" => buffer = Some(c),
+                "format" => format = Some(c),
+                _ => {}
+            }
+        }
+        match kind {
+            "firehose" => self.firehose(d, &mut ps, &mut sec),
+            "file" => self.file(&mut ps, &mut sec, format),
+            _ => self.stdout(&mut sec, format),
+        }
+        if kind != "firehose" {
+            self.inject(d);
+            for c in &d.children {
+                if !matches!(c.name.as_str(), "buffer" | "format" | "inject") {
+                    self.finding(
+                        &c.pos,
+                        &c.describe(),
+                        Why::UnsupportedParameter,
+                        &format!("the relay's {kind} output has no such section"),
+                        "remove it",
+                    );
+                }
+            }
+        }
+        if let (true, Some(f)) = (kind == "firehose", format) {
+            self.format_json(f, true);
+        }
+        self.buffer(d, buffer, &mut sec);
+        self.leftovers(
+            &ps,
+            &format!("the relay's {kind} output has no such parameter"),
+        );
+        self.sections.push(sec);
+    }
+
+    /// `<format>`: the relay writes records as JSON; other formatters are reported. Without
+    /// `@type`, the plugin's default formatter applies: JSON when `default_json`.
+    fn format_json(&mut self, f: &Directive, default_json: bool) {
+        let mut ps = Params::new(f);
+        match ps.plugin_type().as_deref() {
+            Some("json") => {}
+            None if default_json => {}
+            other => {
+                self.finding(
+                    &f.pos,
+                    &format!("<format> @type {}", other.unwrap_or("(none)")),
+                    Why::UnsupportedPlugin,
+                    "the relay formats records as JSON only",
+                    "use `@type json`, or reshape the records before they reach the relay",
+                );
+                return;
+            }
+        }
+        self.leftovers(&ps, "the relay's JSON format has no options");
+    }
+
+    /// `@type file`: the relay writes one file of JSON lines per chunk into `path`.
+    fn file(&mut self, ps: &mut Params<'_>, sec: &mut Section, format: Option<&Directive>) {
+        match ps.take("path") {
+            Some(p) => {
+                if let Some(v) = self.string(p) {
+                    if v.contains('%') || v.contains('*') {
+                        self.finding(
+                            &p.pos,
+                            "path",
+                            Why::DifferentSemantics,
+                            "time placeholders and `*` in the path are not supported: the relay writes into one directory",
+                            "give a directory",
+                        );
+                    } else {
+                        self.warn(
+                            &p.pos,
+                            format!("path: the relay writes one file per chunk into the directory `{v}` (Fluentd writes `{v}.<time>_<n>.log` files)"),
+                        );
+                        sec.string("path", v);
+                    }
+                }
+            }
+            None => self.finding(
+                &ps.pos(),
+                "path",
+                Why::InvalidValue,
+                "the file output needs a path",
+                "add `path`",
+            ),
+        }
+        if let Some(p) = ps.take("append") {
+            if self.boolean(p) == Some(true) {
+                self.warn(
+                    &p.pos,
+                    "append: the relay never appends; each chunk is a new complete file",
+                );
+            }
+        }
+        self.ignored(
+            ps.take("symlink_path"),
+            "the relay writes no symlink to the newest file",
+        );
+        if let Some(p) = ps.take("compress") {
+            if p.value.literal().as_deref() != Some("text") {
+                self.finding(
+                    &p.pos,
+                    "compress",
+                    Why::UnsupportedParameter,
+                    "the relay's file output writes uncompressed files",
+                    "remove it, or compress the files afterwards",
+                );
+            }
+        }
+        self.record_lines(sec, format, "file");
+    }
+
+    fn stdout(&mut self, sec: &mut Section, format: Option<&Directive>) {
+        self.record_lines(sec, format, "stdout");
+    }
+
+    /// `file` and `stdout` write the record as JSON (Fluentd's `<format> @type json`); their
+    /// default formats (`out_file`, `stdout`) put time and tag first, which the relay does not.
+    fn record_lines(&mut self, sec: &mut Section, format: Option<&Directive>, kind: &str) {
+        match format {
+            Some(f) => self.format_json(f, false),
+            None => self.finding(
+                &sec.pos,
+                &format!("@type {kind} without <format>"),
+                Why::DifferentSemantics,
+                &format!("Fluentd's default {kind} format writes `time tag record` lines; the relay writes the record as JSON"),
+                "add `<format> @type json </format>` (on three lines) to accept JSON lines",
+            ),
+        }
+    }
+
+    fn firehose(&mut self, d: &Directive, ps: &mut Params<'_>, sec: &mut Section) {
+        match ps.take("delivery_stream_name") {
+            Some(p) => {
+                if let Some(v) = self.string(p) {
+                    if has_placeholder(&p.value) {
+                        self.finding(
+                            &p.pos,
+                            "delivery_stream_name",
+                            Why::UnsupportedParameter,
+                            &format!("placeholders in the stream name (`{v}`) are not supported yet: the relay sends each output to one stream"),
+                            "write one <match> per stream with a fixed delivery_stream_name",
+                        );
+                    } else {
+                        sec.string("delivery_stream", v);
+                    }
+                }
+            }
+            None => self.finding(
+                &d.pos,
+                "delivery_stream_name",
+                Why::InvalidValue,
+                "kinesis_firehose needs a delivery_stream_name",
+                "add it",
+            ),
+        }
+        if let Some(p) = ps.take("region") {
+            if let Some(v) = self.string(p) {
+                sec.string("region", v);
+            }
+        }
+        if let Some(p) = ps.take("endpoint") {
+            if let Some(v) = self.string(p) {
+                sec.string("endpoint_url", v);
+            }
+        }
+        if let Some(p) = ps.take("http_proxy") {
+            if let Some(v) = self.string(p) {
+                sec.string("proxy_url", v);
+            }
+        }
+        if let Some(p) = ps.take("ssl_verify_peer") {
+            if self.boolean(p) == Some(false) {
+                self.finding(
+                    &p.pos,
+                    "ssl_verify_peer false",
+                    Why::UnsupportedParameter,
+                    "the relay always verifies the endpoint's certificate; it will not send credentials and logs to a server it cannot authenticate",
+                    "remove it; for a private CA (a proxy, LocalStack) give its PEM bundle in the output's tls_ca_file",
+                );
+            }
+        }
+        if let Some(p) = ps.take("append_new_line") {
+            if let Some(b) = self.boolean(p) {
+                sec.set("append_new_line", b);
+            }
+        }
+        if let Some(p) = ps.take("data_key") {
+            if let Some(v) = self.string(p) {
+                sec.string("data_key", v);
+            }
+        }
+        if let Some(p) = ps.take("compression") {
+            match p.value.literal().as_deref().map(str::trim) {
+                Some("gzip") => sec.string("compression", "gzip"),
+                Some("" | "none") => {}
+                _ => self.finding(
+                    &p.pos,
+                    "compression",
+                    Why::UnsupportedParameter,
+                    "the relay compresses Firehose records with gzip only (zlib is a different format for the consumer)",
+                    "use `compression gzip` and make the consumer read gzip, or remove it",
+                ),
+            }
+        }
+        if let Some(p) = ps.take("retries_on_batch_request") {
+            if let Some(n) = self.count::<u32>(p) {
+                sec.set("retries_on_batch_request", i64::from(n));
+            }
+        }
+        if let Some(p) = ps.take("batch_request_max_count") {
+            if let Some(n) = self.integer(p) {
+                if (1..=MAX_RECORDS_PER_CALL).contains(&n) {
+                    sec.set("max_records_per_call", n);
+                } else {
+                    self.finding(
+                        &p.pos,
+                        "batch_request_max_count",
+                        Why::InvalidValue,
+                        &format!("{n} is outside PutRecordBatch's 1–500 records"),
+                        "use at most 500",
+                    );
+                }
+            }
+        }
+        if let Some(p) = ps.take("batch_request_max_size") {
+            if let Some(n) = self.size(p) {
+                if (1..=MAX_BYTES_PER_CALL).contains(&n) {
+                    sec.string("max_bytes_per_call", ByteSize(n).to_string());
+                } else {
+                    self.finding(
+                        &p.pos,
+                        "batch_request_max_size",
+                        Why::InvalidValue,
+                        "outside PutRecordBatch's 4 MiB",
+                        "use at most 4m",
+                    );
+                }
+            }
+        }
+        if let Some(p) = ps.take("max_record_size") {
+            if let Some(n) = self.size(p) {
+                if n < FirehoseConfig::MAX_RECORD_BYTES as u64 {
+                    self.finding(
+                        &p.pos,
+                        "max_record_size",
+                        Why::UnsupportedParameter,
+                        "the relay's per-record limit is Firehose's own (1,024,000 bytes); a smaller one cannot be set on the output",
+                        "remove it, or set record_size_limit on the forward source",
+                    );
+                } else {
+                    self.warn(&p.pos, "max_record_size: the relay dead-letters records over Firehose's 1,024,000 bytes (the plugin logs and drops them)");
+                }
+            }
+        }
+        if let Some(p) = ps.take("drop_failed_records_after_batch_request_retries") {
+            if self.boolean(p) != Some(false) {
+                self.warn(&p.pos, "drop_failed_records_after_batch_request_retries: the relay never drops records after retries_on_batch_request; they go back to the buffer and are retried on the chunk's schedule (retry_timeout, retry_max_times), then dead-lettered");
+            }
+        }
+        if let Some(p) = ps.take("reset_backoff_if_success") {
+            if self.boolean(p) == Some(false) {
+                self.warn(&p.pos, "reset_backoff_if_success false is not converted: the relay paces itself (adaptive_pacing) instead");
+            }
+        }
+        self.ignored(
+            ps.take("monitor_num_of_batch_request_retries"),
+            "the relay counts resends in its own metrics",
+        );
+        self.ignored(
+            ps.take("log_truncate_max_size"),
+            "the relay logs no record contents",
+        );
+        self.ignored(
+            ps.take("debug"),
+            "set RUST_LOG=firehose_relay=debug instead",
+        );
+        if let Some(p) = ps.take("chomp_record") {
+            if self.boolean(p) == Some(true) {
+                self.finding(&p.pos, "chomp_record", Why::UnsupportedParameter, "the relay's JSON records have no trailing newline to strip; this v2 compatibility switch has no equivalent", "remove it");
+            }
+        }
+        if let Some(p) = ps.take("use_aws_cli_credential") {
+            self.finding(
+                &p.pos,
+                "use_aws_cli_credential",
+                Why::UnsupportedParameter,
+                "the relay does not run the AWS CLI",
+                "remove it; the default chain reads the same profile files",
+            );
+        }
+        self.credentials(d, ps, sec);
+        self.inject(d);
+    }
+
+    /// `<inject>`: adding time and tag fields; only an empty section converts.
+    fn inject(&mut self, d: &Directive) {
+        for c in d.children.iter().filter(|c| c.name == "inject") {
+            if c.params.is_empty() && c.children.is_empty() {
+                continue;
+            }
+            self.finding(
+                &c.pos,
+                "<inject>",
+                Why::UnsupportedParameter,
+                "the relay does not add time, tag or host fields to records",
+                "add the fields on the client (fluent-bit's record_modifier, the application), or remove the section",
+            );
+        }
+    }
+
+    /// Static keys, `<assume_role_credentials>`, `<web_identity_credentials>`,
+    /// `<instance_profile_credentials>`; nothing means the default chain (the relay also reads
+    /// IRSA's variables first, as the SDK's chain does).
+    fn credentials(&mut self, d: &Directive, ps: &mut Params<'_>, sec: &mut Section) {
+        let key = ps.take("aws_key_id");
+        let secret = ps.take("aws_sec_key");
+        let token = ps.take("aws_ses_token");
+        let mut creds: Option<Section> = None;
+        match (key, secret) {
+            (Some(k), Some(s)) => {
+                let mut c = Section::new(
+                    &k.pos,
+                    "aws_key_id/aws_sec_key",
+                    format!("{}.credentials", sec.path),
+                );
+                c.string("type", "static");
+                let pairs = [(k, "access_key_id"), (s, "secret_access_key")];
+                for (p, to) in pairs.into_iter().chain(token.map(|t| (t, "session_token"))) {
+                    if let Some(v) = self.string(p) {
+                        c.string(to, v);
+                    }
+                }
+                creds = Some(c);
+            }
+            (Some(p), None) | (None, Some(p)) => self.finding(
+                &p.pos,
+                &p.key,
+                Why::InvalidValue,
+                "aws_key_id and aws_sec_key go together",
+                "give both",
+            ),
+            (None, None) => {}
+        }
+        for c in &d.children {
+            let section = match c.name.as_str() {
+                "web_identity_credentials" => self.web_identity(c, sec),
+                "assume_role_credentials" => self.assume_role(c, sec),
+                "instance_profile_credentials" => {
+                    let mut s =
+                        Section::new(&c.pos, c.describe(), format!("{}.credentials", sec.path));
+                    s.string("type", "default");
+                    if !c.params.is_empty() {
+                        self.warn(&c.pos, "<instance_profile_credentials> parameters are not converted: the default chain reads the instance profile with the SDK's settings");
+                    }
+                    s
+                }
+                "shared_credentials" | "process_credentials" => {
+                    self.finding(&c.pos, &c.describe(), Why::UnsupportedPlugin, "the relay reads credentials files and processes only through the SDK default chain", "remove the section and set AWS_PROFILE / AWS_SHARED_CREDENTIALS_FILE / AWS_CONFIG_FILE (credential_process) for the default chain");
+                    continue;
+                }
+                "buffer" | "format" | "inject" => continue,
+                "secondary" => {
+                    self.finding(&c.pos, "<secondary>", Why::UnsupportedPlugin, "the relay has no secondary output; chunks that exhaust their retries are dead-lettered and can be replayed with `firehose-relay dead-letter replay`", "remove the section");
+                    continue;
+                }
+                _ => {
+                    self.finding(
+                        &c.pos,
+                        &c.describe(),
+                        Why::UnsupportedParameter,
+                        "kinesis_firehose has no such section in the relay",
+                        "remove it",
+                    );
+                    continue;
+                }
+            };
+            if creds.is_some() {
+                self.finding(
+                    &c.pos,
+                    &c.describe(),
+                    Why::InvalidValue,
+                    "more than one source of credentials",
+                    "keep one",
+                );
+            } else {
+                creds = Some(section);
+            }
+        }
+        match creds {
+            Some(c) => sec.children.push(c),
+            None => self.warn(&d.pos, "no credentials given: the relay uses AWS_ROLE_ARN + AWS_WEB_IDENTITY_TOKEN_FILE (IRSA) when both are set, else the SDK default chain, like the plugin"),
+        }
+    }
+
+    fn sts_common(&mut self, ps: &mut Params<'_>, s: &mut Section, keys: &[&'static str]) {
+        for key in keys {
+            if let Some(p) = ps.take(key) {
+                if let Some(v) = self.string(p) {
+                    s.string(key, v);
+                }
+            }
+        }
+        if let Some(p) = ps.take("duration_seconds") {
+            if let Some(n) = self.integer(p) {
+                if (900..=43_200).contains(&n) {
+                    s.set("duration_seconds", n);
+                } else {
+                    self.finding(
+                        &p.pos,
+                        "duration_seconds",
+                        Why::InvalidValue,
+                        "STS grants 900 to 43200 seconds",
+                        "use a value in that range",
+                    );
+                }
+            }
+        }
+        if let Some(p) = ps.take("sts_endpoint_url") {
+            if let Some(v) = self.string(p) {
+                s.string("sts_endpoint_url", v);
+            }
+        }
+        if let Some(p) = ps.take("sts_region") {
+            if let Some(v) = self.string(p) {
+                s.string("sts_region", v);
+            }
+        }
+        if let Some(p) = ps.take("sts_http_proxy") {
+            self.finding(
+                &p.pos,
+                "sts_http_proxy",
+                Why::UnsupportedParameter,
+                "the relay sends STS calls through the output's proxy (http_proxy) or HTTPS_PROXY",
+                "remove it and set http_proxy on the output or HTTPS_PROXY",
+            );
+        }
+    }
+
+    fn web_identity(&mut self, c: &Directive, sec: &Section) -> Section {
+        let mut ps = Params::new(c);
+        let mut s = Section::new(&c.pos, c.describe(), format!("{}.credentials", sec.path));
+        s.string("type", "web_identity");
+        self.sts_common(
+            &mut ps,
+            &mut s,
+            &[
+                "role_arn",
+                "role_session_name",
+                "web_identity_token_file",
+                "policy",
+            ],
+        );
+        for key in ["role_arn", "web_identity_token_file"] {
+            if !s.has(key) {
+                self.warn(
+                    &c.pos,
+                    format!(
+                        "<web_identity_credentials> without {key}: the relay reads it from ${}",
+                        if key == "role_arn" {
+                            "AWS_ROLE_ARN"
+                        } else {
+                            "AWS_WEB_IDENTITY_TOKEN_FILE"
+                        }
+                    ),
+                );
+            }
+        }
+        self.leftovers(
+            &ps,
+            "<web_identity_credentials> has no such parameter in the relay",
+        );
+        s
+    }
+
+    fn assume_role(&mut self, c: &Directive, sec: &Section) -> Section {
+        let mut ps = Params::new(c);
+        let mut s = Section::new(&c.pos, c.describe(), format!("{}.credentials", sec.path));
+        s.string("type", "assume_role");
+        self.sts_common(
+            &mut ps,
+            &mut s,
+            &["role_arn", "role_session_name", "external_id", "policy"],
+        );
+        if !s.has("role_arn") {
+            self.finding(
+                &c.pos,
+                "<assume_role_credentials> role_arn",
+                Why::InvalidValue,
+                "missing",
+                "add role_arn",
+            );
+        }
+        self.leftovers(
+            &ps,
+            "<assume_role_credentials> has no such parameter in the relay",
+        );
+        s
+    }
+}
+
+/// True when the text written in `value` (not what the environment gives) holds Fluentd's
+/// chunk placeholders: `${tag}`, `${tag[N]}`, `${key}`, `${$.record.key}`, or strftime's `%`.
+fn has_placeholder(value: &crate::fluentd::syntax::Value) -> bool {
+    value.segments.iter().any(|s| match s {
+        crate::fluentd::syntax::Segment::Text(t) => t.contains("${") || t.contains('%'),
+        _ => false,
+    })
+}
