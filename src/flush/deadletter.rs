@@ -65,12 +65,42 @@ pub struct Entry {
     pub meta: EntryMeta,
 }
 
+/// Why a dead-letter entry cannot be read back. The cause is kept, so an I/O error (with its
+/// kind and OS code) is told apart from a damaged file by code, not by message text.
+#[derive(Debug, thiserror::Error)]
+pub enum EntryError {
+    /// A file of the entry cannot be read.
+    #[error("{}: {source}", .path.display())]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The operating system's error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The metadata file is not valid metadata.
+    #[error("{}: {source}", .path.display())]
+    Meta {
+        /// The metadata file.
+        path: PathBuf,
+        /// What the JSON parser found.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// The record offsets in the metadata do not fit the data file.
+    #[error("{}: record offsets do not match the data file", .0.display())]
+    Offsets(PathBuf),
+    /// A truncated entry: descriptions of records too large to keep, not the records.
+    #[error("{}: it describes records too large to keep, not the records", .0.display())]
+    Truncated(PathBuf),
+}
+
 /// Why an entry could not be replayed. Unless it says otherwise, the entry is left in place.
 #[derive(Debug, thiserror::Error)]
 pub enum ReplayError {
     /// The entry's files cannot be read back.
     #[error("{0}; left in place")]
-    Unreadable(String),
+    Unreadable(#[from] EntryError),
     /// The buffer refused the records.
     #[error("cannot replay {}: {source}", .path.display())]
     Store {
@@ -227,7 +257,7 @@ impl DeadLetter {
     }
 
     /// Every complete entry, oldest first. Unreadable metadata is reported, not skipped.
-    pub fn list(&self) -> std::io::Result<Vec<Result<Entry, String>>> {
+    pub fn list(&self) -> std::io::Result<Vec<Result<Entry, EntryError>>> {
         let mut out = Vec::new();
         if !self.root.exists() {
             return Ok(out);
@@ -249,10 +279,15 @@ impl DeadLetter {
         for meta_path in paths {
             let data_path = meta_path.with_extension("ndjson");
             let parsed = std::fs::read(&meta_path)
-                .map_err(|e| format!("{}: {e}", meta_path.display()))
+                .map_err(|source| EntryError::Io {
+                    path: meta_path.clone(),
+                    source,
+                })
                 .and_then(|b| {
-                    serde_json::from_slice::<EntryMeta>(&b)
-                        .map_err(|e| format!("{}: {e}", meta_path.display()))
+                    serde_json::from_slice::<EntryMeta>(&b).map_err(|source| EntryError::Meta {
+                        path: meta_path.clone(),
+                        source,
+                    })
                 });
             out.push(parsed.map(|meta| Entry {
                 meta_path,
@@ -264,15 +299,13 @@ impl DeadLetter {
     }
 
     /// Reads an entry's records back.
-    pub fn read_records(entry: &Entry) -> Result<Records, String> {
-        let data = std::fs::read(&entry.data_path)
-            .map_err(|e| format!("{}: {e}", entry.data_path.display()))?;
-        Records::from_parts(data, entry.meta.record_ends.clone()).ok_or_else(|| {
-            format!(
-                "{}: record offsets do not match the data file",
-                entry.meta_path.display()
-            )
-        })
+    pub fn read_records(entry: &Entry) -> Result<Records, EntryError> {
+        let data = std::fs::read(&entry.data_path).map_err(|source| EntryError::Io {
+            path: entry.data_path.clone(),
+            source,
+        })?;
+        Records::from_parts(data, entry.meta.record_ends.clone())
+            .ok_or_else(|| EntryError::Offsets(entry.meta_path.clone()))
     }
 
     /// Moves `entry`'s records back into its output's queue in `store` (a stopped relay's):
@@ -281,12 +314,9 @@ impl DeadLetter {
     /// number of records.
     pub fn replay(entry: &Entry, store: &Store) -> Result<(ChunkId, u64), ReplayError> {
         if entry.meta.truncated {
-            return Err(ReplayError::Unreadable(format!(
-                "{}: it describes records too large to keep, not the records",
-                entry.meta_path.display()
-            )));
+            return Err(EntryError::Truncated(entry.meta_path.clone()).into());
         }
-        let records = Self::read_records(entry).map_err(ReplayError::Unreadable)?;
+        let records = Self::read_records(entry)?;
         let count = records.len() as u64;
         let created = entry.meta.created_ms.unwrap_or(entry.meta.dead_lettered_ms);
         let chunk = store
@@ -440,5 +470,38 @@ mod tests {
             DeadLetter::read_records(dl.list().unwrap()[0].as_ref().unwrap()).unwrap(),
             records
         );
+    }
+
+    #[test]
+    fn unreadable_entries_keep_their_cause() {
+        let dir = tempfile::tempdir().unwrap();
+        let dl = DeadLetter::new(dir.path());
+        let mut records = Records::new();
+        records.push(b"kept").unwrap();
+        let good = dl.write(entry("fh", &records)).unwrap();
+        let bad = dl.write(entry("fh", &records)).unwrap();
+        std::fs::write(&bad, b"{not json").unwrap();
+        let listed = dl.list().unwrap();
+        assert!(
+            matches!(&listed[1], Err(EntryError::Meta { path, .. }) if *path == bad),
+            "{listed:?}"
+        );
+        // The data file is gone: an I/O error with its kind, and replay leaves the entry.
+        let entry = listed[0].as_ref().unwrap();
+        assert_eq!(entry.meta_path, good);
+        std::fs::remove_file(&entry.data_path).unwrap();
+        let err = DeadLetter::read_records(entry).unwrap_err();
+        let EntryError::Io { source, .. } = &err else {
+            panic!("{err:?}")
+        };
+        assert_eq!(source.kind(), std::io::ErrorKind::NotFound);
+        let store = Store::open(dir.path(), 1 << 20).unwrap();
+        let err = DeadLetter::replay(entry, &store).unwrap_err();
+        assert!(
+            matches!(err, ReplayError::Unreadable(EntryError::Io { .. })),
+            "{err}"
+        );
+        assert!(err.to_string().ends_with("; left in place"), "{err}");
+        assert!(good.exists());
     }
 }
