@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use tokio::sync::watch;
+use tokio::task::JoinHandle;
 
 use crate::app::{build_outputs, open_buffers, wait_for_signal};
 use crate::buffer::{Buffer, BufferStats, Enqueue};
@@ -26,6 +27,7 @@ use crate::config::Config;
 use crate::flush::deadletter::DeadLetter;
 use crate::flush::{self, FlushPhase};
 use crate::ops::metrics::{output_label, Metrics};
+use crate::pipeline::Output;
 
 /// How long workers may finish the chunk in hand once the drain stops early.
 pub const STOP_GRACE: Duration = Duration::from_secs(30);
@@ -94,62 +96,9 @@ pub async fn drain(config: &Config, timeout: Option<Duration>) -> anyhow::Result
     }
     let outputs = build_outputs(config, &metrics, buffers).await?;
     let dead_letter = Arc::new(DeadLetter::new(&config.data_dir));
-    let (phase, phase_rx) = watch::channel(FlushPhase::Emptying);
-    let mut workers = Vec::new();
-    let mut progress = Vec::new();
-    for output in &outputs {
-        output.buffer.retry_all_now();
-        output
-            .buffer
-            .enqueue_staged(Enqueue::All)
-            .await
-            .with_context(|| format!("output `{}`: cannot queue staged chunks", output.name))?;
-        progress.extend(flush::progress::spawn(
-            Arc::clone(output),
-            "drain",
-            flush::progress::EVERY,
-        ));
-        workers.extend(flush::spawn(
-            Arc::clone(output),
-            Arc::clone(&metrics),
-            Arc::clone(&dead_letter),
-            phase_rx.clone(),
-        ));
-    }
-
-    let deadline = timeout.map(|t| tokio::time::Instant::now() + t);
-    let signal = async {
-        if let Err(e) = wait_for_signal().await {
-            tracing::warn!(error = %e, "signals cannot stop this drain; use --timeout");
-            std::future::pending::<()>().await;
-        }
-    };
-    tokio::pin!(signal);
-    let outcome = loop {
-        if outputs.iter().all(|o| is_empty(&o.buffer.stats())) {
-            break Outcome::Drained;
-        }
-        tokio::select! {
-            _ = tokio::time::sleep(POLL) => {}
-            _ = sleep_until(deadline) => break Outcome::TimedOut,
-            _ = &mut signal => break Outcome::Interrupted,
-        }
-    };
-
-    phase.send_replace(match outcome {
-        Outcome::Drained => FlushPhase::Draining,
-        _ => FlushPhase::Stopping,
-    });
-    let all = futures::future::join_all(workers.iter_mut());
-    if tokio::time::timeout(STOP_GRACE, all).await.is_err() {
-        tracing::warn!(
-            grace_s = STOP_GRACE.as_secs(),
-            "flush workers did not finish their chunk in time; stopping them (those records \
-             stay in the buffer and may be sent again)"
-        );
-        workers.iter().for_each(|w| w.abort());
-    }
-    progress.iter().for_each(|p| p.abort());
+    let workers = Workers::start(&outputs, &metrics, &dead_letter).await?;
+    let outcome = wait_until_empty(&outputs, timeout).await;
+    workers.stop(outcome).await;
     let reports = outputs
         .iter()
         .map(|o| report_of(&o.name, o.buffer.as_ref(), &metrics))
@@ -159,6 +108,92 @@ pub async fn drain(config: &Config, timeout: Option<Duration>) -> anyhow::Result
         outputs: reports,
         elapsed: started.elapsed(),
     })
+}
+
+/// The flush workers and progress logs of a drain.
+struct Workers {
+    phase: watch::Sender<FlushPhase>,
+    workers: Vec<JoinHandle<()>>,
+    progress: Vec<JoinHandle<()>>,
+}
+
+impl Workers {
+    /// Makes every chunk of `outputs` due now (staged ones queued) and starts their flush
+    /// workers and progress logs.
+    async fn start(
+        outputs: &[Arc<Output>],
+        metrics: &Arc<Metrics>,
+        dead_letter: &Arc<DeadLetter>,
+    ) -> anyhow::Result<Workers> {
+        let (phase, phase_rx) = watch::channel(FlushPhase::Emptying);
+        let mut workers = Vec::new();
+        let mut progress = Vec::new();
+        for output in outputs {
+            output.buffer.retry_all_now();
+            output
+                .buffer
+                .enqueue_staged(Enqueue::All)
+                .await
+                .with_context(|| format!("output `{}`: cannot queue staged chunks", output.name))?;
+            progress.extend(flush::progress::spawn(
+                Arc::clone(output),
+                "drain",
+                flush::progress::EVERY,
+            ));
+            workers.extend(flush::spawn(
+                Arc::clone(output),
+                Arc::clone(metrics),
+                Arc::clone(dead_letter),
+                phase_rx.clone(),
+            ));
+        }
+        Ok(Workers {
+            phase,
+            workers,
+            progress,
+        })
+    }
+
+    /// Lets the workers finish (all of it when drained, else the chunk in hand, at most
+    /// [`STOP_GRACE`]) and stops the progress logs.
+    async fn stop(mut self, outcome: Outcome) {
+        self.phase.send_replace(match outcome {
+            Outcome::Drained => FlushPhase::Draining,
+            _ => FlushPhase::Stopping,
+        });
+        let all = futures::future::join_all(self.workers.iter_mut());
+        if tokio::time::timeout(STOP_GRACE, all).await.is_err() {
+            tracing::warn!(
+                grace_s = STOP_GRACE.as_secs(),
+                "flush workers did not finish their chunk in time; stopping them (those records \
+                 stay in the buffer and may be sent again)"
+            );
+            self.workers.iter().for_each(|w| w.abort());
+        }
+        self.progress.iter().for_each(|p| p.abort());
+    }
+}
+
+/// Waits until every buffer of `outputs` is empty, the timeout passes or a signal comes.
+async fn wait_until_empty(outputs: &[Arc<Output>], timeout: Option<Duration>) -> Outcome {
+    let deadline = timeout.map(|t| tokio::time::Instant::now() + t);
+    let signal = async {
+        if let Err(e) = wait_for_signal().await {
+            tracing::warn!(error = %e, "signals cannot stop this drain; use --timeout");
+            std::future::pending::<()>().await;
+        }
+    };
+    tokio::pin!(signal);
+    loop {
+        if outputs.iter().all(|o| is_empty(&o.buffer.stats())) {
+            return Outcome::Drained;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(POLL) => {}
+            _ = sleep_until(deadline) => return Outcome::TimedOut,
+            _ = &mut signal => return Outcome::Interrupted,
+        }
+    }
 }
 
 /// Sleeps until `deadline`, or forever without one.

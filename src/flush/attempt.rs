@@ -9,8 +9,8 @@ use std::sync::Arc;
 use super::deadletter::NewEntry;
 use super::retry::RetryDecision;
 use super::Worker;
-use crate::buffer::{now_ms, Chunk, Records};
-use crate::sink::{ErrorClass, SinkError};
+use crate::buffer::{now_ms, Chunk, DeliveredSet, Records};
+use crate::sink::{Delivery, ErrorClass, SinkError};
 
 impl Worker {
     /// One delivery attempt of `chunk`, and the bookkeeping that follows.
@@ -23,6 +23,18 @@ impl Worker {
                 .inc_by(chunk.pending_count() as u64);
         }
         let outcome = self.output.sink.deliver(&chunk).await;
+        let (delivered, error) = self.tally(&chunk, outcome).await;
+        if delivered.count() >= chunk.records.len() {
+            self.succeeded(&chunk).await;
+        } else {
+            self.failed(&chunk, delivered, error).await;
+        }
+    }
+
+    /// What an attempt leaves: the records handled so far (delivered before or now, and those
+    /// the sink rejected once they are dead-lettered) and the error, if any. Newly delivered
+    /// records are counted.
+    async fn tally(&self, chunk: &Chunk, outcome: Delivery) -> (DeliveredSet, Option<SinkError>) {
         let mut delivered = chunk.delivered.clone();
         let newly = outcome
             .delivered
@@ -30,13 +42,14 @@ impl Worker {
             .filter(|&i| i < chunk.records.len() && !chunk.delivered.contains(i))
             .count();
         delivered.union_with(&outcome.delivered);
-        m.records_delivered
+        self.metrics
+            .records_delivered
             .get_or_create(&self.labels)
             .inc_by(newly as u64);
 
         let mut error = outcome.error;
         if !outcome.rejected.is_empty() {
-            match self.dead_letter_rejected(&chunk, &outcome.rejected).await {
+            match self.dead_letter_rejected(chunk, &outcome.rejected).await {
                 Ok(()) => {
                     for (i, _) in &outcome.rejected {
                         delivered.insert(*i);
@@ -50,19 +63,25 @@ impl Worker {
                 }
             }
         }
+        (delivered, error)
+    }
 
-        if delivered.count() >= chunk.records.len() {
-            if let Err(e) = self.buffer().commit(chunk.id).await {
-                tracing::error!(output = %self.output.name, chunk = %chunk.id, error = %e,
-                    "delivered chunk could not be removed from the buffer; it may be sent again");
-            }
-            m.flush_successes.get_or_create(&self.labels).inc();
-            m.last_delivery_timestamp
-                .get_or_create(&self.labels)
-                .set(i64::try_from(now_ms() / 1000).unwrap_or(i64::MAX));
-            return;
+    /// Every record is handled: the chunk leaves the buffer.
+    async fn succeeded(&self, chunk: &Chunk) {
+        if let Err(e) = self.buffer().commit(chunk.id).await {
+            tracing::error!(output = %self.output.name, chunk = %chunk.id, error = %e,
+                "delivered chunk could not be removed from the buffer; it may be sent again");
         }
+        let m = &self.metrics;
+        m.flush_successes.get_or_create(&self.labels).inc();
+        m.last_delivery_timestamp
+            .get_or_create(&self.labels)
+            .set(i64::try_from(now_ms() / 1000).unwrap_or(i64::MAX));
+    }
 
+    /// Records are left: the failure is counted, and the chunk goes back to the queue with its
+    /// next retry time, or is dead-lettered once its retries are exhausted.
+    async fn failed(&self, chunk: &Chunk, delivered: DeliveredSet, error: Option<SinkError>) {
         let error = error.unwrap_or_else(|| {
             SinkError::new(
                 ErrorClass::Other,
@@ -74,7 +93,7 @@ impl Worker {
         });
         let mut labels = self.labels.clone();
         labels.push(("class", error.class.as_str().to_owned()));
-        m.flush_failures.get_or_create(&labels).inc();
+        self.metrics.flush_failures.get_or_create(&labels).inc();
 
         let pending = chunk.records.len() - delivered.count();
         match self.retry.on_failure(chunk.retry, now_ms()) {
@@ -97,7 +116,7 @@ impl Worker {
                 }
             }
             RetryDecision::GiveUp { failures } => {
-                self.give_up(&chunk, delivered, failures, &error).await;
+                self.give_up(chunk, delivered, failures, &error).await;
             }
         }
     }
@@ -105,7 +124,7 @@ impl Worker {
     async fn give_up(
         &self,
         chunk: &Chunk,
-        delivered: crate::buffer::DeliveredSet,
+        delivered: DeliveredSet,
         failures: u32,
         error: &SinkError,
     ) {

@@ -96,100 +96,110 @@ impl Metrics {
             registry: Mutex::new(Registry::default()),
             components: Mutex::new(HashMap::new()),
         };
-        registry.register(
-            "records_in",
-            "Events received, by source",
-            m.records_in.clone(),
-        );
-        registry.register(
-            "bytes_in",
-            "JSON bytes of events received, by source",
-            m.bytes_in.clone(),
-        );
-        registry.register(
-            "records_dropped",
-            "Events not accepted, by reason",
-            m.records_dropped.clone(),
-        );
-        registry.register(
-            "flush_attempts",
-            "Chunk delivery attempts",
-            m.flush_attempts.clone(),
-        );
-        registry.register(
-            "flush_successes",
-            "Chunk delivery attempts that delivered every pending record",
-            m.flush_successes.clone(),
-        );
-        registry.register(
-            "flush_failures",
-            "Failed chunk delivery attempts, by error class",
-            m.flush_failures.clone(),
-        );
-        registry.register(
-            "records_buffered",
-            "Records stored in the output's buffer",
-            m.records_buffered.clone(),
-        );
-        registry.register(
-            "records_delivered",
-            "Records delivered",
-            m.records_delivered.clone(),
-        );
-        registry.register(
-            "records_retried",
-            "Records sent again after a failed attempt",
-            m.records_retried.clone(),
-        );
-        registry.register(
-            "records_dead_lettered",
-            "Records written to the dead-letter directory",
-            m.records_dead_lettered.clone(),
-        );
-        registry.register(
-            "last_delivery_timestamp_seconds",
-            "Unix time of the last fully successful delivery",
-            m.last_delivery_timestamp.clone(),
-        );
-        registry.register(
-            "buffer_chunks",
-            "Buffer chunks by state (staged, queued, in_flight, retrying)",
-            m.buffer_chunks.clone(),
-        );
-        registry.register(
-            "buffer_records",
-            "Records kept in the buffer",
-            m.buffer_records.clone(),
-        );
-        registry.register(
-            "buffer_bytes",
-            "Logical bytes kept in the buffer (what total_limit_size limits)",
-            m.buffer_bytes.clone(),
-        );
-        registry.register(
-            "buffer_limit_bytes",
-            "total_limit_size of the buffer",
-            m.buffer_limit_bytes.clone(),
-        );
-        registry.register(
-            "buffer_oldest_queued_age_seconds",
-            "Age of the oldest queued chunk (0 when none is queued)",
-            m.buffer_oldest_queued_age.clone(),
-        );
-        registry.register(
-            "buffer_dropped_chunks",
-            "Chunks dropped by overflow_action = drop_oldest_chunk since start",
-            m.buffer_dropped_chunks.clone(),
-        );
-        registry.register(
-            "ready",
-            "1 while /readyz answers 200 (buffers recovered, sources listening, not shutting down, no buffer above ready_max_buffer_fill), else 0",
-            m.ready.clone(),
-        );
+        m.register_flow(&mut registry);
+        m.register_buffer(&mut registry);
         Metrics {
             registry: Mutex::new(registry),
             ..m
         }
+    }
+
+    /// Registers the counters of records flowing through: intake, delivery, retries.
+    fn register_flow(&self, registry: &mut Registry) {
+        registry.register(
+            "records_in",
+            "Events received, by source",
+            self.records_in.clone(),
+        );
+        registry.register(
+            "bytes_in",
+            "JSON bytes of events received, by source",
+            self.bytes_in.clone(),
+        );
+        registry.register(
+            "records_dropped",
+            "Events not accepted, by reason",
+            self.records_dropped.clone(),
+        );
+        registry.register(
+            "flush_attempts",
+            "Chunk delivery attempts",
+            self.flush_attempts.clone(),
+        );
+        registry.register(
+            "flush_successes",
+            "Chunk delivery attempts that delivered every pending record",
+            self.flush_successes.clone(),
+        );
+        registry.register(
+            "flush_failures",
+            "Failed chunk delivery attempts, by error class",
+            self.flush_failures.clone(),
+        );
+        registry.register(
+            "records_buffered",
+            "Records stored in the output's buffer",
+            self.records_buffered.clone(),
+        );
+        registry.register(
+            "records_delivered",
+            "Records delivered",
+            self.records_delivered.clone(),
+        );
+        registry.register(
+            "records_retried",
+            "Records sent again after a failed attempt",
+            self.records_retried.clone(),
+        );
+        registry.register(
+            "records_dead_lettered",
+            "Records written to the dead-letter directory",
+            self.records_dead_lettered.clone(),
+        );
+        registry.register(
+            "last_delivery_timestamp_seconds",
+            "Unix time of the last fully successful delivery",
+            self.last_delivery_timestamp.clone(),
+        );
+    }
+
+    /// Registers the gauges of the buffers' contents and readiness.
+    fn register_buffer(&self, registry: &mut Registry) {
+        registry.register(
+            "buffer_chunks",
+            "Buffer chunks by state (staged, queued, in_flight, retrying)",
+            self.buffer_chunks.clone(),
+        );
+        registry.register(
+            "buffer_records",
+            "Records kept in the buffer",
+            self.buffer_records.clone(),
+        );
+        registry.register(
+            "buffer_bytes",
+            "Logical bytes kept in the buffer (what total_limit_size limits)",
+            self.buffer_bytes.clone(),
+        );
+        registry.register(
+            "buffer_limit_bytes",
+            "total_limit_size of the buffer",
+            self.buffer_limit_bytes.clone(),
+        );
+        registry.register(
+            "buffer_oldest_queued_age_seconds",
+            "Age of the oldest queued chunk (0 when none is queued)",
+            self.buffer_oldest_queued_age.clone(),
+        );
+        registry.register(
+            "buffer_dropped_chunks",
+            "Chunks dropped by overflow_action = drop_oldest_chunk since start",
+            self.buffer_dropped_chunks.clone(),
+        );
+        registry.register(
+            "ready",
+            "1 while /readyz answers 200 (buffers recovered, sources listening, not shutting down, no buffer above ready_max_buffer_fill), else 0",
+            self.ready.clone(),
+        );
     }
 
     /// Registers a metric owned by a component (a source's connection gauge, a sink's latency

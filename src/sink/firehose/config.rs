@@ -158,6 +158,21 @@ impl FirehoseConfig {
                 "not set, and neither AWS_REGION nor AWS_DEFAULT_REGION is set".to_owned(),
             ));
         }
+        p.extend(self.limit_problems());
+        if self.aggregation && !self.append_new_line {
+            p.push((
+                "aggregation",
+                "packs newline-terminated records into one Firehose record; it needs append_new_line = true so the records can be told apart"
+                    .to_owned(),
+            ));
+        }
+        p.extend(self.connection_problems());
+        p
+    }
+
+    /// Problems of the per-call limits and rates.
+    fn limit_problems(&self) -> Vec<(&'static str, String)> {
+        let mut p = Vec::new();
         if !(1..=MAX_RECORDS_PER_CALL).contains(&self.max_records_per_call) {
             p.push((
                 "max_records_per_call",
@@ -190,13 +205,12 @@ impl FirehoseConfig {
         if self.max_bytes_per_second.is_some_and(|b| b.0 == 0) {
             p.push(("max_bytes_per_second", "must be greater than 0".to_owned()));
         }
-        if self.aggregation && !self.append_new_line {
-            p.push((
-                "aggregation",
-                "packs newline-terminated records into one Firehose record; it needs append_new_line = true so the records can be told apart"
-                    .to_owned(),
-            ));
-        }
+        p
+    }
+
+    /// Problems of the endpoint, proxy, TLS and credentials settings.
+    fn connection_problems(&self) -> Vec<(&'static str, String)> {
+        let mut p = Vec::new();
         let urls = [
             ("endpoint_url", self.endpoint_url.as_deref()),
             ("proxy_url", self.proxy_url.as_ref().map(|u| u.expose())),

@@ -220,48 +220,11 @@ fn decode(
         return Err(DecodeError::JsonNotSupported.into());
     }
     let mut cur = Cursor::new(frame);
-    let len = match cur.next_item()? {
-        Item::Nil => return Ok(Message::Keepalive),
-        Item::Array(n @ 2..=4) => n,
-        Item::Array(_) => {
-            return Err(DecodeError::WrongType("array must have 2 to 4 elements").into())
-        }
-        _ => return Err(DecodeError::WrongType("message is not an array").into()),
+    let Some(len) = message_len(&mut cur)? else {
+        return Ok(Message::Keepalive);
     };
-    let tag = match cur.next_item()? {
-        Item::Str(b) => std::str::from_utf8(b).map_err(|_| DecodeError::TagNotUtf8)?,
-        other => {
-            cur.skip_children(&other)?;
-            return Err(DecodeError::TagNotString.into());
-        }
-    };
-    let tag = match &opts.tag_prefix {
-        Some(p) => format!("{p}.{tag}"),
-        None => tag.to_owned(),
-    };
-    let body = cur.pos();
-    let second = cur.next_item()?;
-    let is_message_mode = !matches!(second, Item::Array(_) | Item::Str(_) | Item::Bin(_));
-    // The options come last; read them first because `compressed` decides how to read [1].
-    let (event_values, option_present) = match (is_message_mode, len) {
-        (true, 3) => (2, false),
-        (true, 4) => (2, true),
-        (true, _) => {
-            return Err(DecodeError::WrongType("Message mode needs [tag, time, record]").into())
-        }
-        (false, 2) => (1, false),
-        (false, 3) => (1, true),
-        (false, _) => return Err(DecodeError::WrongType("too many elements").into()),
-    };
-    cur.seek(body);
-    cur.skip_values(event_values)?;
-    let options = if option_present {
-        read_options(&mut cur)?
-    } else {
-        MessageOptions::default()
-    };
-    cur.seek(body);
-
+    let tag = read_tag(&mut cur, opts)?;
+    let options = options_ahead(&mut cur, len)?;
     let mut out = Events {
         batch: EventBatch::with_capacity(tag, 1, frame.len() + frame.len() / 4),
         ack: options.chunk.map(ack_for),
@@ -273,29 +236,63 @@ fn decode(
         now,
         out: &mut out,
     };
-    let second = cur.next_item()?;
-    match second {
-        Item::Array(n) => {
-            for _ in 0..n {
-                sink.entry(&mut cur)?;
-            }
-        }
-        Item::Str(payload) | Item::Bin(payload) => match options.compressed {
-            None | Some(b"text") => sink.packed(payload)?,
-            Some(b"gzip") => inflate::packed_gzip(&mut sink, payload, budget)?,
-            Some(other) => {
-                return Err(DecodeError::UnsupportedCompression(
-                    String::from_utf8_lossy(other).into_owned(),
-                )
-                .into())
-            }
-        },
-        time => {
-            let time = sink.time(&mut cur, time)?;
-            sink.record(&mut cur, time)?;
-        }
-    }
+    sink.body(&mut cur, options.compressed, budget)?;
     Ok(Message::Events(out))
+}
+
+/// Reads the message's array header: its element count, or `None` for a keepalive (`nil`).
+fn message_len(cur: &mut Cursor<'_>) -> Result<Option<u32>, DecodeError> {
+    match cur.next_item()? {
+        Item::Nil => Ok(None),
+        Item::Array(n @ 2..=4) => Ok(Some(n)),
+        Item::Array(_) => Err(DecodeError::WrongType("array must have 2 to 4 elements")),
+        _ => Err(DecodeError::WrongType("message is not an array")),
+    }
+}
+
+/// Reads the tag, with `tag_prefix` applied.
+fn read_tag(cur: &mut Cursor<'_>, opts: &DecodeOptions) -> Result<String, DecodeError> {
+    let tag = match cur.next_item()? {
+        Item::Str(b) => std::str::from_utf8(b).map_err(|_| DecodeError::TagNotUtf8)?,
+        other => {
+            cur.skip_children(&other)?;
+            return Err(DecodeError::TagNotString);
+        }
+    };
+    Ok(match &opts.tag_prefix {
+        Some(p) => format!("{p}.{tag}"),
+        None => tag.to_owned(),
+    })
+}
+
+/// Reads the options of a message of `len` elements whose body starts at `cur`. They come
+/// last, but `compressed` decides how to read the body, so they are read first: the body's
+/// first item tells the mode and so how many values to skip. `cur` is left at the body.
+fn options_ahead<'a>(cur: &mut Cursor<'a>, len: u32) -> Result<MessageOptions<'a>, DecodeError> {
+    let body = cur.pos();
+    let second = cur.next_item()?;
+    let is_message_mode = !matches!(second, Item::Array(_) | Item::Str(_) | Item::Bin(_));
+    let (event_values, option_present) = match (is_message_mode, len) {
+        (true, 3) => (2, false),
+        (true, 4) => (2, true),
+        (true, _) => {
+            return Err(DecodeError::WrongType(
+                "Message mode needs [tag, time, record]",
+            ))
+        }
+        (false, 2) => (1, false),
+        (false, 3) => (1, true),
+        (false, _) => return Err(DecodeError::WrongType("too many elements")),
+    };
+    cur.seek(body);
+    cur.skip_values(event_values)?;
+    let options = if option_present {
+        read_options(cur)?
+    } else {
+        MessageOptions::default()
+    };
+    cur.seek(body);
+    Ok(options)
 }
 
 /// `{"ack": <chunk>}` as msgpack, reusing the chunk's own encoding.
@@ -345,6 +342,38 @@ impl EventSink<'_> {
         }
         self.out.invalid_events += 1;
         self.out.invalid_reason.get_or_insert(reason);
+        Ok(())
+    }
+
+    /// The events after the tag: Forward (an array of entries), PackedForward (entries in a
+    /// str/bin payload, gzip when `compressed` says so) or Message (time and record).
+    fn body(
+        &mut self,
+        cur: &mut Cursor<'_>,
+        compressed: Option<&[u8]>,
+        budget: Option<usize>,
+    ) -> Result<(), Stop> {
+        match cur.next_item()? {
+            Item::Array(n) => {
+                for _ in 0..n {
+                    self.entry(cur)?;
+                }
+            }
+            Item::Str(payload) | Item::Bin(payload) => match compressed {
+                None | Some(b"text") => self.packed(payload)?,
+                Some(b"gzip") => inflate::packed_gzip(self, payload, budget)?,
+                Some(other) => {
+                    return Err(DecodeError::UnsupportedCompression(
+                        String::from_utf8_lossy(other).into_owned(),
+                    )
+                    .into())
+                }
+            },
+            time => {
+                let time = self.time(cur, time)?;
+                self.record(cur, time)?;
+            }
+        }
         Ok(())
     }
 

@@ -61,29 +61,59 @@ pub enum Parsed<'a> {
 enum Payload {
     Str,
     Bin,
-    Ext(i8),
+    /// An extension; its type is the last byte of the header.
+    Ext,
 }
 
-/// A header of `hsize` bytes followed by a payload of `len` bytes.
-fn sized(buf: &[u8], hsize: usize, len: usize, kind: Payload) -> Parsed<'_> {
-    let total = hsize.saturating_add(len);
-    let Some(payload) = buf.get(hsize..total) else {
+/// The header of a str, bin or ext item: the payload follows it.
+struct PayloadHeader {
+    /// Bytes of the header itself.
+    size: usize,
+    /// Bytes of the payload.
+    len: usize,
+    kind: Payload,
+}
+
+/// Reads the header of a str, bin or ext item (marker `m`, the first byte of `buf`): `None`
+/// when `m` is another type, `Some(Err(n))` when the header needs `n` bytes and `buf` is
+/// shorter.
+fn payload_header(m: u8, buf: &[u8]) -> Option<Result<PayloadHeader, usize>> {
+    // Bytes of the length field after the marker: none for fixstr and fixext, whose length is
+    // in the marker.
+    let (width, kind) = match m {
+        0xa0..=0xbf => (0, Payload::Str),
+        0xc4..=0xc6 => (1 << (m - 0xc4), Payload::Bin),
+        0xd9..=0xdb => (1 << (m - 0xd9), Payload::Str),
+        0xc7..=0xc9 => (1 << (m - 0xc7), Payload::Ext),
+        0xd4..=0xd8 => (0, Payload::Ext),
+        _ => return None,
+    };
+    let size = 1 + width + usize::from(matches!(kind, Payload::Ext));
+    let Some(head) = buf.get(..size) else {
+        return Some(Err(size));
+    };
+    let len = match m {
+        0xa0..=0xbf => usize::from(m & 0x1f),
+        0xd4..=0xd8 => 1 << (m - 0xd4),
+        _ => head[1..1 + width]
+            .iter()
+            .fold(0, |n, &b| n << 8 | usize::from(b)),
+    };
+    Some(Ok(PayloadHeader { size, len, kind }))
+}
+
+/// The str, bin or ext item of header `h` at the start of `buf`, once its payload is there.
+fn with_payload(buf: &[u8], h: PayloadHeader) -> Parsed<'_> {
+    let total = h.size.saturating_add(h.len);
+    let (Some(payload), Some(&last)) = (buf.get(h.size..total), buf.get(h.size - 1)) else {
         return Parsed::Need(total);
     };
-    let item = match kind {
+    let item = match h.kind {
         Payload::Str => Item::Str(payload),
         Payload::Bin => Item::Bin(payload),
-        Payload::Ext(t) => Item::Ext(t, payload),
+        Payload::Ext => Item::Ext(last as i8, payload),
     };
     Parsed::Done(item, total)
-}
-
-fn be_u16(b: &[u8]) -> usize {
-    usize::from(u16::from_be_bytes([b[0], b[1]]))
-}
-
-fn be_u32(b: &[u8]) -> usize {
-    u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize
 }
 
 /// The `N` bytes after a one-byte marker, if present.
@@ -92,136 +122,50 @@ fn fixed<const N: usize>(rest: &[u8]) -> Option<[u8; N]> {
     rest.get(1..1 + N)?.try_into().ok()
 }
 
-fn arr8(b: &[u8]) -> [u8; 8] {
-    [b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]
+/// A fixed-size item at the start of `buf`: the marker, then `N` bytes that `item` reads.
+fn scalar<const N: usize>(
+    buf: &[u8],
+    item: impl FnOnce([u8; N]) -> Item<'static>,
+) -> Parsed<'static> {
+    match fixed::<N>(buf) {
+        Some(b) => Parsed::Done(item(b), 1 + N),
+        None => Parsed::Need(1 + N),
+    }
 }
 
 /// Parses the item header at the start of `buf`.
-///
-/// All index operations are guarded by explicit length checks above them.
 pub fn parse(buf: &[u8]) -> Result<Parsed<'_>, DecodeError> {
     let Some(&m) = buf.first() else {
         return Ok(Parsed::Need(1));
     };
-    // Fixed-size scalars and container headers: (size of the header, item builder).
-    let fixed = |size: usize, f: &dyn Fn(&[u8]) -> Item<'static>| -> Parsed<'static> {
-        if buf.len() < size {
-            Parsed::Need(size)
-        } else {
-            Parsed::Done(f(&buf[1..size]), size)
-        }
-    };
-    let need = |n: usize| buf.len() < n;
     Ok(match m {
         0x00..=0x7f => Parsed::Done(Item::Uint(u64::from(m)), 1),
         0x80..=0x8f => Parsed::Done(Item::Map(u32::from(m & 0x0f)), 1),
         0x90..=0x9f => Parsed::Done(Item::Array(u32::from(m & 0x0f)), 1),
-        0xa0..=0xbf => sized(buf, 1, usize::from(m & 0x1f), Payload::Str),
         0xc0 => Parsed::Done(Item::Nil, 1),
-        0xc1 => return Err(DecodeError::Malformed("byte 0xc1 is not a msgpack type")),
         0xc2 => Parsed::Done(Item::Bool(false), 1),
         0xc3 => Parsed::Done(Item::Bool(true), 1),
-        0xc4 | 0xd9 => {
-            if need(2) {
-                return Ok(Parsed::Need(2));
-            }
-            sized(
-                buf,
-                2,
-                usize::from(buf[1]),
-                if m == 0xc4 {
-                    Payload::Bin
-                } else {
-                    Payload::Str
-                },
-            )
-        }
-        0xc5 | 0xda => {
-            if need(3) {
-                return Ok(Parsed::Need(3));
-            }
-            sized(
-                buf,
-                3,
-                be_u16(&buf[1..]),
-                if m == 0xc5 {
-                    Payload::Bin
-                } else {
-                    Payload::Str
-                },
-            )
-        }
-        0xc6 | 0xdb => {
-            if need(5) {
-                return Ok(Parsed::Need(5));
-            }
-            sized(
-                buf,
-                5,
-                be_u32(&buf[1..]),
-                if m == 0xc6 {
-                    Payload::Bin
-                } else {
-                    Payload::Str
-                },
-            )
-        }
-        0xc7 => {
-            if need(3) {
-                return Ok(Parsed::Need(3));
-            }
-            sized(buf, 3, usize::from(buf[1]), Payload::Ext(buf[2] as i8))
-        }
-        0xc8 => {
-            if need(4) {
-                return Ok(Parsed::Need(4));
-            }
-            sized(buf, 4, be_u16(&buf[1..]), Payload::Ext(buf[3] as i8))
-        }
-        0xc9 => {
-            if need(6) {
-                return Ok(Parsed::Need(6));
-            }
-            sized(buf, 6, be_u32(&buf[1..]), Payload::Ext(buf[5] as i8))
-        }
-        0xca => fixed(5, &|b| {
-            Item::F32(f32::from_be_bytes([b[0], b[1], b[2], b[3]]))
-        }),
-        0xcb => fixed(9, &|b| Item::F64(f64::from_be_bytes(arr8(b)))),
-        0xcc => fixed(2, &|b| Item::Uint(u64::from(b[0]))),
-        0xcd => fixed(3, &|b| {
-            Item::Uint(u64::from(u16::from_be_bytes([b[0], b[1]])))
-        }),
-        0xce => fixed(5, &|b| {
-            Item::Uint(u64::from(u32::from_be_bytes([b[0], b[1], b[2], b[3]])))
-        }),
-        0xcf => fixed(9, &|b| Item::Uint(u64::from_be_bytes(arr8(b)))),
-        0xd0 => fixed(2, &|b| int(i64::from(b[0] as i8))),
-        0xd1 => fixed(3, &|b| int(i64::from(i16::from_be_bytes([b[0], b[1]])))),
-        0xd2 => fixed(5, &|b| {
-            int(i64::from(i32::from_be_bytes([b[0], b[1], b[2], b[3]])))
-        }),
-        0xd3 => fixed(9, &|b| int(i64::from_be_bytes(arr8(b)))),
-        0xd4..=0xd8 => {
-            let len = 1usize << (m - 0xd4);
-            if need(2) {
-                return Ok(Parsed::Need(2));
-            }
-            sized(buf, 2, len, Payload::Ext(buf[1] as i8))
-        }
-        0xdc => fixed(3, &|b| {
-            Item::Array(u32::from(u16::from_be_bytes([b[0], b[1]])))
-        }),
-        0xdd => fixed(5, &|b| {
-            Item::Array(u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
-        }),
-        0xde => fixed(3, &|b| {
-            Item::Map(u32::from(u16::from_be_bytes([b[0], b[1]])))
-        }),
-        0xdf => fixed(5, &|b| {
-            Item::Map(u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
-        }),
+        0xca => scalar(buf, |b| Item::F32(f32::from_be_bytes(b))),
+        0xcb => scalar(buf, |b| Item::F64(f64::from_be_bytes(b))),
+        0xcc => scalar(buf, |b| Item::Uint(u64::from(u8::from_be_bytes(b)))),
+        0xcd => scalar(buf, |b| Item::Uint(u64::from(u16::from_be_bytes(b)))),
+        0xce => scalar(buf, |b| Item::Uint(u64::from(u32::from_be_bytes(b)))),
+        0xcf => scalar(buf, |b| Item::Uint(u64::from_be_bytes(b))),
+        0xd0 => scalar(buf, |b| int(i64::from(i8::from_be_bytes(b)))),
+        0xd1 => scalar(buf, |b| int(i64::from(i16::from_be_bytes(b)))),
+        0xd2 => scalar(buf, |b| int(i64::from(i32::from_be_bytes(b)))),
+        0xd3 => scalar(buf, |b| int(i64::from_be_bytes(b))),
+        0xdc => scalar(buf, |b| Item::Array(u32::from(u16::from_be_bytes(b)))),
+        0xdd => scalar(buf, |b| Item::Array(u32::from_be_bytes(b))),
+        0xde => scalar(buf, |b| Item::Map(u32::from(u16::from_be_bytes(b)))),
+        0xdf => scalar(buf, |b| Item::Map(u32::from_be_bytes(b))),
         0xe0..=0xff => Parsed::Done(Item::Int(i64::from(m as i8)), 1),
+        // str, bin and ext; and 0xc1, the one byte msgpack leaves unused.
+        _ => match payload_header(m, buf) {
+            Some(Ok(h)) => with_payload(buf, h),
+            Some(Err(need)) => Parsed::Need(need),
+            None => return Err(DecodeError::Malformed("byte 0xc1 is not a msgpack type")),
+        },
     })
 }
 
@@ -242,37 +186,20 @@ pub fn header(buf: &[u8]) -> Result<Option<Header>, DecodeError> {
     let Some(&m) = buf.first() else {
         return Ok(None);
     };
-    let at = |i: usize| buf.get(i).copied().map(usize::from);
-    let sized = |size: usize, payload: Option<usize>| {
-        payload.map(|payload| Header {
-            size,
-            payload,
+    if let Some(h) = payload_header(m, buf) {
+        return Ok(h.ok().map(|h| Header {
+            size: h.size,
+            payload: h.len,
             children: 0,
-        })
-    };
-    Ok(match m {
-        0xa0..=0xbf => sized(1, Some(usize::from(m & 0x1f))),
-        0xc4 | 0xd9 => sized(2, at(1)),
-        0xc5 | 0xda => sized(3, at(1).zip(at(2)).map(|(a, b)| a << 8 | b)),
-        0xc6 | 0xdb => sized(5, buf.get(1..5).map(be_u32)),
-        0xc7 => sized(3, at(1).filter(|_| buf.len() >= 3)),
-        0xc8 => sized(
-            4,
-            at(1)
-                .zip(at(2))
-                .map(|(a, b)| a << 8 | b)
-                .filter(|_| buf.len() >= 4),
-        ),
-        0xc9 => sized(6, buf.get(1..5).map(be_u32).filter(|_| buf.len() >= 6)),
-        0xd4..=0xd8 => sized(2, Some(1usize << (m - 0xd4)).filter(|_| buf.len() >= 2)),
-        _ => match parse(buf)? {
-            Parsed::Done(item, size) => Some(Header {
-                size,
-                payload: 0,
-                children: item.children(),
-            }),
-            Parsed::Need(_) => None,
-        },
+        }));
+    }
+    Ok(match parse(buf)? {
+        Parsed::Done(item, size) => Some(Header {
+            size,
+            payload: 0,
+            children: item.children(),
+        }),
+        Parsed::Need(_) => None,
     })
 }
 
