@@ -1,29 +1,194 @@
-//! Small file-system helpers: crash-safe writes, and names as path components.
+//! Small file-system helpers: the [`Filesystem`] seam of the file buffer (where tests inject
+//! faults), crash-safe writes, and names as path components.
+//!
+//! # The seam
+//!
+//! Every file operation of the file buffer (its writer, store, recovery, reads and quarantine:
+//! `src/buffer/file/`) goes through [`Filesystem`], on the type [`Fs`]. In every build but the
+//! crate's own unit tests `Fs` is [`RealFs`], a zero-sized type whose `#[inline]` methods are
+//! the `std::fs` calls themselves, called by static dispatch (no trait object, no vtable): the
+//! seam adds no field, branch or call to the binary. Under `cfg(test)` `Fs` is `faults::FaultFs`, which
+//! passes every call through to [`RealFs`] unless a test armed a fault for it (`EIO`,
+//! `ENOSPC`, `EMFILE`, a short write, a failed `fdatasync`), and which can simulate a power
+//! loss (every file cut back to what was last synced).
 
+use std::fs::File;
+use std::io;
 use std::path::Path;
 
-/// Fsyncs a directory so that a rename or create inside it survives a power loss.
-pub fn sync_dir(dir: &Path) -> std::io::Result<()> {
-    std::fs::File::open(dir)?.sync_all()
+#[cfg(test)]
+pub mod faults;
+
+/// How [`Filesystem::open`] opens a file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OpenMode {
+    /// Read only.
+    Read,
+    /// Write, creating it; fails if it exists (`O_CREAT | O_EXCL`).
+    CreateNew,
+    /// Write, creating or truncating it.
+    CreateTruncate,
+    /// Append to an existing file.
+    Append,
+    /// Write an existing file in place (to truncate it).
+    Write,
 }
 
-/// Writes `data` to `dest` atomically: temporary file, fsync, rename, fsync of the directory.
-pub fn write_atomic(dest: &Path, data: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    let dir = dest.parent().unwrap_or_else(|| Path::new("."));
-    std::fs::create_dir_all(dir)?;
-    let name = dest
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "file".to_owned());
-    let tmp = dir.join(format!(".{name}.tmp"));
-    {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(data)?;
-        f.sync_all()?;
+/// The file operations the file buffer uses, so that tests can make any of them fail.
+/// Methods take the path of the file they act on so that a fault can be aimed at it.
+pub trait Filesystem: Send + Sync + 'static {
+    /// Opens `path`.
+    fn open(&self, path: &Path, mode: OpenMode) -> io::Result<File>;
+    /// Writes all of `data` to `file` (which is `path`), at its position.
+    fn write_all(&self, file: &mut File, path: &Path, data: &[u8]) -> io::Result<()>;
+    /// `fdatasync(2)` of `file`.
+    fn sync_data(&self, file: &File, path: &Path) -> io::Result<()>;
+    /// `fsync(2)` of `file`.
+    fn sync_all(&self, file: &File, path: &Path) -> io::Result<()>;
+    /// Truncates (or extends) `file` to `len` bytes.
+    fn set_len(&self, file: &File, path: &Path, len: u64) -> io::Result<()>;
+    /// Reads the whole file.
+    fn read(&self, path: &Path) -> io::Result<Vec<u8>>;
+    /// Copies `from` to `to` (created or truncated), without reading it into memory.
+    fn copy(&self, from: &Path, to: &Path) -> io::Result<u64>;
+    /// `rename(2)`.
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()>;
+    /// `unlink(2)`.
+    fn remove_file(&self, path: &Path) -> io::Result<()>;
+    /// `mkdir(2)` of one directory (its parent must exist).
+    fn create_dir(&self, path: &Path) -> io::Result<()>;
+    /// `fsync(2)` of a directory, so that entries created, renamed or removed in it survive a
+    /// power loss.
+    fn sync_dir(&self, dir: &Path) -> io::Result<()>;
+
+    /// Creates `dir` and any missing parents, **durably**: every directory created is fsynced
+    /// and so is its parent (a new directory's entry lives in its parent). `dir` and its
+    /// parent are fsynced even if they existed: they may have been created by a run that was
+    /// killed before it synced them, and whatever is put in `dir` next relies on them.
+    fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
+        let mut missing = Vec::new();
+        let mut cur = dir;
+        while !cur.is_dir() {
+            missing.push(cur);
+            match cur.parent() {
+                Some(p) if !p.as_os_str().is_empty() => cur = p,
+                _ => break,
+            }
+        }
+        for d in missing.into_iter().rev() {
+            match self.create_dir(d) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists && d.is_dir() => {}
+                Err(e) => return Err(e),
+            }
+            if let Some(p) = d.parent().filter(|p| !p.as_os_str().is_empty()) {
+                self.sync_dir(p)?;
+            }
+        }
+        self.sync_dir(dir)?;
+        match dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+            Some(p) => self.sync_dir(p),
+            None => Ok(()),
+        }
     }
-    std::fs::rename(&tmp, dest)?;
-    sync_dir(dir)
+
+    /// Writes `data` to `dest` atomically and durably: temporary file, fsync, rename, fsync
+    /// of the directory; the directory is created durably first ([`Filesystem::create_dir_all`]).
+    fn write_atomic(&self, dest: &Path, data: &[u8]) -> io::Result<()> {
+        let dir = dest.parent().unwrap_or_else(|| Path::new("."));
+        self.create_dir_all(dir)?;
+        let name = dest
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "file".to_owned());
+        let tmp = dir.join(format!(".{name}.tmp"));
+        {
+            let mut f = self.open(&tmp, OpenMode::CreateTruncate)?;
+            self.write_all(&mut f, &tmp, data)?;
+            self.sync_all(&f, &tmp)?;
+        }
+        self.rename(&tmp, dest)?;
+        self.sync_dir(dir)
+    }
+}
+
+/// The real file system: each method is the `std::fs` call it names.
+#[derive(Debug, Clone, Default)]
+pub struct RealFs;
+
+impl Filesystem for RealFs {
+    #[inline]
+    fn open(&self, path: &Path, mode: OpenMode) -> io::Result<File> {
+        let mut o = std::fs::OpenOptions::new();
+        match mode {
+            OpenMode::Read => o.read(true),
+            OpenMode::CreateNew => o.write(true).create_new(true),
+            OpenMode::CreateTruncate => o.write(true).create(true).truncate(true),
+            OpenMode::Append => o.append(true),
+            OpenMode::Write => o.write(true),
+        };
+        o.open(path)
+    }
+    #[inline]
+    fn write_all(&self, file: &mut File, _path: &Path, data: &[u8]) -> io::Result<()> {
+        io::Write::write_all(file, data)
+    }
+    #[inline]
+    fn sync_data(&self, file: &File, _path: &Path) -> io::Result<()> {
+        file.sync_data()
+    }
+    #[inline]
+    fn sync_all(&self, file: &File, _path: &Path) -> io::Result<()> {
+        file.sync_all()
+    }
+    #[inline]
+    fn set_len(&self, file: &File, _path: &Path, len: u64) -> io::Result<()> {
+        file.set_len(len)
+    }
+    #[inline]
+    fn read(&self, path: &Path) -> io::Result<Vec<u8>> {
+        std::fs::read(path)
+    }
+    #[inline]
+    fn copy(&self, from: &Path, to: &Path) -> io::Result<u64> {
+        std::fs::copy(from, to)
+    }
+    #[inline]
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        std::fs::rename(from, to)
+    }
+    #[inline]
+    fn remove_file(&self, path: &Path) -> io::Result<()> {
+        std::fs::remove_file(path)
+    }
+    #[inline]
+    fn create_dir(&self, path: &Path) -> io::Result<()> {
+        std::fs::create_dir(path)
+    }
+    #[inline]
+    fn sync_dir(&self, dir: &Path) -> io::Result<()> {
+        File::open(dir)?.sync_all()
+    }
+}
+
+/// The file system the file buffer uses: [`RealFs`], except in the crate's unit tests, where
+/// it is `faults::FaultFs` (the real one plus faults a test arms).
+#[cfg(not(test))]
+pub type Fs = RealFs;
+/// The file system the file buffer uses: [`RealFs`], except in the crate's unit tests, where
+/// it is `faults::FaultFs` (the real one plus faults a test arms).
+#[cfg(test)]
+pub type Fs = faults::FaultFs;
+
+/// Fsyncs a directory so that a rename or create inside it survives a power loss.
+pub fn sync_dir(dir: &Path) -> io::Result<()> {
+    RealFs.sync_dir(dir)
+}
+
+/// Writes `data` to `dest` atomically: temporary file, fsync, rename, fsync of the directory
+/// (created durably if missing: [`Filesystem::write_atomic`]).
+pub fn write_atomic(dest: &Path, data: &[u8]) -> io::Result<()> {
+    RealFs.write_atomic(dest, data)
 }
 
 /// A name (an output's) as one path component: ASCII letters, digits, `-` and `_` stay, every

@@ -119,7 +119,8 @@ pub fn read_chunk(store: &Store, output: &str, id: ChunkId) -> Result<Records, S
     if meta.is_none() && !path.exists() {
         return Err(format!("output `{output}` has no chunk {id}"));
     }
-    read::read_chunk(&tree, &path, id, meta.as_ref()).map_err(|e| format!("chunk {id}: data: {e}"))
+    read::read_chunk(store.fs(), &tree, &path, id, meta.as_ref())
+        .map_err(|e| format!("chunk {id}: data: {e}"))
 }
 
 /// Writes the records of `chunk` (or of every chunk, oldest first) as NDJSON: each record on

@@ -117,6 +117,16 @@
 //!   relay restarts and recovers from what is on disk. Failed appends are not acked, so clients
 //!   resend.
 //!
+//! # Faults
+//!
+//! Every file operation of the writer, the store, recovery, reads and quarantine goes through
+//! the [`Filesystem`](crate::fsutil::Filesystem) seam ([`crate::fsutil::Fs`]): the real file
+//! system, at no cost, in the binary; in this module's unit tests a
+//! `FaultFs` (`src/fsutil/faults.rs`) that fails chosen calls (`EIO`, `ENOSPC`,
+//! `EMFILE`, short writes, failed `fdatasync`) and simulates power losses, so that every
+//! statement below about faults is tested by injecting the fault (`tests/faults.rs`).
+//! sled's own file I/O is not behind the seam.
+//!
 //! Startup logs the recovered chunks, records and bytes per output; what is left of that
 //! recovered backlog is in [`BufferStats::backlog`](crate::buffer::BufferStats), which the
 //! flush layer's progress logs count down.

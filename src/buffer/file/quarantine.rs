@@ -11,11 +11,12 @@ use std::path::{Path, PathBuf};
 
 use super::store::StoreError;
 use crate::buffer::{now_ms, ChunkId};
-use crate::fsutil::{path_component, sync_dir, write_atomic};
+use crate::fsutil::{path_component, Filesystem, OpenMode};
 
 /// Writes the quarantine files of one chunk; returns the path of the `.bin` file. The chunk may
 /// be deleted from the database only after this succeeded.
 pub(crate) fn write(
+    fs: &impl Filesystem,
     dir: &Path,
     output: &str,
     chunk: ChunkId,
@@ -33,13 +34,13 @@ pub(crate) fn write(
     }
     let bin = dir.join(format!("{stem}.bin"));
     let io = |p: &Path, e: std::io::Error| StoreError::io(p.display().to_string(), e);
-    write_atomic(&bin, &raw).map_err(|e| io(&bin, e))?;
+    fs.write_atomic(&bin, &raw).map_err(|e| io(&bin, e))?;
     if let Some(src) = data_file {
         // Copied, not read into memory: a corrupted file may be of any size.
         let copy = dir.join(format!("{stem}.chunk"));
-        std::fs::copy(src, &copy)
-            .and_then(|_| std::fs::File::open(&copy)?.sync_all())
-            .and_then(|()| sync_dir(dir))
+        fs.copy(src, &copy)
+            .and_then(|_| fs.sync_all(&fs.open(&copy, OpenMode::Read)?, &copy))
+            .and_then(|()| fs.sync_dir(dir))
             .map_err(|e| io(&copy, e))?;
     }
     let text = format!(
@@ -51,7 +52,8 @@ pub(crate) fn write(
         entries.len()
     );
     let reason_path = dir.join(format!("{stem}.reason.txt"));
-    write_atomic(&reason_path, text.as_bytes()).map_err(|e| io(&reason_path, e))?;
+    fs.write_atomic(&reason_path, text.as_bytes())
+        .map_err(|e| io(&reason_path, e))?;
     Ok(bin)
 }
 
@@ -100,7 +102,16 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let entries = vec![(b"k".to_vec(), b"v".to_vec())];
         for output in ["a.b", "a_b"] {
-            write(dir.path(), output, ChunkId(1), "test", &entries, None).unwrap();
+            write(
+                &crate::fsutil::RealFs,
+                dir.path(),
+                output,
+                ChunkId(1),
+                "test",
+                &entries,
+                None,
+            )
+            .unwrap();
         }
         let parts = output_parts(dir.path());
         assert_eq!(parts.len(), 2);

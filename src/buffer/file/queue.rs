@@ -332,9 +332,12 @@ impl Inner {
             };
             let (tree, path) = (self.tree.clone(), chunk_file(&self.dir, id));
             let m = meta.clone();
-            let read = tokio::task::spawn_blocking(move || read_chunk(&tree, &path, id, Some(&m)))
-                .await
-                .unwrap_or_else(|e| Err(ReadError::Storage(e.into())));
+            let store = Arc::clone(&self.store);
+            let read = tokio::task::spawn_blocking(move || {
+                read_chunk(store.fs(), &tree, &path, id, Some(&m))
+            })
+            .await
+            .unwrap_or_else(|e| Err(ReadError::Storage(e.into())));
             match read {
                 Ok(records) => {
                     return Ok(Some(

@@ -9,6 +9,7 @@ use sled::Tree;
 use super::codec::{self, chunk_data_prefix, ChunkMeta, DataStorage, StoredState};
 use super::store::StoreError;
 use crate::buffer::{ChunkId, Records};
+use crate::fsutil::Filesystem;
 
 /// Why a chunk's data could not be read.
 pub(crate) enum ReadError {
@@ -32,6 +33,7 @@ impl std::fmt::Display for ReadError {
 /// must hold exactly what its metadata counts; a staged one (no metadata, or staged) is read up
 /// to its last complete record.
 pub(crate) fn read_chunk(
+    fs: &impl Filesystem,
     tree: &Tree,
     path: &Path,
     id: ChunkId,
@@ -47,7 +49,7 @@ pub(crate) fn read_chunk(
         return codec::assemble(values.iter().map(|v| v.as_ref()), meta.records, meta.bytes)
             .map_err(corrupt);
     }
-    let bytes = std::fs::read(path).map_err(|e| match e.kind() {
+    let bytes = fs.read(path).map_err(|e| match e.kind() {
         std::io::ErrorKind::NotFound => {
             ReadError::Corrupt(format!("chunk file {} is missing", path.display()))
         }

@@ -8,7 +8,6 @@
 //! whose metadata fails here.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::fs::OpenOptions;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -19,6 +18,7 @@ use super::quarantine;
 use super::store::{chunk_file, chunk_files, max_chunk_id, Store, StoreError};
 use super::writer::Op;
 use crate::buffer::ChunkId;
+use crate::fsutil::{Filesystem, OpenMode};
 
 /// What recovery found for an output.
 #[derive(Debug, Default)]
@@ -62,6 +62,7 @@ pub(crate) fn recover(
             Err(_) => {
                 let value = tree.get(&key)?.map(|v| v.to_vec()).unwrap_or_default();
                 quarantine::write(
+                    store.fs(),
                     &store.quarantine_dir(),
                     output,
                     ChunkId(0),
@@ -126,8 +127,10 @@ fn recover_staged(
     rec: &mut Recovered,
 ) -> Result<Option<ChunkMeta>, StoreError> {
     let path = chunk_file(dir, id);
-    let bytes =
-        std::fs::read(&path).map_err(|e| StoreError::io(format!("read {}", path.display()), e))?;
+    let bytes = store
+        .fs()
+        .read(&path)
+        .map_err(|e| StoreError::io(format!("read {}", path.display()), e))?;
     let scan = match codec::scan_chunk_file(&bytes, id) {
         Ok(s) => s,
         // Shorter than a header: the creation of a chunk whose first append was never
@@ -176,6 +179,7 @@ fn cut_tail(
     let reason =
         format!("incomplete end of a staged chunk's file ({why}); the chunk itself is kept");
     let kept = quarantine::write(
+        store.fs(),
         &store.quarantine_dir(),
         output,
         id,
@@ -184,9 +188,10 @@ fn cut_tail(
         None,
     )?;
     let io = |e: std::io::Error| StoreError::io(format!("truncate {}", path.display()), e);
-    let file = OpenOptions::new().write(true).open(path).map_err(io)?;
-    file.set_len(valid_len).map_err(io)?;
-    file.sync_all().map_err(io)?;
+    let fs = store.fs();
+    let file = fs.open(path, OpenMode::Write).map_err(io)?;
+    fs.set_len(&file, path, valid_len).map_err(io)?;
+    fs.sync_all(&file, path).map_err(io)?;
     tracing::warn!(output, chunk = %id, cut_bytes = tail.len(), reason = %why, file = %kept.display(),
         "buffer: cut the unfinished end of a staged chunk (an unacknowledged append cut short by a crash)");
     Ok(())
@@ -213,7 +218,15 @@ pub(crate) fn quarantine_chunk(
     }
     let file = chunk_file(dir, id);
     let file = file.is_file().then_some(file.as_path());
-    let path = quarantine::write(&store.quarantine_dir(), output, id, reason, &entries, file)?;
+    let path = quarantine::write(
+        store.fs(),
+        &store.quarantine_dir(),
+        output,
+        id,
+        reason,
+        &entries,
+        file,
+    )?;
     tracing::error!(output, chunk = %id, reason, file = %path.display(),
         "buffer: chunk cannot be read; moved to quarantine (its records are not delivered)");
     store.submit_wait(tree, dir, vec![Op::Purge { chunk: id }])

@@ -2,7 +2,6 @@
 //! metadata, shared by every output (one tree each), one directory of chunk files per output
 //! under `data_dir/buffer/chunks/`, and the single group-commit writer thread of both.
 
-use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, Sender};
@@ -15,7 +14,7 @@ use super::codec::{self, ChunkMeta, DataStorage, StoredState, META_PREFIX};
 use super::writer::{self, Op, Request};
 use crate::buffer::records::RecordsTooLarge;
 use crate::buffer::{ChunkId, DeliveredSet, Records, RetryState};
-use crate::fsutil::{path_component, sync_dir};
+use crate::fsutil::{path_component, Filesystem, Fs, OpenMode};
 
 /// sled's segment size. Measured with sled 0.34 when record data still went to sled (values of
 /// ~20–200 KB, FIFO, 2 GB written through a database with 20 MB live): with the default
@@ -129,15 +128,26 @@ pub struct Store {
     writer_id: Option<ThreadId>,
     failed: Arc<OnceLock<StoreError>>,
     commits: Arc<AtomicU64>,
+    fs: Fs,
 }
 
 impl Store {
     /// Opens (creating if needed) the database under `data_dir`, with the sled page cache
     /// bounded to `cache_capacity` bytes, and starts its writer.
     pub fn open(data_dir: &Path, cache_capacity: u64) -> Result<Arc<Store>, StoreError> {
+        Store::open_with(data_dir, cache_capacity, Fs::default())
+    }
+
+    /// [`Store::open`] on file system `fs` (in unit tests, one that injects faults).
+    pub(crate) fn open_with(
+        data_dir: &Path,
+        cache_capacity: u64,
+        fs: Fs,
+    ) -> Result<Arc<Store>, StoreError> {
         let path = data_dir.join(DB_DIR);
         let io = |what: &str, e: std::io::Error| StoreError::io(what, e);
-        std::fs::create_dir_all(&path).map_err(|e| io(&format!("create {}", path.display()), e))?;
+        fs.create_dir_all(&path)
+            .map_err(|e| io(&format!("create {}", path.display()), e))?;
         let db = sled::Config::new()
             .path(&path)
             .cache_capacity(cache_capacity)
@@ -150,18 +160,20 @@ impl Store {
         // them.
         for f in ["conf", "db"] {
             let p = path.join(f);
-            File::open(&p)
-                .and_then(|f| f.sync_all())
+            fs.open(&p, OpenMode::Read)
+                .and_then(|f| fs.sync_all(&f, &p))
                 .map_err(|e| io(&format!("fsync {}", p.display()), e))?;
         }
+        // `chunks/`, `buffer/` and `data_dir` are fsynced on every open, not only when created:
+        // a run killed right after creating them may not have synced them.
         let chunks = path.join(CHUNKS_DIR);
-        std::fs::create_dir_all(&chunks)
+        fs.create_dir_all(&chunks)
             .map_err(|e| io(&format!("create {}", chunks.display()), e))?;
-        sync_dir(&chunks).map_err(|e| io(&format!("fsync {}", chunks.display()), e))?;
-        sync_dir(&path).map_err(|e| io(&format!("fsync {}", path.display()), e))?;
-        sync_dir(data_dir).map_err(|e| io(&format!("fsync {}", data_dir.display()), e))?;
+        fs.sync_dir(data_dir)
+            .map_err(|e| io(&format!("fsync {}", data_dir.display()), e))?;
         let db_file_path = path.join("db");
-        let db_file = File::open(&db_file_path)
+        let db_file = fs
+            .open(&db_file_path, OpenMode::Read)
             .map_err(|e| io(&format!("open {}", db_file_path.display()), e))?;
 
         let (tx, rx) = mpsc::channel();
@@ -173,6 +185,8 @@ impl Store {
         let writer = writer::Writer {
             db: writer_db,
             db_file,
+            db_file_path,
+            fs: fs.clone(),
             failed: writer_failed,
             commits: writer_commits,
             unsynced_since: None,
@@ -190,6 +204,7 @@ impl Store {
             writer: Mutex::new(Some(handle)),
             failed,
             commits,
+            fs,
         }))
     }
 
@@ -217,17 +232,20 @@ impl Store {
         Ok(self.db.open_tree(format!("{TREE_PREFIX}{output}"))?)
     }
 
-    /// The directory of output `output`'s chunk files, created (durably) if missing.
+    /// The directory of output `output`'s chunk files, created if missing. It and its parent
+    /// are fsynced either way (a run killed right after creating it may not have synced it),
+    /// so its entry is durable before any chunk file in it is relied upon.
     pub(crate) fn chunk_dir(&self, output: &str) -> Result<Arc<Path>, StoreError> {
-        let parent = self.data_dir.join(DB_DIR).join(CHUNKS_DIR);
         let dir = self.chunk_dir_path(output);
-        if !dir.is_dir() {
-            let io = |e: std::io::Error| StoreError::io(format!("create {}", dir.display()), e);
-            std::fs::create_dir_all(&dir).map_err(io)?;
-            sync_dir(&dir).map_err(io)?;
-            sync_dir(&parent).map_err(io)?;
-        }
+        self.fs
+            .create_dir_all(&dir)
+            .map_err(|e| StoreError::io(format!("create {}", dir.display()), e))?;
         Ok(Arc::from(dir))
+    }
+
+    /// The file system the store works on (the seam tests inject faults through).
+    pub(crate) fn fs(&self) -> &Fs {
+        &self.fs
     }
 
     /// Where output `output`'s chunk files are (without creating anything: for inspection).

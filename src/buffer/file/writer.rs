@@ -27,8 +27,7 @@
 //! while sending, so the order on disk is the order of the in-memory bookkeeping.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::fs::{File, OpenOptions};
-use std::io::Write;
+use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, TryRecvError};
@@ -40,7 +39,7 @@ use sled::{Batch, IVec, Tree};
 use super::codec::{self, chunk_data_prefix, meta_key};
 use super::store::{chunk_file, StoreError};
 use crate::buffer::{ChunkId, Records};
-use crate::fsutil::sync_dir;
+use crate::fsutil::{Filesystem, Fs, OpenMode};
 
 /// A group stops collecting requests once it holds this many record bytes, bounding the
 /// writer's memory under a flood of appends.
@@ -120,6 +119,10 @@ pub(crate) struct Writer {
     pub db: sled::Db,
     /// A handle on the database file, for `fdatasync`.
     pub db_file: File,
+    /// Its path.
+    pub db_file_path: PathBuf,
+    /// The file system (the fault-injection seam in unit tests).
+    pub fs: Fs,
     /// Set on the first error; from then on every request fails at once (the state of a file
     /// or of sled after an I/O error is unknown, so the process must restart and recover).
     pub failed: Arc<OnceLock<StoreError>>,
@@ -214,8 +217,8 @@ impl Writer {
     fn sync_metadata(&mut self) -> Result<(), StoreError> {
         self.unsynced_since = None;
         self.db.flush()?;
-        self.db_file
-            .sync_data()
+        self.fs
+            .sync_data(&self.db_file, &self.db_file_path)
             .map_err(|e| StoreError::io("fdatasync of the buffer database", e))
     }
 
@@ -260,23 +263,27 @@ impl Writer {
 
         // 1. Data.
         for out in &outputs {
-            write_files(out, &mut self.frames)?;
+            write_files(&self.fs, out, &mut self.frames)?;
             if !out.created.is_empty() {
-                sync_dir(&out.dir).map_err(|e| io_error("fsync", &out.dir, e))?;
+                self.fs
+                    .sync_dir(&out.dir)
+                    .map_err(|e| io_error("fsync", &out.dir, e))?;
             }
         }
         // 2. Files of purged chunks, durably gone before their metadata goes.
         for out in &outputs {
             for &chunk in &out.purged {
                 let path = chunk_file(&out.dir, chunk);
-                match std::fs::remove_file(&path) {
+                match self.fs.remove_file(&path) {
                     Ok(()) => {}
                     Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
                     Err(e) => return Err(io_error("delete", &path, e)),
                 }
             }
             if !out.purged.is_empty() {
-                sync_dir(&out.dir).map_err(|e| io_error("fsync", &out.dir, e))?;
+                self.fs
+                    .sync_dir(&out.dir)
+                    .map_err(|e| io_error("fsync", &out.dir, e))?;
             }
         }
         // 3. Metadata.
@@ -311,7 +318,7 @@ fn io_error(what: &str, path: &Path, e: std::io::Error) -> StoreError {
 }
 
 /// Creates and appends to the chunk files of one output, then fdatasyncs each of them.
-fn write_files(out: &OutputGroup, frames: &mut Vec<u8>) -> Result<(), StoreError> {
+fn write_files(fs: &Fs, out: &OutputGroup, frames: &mut Vec<u8>) -> Result<(), StoreError> {
     let touched: BTreeSet<ChunkId> = out
         .created
         .keys()
@@ -328,15 +335,17 @@ fn write_files(out: &OutputGroup, frames: &mut Vec<u8>) -> Result<(), StoreError
         if let Some(records) = out.appended.get(&chunk) {
             codec::encode_frames(records, frames);
         }
-        let mut file = if created.is_some() {
-            OpenOptions::new().write(true).create_new(true).open(&path)
+        let mode = if created.is_some() {
+            OpenMode::CreateNew
         } else {
-            OpenOptions::new().append(true).open(&path)
-        }
-        .map_err(|e| io_error("open", &path, e))?;
-        file.write_all(frames)
+            OpenMode::Append
+        };
+        let mut file = fs
+            .open(&path, mode)
+            .map_err(|e| io_error("open", &path, e))?;
+        fs.write_all(&mut file, &path, frames)
             .map_err(|e| io_error("write", &path, e))?;
-        file.sync_data()
+        fs.sync_data(&file, &path)
             .map_err(|e| io_error("fdatasync", &path, e))?;
     }
     Ok(())
