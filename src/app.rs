@@ -1,5 +1,9 @@
-//! `firehose-relay run`: builds the pipeline from the config, starts flush workers and sources,
-//! and shuts down gracefully on SIGTERM/SIGINT:
+//! `firehose-relay run`: starts the operations endpoint, recovers the buffers, builds the
+//! pipeline from the config, starts flush workers and sources, and shuts down gracefully on
+//! SIGTERM/SIGINT. The endpoint comes first so that a long recovery is visible (`/readyz` 503
+//! `recovering`) and does not fail liveness probes (`/healthz` 200); see [`crate::ops::http`].
+//!
+//! Shutdown:
 //!
 //! 1. sources stop accepting (forward closes its listener; in-progress messages finish);
 //! 2. buffers stop accepting appends (blocked appends fail, so their clients are not acked);
@@ -95,7 +99,9 @@ async fn open_store(config: &Config) -> anyhow::Result<Option<Arc<Store>>> {
 }
 
 /// Opens the buffer of every output, in matching order; file buffers recover what `data_dir`
-/// holds. `drain` looks at them before it builds any sink (and so before any AWS call).
+/// holds (blocking work: on the blocking pool, so the runtime keeps serving the operations
+/// endpoint meanwhile). `drain` looks at them before it builds any sink (and so before any AWS
+/// call).
 pub(crate) async fn open_buffers(
     config: &Config,
     metrics: &Metrics,
@@ -109,9 +115,14 @@ pub(crate) async fn open_buffers(
     );
     let mut buffers = Vec::new();
     for name in config.output_order() {
-        let out = &config.outputs[name];
-        let buffer = build_buffer(name, store.as_ref(), &quarantined, out)?;
-        buffers.push((name.to_owned(), buffer));
+        let out = config.outputs[name].clone();
+        let (name, store, quarantined) = (name.to_owned(), store.clone(), quarantined.clone());
+        let buffer = tokio::task::spawn_blocking(move || {
+            build_buffer(&name, store.as_ref(), &quarantined, &out).map(|b| (name, b))
+        })
+        .await
+        .context("recovering a buffer panicked")??;
+        buffers.push(buffer);
     }
     Ok(buffers)
 }
@@ -150,6 +161,20 @@ impl Relay {
         let metrics = Arc::new(Metrics::new());
         let dead_letter = Arc::new(DeadLetter::new(&config.data_dir));
 
+        // The endpoint first: recovering a large backlog can take minutes, and probes must see
+        // a live process (/healthz) that is not ready yet (/readyz 503 "recovering").
+        let health = Arc::new(Health::default());
+        let http_state = HttpState::new(
+            Arc::clone(&metrics),
+            Arc::clone(&health),
+            config.http.ready_max_buffer_fill,
+        );
+        let http_addr = if config.http.listen.is_empty() {
+            None
+        } else {
+            Some(http::serve(&config.http.listen, http_state.clone()).await?)
+        };
+
         let mut filters = Vec::new();
         for name in config.filter_order() {
             let f = &config.filters[name];
@@ -160,6 +185,7 @@ impl Relay {
             });
         }
         let buffers = open_buffers(&config, &metrics).await?;
+        health.set_recovered();
         let outputs = build_outputs(&config, &metrics, buffers).await?;
         let pipeline = Arc::new(Pipeline::new(
             filters,
@@ -167,18 +193,7 @@ impl Relay {
             Arc::clone(&metrics),
             Arc::clone(&dead_letter),
         ));
-
-        let health = Arc::new(Health::default());
-        let http_addr = if config.http.listen.is_empty() {
-            None
-        } else {
-            let state = HttpState {
-                pipeline: Arc::clone(&pipeline),
-                health: Arc::clone(&health),
-                max_fill: config.http.ready_max_buffer_fill,
-            };
-            Some(http::serve(&config.http.listen, state).await?)
-        };
+        http_state.set_pipeline(Arc::clone(&pipeline));
 
         let (flush_phase, phase_rx) = watch::channel(FlushPhase::Running);
         let mut workers = Vec::new();

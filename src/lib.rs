@@ -41,7 +41,8 @@
 //!   buffer goes (group commit: many appends share one `fdatasync`; [`buffer::file`]), and the
 //!   threads sled starts for its own I/O.
 //! * The operations HTTP endpoint ([`ops::http`]) and the signal handler
-//!   ([`app`]) are tasks too.
+//!   ([`app`]) are tasks too. The endpoint starts first, before the buffers are recovered (on
+//!   the blocking pool), so probes see a live process that is not ready yet.
 //!
 //! A source waits for its emit: there is no queue between a client and the buffer, so a full
 //! buffer pushes back on the client's TCP connection.

@@ -1,5 +1,6 @@
 //! The operations endpoint through the real binary: metrics move with traffic and parse as
-//! valid exposition, health and readiness, `/status`, and readiness flipping on SIGTERM.
+//! valid exposition, health and readiness, `/status`, readiness flipping on SIGTERM, and the
+//! endpoint answering (alive, not ready) while the buffers are recovered at startup.
 
 mod common;
 
@@ -227,17 +228,9 @@ async fn readyz_is_503_until_the_relay_reports_ready_and_again_once_shutdown_sta
 
     let dir = tempfile::tempdir().unwrap();
     let health = Arc::new(Health::default());
-    let state = HttpState {
-        pipeline: Arc::new(Pipeline::new(
-            Vec::new(),
-            Vec::new(),
-            Arc::new(Metrics::new()),
-            Arc::new(DeadLetter::new(dir.path())),
-        )),
-        health: Arc::clone(&health),
-        max_fill: None,
-    };
-    let addr = serve("127.0.0.1:0", state).await.unwrap();
+    let metrics = Arc::new(Metrics::new());
+    let state = HttpState::new(Arc::clone(&metrics), Arc::clone(&health), None);
+    let addr = serve("127.0.0.1:0", state.clone()).await.unwrap();
     let readyz = || async move {
         let r = reqwest::get(format!("http://{addr}/readyz")).await.unwrap();
         (r.status().as_u16(), r.text().await.unwrap())
@@ -245,7 +238,17 @@ async fn readyz_is_503_until_the_relay_reports_ready_and_again_once_shutdown_sta
     // The relay marks itself ready only after buffers are recovered and sources listen.
     let (code, body) = readyz().await;
     assert_eq!(code, 503, "{body}");
-    assert!(body.contains("buffers recovering"), "{body}");
+    assert!(body.contains("recovering"), "{body}");
+    health.set_recovered();
+    let (code, body) = readyz().await;
+    assert_eq!(code, 503, "{body}");
+    assert!(body.contains("starting"), "{body}");
+    state.set_pipeline(Arc::new(Pipeline::new(
+        Vec::new(),
+        Vec::new(),
+        metrics,
+        Arc::new(DeadLetter::new(dir.path())),
+    )));
     health.set_ready();
     assert_eq!(readyz().await.0, 200);
     health.set_shutting_down();
@@ -307,4 +310,148 @@ fn idle_and_slow_clients_cannot_hold_the_endpoint() {
     assert_eq!(get(port, "/readyz").0, 200);
     sigterm(&child);
     assert!(wait_exit(&mut child, Duration::from_secs(10)).success());
+}
+
+/// The relay's buffer directory of output `out`, and a chunk file the previous run left in it.
+fn a_chunk_file(data: &Path) -> std::path::PathBuf {
+    let chunks = data.join("buffer").join("chunks");
+    let mut files: Vec<_> = walk(&chunks)
+        .into_iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "chunk"))
+        .collect();
+    files.sort();
+    files
+        .pop()
+        .unwrap_or_else(|| panic!("no chunk file under {}", chunks.display()))
+}
+
+fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
+
+/// A relay restarted on a backlog serves its endpoint while it recovers the buffers: /healthz
+/// 200 (a liveness probe does not kill a pod replaying a large backlog), /readyz 503
+/// "recovering", /metrics with `ready 0`, /status `phase: recovering`; then 200 once recovered,
+/// and the backlog is delivered.
+///
+/// The recovery is held for as long as the test needs by a named pipe (FIFO) with a chunk
+/// file's name next to the real chunks: recovery reads every staged chunk's file, and reading
+/// the pipe waits until the test opens its other end, like a read from a very slow disk. A
+/// backlog big enough to take long on every machine would make the test slow and still racy.
+#[test]
+fn the_endpoint_answers_while_the_buffers_recover_and_is_ready_after() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let data = dir.path().join("data");
+    // A file buffer that keeps what it staged at exit: the backlog of the next start.
+    let conf = config(dir.path(), &out, "");
+    let text = std::fs::read_to_string(&conf).unwrap();
+    let text = text
+        .replace("rate = 50\n", "rate = 50\nauto_increment_key = \"seq\"\n")
+        .replace(
+            "type = \"memory\"\nflush_interval = \"1s\"",
+            "type = \"file\"\nflush_interval = \"1h\"\nflush_at_shutdown = false",
+        );
+    std::fs::write(&conf, &text).unwrap();
+    let mut first = KillOnDrop(spawn_relay(&conf, &[]));
+    wait_for_log(
+        dir.path(),
+        &mut first,
+        "firehose-relay started",
+        Duration::from_secs(60),
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    sigterm(&first);
+    assert!(wait_exit(&mut first, Duration::from_secs(30)).success());
+    let log = strip_ansi(&read_log(dir.path(), "stderr.log"));
+    let records: u64 = log_field(&log, "source stopped", "source=gen", "records_in")
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no records_in:\n{log}"));
+    assert!(records > 0, "{log}");
+    assert!(!out.exists(), "nothing delivered by the first run");
+
+    // The slow part of the disk: a staged chunk whose read waits for the test.
+    let real = a_chunk_file(&data);
+    let last: u64 = u64::from_str_radix(real.file_stem().unwrap().to_str().unwrap(), 16).unwrap();
+    let fifo = real.with_file_name(format!("{:016x}.chunk", last + 100));
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap();
+    assert!(made.success());
+
+    let mut child = KillOnDrop(spawn_relay(&conf, &[]));
+    let port = wait_http_addr(dir.path(), &mut child).port();
+    let (code, body) = get(port, "/readyz");
+    assert_eq!(
+        (code, body.as_str()),
+        (
+            503,
+            "not ready: recovering: the buffers are being recovered from data_dir\n"
+        )
+    );
+    assert_eq!(get(port, "/healthz"), (200, "ok\n".to_owned()));
+    let (code, metrics) = get(port, "/metrics");
+    assert_eq!(code, 200);
+    assert_eq!(
+        metric(&metrics, "firehose_relay_ready "),
+        Some(0.0),
+        "{metrics}"
+    );
+    let (code, status) = get(port, "/status");
+    assert_eq!(code, 200);
+    let status: serde_json::Value = serde_json::from_str(&status).unwrap();
+    assert_eq!(status["phase"], "recovering", "{status}");
+    assert_eq!(status["ready"], false, "{status}");
+    let log = strip_ansi(&read_log(dir.path(), "stderr.log"));
+    assert!(!log.contains("buffer recovered from disk"), "{log}");
+
+    // The disk answers (an empty file: a chunk created but never written, which recovery
+    // removes); the relay finishes recovering and becomes ready.
+    let release =
+        std::thread::spawn(move || drop(std::fs::OpenOptions::new().write(true).open(fifo)));
+    wait_for(
+        Duration::from_secs(60),
+        "/readyz 200 after recovery",
+        || (get(port, "/readyz").0 == 200).then_some(()),
+    );
+    release.join().unwrap();
+    let log = strip_ansi(&read_log(dir.path(), "stderr.log"));
+    let listening = log.find("http endpoint listening").unwrap();
+    let recovered = log
+        .find("buffer recovered from disk")
+        .unwrap_or_else(|| panic!("{log}"));
+    assert!(listening < recovered, "{log}");
+    assert_eq!(
+        log_field(&log, "buffer recovered from disk", "output=out", "records").as_deref(),
+        Some(records.to_string().as_str()),
+        "{log}"
+    );
+    let (_, status) = get(port, "/status");
+    let status: serde_json::Value = serde_json::from_str(&status).unwrap();
+    assert_eq!(status["phase"], "ready", "{status}");
+
+    // The backlog goes out: every record of the first run, once.
+    let seen = wait_for(Duration::from_secs(30), "the backlog delivered", || {
+        let text: String = walk(&out)
+            .iter()
+            .filter(|p| p.extension().is_some_and(|e| e == "ndjson"))
+            .map(|p| std::fs::read_to_string(p).unwrap())
+            .collect();
+        let seen = common::relay_run::sequence_counts(text.lines().map(str::as_bytes));
+        (seen.len() as u64 >= records).then_some(seen)
+    });
+    assert!(seen.keys().copied().eq(0..records), "{seen:?}");
+    assert!(seen.values().all(|&n| n == 1), "{seen:?}");
+    sigterm(&child);
+    assert!(wait_exit(&mut child, Duration::from_secs(30)).success());
 }

@@ -1,6 +1,12 @@
 //! The operations endpoint: `GET /metrics` (Prometheus text), `/healthz` (alive), `/readyz`
 //! (ready for clients), `/status` (JSON: is the data safe?).
 //!
+//! The endpoint listens before the buffers are recovered: replaying a large backlog from
+//! `data_dir` can take minutes, and a pod whose probes cannot connect meanwhile is killed (and
+//! starts the recovery again). During recovery `/healthz` is 200, `/readyz` is 503
+//! `not ready: recovering: ...`, `/metrics` has the process's metrics with
+//! `firehose_relay_ready 0`, and `/status` says `"phase": "recovering"` with no outputs yet.
+//!
 //! Readiness is about data safety, not only liveness: it is 503 until the buffers are recovered
 //! and every source listens, 503 as soon as shutdown starts, and (with
 //! `http.ready_max_buffer_fill`) 503 while a buffer is nearly full.
@@ -12,8 +18,8 @@
 //! reconnect), so idle or slow clients cannot hold descriptors or memory. HTTP/1.1 only.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -27,7 +33,7 @@ use serde::{Deserialize, Serialize};
 use crate::buffer::now_ms;
 use crate::fds::AcceptBackoff;
 use crate::ops::logging::Throttle;
-use crate::ops::metrics::output_label;
+use crate::ops::metrics::{output_label, Metrics};
 use crate::pipeline::Pipeline;
 
 /// Most connections served at once. Probes and a scraper need a few; the rest of the
@@ -58,17 +64,41 @@ impl Default for HttpConfig {
     }
 }
 
+/// Where the relay is in its life, as `/status` reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Phase {
+    /// The buffers are being recovered from `data_dir` (the start of every run).
+    Recovering,
+    /// Buffers recovered; outputs and sources are being started.
+    Starting,
+    /// Sources listen: clients are welcome.
+    Ready,
+    /// Shutdown started.
+    ShuttingDown,
+}
+
+const RECOVERING: u8 = 0;
+const STARTING: u8 = 1;
+const READY: u8 = 2;
+
 /// Process-wide readiness flags.
 #[derive(Debug, Default)]
 pub struct Health {
-    ready: AtomicBool,
+    /// [`RECOVERING`], [`STARTING`] or [`READY`]; only moves forward.
+    stage: AtomicU8,
     shutting_down: AtomicBool,
 }
 
 impl Health {
+    /// Buffers recovered: outputs and sources are starting.
+    pub fn set_recovered(&self) {
+        self.stage.fetch_max(STARTING, Ordering::AcqRel);
+    }
+
     /// Buffers recovered and sources listening.
     pub fn set_ready(&self) {
-        self.ready.store(true, Ordering::Release);
+        self.stage.fetch_max(READY, Ordering::AcqRel);
     }
 
     /// Shutdown started: readiness fails from now on.
@@ -78,20 +108,35 @@ impl Health {
 
     /// Started and not stopping.
     pub fn is_ready(&self) -> bool {
-        self.ready.load(Ordering::Acquire) && !self.shutting_down.load(Ordering::Acquire)
+        self.phase() == Phase::Ready
     }
 
     /// Shutdown started.
     pub fn is_shutting_down(&self) -> bool {
         self.shutting_down.load(Ordering::Acquire)
     }
+
+    /// Where the relay is.
+    pub fn phase(&self) -> Phase {
+        if self.is_shutting_down() {
+            return Phase::ShuttingDown;
+        }
+        match self.stage.load(Ordering::Acquire) {
+            RECOVERING => Phase::Recovering,
+            STARTING => Phase::Starting,
+            _ => Phase::Ready,
+        }
+    }
 }
 
 /// What the handlers need.
 #[derive(Clone)]
 pub struct HttpState {
-    /// The running pipeline.
-    pub pipeline: Arc<Pipeline>,
+    /// The process's metrics (the pipeline's, once there is one).
+    pub metrics: Arc<Metrics>,
+    /// The running pipeline, set with [`HttpState::set_pipeline`] once the buffers are
+    /// recovered and the outputs built; until then the endpoint answers for the process alone.
+    pipeline: Arc<OnceLock<Arc<Pipeline>>>,
     /// Readiness flags.
     pub health: Arc<Health>,
     /// `http.ready_max_buffer_fill`.
@@ -120,6 +165,9 @@ pub struct OutputStatus {
 pub struct Status {
     /// Same as `/readyz`.
     pub ready: bool,
+    /// `recovering` (buffers being recovered from `data_dir`; `outputs` is empty until they
+    /// are), `starting`, `ready` or `shutting_down`.
+    pub phase: Phase,
     /// Shutdown in progress.
     pub shutting_down: bool,
     /// Per output.
@@ -135,14 +183,34 @@ fn fill_ratio(s: &crate::buffer::BufferStats) -> f64 {
 }
 
 impl HttpState {
+    /// State for an endpoint that starts before the pipeline exists.
+    pub fn new(metrics: Arc<Metrics>, health: Arc<Health>, max_fill: Option<f64>) -> HttpState {
+        HttpState {
+            metrics,
+            pipeline: Arc::new(OnceLock::new()),
+            health,
+            max_fill,
+        }
+    }
+
+    /// The pipeline is built (buffers recovered): `/status` and `/metrics` report its outputs
+    /// from now on. Only the first call counts.
+    pub fn set_pipeline(&self, pipeline: Arc<Pipeline>) {
+        let _ = self.pipeline.set(pipeline);
+    }
+
+    /// The outputs of the pipeline, none before it is built.
+    fn outputs(&self) -> &[Arc<crate::pipeline::Output>] {
+        self.pipeline.get().map_or(&[], |p| p.outputs())
+    }
+
     fn status(&self) -> Status {
         let now = now_ms();
         let mut outputs = std::collections::BTreeMap::new();
-        for o in self.pipeline.outputs() {
+        for o in self.outputs() {
             let s = o.buffer.stats();
             let last = self
-                .pipeline
-                .metrics()
+                .metrics
                 .last_delivery_timestamp
                 .get_or_create(&output_label(&o.name))
                 .get();
@@ -162,6 +230,7 @@ impl HttpState {
         }
         Status {
             ready: self.readiness().is_ok(),
+            phase: self.health.phase(),
             shutting_down: self.health.is_shutting_down(),
             outputs,
         }
@@ -169,14 +238,18 @@ impl HttpState {
 
     /// `Ok` when ready, else why not.
     fn readiness(&self) -> Result<(), String> {
-        if self.health.is_shutting_down() {
-            return Err("shutting down".into());
-        }
-        if !self.health.is_ready() {
-            return Err("starting: buffers recovering or sources not listening yet".into());
+        match self.health.phase() {
+            Phase::ShuttingDown => return Err("shutting down".into()),
+            Phase::Recovering => {
+                return Err("recovering: the buffers are being recovered from data_dir".into())
+            }
+            Phase::Starting => {
+                return Err("starting: outputs and sources not listening yet".into());
+            }
+            Phase::Ready => {}
         }
         if let Some(max) = self.max_fill {
-            for o in self.pipeline.outputs() {
+            for o in self.outputs() {
                 let fill = fill_ratio(&o.buffer.stats());
                 if fill > max {
                     return Err(format!(
@@ -194,8 +267,8 @@ impl HttpState {
 
 async fn metrics(State(st): State<HttpState>) -> Response {
     let now = now_ms();
-    let m = st.pipeline.metrics();
-    for o in st.pipeline.outputs() {
+    let m = &st.metrics;
+    for o in st.outputs() {
         m.observe_buffer(&o.name, &o.buffer.stats(), now);
     }
     m.ready.set(i64::from(st.readiness().is_ok()));
@@ -246,7 +319,7 @@ pub async fn serve(listen: &str, state: HttpState) -> anyhow::Result<SocketAddr>
         .with_context(|| format!("cannot listen on http.listen = {listen}"))?;
     let addr = listener.local_addr()?;
     let rejected = prometheus_client::metrics::counter::Counter::default();
-    state.pipeline.metrics().register(
+    state.metrics.register(
         "http_connections_rejected",
         "Connections to the operations endpoint closed at once: HTTP_MAX_CONNECTIONS reached",
         rejected.clone(),
