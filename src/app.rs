@@ -153,6 +153,72 @@ pub(crate) async fn build_outputs(
     Ok(outputs)
 }
 
+/// The filter stages, in matching order.
+fn build_filters(config: &Config) -> anyhow::Result<Vec<FilterStage>> {
+    let mut filters = Vec::new();
+    for name in config.filter_order() {
+        let f = &config.filters[name];
+        filters.push(FilterStage {
+            label: f.label().map(str::to_owned),
+            pattern: TagPattern::parse(f.pattern())?,
+            filter: f.build(),
+        });
+    }
+    Ok(filters)
+}
+
+/// Starts the flush workers of every output.
+fn spawn_flush_workers(
+    pipeline: &Arc<Pipeline>,
+    dead_letter: &Arc<DeadLetter>,
+    phase: watch::Receiver<FlushPhase>,
+) -> Vec<JoinHandle<()>> {
+    let mut workers = Vec::new();
+    for output in pipeline.outputs() {
+        workers.extend(flush::spawn(
+            Arc::clone(output),
+            Arc::clone(pipeline.metrics()),
+            Arc::clone(dead_letter),
+            phase.clone(),
+        ));
+    }
+    workers
+}
+
+/// Every source and output has its series from the start (0 until traffic), so `top`,
+/// dashboards and rate() see idle ones too.
+fn create_series(config: &Config, pipeline: &Pipeline) {
+    let metrics = pipeline.metrics();
+    for name in config.sources.keys() {
+        let _ = metrics.records_in.get_or_create(&source_label(name));
+    }
+    for o in pipeline.outputs() {
+        let labels = output_label(&o.name);
+        let _ = metrics.records_buffered.get_or_create(&labels);
+        let _ = metrics.records_delivered.get_or_create(&labels);
+    }
+}
+
+/// Starts every source; the trigger stops them.
+async fn spawn_sources(
+    config: &Config,
+    pipeline: &Arc<Pipeline>,
+) -> anyhow::Result<(ShutdownTrigger, Vec<JoinHandle<()>>)> {
+    let (source_shutdown, _) = ShutdownTrigger::new();
+    // Sized now that buffers, outputs and the HTTP endpoint hold their descriptors.
+    let fds = crate::fds::client_budget();
+    let mut sources = Vec::new();
+    for (name, src) in &config.sources {
+        let emitter = Emitter::new(name, src.label(), Arc::clone(pipeline));
+        let shutdown = source_shutdown.subscribe();
+        let handle = source::spawn(name, src.clone(), emitter, shutdown, fds.clone())
+            .await
+            .with_context(|| format!("source `{name}`"))?;
+        sources.push(handle);
+    }
+    Ok((source_shutdown, sources))
+}
+
 impl Relay {
     /// Builds everything and starts flush workers and sources.
     pub async fn start(config: Config) -> anyhow::Result<Relay> {
@@ -175,15 +241,7 @@ impl Relay {
             Some(http::serve(&config.http.listen, http_state.clone()).await?)
         };
 
-        let mut filters = Vec::new();
-        for name in config.filter_order() {
-            let f = &config.filters[name];
-            filters.push(FilterStage {
-                label: f.label().map(str::to_owned),
-                pattern: TagPattern::parse(f.pattern())?,
-                filter: f.build(),
-            });
-        }
+        let filters = build_filters(&config)?;
         let buffers = open_buffers(&config, &metrics).await?;
         health.set_recovered();
         let outputs = build_outputs(&config, &metrics, buffers).await?;
@@ -196,15 +254,7 @@ impl Relay {
         http_state.set_pipeline(Arc::clone(&pipeline));
 
         let (flush_phase, phase_rx) = watch::channel(FlushPhase::Running);
-        let mut workers = Vec::new();
-        for output in pipeline.outputs() {
-            workers.extend(flush::spawn(
-                Arc::clone(output),
-                Arc::clone(&metrics),
-                Arc::clone(&dead_letter),
-                phase_rx.clone(),
-            ));
-        }
+        let workers = spawn_flush_workers(&pipeline, &dead_letter, phase_rx);
         let progress = pipeline
             .outputs()
             .iter()
@@ -212,29 +262,8 @@ impl Relay {
                 flush::progress::spawn(Arc::clone(o), "backlog replay", flush::progress::EVERY)
             })
             .collect();
-
-        // Every source and output has its series from the start (0 until traffic), so `top`,
-        // dashboards and rate() see idle ones too.
-        for name in config.sources.keys() {
-            let _ = metrics.records_in.get_or_create(&source_label(name));
-        }
-        for o in pipeline.outputs() {
-            let labels = output_label(&o.name);
-            let _ = metrics.records_buffered.get_or_create(&labels);
-            let _ = metrics.records_delivered.get_or_create(&labels);
-        }
-        let (source_shutdown, _) = ShutdownTrigger::new();
-        // Sized now that buffers, outputs and the HTTP endpoint hold their descriptors.
-        let fds = crate::fds::client_budget();
-        let mut sources = Vec::new();
-        for (name, src) in &config.sources {
-            let emitter = Emitter::new(name, src.label(), Arc::clone(&pipeline));
-            let shutdown = source_shutdown.subscribe();
-            let handle = source::spawn(name, src.clone(), emitter, shutdown, fds.clone())
-                .await
-                .with_context(|| format!("source `{name}`"))?;
-            sources.push(handle);
-        }
+        create_series(&config, &pipeline);
+        let (source_shutdown, sources) = spawn_sources(&config, &pipeline).await?;
         health.set_ready();
         Ok(Relay {
             pipeline,
