@@ -16,6 +16,10 @@
 //!   fsynced/fdatasynced after its last write, and the directory of a new chunk file after the
 //!   file was created. (An append does not need the metadata database: a staged chunk is
 //!   recovered from its file.)
+//! * `the_relay_does_not_start_when_a_chunk_it_adopts_cannot_be_synced`: a staged chunk (a
+//!   file without metadata) is adopted at startup; strace makes the `fdatasync` of that file
+//!   fail with `EIO`, and the relay must exit non-zero naming the file, not make the chunk's
+//!   metadata durable for bytes that may not be.
 
 mod common;
 
@@ -365,4 +369,110 @@ fn every_written_buffer_file_is_synced_before_an_append_resolves() {
         "the chunk directory must be fsynced after the chunk file is created (#{created}) and \
          before the ack (#{ack}), got {dir_sync:?}; trace:\n{text}"
     );
+}
+
+/// Defect 1 of issue 15 through the binary: recovery syncs every chunk file it adopts before
+/// writing its metadata, and a failed sync stops the relay with a clear error.
+#[test]
+fn the_relay_does_not_start_when_a_chunk_it_adopts_cannot_be_synced() {
+    if Command::new("strace").arg("-V").output().is_err() {
+        panic!("this test needs strace: install it (apt-get install -y strace)");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let out = dir.path().join("out");
+    // A staged chunk of output `local`, as a relay killed while appending leaves it.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let store = Store::open(&data, 8 << 20).unwrap();
+        let p = BufferPolicy {
+            output: "local".into(),
+            ..policy()
+        };
+        let b = FileBuffer::open(Arc::clone(&store), p, Counter::default()).unwrap();
+        let mut r = Records::new();
+        r.push(&record(1)).unwrap();
+        b.append(r).await.unwrap();
+    });
+    let chunk = data.join("buffer/chunks/local/0000000000000001.chunk");
+    assert!(chunk.is_file());
+    let config = format!(
+        r#"
+data_dir = "{}"
+[http]
+listen = ""
+[sources.sample]
+type = "sample"
+tag = "raw.sample"
+rate = 1
+record = {{ message = "sample" }}
+[outputs.local]
+type = "file"
+match = "**"
+path = "{}"
+"#,
+        data.display(),
+        out.display()
+    );
+    let config_path = dir.path().join("relay.toml");
+    std::fs::write(&config_path, config).unwrap();
+    let stderr_path = dir.path().join("stderr.log");
+    let mut strace = common::KillOnDrop(
+        Command::new("strace")
+            .args([
+                "-f",
+                "-qq",
+                "-o",
+                "/dev/null",
+                "-e",
+                "trace=fdatasync,fsync",
+            ])
+            .args(["-e", "inject=fdatasync,fsync:error=EIO", "-P"])
+            .arg(&chunk)
+            .arg(common::relay_bin())
+            .args(["run", "--config"])
+            .arg(&config_path)
+            .env_remove("RELAY_CONFIG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&stderr_path).unwrap())
+            .spawn()
+            .expect("start strace"),
+    );
+    let start = Instant::now();
+    let status = loop {
+        if let Some(status) = strace.try_wait().unwrap() {
+            break status;
+        }
+        if start.elapsed() > Duration::from_secs(30) {
+            // The relay started although its chunk could not be synced: stop it (strace's
+            // child first, so it does not outlive its tracer).
+            let children = format!("/proc/{0}/task/{0}/children", strace.id());
+            for pid in std::fs::read_to_string(children)
+                .unwrap_or_default()
+                .split_whitespace()
+            {
+                let _ = Command::new("kill").args(["-KILL", pid]).status();
+            }
+            panic!(
+                "the relay started although the chunk it adopted could not be synced: {}",
+                std::fs::read_to_string(&stderr_path).unwrap_or_default()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let stderr = std::fs::read_to_string(&stderr_path).unwrap();
+    assert!(!status.success(), "{stderr}");
+    assert!(
+        stderr.contains("0000000000000001.chunk") && stderr.contains("Input/output error"),
+        "the error must name the file and the cause: {stderr}"
+    );
+    // Nothing about the chunk was made durable in between: without the fault, it is
+    // recovered (and the relay starts).
+    let store = Store::open(&data, 8 << 20).unwrap();
+    let stats = firehose_relay::buffer::file::inspect::stats(&store).unwrap();
+    assert_eq!((stats[0].staged_chunks, stats[0].records), (1, 1));
 }

@@ -103,7 +103,12 @@
 //!   its file: frames are read up to the last one that ends a record and decodes; anything
 //!   after that is the unacknowledged group a crash cut short (invariant 2). Those bytes are
 //!   written to quarantine with a warning, the file is truncated and synced, and the chunk is
-//!   closed (metadata written) and queued, or deleted if it holds no record.
+//!   closed (metadata written) and queued, or deleted if it holds no record. Before its
+//!   metadata is written, the adopted file is `fdatasync`ed and its directory fsynced: what
+//!   recovery read came through the page cache, and its last group may never have been synced
+//!   (killed between `write` and `fdatasync`, or a failed `fdatasync`); metadata durable for
+//!   bytes that are not would count records a power loss takes away. If that sync fails, the
+//!   buffer does not open and the relay exits with the error (non-zero).
 //! * Metadata that fails its checksum or cannot be decoded, or a chunk file whose header is
 //!   unreadable: the chunk's metadata is written to `data_dir/quarantine/` with a copy of its
 //!   file (fsynced, with a reason file), then the chunk is purged; an error is logged and

@@ -365,4 +365,5 @@ async fn inspect_reports_a_stopped_relays_queue_and_dumps_records() {
 mod backlog;
 mod corruption;
 mod disk_full;
+mod faults;
 mod model;
