@@ -3,15 +3,15 @@
 //!
 //! The rules, per directive (the README's "Coming from Fluentd" table says the same):
 //!
-//! * `<source>`: `forward` ([`source`]: `port`/`bind`, limits, `<security>` with `<user>` and
+//! * `<source>`: `forward` (module `source`: `port`/`bind`, limits, `<security>` with `<user>` and
 //!   `<client>`, `<transport tls>`) and `sample` (old name `dummy`).
 //! * `<filter>`: `stdout`.
-//! * `<match>`: `kinesis_firehose` ([`output`]: every fluent-plugin-kinesis parameter that has
+//! * `<match>`: `kinesis_firehose` (module `output`: every fluent-plugin-kinesis parameter that has
 //!   a meaning here, credentials sections, `<format>`, `<buffer>`), `file`, `stdout`.
 //! * `<label @NAME>`: its filters and outputs get `label = "@NAME"` (the relay's labels route
 //!   like Fluentd's); `<label @FLUENT_LOG>` and `<match fluent.**>` (Fluentd's own logs) and
 //!   `<system>` are reported.
-//! * `<buffer>` ([`buffer`]): every parameter the relay has, same name and meaning; `path` of
+//! * `<buffer>` (module `buffer`): every parameter the relay has, same name and meaning; `path` of
 //!   a file buffer becomes the relay's `data_dir` (one database for all outputs). Chunk keys
 //!   (`<buffer tag>`) and placeholders in stream names are reported: the relay keeps one chunk
 //!   sequence per output.
