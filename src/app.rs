@@ -299,11 +299,23 @@ impl Relay {
             let n = metrics.records_in.get_or_create(&source_label(name)).get();
             tracing::info!(source = %name, records_in = n, "source stopped");
         }
+        let delivered = |o: &Output| {
+            let labels = output_label(&o.name);
+            metrics.records_delivered.get_or_create(&labels).get()
+        };
+        // Delivered before the last flush, to tell what the shutdown itself delivered.
+        let mut delivered_before = Vec::new();
         for output in self.pipeline.outputs() {
             output.buffer.close();
+            delivered_before.push(delivered(output));
             if output.config.buffer().flush_at_shutdown {
-                if let Err(e) = output.buffer.enqueue_staged(Enqueue::All).await {
-                    tracing::error!(output = %output.name, error = %e, "cannot queue staged chunks");
+                match output.buffer.enqueue_staged(Enqueue::All).await {
+                    Ok(chunks) => tracing::info!(output = %output.name, staged_chunks = chunks,
+                        records_buffered = output.buffer.stats().records,
+                        "shutting down: flushing the buffer"),
+                    Err(e) => {
+                        tracing::error!(output = %output.name, error = %e, "cannot queue staged chunks")
+                    }
                 }
             }
         }
@@ -319,17 +331,40 @@ impl Relay {
         for p in &self.progress {
             p.abort();
         }
-        for output in self.pipeline.outputs() {
-            let labels = output_label(&output.name);
-            let delivered = metrics.records_delivered.get_or_create(&labels).get();
-            tracing::info!(output = %output.name, records_delivered = delivered, "output stopped");
+        let (mut flushed, mut on_disk, mut lost) = (0, 0, 0);
+        for (output, before) in self.pipeline.outputs().iter().zip(delivered_before) {
+            let total = delivered(output);
+            flushed += total - before;
             let s = output.buffer.stats();
-            if s.records > 0 {
+            tracing::info!(output = %output.name, records_delivered = total,
+                flushed_at_shutdown = total - before, records_left = s.records, "output stopped");
+            if s.records == 0 {
+                continue;
+            }
+            if output.config.buffer().kind == BufferType::File {
+                on_disk += s.records;
                 tracing::warn!(output = %output.name, records = s.records, bytes = s.bytes,
-                    "records left in the buffer at exit (a file buffer replays them at the next start)");
+                    "records left in the buffer at exit: kept on disk, replayed at the next start");
+            } else {
+                lost += s.records;
+                tracing::error!(output = %output.name, records = s.records, bytes = s.bytes,
+                    "records left in the buffer at exit are lost: a memory buffer does not outlive the process");
             }
         }
-        tracing::info!("stopped");
+        let dir = self
+            .config
+            .data_dir
+            .join(crate::buffer::file::store::DB_DIR);
+        let left = match (on_disk, lost) {
+            (0, 0) => "nothing left in the buffers".to_owned(),
+            (n, 0) => format!("{n} records left on disk in {}", dir.display()),
+            (0, l) => format!("{l} records lost (memory buffers)"),
+            (n, l) => format!(
+                "{n} records left on disk in {}, {l} lost (memory buffers)",
+                dir.display()
+            ),
+        };
+        tracing::info!("stopped: {flushed} records delivered during shutdown, {left}");
     }
 }
 

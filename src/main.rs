@@ -7,8 +7,8 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 
-use firehose_relay::buffer::file::{inspect, Store};
-use firehose_relay::config::{Config, ConfigError, ConfigSource};
+use firehose_relay::buffer::file::{inspect, Store, StoreError};
+use firehose_relay::config::{Config, ConfigError, ConfigSource, LoadOptions, CREDENTIAL_INPUTS};
 use firehose_relay::flush::deadletter::DeadLetter;
 
 /// Tunes glibc malloc for this workload, before any thread starts. The relay allocates and
@@ -44,7 +44,13 @@ enum Command {
     /// Run the pipeline (the default).
     Run,
     /// Validate the config and print the effective settings (secrets redacted).
-    Check,
+    Check {
+        /// Check everything but what only the relay's own machine has: the role ARN, the
+        /// web-identity token file and static keys of outputs' credentials (`${VAR}` references
+        /// to unset variables there are printed as written).
+        #[arg(long)]
+        no_credentials: bool,
+    },
     /// Live view of a running relay: per source and output, rates, buffer fill, oldest chunk,
     /// retries, failures, pacing and credentials (`q` quits). Plain table with --once or when
     /// stdout is not a terminal.
@@ -83,16 +89,18 @@ enum Command {
     Buffer {
         #[command(subcommand)]
         action: BufferAction,
-        /// Data directory (default: from the config).
-        #[arg(long, global = true)]
+        /// The relay's data directory (`data_dir`). Default: the config's (--config, or
+        /// $RELAY_CONFIG), else /var/lib/firehose-relay.
+        #[arg(long, global = true, env = "RELAY_DATA_DIR")]
         data_dir: Option<PathBuf>,
     },
     /// Inspect dead-lettered records.
     DeadLetter {
         #[command(subcommand)]
         action: DeadLetterAction,
-        /// Data directory (default: from the config).
-        #[arg(long, global = true)]
+        /// The relay's data directory (`data_dir`). Default: the config's (--config, or
+        /// $RELAY_CONFIG), else /var/lib/firehose-relay.
+        #[arg(long, global = true, env = "RELAY_DATA_DIR")]
         data_dir: Option<PathBuf>,
     },
 }
@@ -164,10 +172,76 @@ fn load_config(cli_path: Option<PathBuf>) -> Result<Config, ConfigError> {
     Config::load(&ConfigSource::resolve(cli_path))
 }
 
-fn data_dir(explicit: Option<PathBuf>, cli_path: Option<PathBuf>) -> Result<PathBuf, ConfigError> {
-    match explicit {
-        Some(d) => Ok(d),
-        None => load_config(cli_path).map(|c| c.data_dir),
+/// The data directory of `buffer` and `dead-letter`, and where it came from (for messages: a
+/// newcomer running `buffer stats` bare must learn which flag or variable points it elsewhere).
+struct DataDir {
+    path: PathBuf,
+    from: String,
+}
+
+impl DataDir {
+    /// `--data-dir` (or `$RELAY_DATA_DIR`, which clap reads into it), else the config's
+    /// `data_dir` when a config file is given, else the built-in default.
+    fn resolve(explicit: Option<PathBuf>, cli_path: Option<PathBuf>) -> Result<Self, ConfigError> {
+        if let Some(path) = explicit {
+            let from = if std::env::var_os("RELAY_DATA_DIR").is_some_and(|v| v == path) {
+                "from $RELAY_DATA_DIR"
+            } else {
+                "from --data-dir"
+            };
+            return Ok(DataDir {
+                path,
+                from: from.to_owned(),
+            });
+        }
+        let source = ConfigSource::resolve(cli_path);
+        if let Some(file) = source.file.clone() {
+            let cfg = Config::load(&source)?;
+            return Ok(DataDir {
+                path: cfg.data_dir,
+                from: format!("the data_dir of {}", file.display()),
+            });
+        }
+        let path = Config::default().data_dir;
+        eprintln!(
+            "firehose-relay: using the default data directory {} (set another with --data-dir DIR, \
+             $RELAY_DATA_DIR, or a config file's data_dir with --config FILE)",
+            path.display()
+        );
+        Ok(DataDir {
+            path,
+            from: "the default; set another with --data-dir DIR, $RELAY_DATA_DIR or --config FILE"
+                .to_owned(),
+        })
+    }
+
+    /// The directory, which must exist: the tools never create a data directory where the
+    /// relay never ran.
+    fn existing(&self) -> anyhow::Result<&std::path::Path> {
+        anyhow::ensure!(
+            self.path.is_dir(),
+            "no data directory {} ({})",
+            self.path.display(),
+            self.from
+        );
+        Ok(&self.path)
+    }
+
+    /// The buffer database of a stopped relay.
+    fn open_store(&self) -> anyhow::Result<std::sync::Arc<Store>> {
+        let dir = self.existing()?;
+        Store::open_existing(dir, INSPECT_CACHE).map_err(|e| match e {
+            StoreError::Missing(_) => anyhow::anyhow!(
+                "no buffer database in {} ({}): is it the data directory of a relay with a \
+                 file buffer?",
+                dir.display(),
+                self.from
+            ),
+            e => anyhow::Error::new(e).context(format!(
+                "cannot open the buffer database in {} (is the relay still running? stop it first)",
+                dir.display()
+            )),
+        })
     }
 }
 
@@ -213,7 +287,7 @@ fn main() -> ExitCode {
 
 fn run_command(cli: Cli) -> Outcome {
     match cli.command.unwrap_or(Command::Run) {
-        Command::Check => check(cli.config),
+        Command::Check { no_credentials } => check(cli.config, no_credentials),
         Command::Convert {
             fluent_conf,
             output,
@@ -237,7 +311,7 @@ fn run_command(cli: Cli) -> Outcome {
             action,
             data_dir: dir,
         } => {
-            let dir = data_dir(dir, cli.config)?;
+            let dir = DataDir::resolve(dir, cli.config)?;
             match action {
                 DeadLetterAction::List => dead_letter_list(&dir),
                 DeadLetterAction::Replay { output } => dead_letter_replay(&dir, output.as_deref()),
@@ -247,7 +321,7 @@ fn run_command(cli: Cli) -> Outcome {
             action,
             data_dir: dir,
         } => {
-            let dir = data_dir(dir, cli.config)?;
+            let dir = DataDir::resolve(dir, cli.config)?;
             match action {
                 BufferAction::Stats { output } => buffer_stats(&dir, output.as_deref()),
                 BufferAction::Dump { output, chunk } => {
@@ -258,13 +332,27 @@ fn run_command(cli: Cli) -> Outcome {
     }
 }
 
-fn check(cli_path: Option<PathBuf>) -> Outcome {
-    let cfg = load_config(cli_path)?;
+fn check(cli_path: Option<PathBuf>, no_credentials: bool) -> Outcome {
+    let options = LoadOptions {
+        skip_credentials: no_credentials,
+    };
+    let cfg = Config::load_with(&ConfigSource::resolve(cli_path), options)?;
     for w in &cfg.fluentd_warnings {
         eprintln!("warning: fluent.conf: {w}");
     }
     let text = cfg.to_redacted_toml().map_err(anyhow::Error::new)?;
     println!("# configuration is valid; effective settings:\n{text}");
+    if no_credentials {
+        let keys: Vec<&str> = CREDENTIAL_INPUTS
+            .iter()
+            .map(|k| k.trim_start_matches("credentials."))
+            .collect();
+        println!(
+            "# --no-credentials: the credentials' {} were not checked; unset ${{VAR}} \
+             references there are shown as written",
+            keys.join(", ")
+        );
+    }
     if !cfg.ignored_env.is_empty() {
         println!(
             "# RELAY_* environment variables that are not configuration keys \
@@ -347,8 +435,8 @@ fn top(options: firehose_relay::ops::top::Options) -> Outcome {
     Ok(ExitCode::SUCCESS)
 }
 
-fn dead_letter_list(dir: &std::path::Path) -> Outcome {
-    let dl = DeadLetter::new(dir);
+fn dead_letter_list(dir: &DataDir) -> Outcome {
+    let dl = DeadLetter::new(dir.existing()?);
     let entries = dl
         .list()
         .with_context(|| format!("cannot read {}", dl.root().display()))?;
@@ -376,13 +464,8 @@ fn dead_letter_list(dir: &std::path::Path) -> Outcome {
     Ok(status)
 }
 
-fn open_store(dir: &std::path::Path) -> anyhow::Result<std::sync::Arc<Store>> {
-    Store::open_existing(dir, INSPECT_CACHE)
-        .context("cannot open the buffer database (is the relay still running? stop it first)")
-}
-
-fn buffer_stats(dir: &std::path::Path, only: Option<&str>) -> Outcome {
-    let store = open_store(dir)?;
+fn buffer_stats(dir: &DataDir, only: Option<&str>) -> Outcome {
+    let store = dir.open_store()?;
     let reports = inspect::stats(&store).map_err(anyhow::Error::new)?;
     let now = firehose_relay::buffer::now_ms();
     for r in reports
@@ -429,8 +512,8 @@ fn pick_output(store: &Store, output: Option<&str>) -> anyhow::Result<String> {
     }
 }
 
-fn buffer_dump(dir: &std::path::Path, output: Option<&str>, chunk: Option<&str>) -> Outcome {
-    let store = open_store(dir)?;
+fn buffer_dump(dir: &DataDir, output: Option<&str>, chunk: Option<&str>) -> Outcome {
+    let store = dir.open_store()?;
     let output = pick_output(&store, output)?;
     let chunk = match chunk {
         Some(c) => {
@@ -506,8 +589,9 @@ impl ReplayReport {
     }
 }
 
-fn dead_letter_replay(dir: &std::path::Path, only: Option<&str>) -> Outcome {
+fn dead_letter_replay(dir: &DataDir, only: Option<&str>) -> Outcome {
     use firehose_relay::flush::deadletter::ReplayError;
+    let dir = dir.existing()?;
     let dl = DeadLetter::new(dir);
     let entries = dl
         .list()

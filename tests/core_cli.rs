@@ -227,6 +227,13 @@ fn sigterm_flushes_staged_records_before_exit() {
         ids, expected,
         "every emitted record, in order, none missing"
     );
+    // The last line says what the shutdown delivered and that nothing is left.
+    assert!(
+        log.contains(&format!(
+            "stopped: {generated} records delivered during shutdown, nothing left in the buffers"
+        )),
+        "{log}"
+    );
 }
 
 fn file_buffer_config(dir: &Path, buffer: &str) -> std::path::PathBuf {
@@ -310,6 +317,13 @@ fn without_flush_at_shutdown_staged_records_stay_on_disk_for_the_next_start() {
     let (log, generated) = run_then_signal(dir.path(), &conf, "-TERM");
     assert!(stored_ids(dir.path()).is_empty(), "nothing flushed at exit");
     assert!(log.contains("records left in the buffer at exit"), "{log}");
+    assert!(
+        log.contains(&format!(
+            "stopped: 0 records delivered during shutdown, {generated} records left on disk in {}",
+            dir.path().join("data/buffer").display()
+        )),
+        "{log}"
+    );
     // The next start recovers and delivers them. It has no sample source (a new one would
     // count from 0 again and could stand in for lost records): a forward source nobody uses.
     let conf = file_buffer_config(dir.path(), "flush_interval = \"1s\"");
@@ -428,4 +442,271 @@ type = "memory"
             assert!(!text.contains(s), "{s} in {what}:\n{text}");
         }
     }
+}
+
+/// The relay with `args`, no config from the environment and `env` added.
+fn relay_cmd(args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
+    Command::new(relay_bin())
+        .args(args)
+        .env_remove("RELAY_CONFIG")
+        .env_remove("RELAY_DATA_DIR")
+        .envs(env.iter().copied())
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn unknown_keys_and_types_get_a_plain_list_and_the_nearest_valid_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let conf = write_config(
+        dir.path(),
+        "[sources.s]\ntype = \"sample\"\n[outputs.o]\ntype = \"file\"\npath = \"/tmp/x\"\n\
+         [outputs.o.buffer]\nflush_intervall = \"5s\"\n",
+    );
+    let out = check(&conf, &[]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("unknown key `flush_intervall`, did you mean `flush_interval`?"),
+        "{err}"
+    );
+    // The valid keys as a plain list: no quotes inside quotes.
+    assert!(err.contains("(valid: type, chunk_limit_size, "), "{err}");
+    assert!(!err.contains("one of"), "{err}");
+    assert!(!err.contains("``"), "{err}");
+    // A misspelled section in the environment: the variable and the nearest key.
+    let out = check(&conf, &[("RELAY_OUTPUTS__O__BUFER__FLUSH_INTERVAL", "5s")]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("RELAY_OUTPUTS__O"), "{err}");
+    assert!(
+        err.contains("unknown key `bufer`, did you mean `buffer`?"),
+        "{err}"
+    );
+    // A misspelled type; and a value of an enumerated key.
+    let conf = write_config(
+        dir.path(),
+        "[sources.s]\ntype = \"sample\"\n[outputs.o]\ntype = \"firehos\"\n\
+         [outputs.o.buffer]\noverflow_action = \"blok\"\n",
+    );
+    let err = String::from_utf8_lossy(&check(&conf, &[]).stderr).into_owned();
+    assert!(
+        err.contains(
+            "unknown type `firehos`, did you mean `firehose`? (valid: firehose, file, stdout)"
+        ),
+        "{err}"
+    );
+    let conf = write_config(
+        dir.path(),
+        "[sources.s]\ntype = \"sample\"\n[outputs.o]\ntype = \"stdout\"\n\
+         [outputs.o.buffer]\noverflow_action = \"blok\"\n",
+    );
+    let err = String::from_utf8_lossy(&check(&conf, &[]).stderr).into_owned();
+    assert!(
+        err.contains("unknown value `blok`, did you mean `block`?"),
+        "{err}"
+    );
+    // Nothing close: no guess, just the list.
+    let conf = write_config(
+        dir.path(),
+        "[sources.s]\ntype = \"sample\"\nbananas = 3\n[outputs.o]\ntype = \"stdout\"\n",
+    );
+    let err = String::from_utf8_lossy(&check(&conf, &[]).stderr).into_owned();
+    assert!(err.contains("unknown key `bananas` (valid: "), "{err}");
+}
+
+#[test]
+fn without_a_config_file_the_error_says_how_to_give_one() {
+    for args in [&["check"][..], &["run"], &["drain"]] {
+        let out = relay_cmd(args, &[]);
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("--config FILE"), "{args:?}: {err}");
+        assert!(err.contains("$RELAY_CONFIG"), "{args:?}: {err}");
+        assert!(!err.contains("firehose_relay::"), "{args:?}: {err}");
+    }
+    // A file without sources: the key, and no internal type name as its origin.
+    let dir = tempfile::tempdir().unwrap();
+    let conf = write_config(dir.path(), "[outputs.o]\ntype = \"stdout\"\n");
+    let err = String::from_utf8_lossy(&check(&conf, &[]).stderr).into_owned();
+    assert!(
+        err.contains("`sources` (built-in default): at least one source is required"),
+        "{err}"
+    );
+}
+
+#[test]
+fn buffer_and_dead_letter_tools_say_where_their_data_dir_comes_from() {
+    let default = "/var/lib/firehose-relay";
+    // Nothing given: the default is used and the message says what would set another.
+    let out = relay_cmd(&["buffer", "stats"], &[]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!("using the default data directory {default}")),
+        "{err}"
+    );
+    for hint in ["--data-dir DIR", "$RELAY_DATA_DIR", "--config FILE"] {
+        assert!(err.contains(hint), "{hint}: {err}");
+    }
+    assert!(!err.contains("firehose_relay::"), "{err}");
+    if !Path::new(default).join("buffer/db").exists() {
+        assert_eq!(out.status.code(), Some(1), "{err}");
+    }
+
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("missing");
+    let missing_s = missing.to_str().unwrap();
+    // --data-dir, $RELAY_DATA_DIR and a config's data_dir each name themselves; a missing
+    // directory is an error and is not created.
+    for args in [
+        &["buffer", "stats"][..],
+        &["buffer", "dump"],
+        &["dead-letter", "list"],
+        &["dead-letter", "replay"],
+    ] {
+        let mut with_flag = args.to_vec();
+        with_flag.extend(["--data-dir", missing_s]);
+        let out = relay_cmd(&with_flag, &[]);
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains(&format!("no data directory {missing_s} (from --data-dir)")),
+            "{args:?}: {err}"
+        );
+        let out = relay_cmd(args, &[("RELAY_DATA_DIR", missing_s)]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains(&format!(
+                "no data directory {missing_s} (from $RELAY_DATA_DIR)"
+            )),
+            "{args:?}: {err}"
+        );
+        assert!(!missing.exists(), "{args:?} created {missing_s}");
+    }
+    let conf = write_config(
+        dir.path(),
+        &format!(
+            "data_dir = \"{missing_s}\"\n[sources.s]\ntype = \"sample\"\n\
+             [outputs.o]\ntype = \"stdout\"\n"
+        ),
+    );
+    let out = relay_cmd(
+        &["buffer", "stats", "--config", conf.to_str().unwrap()],
+        &[],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!(
+            "no data directory {missing_s} (the data_dir of {})",
+            conf.display()
+        )),
+        "{err}"
+    );
+    // A directory without a buffer database.
+    let out = relay_cmd(
+        &[
+            "buffer",
+            "stats",
+            "--data-dir",
+            dir.path().to_str().unwrap(),
+        ],
+        &[],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!(
+            "no buffer database in {} (from --data-dir)",
+            dir.path().display()
+        )),
+        "{err}"
+    );
+}
+
+#[test]
+fn check_no_credentials_validates_the_production_config_without_the_pods_credentials() {
+    let conf = Path::new(env!("CARGO_MANIFEST_DIR")).join("conf/relay.toml");
+    let check_prod = |flag: Option<&str>, env: &[(&str, &str)]| {
+        let mut cmd = Command::new(relay_bin());
+        cmd.args(["check", "--config"]).arg(&conf);
+        cmd.args(flag);
+        for var in [
+            "RELAY_CONFIG",
+            "AWS_ROLE_ARN",
+            "AWS_WEB_IDENTITY_TOKEN_FILE",
+            "AWS_REGION",
+            "FIREHOSE_DELIVERY_STREAM",
+        ] {
+            cmd.env_remove(var);
+        }
+        cmd.envs(env.iter().copied()).output().unwrap()
+    };
+    // Without the pod's variables a plain check fails on them...
+    let out = check_prod(None, &[]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("AWS_ROLE_ARN"), "{err}");
+    // ...and --no-credentials checks the rest.
+    let out = check_prod(Some("--no-credentials"), &[]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}\n{text}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("role_arn = \"${AWS_ROLE_ARN}\""), "{text}");
+    assert!(
+        text.contains("delivery_stream = \"fluentd-streams\""),
+        "{text}"
+    );
+    assert!(
+        text.contains("# --no-credentials: the credentials' role_arn, web_identity_token_file"),
+        "{text}"
+    );
+    // What is not credentials is still checked.
+    let out = check_prod(
+        Some("--no-credentials"),
+        &[("RELAY_OUTPUTS__FIREHOSE__BUFFER__FLUSH_THREAD_COUNT", "0")],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("flush_thread_count"), "{err}");
+    assert!(!err.contains("AWS_ROLE_ARN"), "{err}");
+}
+
+/// Runs the relay on a small config for about two seconds, with stderr on a terminal (a pty
+/// from `script`), and returns what it wrote there.
+fn log_on_a_terminal(env: &[(&str, &str)]) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let conf = interval_config(dir.path());
+    let command = format!(
+        "timeout -s TERM 2 {} run --config {}",
+        relay_bin().display(),
+        conf.display()
+    );
+    let out = Command::new("script")
+        .args(["-q", "-e", "-c", &command, "/dev/null"])
+        .env_remove("RELAY_CONFIG")
+        .env_remove("NO_COLOR")
+        .env("RUST_LOG", "info")
+        .envs(env.iter().copied())
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run `script` (util-linux) to give the relay a terminal");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn logs_are_coloured_only_on_a_terminal_and_never_with_no_color() {
+    let tty = log_on_a_terminal(&[]);
+    assert!(tty.contains("firehose-relay started"), "{tty}");
+    assert!(tty.contains("\u{1b}["), "colours on a terminal:\n{tty}");
+    let plain = log_on_a_terminal(&[("NO_COLOR", "1")]);
+    assert!(plain.contains("firehose-relay started"), "{plain}");
+    assert!(!plain.contains('\u{1b}'), "NO_COLOR=1:\n{plain}");
+    // Not a terminal (a file, as under kubectl logs or journald): plain.
+    let dir = tempfile::tempdir().unwrap();
+    let conf = interval_config(dir.path());
+    let (log, _) = run_then_signal(dir.path(), &conf, "-TERM");
+    let raw = read_log(dir.path(), "stderr.log");
+    assert!(log.contains("firehose-relay started"), "{log}");
+    assert!(!raw.contains('\u{1b}'), "{raw}");
 }

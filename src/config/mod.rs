@@ -142,18 +142,49 @@ impl ConfigSource {
     }
 }
 
+/// How much of the configuration [`Config::load_with`] checks.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LoadOptions {
+    /// Leave out what only the machine that runs the relay has: in outputs' credentials
+    /// sections, `${VAR}` references to unset variables stay as written, and the role ARN,
+    /// token file and static keys are not checked ([`CREDENTIAL_INPUTS`]). For
+    /// `check --no-credentials`.
+    pub skip_credentials: bool,
+}
+
+/// The keys under an output that `check --no-credentials` does not check: they come from the
+/// pod (IRSA variables, the projected token file) or are secrets.
+pub const CREDENTIAL_INPUTS: &[&str] = &[
+    "credentials.role_arn",
+    "credentials.web_identity_token_file",
+    "credentials.access_key_id",
+    "credentials.secret_access_key",
+    "credentials.session_token",
+];
+
 impl Config {
     /// Loads, merges and validates the configuration.
     pub fn load(source: &ConfigSource) -> Result<Config, ConfigError> {
+        Self::load_with(source, LoadOptions::default())
+    }
+
+    /// [`Config::load`], checking as much as `options` say.
+    pub fn load_with(source: &ConfigSource, options: LoadOptions) -> Result<Config, ConfigError> {
         let file = source.file.as_deref().map(ConfigFile::read).transpose()?;
-        let figment = Self::figment(file.as_ref())?;
+        let figment = Self::figment(file.as_ref(), options)?;
         let mut config =
             Self::extract(&figment).map_err(|e| ConfigError(describe_figment_error(e)))?;
         if let Some(file) = &file {
             config.order = declared_order_in(&file.toml, &file.path)?;
             config.fluentd_warnings = file.fluentd_warnings.clone();
+        } else if config.sources.is_empty() && config.outputs.is_empty() {
+            return Err(ConfigError(format!(
+                "no configuration file: give one with --config FILE or ${CONFIG_ENV} \
+                 (conf/quickstart.toml runs without AWS); the built-in defaults and RELAY_* \
+                 variables alone define no source and no output"
+            )));
         }
-        config.validate(&figment)?;
+        config.validate(&figment, options)?;
         config.ignored_env = env::foreign_variables();
         Ok(config)
     }
@@ -201,13 +232,18 @@ impl Config {
         }
     }
 
-    fn figment(file: Option<&ConfigFile>) -> Result<Figment, ConfigError> {
+    fn figment(file: Option<&ConfigFile>, options: LoadOptions) -> Result<Figment, ConfigError> {
         let mut figment = Figment::from(Serialized::defaults(Config::default()));
         if let Some(file) = file {
-            figment = if file.converted {
-                figment.merge(interpolate::Interpolated(Toml::string(&file.toml)))
+            let toml = if file.converted {
+                Toml::string(&file.toml)
             } else {
-                figment.merge(interpolate::Interpolated(Toml::file_exact(&file.path)))
+                Toml::file_exact(&file.path)
+            };
+            figment = if options.skip_credentials {
+                figment.merge(interpolate::InterpolatedExceptCredentials(toml))
+            } else {
+                figment.merge(interpolate::Interpolated(toml))
             };
         }
         // `RELAY_CONFIG` (the file) and other programs' `RELAY_*` variables are filtered out.
@@ -227,14 +263,17 @@ impl Config {
                     Some(_) | None if md.name.contains("environment") => {
                         format!("from environment variable {}", env_var_name(&keys))
                     }
+                    _ if md.name == std::any::type_name::<Config>() => {
+                        "(built-in default)".to_owned()
+                    }
                     _ => format!("from {}", md.name),
                 }
             }
-            None => "from the built-in defaults".to_owned(),
+            None => "(built-in default)".to_owned(),
         }
     }
 
-    fn validate(&self, figment: &Figment) -> Result<(), ConfigError> {
+    fn validate(&self, figment: &Figment, options: LoadOptions) -> Result<(), ConfigError> {
         let mut problems = Vec::new();
         let mut problem = |path: String, msg: String| {
             let origin = Self::origin(figment, &path);
@@ -264,7 +303,9 @@ impl Config {
                 problem(format!("outputs.{name}.buffer.{key}"), msg);
             }
             for (key, msg) in out.problems() {
-                problem(format!("outputs.{name}.{key}"), msg);
+                if !(options.skip_credentials && CREDENTIAL_INPUTS.contains(&key)) {
+                    problem(format!("outputs.{name}.{key}"), msg);
+                }
             }
         }
         for (path, msg) in self.label_problems() {
@@ -404,9 +445,18 @@ fn is_secret_path<S: AsRef<str>>(path: &[S]) -> bool {
 /// What went wrong, without the value when the key is a secret (serde's messages quote it:
 /// "invalid type: found unsigned int `12345`, expected a string").
 fn describe_kind(e: &figment::Error) -> String {
+    use crate::primitives::suggest::unknown_name;
     use figment::error::Kind;
-    if !is_secret_path(&e.path) {
-        return e.kind.to_string();
+    let secret = is_secret_path(&e.path);
+    match &e.kind {
+        // figment's own text nests quotes (``expected `one of `a`, `b``…``): a plain list and
+        // the nearest valid name instead. A key name is never secret; a value may be.
+        Kind::UnknownField(found, expected) => return unknown_name("key", found, expected),
+        Kind::UnknownVariant(found, expected) if !secret => {
+            return unknown_name("value", found, expected)
+        }
+        _ if !secret => return e.kind.to_string(),
+        _ => {}
     }
     match &e.kind {
         Kind::InvalidType(actual, expected) => format!(

@@ -1,7 +1,8 @@
 //! Logging setup and log-rate limiting.
 //!
 //! Logs go through `tracing`: text by default, JSON with `log_format = "json"`, level from
-//! `RUST_LOG` (default `info`). Warnings that can repeat under load (bad clients, unmatched
+//! `RUST_LOG` (default `info`). Text is coloured only when stderr is a terminal and `NO_COLOR`
+//! is not set. Warnings that can repeat under load (bad clients, unmatched
 //! tags, failing flushes) go through a [`Throttle`] so a storm of bad input cannot flood the log.
 
 use std::io::IsTerminal;
@@ -27,16 +28,25 @@ pub enum LogFormat {
 /// filter and sink.
 pub fn init_logging(format: LogFormat) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    // Colours only on a terminal: `kubectl logs` and log files get plain text.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_ansi(std::io::stderr().is_terminal())
+        .with_ansi(colour(
+            std::io::stderr().is_terminal(),
+            std::env::var_os("NO_COLOR"),
+        ))
         .with_writer(std::io::stderr);
     // try_init fails only if a subscriber is already set (tests); that one keeps working.
     let _ = match format {
         LogFormat::Text => builder.try_init(),
         LogFormat::Json => builder.json().flatten_event(true).try_init(),
     };
+}
+
+/// Whether text logs get ANSI colours: only on a terminal (`kubectl logs`, journald and log
+/// files get plain text), and never when `NO_COLOR` is set to anything but the empty string
+/// (<https://no-color.org>).
+fn colour(stderr_is_terminal: bool, no_color: Option<std::ffi::OsString>) -> bool {
+    stderr_is_terminal && no_color.is_none_or(|v| v.is_empty())
 }
 
 /// Lets one log line through per period and counts the ones it held back.
@@ -81,6 +91,18 @@ impl Throttle {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn colour_only_on_a_terminal_without_no_color() {
+        assert!(colour(true, None));
+        assert!(
+            colour(true, Some("".into())),
+            "an empty NO_COLOR does not count"
+        );
+        assert!(!colour(true, Some("1".into())));
+        assert!(!colour(false, None));
+        assert!(!colour(false, Some("1".into())));
+    }
 
     #[test]
     fn throttle_allows_one_per_period_and_counts_the_rest() {

@@ -51,10 +51,7 @@ pub fn extract_component<T: serde::de::DeserializeOwned>(
 
 /// An error for an unknown `type` value.
 pub fn unknown_type(path: &str, found: &str, expected: &[&str]) -> figment::Error {
-    let mut e = figment::Error::from(format!(
-        "unknown type `{found}`, expected one of: {}",
-        expected.join(", ")
-    ));
+    let mut e = figment::Error::from(super::suggest::unknown_name("type", found, expected));
     e.path = path.split('.').map(str::to_owned).collect();
     e.path.push("type".to_owned());
     e

@@ -1,6 +1,7 @@
 //! The building blocks of every component's configuration: sizes and durations written the way
-//! Fluentd users write them ([`units`]), and the helpers that read one component from the
-//! merged figment by its `type` ([`component`]).
+//! Fluentd users write them ([`units`]), the helpers that read one component from the merged
+//! figment by its `type` ([`component`]), and the "did you mean" of their error messages
+//! ([`suggest`]).
 //!
 //! A leaf: it imports nothing from the rest of the crate, so that the components (sources,
 //! filters, outputs, buffers) can use it and the loader in [`crate::config`] can sit above them
@@ -8,6 +9,7 @@
 
 pub mod component;
 pub mod secret_url;
+pub mod suggest;
 pub mod units;
 
 pub use component::TypeTag;

@@ -347,6 +347,16 @@ pub fn python() -> PathBuf {
         if std::fs::read_to_string(&stamp).ok().as_deref() == Some(wanted.as_str()) && py.exists() {
             return py;
         }
+        // Says why the interop tests are silent for a minute or more the first time. Written
+        // to the stderr handle, not with `eprintln!`: the test harness captures the print
+        // macros (shown only for failing tests), not the handle.
+        let _ = writeln!(
+            std::io::stderr(),
+            "firehose-relay tests: creating the Python venv {} from {} (first run only: pip \
+             downloads from PyPI, a minute or more)",
+            venv.display(),
+            reqs.display()
+        );
         let ok = Command::new("python3")
             .args(["-m", "venv"])
             .arg(&venv)
