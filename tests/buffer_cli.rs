@@ -143,5 +143,9 @@ fn dead_letter_replay_moves_entries_back_into_the_queue_and_dump_shows_them() {
 
     let missing = relay(&["buffer", "stats"], &data.join("nowhere"));
     assert!(!missing.status.success());
-    assert!(String::from_utf8_lossy(&missing.stderr).contains("no buffer database"));
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("no data directory"));
+    let bare = tempfile::tempdir().unwrap();
+    let no_db = relay(&["buffer", "stats"], bare.path());
+    assert!(!no_db.status.success());
+    assert!(String::from_utf8_lossy(&no_db.stderr).contains("no buffer database"));
 }
