@@ -76,7 +76,7 @@ impl Place {
         self.sections.iter().any(|h| {
             let text = section(readme, h);
             let full = format!("{}{key}", self.prefix);
-            table_keys(text).iter().any(|k| *k == full)
+            table_keys(text).contains(&full)
                 || (key == "type"
                     && value
                         .as_str()
