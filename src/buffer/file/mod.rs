@@ -61,7 +61,12 @@
 //!    otherwise that happens within 200 ms, also when idle and at shutdown;
 //! 4. completes the requests.
 //!
-//! `conf`, `db` and the directories are fsynced once at open. An append writes only its
+//! `conf`, `db` and the directories are fsynced once at open. Every directory the buffer
+//! creates (`buffer/`, `chunks/<output>/`, `quarantine/`, and `dead-letter/<output>/` through
+//! `fsutil::write_atomic`) is made durable before anything in it is relied upon: each new
+//! directory and its parent are fsynced, and a chunk or quarantine directory and its parent
+//! are fsynced even when they exist already (a run killed right after creating one may not
+//! have synced it). An append writes only its
 //! chunk's file (and creates it): acknowledging records never waits for sled.
 //!
 //! # Invariants

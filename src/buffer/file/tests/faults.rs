@@ -2,6 +2,8 @@
 //! I/O errors, short writes, and power losses (every file cut back to what was last synced).
 
 use super::super::StoreError;
+use std::path::PathBuf;
+
 use super::*;
 use crate::fsutil::faults::{Fault, FaultFs, FsOp};
 
@@ -122,4 +124,86 @@ async fn recovery_refuses_to_start_when_an_adopted_file_cannot_be_synced() {
     fs.clear();
     let (_s, b) = open_fs(dir.path(), &p, &fs);
     assert_eq!(drain(&b).await, (0..5).collect::<Vec<_>>());
+}
+
+/// The position of the first call of `op` on `path` at or after `from`.
+fn call_at(calls: &[(FsOp, PathBuf)], from: usize, op: FsOp, path: &Path) -> Option<usize> {
+    calls[from..]
+        .iter()
+        .position(|(o, p)| *o == op && p == path)
+        .map(|i| i + from)
+}
+
+/// Defect 4: a new directory is durable (its parent fsynced) before anything in it is relied
+/// upon: `write_atomic` into `dead-letter/<output>/` syncs every parent it created, and the
+/// file is renamed into place only after.
+#[test]
+fn write_atomic_makes_every_directory_it_creates_durable_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let fs = FaultFs::new();
+    let (dl, out) = (
+        dir.path().join("dead-letter"),
+        dir.path().join("dead-letter/fh"),
+    );
+    let dest = out.join("entry.json");
+    crate::fsutil::Filesystem::write_atomic(&fs, &dest, b"{}").unwrap();
+    let calls = fs.calls();
+    let made_dl = call_at(&calls, 0, FsOp::CreateDir, &dl).expect("dead-letter/ created");
+    let synced_root = call_at(&calls, made_dl, FsOp::SyncDir, dir.path());
+    let made_out = call_at(&calls, made_dl, FsOp::CreateDir, &out).expect("dead-letter/fh created");
+    let synced_dl = call_at(&calls, made_out, FsOp::SyncDir, &dl);
+    let renamed = call_at(&calls, 0, FsOp::Rename, &dest).expect("renamed into place");
+    assert!(
+        synced_root.is_some_and(|s| s < renamed) && synced_dl.is_some_and(|s| s < renamed),
+        "data_dir synced at {synced_root:?} and dead-letter/ at {synced_dl:?} must come before \
+         the rename at {renamed}: {calls:?}"
+    );
+    assert!(
+        call_at(&calls, renamed, FsOp::SyncDir, &out).is_some(),
+        "{calls:?}"
+    );
+}
+
+/// Defect 4: the quarantine directory is created durably before a chunk is purged on the
+/// strength of its copy there; an output's chunk directory is synced (with its parent) at
+/// every open, also when it exists: a run killed right after creating it may not have synced
+/// it, and chunk files are acknowledged on the strength of their directory entry.
+#[tokio::test]
+async fn quarantine_and_chunk_directories_are_durable_before_they_are_relied_upon() {
+    let dir = tempfile::tempdir().unwrap();
+    let fs = FaultFs::new();
+    let p = policy(1 << 20, 1 << 30, OverflowAction::Block);
+    {
+        let (_s, b) = open_fs(dir.path(), &p, &fs);
+        b.append(recs(0..3)).await.unwrap();
+    }
+    // Corrupt the staged chunk's header: recovery quarantines it.
+    let chunks = dir.path().join("buffer/chunks");
+    let file = chunk_file(&chunks.join("out"), ChunkId(1));
+    let mut bytes = std::fs::read(&file).unwrap();
+    bytes[0] ^= 0xff;
+    std::fs::write(&file, bytes).unwrap();
+    let before = fs.calls().len();
+    let (_s, b) = open_fs(dir.path(), &p, &fs);
+    assert_eq!(b.stats().quarantined_chunks, 1);
+    let calls = &fs.calls()[before..];
+    // The chunk directory existed: it and its parent are synced anyway.
+    assert!(
+        call_at(calls, 0, FsOp::SyncDir, &chunks.join("out")).is_some(),
+        "{calls:?}"
+    );
+    assert!(
+        call_at(calls, 0, FsOp::SyncDir, &chunks).is_some(),
+        "{calls:?}"
+    );
+    // quarantine/ is new: data_dir is synced after it is created and before the chunk's file
+    // is deleted.
+    let q = dir.path().join("quarantine");
+    let made = call_at(calls, 0, FsOp::CreateDir, &q).expect("quarantine/ created");
+    let synced = call_at(calls, made, FsOp::SyncDir, dir.path());
+    let deleted = call_at(calls, 0, FsOp::Remove, &file).expect("the chunk file deleted");
+    assert!(
+        synced.is_some_and(|s| s < deleted),
+        "data_dir synced at {synced:?}, chunk deleted at {deleted}: {calls:?}"
+    );
 }
