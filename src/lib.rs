@@ -70,7 +70,7 @@
 //! | concern | module |
 //! |---|---|
 //! | command line, subcommands | `main.rs`, [`app`] (`run`), [`drain`] |
-//! | configuration: file + environment, validation | [`config`] (above every component), [`primitives`] (sizes, durations, reading one component: a leaf) |
+//! | configuration: file + environment, validation | [`config`] (above every component), [`primitives`] (sizes, durations, `${VAR}` references, reading one component: a leaf) |
 //! | running a Fluentd config | [`fluentd`] |
 //! | forward protocol | [`source::forward`] |
 //! | tag patterns, filters, formatting | [`pipeline`] |
@@ -85,8 +85,9 @@
 //! Configuration dependencies point one way: the loader in [`config`] imports the components'
 //! configs (each next to its component: the buffer section in [`buffer::config`], the log
 //! format in [`ops::logging`]…), the components import [`primitives`], and [`primitives`]
-//! imports nothing from the crate. Nothing but the binary, [`app`] and [`drain`] imports the
-//! loader. The dead-letter directory is shared by the pipeline (records refused at intake) and
+//! imports nothing from the crate. The fluent.conf reader ([`fluentd`]) sits under the loader,
+//! which uses it to convert a Fluentd config, and over [`primitives`]. Nothing but the binary,
+//! [`app`] and [`drain`] imports the loader. The dead-letter directory is shared by the pipeline (records refused at intake) and
 //! the flush workers; metrics ([`ops::metrics`]) are bumped by every layer.
 
 #![forbid(unsafe_code)]

@@ -344,7 +344,7 @@ impl Context<'_> {
             kind,
         };
         let written = match value.to_relay_string() {
-            Some(text) => crate::config::interpolate::expand(&text).map_err(|e| {
+            Some(text) => crate::primitives::interpolate::expand(&text).map_err(|e| {
                 at(ParseErrorKind::IncludePattern {
                     pattern: text.clone(),
                     reason: e.to_string(),

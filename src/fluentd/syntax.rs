@@ -137,7 +137,7 @@ fn escape_dollars(text: &str, out: &mut String) {
     while let Some(i) = rest.find('$') {
         out.push_str(&rest[..i]);
         let after = &rest[i..];
-        match crate::config::interpolate::placeholder_len(after) {
+        match crate::primitives::interpolate::placeholder_len(after) {
             Some(len) => {
                 out.push_str(&after[..len]);
                 rest = &after[len..];
