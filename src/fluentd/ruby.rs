@@ -174,7 +174,8 @@ fn parse_env(code: &str) -> Option<Parsed> {
                     return None;
                 }
                 c.rest = "";
-                bare_default = true;
+                // An integer literal is Ruby that gives its own digits: no surprise there.
+                bare_default = !bare.bytes().all(|b| b.is_ascii_digit());
                 Some(bare.to_owned())
             }
         };
@@ -221,6 +222,10 @@ mod tests {
         let (seg, warning) = map("ENV['FIREHOSE_STREAM_NAME'] || my-stream");
         assert_eq!(seg, env_seg("FIREHOSE_STREAM_NAME", Some("my-stream")));
         assert!(warning.unwrap().contains("not quoted"));
+        // An integer literal evaluates to its digits in Ruby too: no warning.
+        let (seg, warning) = map("ENV['PORT'] || 24224");
+        assert_eq!(seg, env_seg("PORT", Some("24224")));
+        assert!(warning.is_none());
     }
 
     #[test]

@@ -246,6 +246,8 @@ impl Cx {
     /// the fluent.conf leaves out.
     fn default_buffer_warning(&mut self, d: &Directive, sec: Option<&Section>) {
         let has = |k: &str| sec.is_some_and(|s| s.has(k));
+        let fluentd_file = sec.is_some_and(|s| s.get_str("type") == Some("file"));
+        let relay_file = sec.is_none_or(|s| s.get_str("type") != Some("memory"));
         let mut differ = Vec::new();
         if !has("type") {
             differ.push("type file (Fluentd: memory): durable across restarts, under data_dir");
@@ -253,10 +255,10 @@ impl Cx {
         if !has("chunk_limit_size") {
             differ.push("chunk_limit_size 1m (Fluentd: 8m memory, 256m file)");
         }
-        if !has("total_limit_size") && has("type") {
-            differ.push("total_limit_size 8g for file (Fluentd: 64g)");
+        if !has("total_limit_size") && relay_file {
+            differ.push("total_limit_size 8g (Fluentd: 512m memory, 64g file)");
         }
-        if !has("flush_at_shutdown") {
+        if !has("flush_at_shutdown") && fluentd_file {
             differ.push("flush_at_shutdown true (Fluentd: false for file)");
         }
         if !differ.is_empty() {

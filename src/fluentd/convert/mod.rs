@@ -157,6 +157,15 @@ pub fn convert(parsed: &Parsed) -> Conversion {
     for d in &parsed.document.directives {
         cx.top_directive(d);
     }
+    // In reading order: files as they were included, lines within each.
+    let file_rank = |pos: &Pos| {
+        parsed
+            .files
+            .iter()
+            .position(|f| f.as_path() == pos.path())
+            .unwrap_or(usize::MAX)
+    };
+    cx.findings.sort_by_key(|f| (file_rank(&f.pos), f.pos.line));
     let mut warnings = parsed.warnings.clone();
     warnings.append(&mut cx.warnings);
     Conversion {

@@ -55,6 +55,14 @@ impl Section {
         self.set(key, toml::Value::String(value.into()));
     }
 
+    /// The string value of `key`, if set.
+    pub(super) fn get_str(&self, key: &str) -> Option<&str> {
+        self.entries
+            .iter()
+            .find(|(k, _)| k == key)
+            .and_then(|(_, v)| v.as_str())
+    }
+
     pub(super) fn has(&self, key: &str) -> bool {
         self.entries.iter().any(|(k, _)| k == key)
     }

@@ -144,9 +144,11 @@ impl Cx {
     }
 
     fn forward(&mut self, d: &Directive, ps: &mut Params<'_>, sec: &mut Section) {
+        // `port "#{ENV['PORT'] || 24224}"` stays a reference, checked once expanded.
         let port = match ps.take("port") {
-            Some(p) => self.count::<u16>(p),
-            None => Some(24224),
+            Some(p) if p.value.literal().is_none() => self.string(p),
+            Some(p) => self.count::<u16>(p).map(|n| n.to_string()),
+            None => Some("24224".to_owned()),
         };
         let bind = match ps.take("bind") {
             Some(p) => self.string(p),
