@@ -35,6 +35,25 @@ impl Cx {
         };
         let mut ps = Params::new(b);
         let mut sec = Section::new(&b.pos, b.describe(), format!("{}.buffer", out.path));
+        let ty = self.buffer_kind(b, &mut ps, &mut sec);
+        self.same_named(&mut ps, &mut sec);
+        self.queue_limit_length(&mut ps, &mut sec, ty.as_deref());
+        self.buffer_unsupported(b, &mut ps);
+        self.leftovers(&ps, "the relay's buffer has no such parameter");
+        self.default_buffer_warning(d, Some(&sec));
+        if !sec.is_empty() {
+            out.children.push(sec);
+        }
+    }
+
+    /// Chunk keys (reported), `@type` and a file buffer's `path` (the relay's `data_dir`).
+    /// Returns the `@type`.
+    fn buffer_kind(
+        &mut self,
+        b: &Directive,
+        ps: &mut Params<'_>,
+        sec: &mut Section,
+    ) -> Option<String> {
         let keys: Vec<&str> = b
             .arg
             .split(',')
@@ -71,6 +90,11 @@ impl Cx {
                 self.warn(&p.pos, "path is not converted: only a file buffer has one");
             }
         }
+        ty
+    }
+
+    /// The parameters the relay's buffer has under Fluentd's names.
+    fn same_named(&mut self, ps: &mut Params<'_>, sec: &mut Section) {
         for key in DURATIONS {
             if let Some(p) = ps.take(key) {
                 if let Some(t) = self.time(p) {
@@ -125,7 +149,11 @@ impl Cx {
                 sec.string("retry_type", t);
             }
         }
-        self.queue_limit_length(&mut ps, &mut sec, ty.as_deref());
+    }
+
+    /// Time chunk keys (reported), parameters without a meaning here (ignored with a note)
+    /// and subsections (reported).
+    fn buffer_unsupported(&mut self, b: &Directive, ps: &mut Params<'_>) {
         for key in ["timekey", "timekey_wait", "timekey_use_utc", "timekey_zone"] {
             if let Some(p) = ps.take(key) {
                 self.finding(
@@ -166,11 +194,6 @@ impl Cx {
                 "<buffer> has no subsections",
                 "remove it",
             );
-        }
-        self.leftovers(&ps, "the relay's buffer has no such parameter");
-        self.default_buffer_warning(d, Some(&sec));
-        if !sec.is_empty() {
-            out.children.push(sec);
         }
     }
 

@@ -192,6 +192,16 @@ impl Cx {
     }
 
     fn firehose(&mut self, d: &Directive, ps: &mut Params<'_>, sec: &mut Section) {
+        self.firehose_destination(d, ps, sec);
+        self.firehose_records(ps, sec);
+        self.firehose_calls(ps, sec);
+        self.firehose_differences(ps);
+        self.credentials(d, ps, sec);
+        self.inject(d);
+    }
+
+    /// Where records go: stream, region, endpoint, proxy, certificate checks.
+    fn firehose_destination(&mut self, d: &Directive, ps: &mut Params<'_>, sec: &mut Section) {
         match ps.take("delivery_stream_name") {
             Some(p) => {
                 if let Some(v) = self.string(p) {
@@ -242,6 +252,10 @@ impl Cx {
                 );
             }
         }
+    }
+
+    /// How each record is written: newline, data key, compression.
+    fn firehose_records(&mut self, ps: &mut Params<'_>, sec: &mut Section) {
         if let Some(p) = ps.take("append_new_line") {
             if let Some(b) = self.boolean(p) {
                 sec.set("append_new_line", b);
@@ -265,6 +279,10 @@ impl Cx {
                 ),
             }
         }
+    }
+
+    /// PutRecordBatch calls: resends and the per-call limits.
+    fn firehose_calls(&mut self, ps: &mut Params<'_>, sec: &mut Section) {
         if let Some(p) = ps.take("retries_on_batch_request") {
             if let Some(n) = self.count::<u32>(p) {
                 sec.set("retries_on_batch_request", i64::from(n));
@@ -300,6 +318,12 @@ impl Cx {
                 }
             }
         }
+    }
+
+    /// Parameters the relay handles its own way (record size, dropping after retries,
+    /// backoff, the plugin's debugging switches): warnings, or findings where the difference
+    /// changes what is delivered.
+    fn firehose_differences(&mut self, ps: &mut Params<'_>) {
         if let Some(p) = ps.take("max_record_size") {
             if let Some(n) = self.size(p) {
                 if n < FirehoseConfig::MAX_RECORD_BYTES as u64 {
@@ -351,8 +375,6 @@ impl Cx {
                 "remove it; the default chain reads the same profile files",
             );
         }
-        self.credentials(d, ps, sec);
-        self.inject(d);
     }
 
     /// `<inject>`: adding time and tag fields; only an empty section converts.
