@@ -204,14 +204,13 @@ impl DataDir {
         }
         let path = Config::default().data_dir;
         eprintln!(
-            "firehose-relay: using the default data directory {} (set another with --data-dir DIR, \
-             $RELAY_DATA_DIR, or a config file's data_dir with --config FILE)",
+            "firehose-relay: using the default data directory {} (set another with --data-dir \
+             DIR, $RELAY_DATA_DIR, or a config file's data_dir with --config FILE)",
             path.display()
         );
         Ok(DataDir {
             path,
-            from: "the default; set another with --data-dir DIR, $RELAY_DATA_DIR or --config FILE"
-                .to_owned(),
+            from: "the default".to_owned(),
         })
     }
 
