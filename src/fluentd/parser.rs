@@ -108,6 +108,31 @@ struct Open<'n> {
     line: u32,
 }
 
+/// After `</`: the end tag, which must close the section `open` (a file's top level has none).
+fn end_tag(sc: &mut Scanner<'_>, open: Option<Open<'_>>) -> Result<(), ParseError> {
+    let pos = sc.here();
+    let name = sc.scan_name().to_owned();
+    sc.skip_spacing();
+    if !sc.eat(">") {
+        return Err(sc.error(ParseErrorKind::Expected("`>` to end the end tag")));
+    }
+    if !sc.line_end() {
+        return Err(sc.error(ParseErrorKind::Expected(
+            "the end of the line after the end tag",
+        )));
+    }
+    match open {
+        Some(o) if o.name == name => Ok(()),
+        _ => Err(ParseError {
+            pos,
+            kind: ParseErrorKind::UnmatchedEnd {
+                found: name,
+                expected: open.map(|o| o.name.to_owned()),
+            },
+        }),
+    }
+}
+
 impl Context<'_> {
     /// Reads and parses one file into the given lists (the top file, or an included one).
     fn parse_included(
@@ -180,27 +205,7 @@ impl Context<'_> {
                 };
             }
             if sc.eat("</") {
-                let pos = sc.here();
-                let name = sc.scan_name().to_owned();
-                sc.skip_spacing();
-                if !sc.eat(">") {
-                    return Err(sc.error(ParseErrorKind::Expected("`>` to end the end tag")));
-                }
-                if !sc.line_end() {
-                    return Err(sc.error(ParseErrorKind::Expected(
-                        "the end of the line after the end tag",
-                    )));
-                }
-                return match open {
-                    Some(o) if o.name == name => Ok(()),
-                    _ => Err(ParseError {
-                        pos,
-                        kind: ParseErrorKind::UnmatchedEnd {
-                            found: name,
-                            expected: open.map(|o| o.name.to_owned()),
-                        },
-                    }),
-                };
+                return end_tag(sc, open);
             }
             if sc.eat("<") {
                 directives.push(self.parse_section(sc, depth)?);
@@ -236,21 +241,7 @@ impl Context<'_> {
                 continue;
             }
             if key.starts_with('@') && !RESERVED.contains(&key.as_str()) {
-                let strict = open
-                    .as_ref()
-                    .is_none_or(|o| PLUGIN_SECTIONS.contains(&o.name));
-                if strict {
-                    return Err(ParseError {
-                        pos,
-                        kind: ParseErrorKind::ReservedPrefix(key),
-                    });
-                }
-                self.warnings.push(Warning {
-                    pos: pos.clone(),
-                    message: format!(
-                        "`{key}`: `@` is reserved for Fluentd's own parameters; Fluentd warns and will reject it"
-                    ),
-                });
+                self.unknown_reserved(&key, &pos, open.as_ref())?;
             }
             let value = sc.scan_value(&mut self.warnings)?;
             if !sc.line_end() {
@@ -260,6 +251,30 @@ impl Context<'_> {
             }
             params.push(Param { key, value, pos });
         }
+    }
+
+    /// A parameter `key` with Fluentd's reserved `@` prefix that Fluentd does not know: an
+    /// error where Fluentd rejects it (top level, plugin sections), else a warning.
+    fn unknown_reserved(
+        &mut self,
+        key: &str,
+        pos: &Pos,
+        open: Option<&Open<'_>>,
+    ) -> Result<(), ParseError> {
+        let strict = open.is_none_or(|o| PLUGIN_SECTIONS.contains(&o.name));
+        if strict {
+            return Err(ParseError {
+                pos: pos.clone(),
+                kind: ParseErrorKind::ReservedPrefix(key.to_owned()),
+            });
+        }
+        self.warnings.push(Warning {
+            pos: pos.clone(),
+            message: format!(
+                "`{key}`: `@` is reserved for Fluentd's own parameters; Fluentd warns and will reject it"
+            ),
+        });
+        Ok(())
     }
 
     /// After `<`: the opening tag, the body and the end tag.
