@@ -52,7 +52,9 @@
 //!
 //! 1. appends the records each chunk received in that group to its file in one `write` and
 //!    `fdatasync`s each file written (and the directory, if files were created);
-//! 2. deletes the files of purged chunks and fsyncs their directory;
+//! 2. renames the files of purged chunks to `<chunk id>.purged` (the purge marker) and fsyncs
+//!    their directory; a marker is deleted after the next database sync has made its chunk's
+//!    metadata removal durable;
 //! 3. applies the metadata changes as one `sled::Batch` per tree. If a request needs them
 //!    durable (a release, recovery, imports), or the oldest unsynced change is older than
 //!    200 ms, it `Db::flush()`es and `fdatasync`s `data_dir/buffer/db` through its own file
@@ -81,11 +83,14 @@
 //!    the last append to the chunk (invariant 5) and after that append's data is durable (step
 //!    1 before step 3). If the metadata is lost in a crash, the chunk is staged again
 //!    (invariant 2), which is safe.
-//! 4. **A purge deletes the file durably before the metadata.** So a chunk file without
-//!    metadata is never a delivered chunk, and a closed chunk's metadata without its file
-//!    means a purge that a crash cut short. A crash before the file is gone replays the chunk
-//!    (at-least-once); once `commit` returns the file is durably gone, so the chunk is never
-//!    delivered again even though its metadata removal becomes durable up to 200 ms later.
+//! 4. **A purge removes the chunk file durably before the metadata**, by renaming it to its
+//!    purge marker, which it deletes only once the metadata removal is durable. So a chunk
+//!    file without metadata is never a delivered chunk; a closed chunk's metadata with its
+//!    marker means a purge that a crash cut short; metadata with neither file means the file
+//!    was lost outside the relay (deleted by an operator, lost by fsck). A crash before the
+//!    rename replays the chunk (at-least-once); once `commit` returns the file is durably
+//!    gone, so the chunk is never delivered again even though its metadata removal becomes
+//!    durable up to 200 ms later.
 //! 5. **Requests reach the writer in the order of the in-memory bookkeeping** (they are sent
 //!    under the buffer's state lock), so the batch that closes or purges a chunk is applied
 //!    after every append to it.
@@ -103,7 +108,10 @@
 //!
 //! * Every metadata value is read; the files of closed chunks are not (startup does not scale
 //!   with the backlog). Closed chunks come back queued, with their retry state and delivered
-//!   sets; one whose file is gone is forgotten (invariant 4).
+//!   sets. One whose file is gone but whose purge marker is there was delivered: the purge
+//!   is finished (invariant 4). One with neither lost its file outside the relay: a warning
+//!   names it and its undelivered records, and its metadata goes to quarantine (counted as a
+//!   quarantined chunk, see below). Leftover purge markers are deleted.
 //! * A chunk file without metadata is a staged chunk (its appender is gone). It is counted from
 //!   its file: frames are read up to the last one that ends a record and decodes; anything
 //!   after that is the unacknowledged group a crash cut short (invariant 2). Those bytes are

@@ -15,7 +15,9 @@ use sled::Tree;
 
 use super::codec::{self, chunk_data_prefix, meta_key, ChunkMeta, DataStorage, StoredState};
 use super::quarantine;
-use super::store::{chunk_file, chunk_files, max_chunk_id, Store, StoreError};
+use super::store::{
+    chunk_file, chunk_files, max_chunk_id, purged_file, purged_files, Store, StoreError,
+};
 use super::writer::Op;
 use crate::buffer::ChunkId;
 use crate::fsutil::{Filesystem, OpenMode};
@@ -78,6 +80,7 @@ pub(crate) fn recover(
     }
     let mut purges_completed = 0u64;
     let files = chunk_files(dir)?;
+    let markers = purged_files(dir)?;
     let ids: BTreeSet<ChunkId> = readable.keys().chain(files.iter()).copied().collect();
     for id in ids {
         let has_file = files.binary_search(&id).is_ok();
@@ -87,10 +90,23 @@ pub(crate) fn recover(
             Some(m) if m.state == StoredState::Queued => {
                 if has_file {
                     Some(m)
-                } else {
-                    // A purge deletes the file (durably) before the metadata.
+                } else if markers.binary_search(&id).is_ok() {
+                    // A purge renames the file to its marker (durably) before the metadata
+                    // goes.
                     store.submit_wait(tree, dir, vec![Op::Purge { chunk: id }])?;
                     purges_completed += 1;
+                    None
+                } else {
+                    let undelivered = m.records.saturating_sub(m.delivered.count() as u64);
+                    tracing::warn!(output, chunk = %id, undelivered_records = undelivered,
+                        "buffer: the file of an undelivered chunk is missing (deleted outside the relay, or lost by the file system)");
+                    let reason = format!(
+                        "the chunk file is missing although the chunk was not delivered \
+                         ({undelivered} undelivered records are lost); deleted outside the \
+                         relay or lost by the file system"
+                    );
+                    quarantine_chunk(store, tree, dir, output, id, &reason)?;
+                    rec.quarantined += 1;
                     None
                 }
             }
@@ -107,9 +123,26 @@ pub(crate) fn recover(
             rec.chunks.push((id, meta));
         }
     }
+    // Every purge marker is finished with now: the metadata of its chunk is durably gone.
+    if !markers.is_empty() {
+        let fs = store.fs();
+        for id in &markers {
+            let path = purged_file(dir, *id);
+            match fs.remove_file(&path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(StoreError::io(format!("delete {}", path.display()), e)),
+            }
+        }
+        fs.sync_dir(dir)
+            .map_err(|e| StoreError::io(format!("fsync {}", dir.display()), e))?;
+    }
     if purges_completed > 0 {
-        tracing::info!(output, chunks = purges_completed,
-            "buffer: finished purges of delivered chunks that a stop cut short (file already deleted)");
+        tracing::info!(
+            output,
+            chunks = purges_completed,
+            "buffer: finished purges of delivered chunks that a stop cut short"
+        );
     }
     rec.next_id = max_chunk_id(tree, dir)?.map_or(1, |m| m.0.saturating_add(1));
     Ok(rec)

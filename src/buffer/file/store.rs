@@ -28,6 +28,9 @@ pub const SEGMENT_SIZE: usize = 8 << 20;
 pub const CHUNKS_DIR: &str = "chunks";
 /// File name extension of chunk files.
 const CHUNK_EXT: &str = "chunk";
+/// File name extension of the file of a chunk being purged: renamed from `.chunk` before the
+/// chunk's metadata is removed, deleted once that removal is durable.
+const PURGED_EXT: &str = "purged";
 
 /// Name of the database directory under `data_dir`.
 pub const DB_DIR: &str = "buffer";
@@ -187,6 +190,7 @@ impl Store {
             db_file,
             db_file_path,
             fs: fs.clone(),
+            purge_markers: Vec::new(),
             failed: writer_failed,
             commits: writer_commits,
             unsynced_since: None,
@@ -381,10 +385,18 @@ pub(crate) fn chunk_file(dir: &Path, chunk: ChunkId) -> PathBuf {
     dir.join(format!("{chunk}.{CHUNK_EXT}"))
 }
 
-/// The chunk id named by a chunk file's name, if it is one.
-pub(crate) fn chunk_of_file(name: &std::ffi::OsStr) -> Option<ChunkId> {
+/// The file a purge renames chunk `chunk`'s file to: `<16 hex digits>.purged`. It marks a
+/// purge in progress: it exists from before the chunk's metadata is removed until that removal
+/// is durable, so recovery tells a purge cut short (metadata and this file) from a chunk file
+/// lost outside the relay (metadata and no file at all).
+pub(crate) fn purged_file(dir: &Path, chunk: ChunkId) -> PathBuf {
+    dir.join(format!("{chunk}.{PURGED_EXT}"))
+}
+
+/// The chunk id named by `name` if it is a chunk's file name with extension `ext`.
+fn chunk_of_name(name: &std::ffi::OsStr, ext: &str) -> Option<ChunkId> {
     let name = name.to_str()?;
-    let hex = name.strip_suffix(CHUNK_EXT)?.strip_suffix('.')?;
+    let hex = name.strip_suffix(ext)?.strip_suffix('.')?;
     if hex.len() != 16 {
         return None;
     }
@@ -393,10 +405,19 @@ pub(crate) fn chunk_of_file(name: &std::ffi::OsStr) -> Option<ChunkId> {
 
 /// The chunk ids that have a file in `dir`, in order.
 pub(crate) fn chunk_files(dir: &Path) -> Result<Vec<ChunkId>, StoreError> {
+    files_with(dir, CHUNK_EXT)
+}
+
+/// The chunk ids that have a `.purged` file in `dir` ([`purged_file`]), in order.
+pub(crate) fn purged_files(dir: &Path) -> Result<Vec<ChunkId>, StoreError> {
+    files_with(dir, PURGED_EXT)
+}
+
+fn files_with(dir: &Path, ext: &str) -> Result<Vec<ChunkId>, StoreError> {
     let io = |e: std::io::Error| StoreError::io(format!("list {}", dir.display()), e);
     let mut ids = Vec::new();
     for entry in std::fs::read_dir(dir).map_err(io)? {
-        if let Some(id) = chunk_of_file(&entry.map_err(io)?.file_name()) {
+        if let Some(id) = chunk_of_name(&entry.map_err(io)?.file_name(), ext) {
             ids.push(id);
         }
     }

@@ -6,9 +6,12 @@
 //!
 //! 1. record data is appended to the chunk files (new files get their header first), and each
 //!    file written is `fdatasync`ed; if files were created, their directory is fsynced;
-//! 2. files of purged chunks are deleted, and their directory fsynced: a purge removes the file
-//!    durably before the metadata, so that a crash in between never leaves a delivered chunk's
-//!    file without metadata (recovery would take it for a staged chunk and deliver it again);
+//! 2. files of purged chunks are renamed to `.purged`, and their directory fsynced: a purge
+//!    removes the chunk file durably before the metadata, so that a crash in between never
+//!    leaves a delivered chunk's file without metadata (recovery would take it for a staged
+//!    chunk and deliver it again). The `.purged` file is deleted once the metadata removal is
+//!    durable (after the next database sync): until then it tells recovery that the chunk's
+//!    file is gone because of a purge, not lost;
 //! 3. metadata changes become one `sled::Batch` per tree and are applied. They are made durable
 //!    (`Db::flush()`, then `fdatasync` of the database file itself: `flush()` alone is only
 //!    `sync_file_range`, see [`Writer::sync_metadata`]) before the group completes only if a request asks for
@@ -37,7 +40,7 @@ use std::time::{Duration, Instant};
 use sled::{Batch, IVec, Tree};
 
 use super::codec::{self, chunk_data_prefix, meta_key};
-use super::store::{chunk_file, StoreError};
+use super::store::{chunk_file, purged_file, StoreError};
 use crate::buffer::{ChunkId, Records};
 use crate::fsutil::{Filesystem, Fs, OpenMode};
 
@@ -132,6 +135,9 @@ pub(crate) struct Writer {
     pub unsynced_since: Option<Instant>,
     /// Reused buffer for the bytes of one file write.
     pub frames: Vec<u8>,
+    /// `.purged` files of purges whose metadata removal is not durable yet: deleted after the
+    /// next successful database sync.
+    pub purge_markers: Vec<PathBuf>,
 }
 
 impl Writer {
@@ -219,7 +225,19 @@ impl Writer {
         self.db.flush()?;
         self.fs
             .sync_data(&self.db_file, &self.db_file_path)
-            .map_err(|e| StoreError::io("fdatasync of the buffer database", e))
+            .map_err(|e| StoreError::io("fdatasync of the buffer database", e))?;
+        // The metadata of these purges is durably gone: their markers are no longer needed. A
+        // marker that cannot be deleted (or whose deletion a crash undoes) is deleted by
+        // recovery; it never names a chunk with metadata.
+        for marker in self.purge_markers.drain(..) {
+            match self.fs.remove_file(&marker) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => tracing::warn!(file = %marker.display(), error = %e,
+                    "buffer: cannot delete the marker of a finished purge; recovery will"),
+            }
+        }
+        Ok(())
     }
 
     /// Applies one group (see the module comment). Moves each request's completion into
@@ -270,14 +288,15 @@ impl Writer {
                     .map_err(|e| io_error("fsync", &out.dir, e))?;
             }
         }
-        // 2. Files of purged chunks, durably gone before their metadata goes.
+        // 2. Files of purged chunks, durably gone (renamed to their purge marker) before their
+        //    metadata goes.
         for out in &outputs {
             for &chunk in &out.purged {
-                let path = chunk_file(&out.dir, chunk);
-                match self.fs.remove_file(&path) {
-                    Ok(()) => {}
+                let (path, marker) = (chunk_file(&out.dir, chunk), purged_file(&out.dir, chunk));
+                match self.fs.rename(&path, &marker) {
+                    Ok(()) => self.purge_markers.push(marker),
                     Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                    Err(e) => return Err(io_error("delete", &path, e)),
+                    Err(e) => return Err(io_error("rename", &path, e)),
                 }
             }
             if !out.purged.is_empty() {

@@ -201,9 +201,58 @@ async fn quarantine_and_chunk_directories_are_durable_before_they_are_relied_upo
     let q = dir.path().join("quarantine");
     let made = call_at(calls, 0, FsOp::CreateDir, &q).expect("quarantine/ created");
     let synced = call_at(calls, made, FsOp::SyncDir, dir.path());
-    let deleted = call_at(calls, 0, FsOp::Remove, &file).expect("the chunk file deleted");
+    let marker = purged_file(&chunks.join("out"), ChunkId(1));
+    let deleted = call_at(calls, 0, FsOp::Rename, &marker).expect("the chunk file purged");
     assert!(
         synced.is_some_and(|s| s < deleted),
         "data_dir synced at {synced:?}, chunk deleted at {deleted}: {calls:?}"
     );
+}
+
+/// Defect 7 (the writer's side): a purge renames the chunk's file to `.purged` and syncs the
+/// directory before the metadata goes, and deletes the `.purged` file only once the metadata
+/// removal is durable; so recovery can tell a purge cut short (a `.purged` file) from a file
+/// lost outside the relay (none).
+#[tokio::test]
+async fn a_purge_keeps_a_marker_until_the_metadata_removal_is_durable() {
+    let dir = tempfile::tempdir().unwrap();
+    let fs = FaultFs::new();
+    let p = policy(70, 1 << 20, OverflowAction::Block);
+    let (s, b) = open_fs(dir.path(), &p, &fs);
+    b.append(recs(0..10)).await.unwrap(); // chunk 1, closed
+    let d = s.chunk_dir("out").unwrap();
+    let before = fs.calls().len();
+    let c = b.take(now_ms()).await.unwrap().unwrap();
+    b.commit(c.id).await.unwrap();
+    let marker = purged_file(&d, c.id);
+    assert!(!chunk_file(&d, c.id).exists());
+    drop(b);
+    drop(s); // the writer makes the metadata durable at the latest when it stops
+    wait_gone(&marker).await;
+    let calls = &fs.calls()[before..];
+    let renamed = call_at(calls, 0, FsOp::Rename, &marker).expect("renamed to .purged");
+    let dir_synced = call_at(calls, renamed, FsOp::SyncDir, &d).expect("directory synced");
+    let db = call_at(
+        calls,
+        dir_synced,
+        FsOp::SyncData,
+        &dir.path().join("buffer/db"),
+    )
+    .expect("metadata made durable");
+    let removed = call_at(calls, db, FsOp::Remove, &marker).expect("marker deleted after");
+    assert!(
+        renamed < dir_synced && dir_synced < db && db < removed,
+        "{calls:?}"
+    );
+}
+
+/// Waits (up to 5 s) until `path` is gone: the writer thread finishes after the last handle.
+async fn wait_gone(path: &Path) {
+    for _ in 0..500 {
+        if !path.exists() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("{} is still there", path.display());
 }

@@ -10,7 +10,7 @@ use prometheus_client::metrics::counter::Counter;
 use proptest::prelude::*;
 
 use super::codec::{self, data_key, meta_key, MAX_VALUE_DATA};
-use super::store::chunk_file;
+use super::store::{chunk_file, purged_file};
 use super::{FileBuffer, Store};
 use crate::buffer::config::{FlushMode, OverflowAction};
 use crate::buffer::policy::BufferPolicy;
