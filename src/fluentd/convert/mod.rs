@@ -31,6 +31,8 @@ mod render;
 mod source;
 
 #[cfg(test)]
+mod prop_tests;
+#[cfg(test)]
 mod tests;
 
 use std::collections::BTreeSet;

@@ -1,0 +1,490 @@
+//! For configs generated from the supported subset: the relay loads the same effective
+//! configuration from the fluent.conf (converted in memory, what `run` does), from the TOML
+//! `convert` writes, and from TOML written independently here from the same model. The last
+//! comparison is what makes the test able to fail: a converter that drops or misreads a
+//! parameter loads "consistently" wrong through the first two paths, but not through the third.
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use proptest::prelude::*;
+
+use crate::config::{Config, ConfigSource};
+
+#[derive(Debug, Clone)]
+enum Source {
+    Forward {
+        port: u16,
+        bind: &'static str,
+        skip_invalid_event: Option<bool>,
+        deny_keepalive: Option<bool>,
+        add_tag_prefix: Option<String>,
+        chunk_size_limit_kib: Option<u32>,
+        shared_key: Option<String>,
+    },
+    Sample {
+        tag: String,
+        rate: u32,
+        size: u32,
+    },
+}
+
+#[derive(Debug, Clone)]
+struct Buffer {
+    file: Option<bool>,
+    flush_interval_s: Option<u32>,
+    chunk_limit_kib: Option<u32>,
+    flush_thread_count: Option<u32>,
+    retry_max_times: Option<u32>,
+    retry_forever: Option<bool>,
+    overflow_action: Option<&'static str>,
+}
+
+#[derive(Debug, Clone)]
+enum Output {
+    Firehose {
+        stream: String,
+        append_new_line: Option<bool>,
+        retries: Option<u32>,
+        max_count: Option<u32>,
+        buffer: Option<Buffer>,
+    },
+    Stdout,
+}
+
+#[derive(Debug, Clone)]
+struct Model {
+    /// (source, index into `labels` or none)
+    sources: Vec<(Source, Option<usize>)>,
+    /// (pattern, label)
+    filters: Vec<(String, Option<usize>)>,
+    /// (pattern, label, output)
+    outputs: Vec<(String, Option<usize>, Output)>,
+}
+
+const LABELS: &[&str] = &["@A", "@B"];
+
+fn word() -> impl Strategy<Value = String> {
+    "[a-z][a-z0-9]{0,6}"
+}
+
+fn pattern() -> impl Strategy<Value = String> {
+    prop_oneof![
+        Just("**".to_owned()),
+        word().prop_map(|w| format!("{w}.**")),
+        (word(), word()).prop_map(|(a, b)| format!("{a}.* {b}.**")),
+        (word(), word()).prop_map(|(a, b)| format!("{{{a},{b}}}.**")),
+    ]
+}
+
+fn buffer() -> impl Strategy<Value = Buffer> {
+    (
+        proptest::option::of(any::<bool>()),
+        proptest::option::of(1u32..600),
+        proptest::option::of(64u32..65536),
+        proptest::option::of(1u32..16),
+        proptest::option::of(0u32..100),
+        proptest::option::of(any::<bool>()),
+        proptest::option::of(prop_oneof![
+            Just("throw_exception"),
+            Just("block"),
+            Just("drop_oldest_chunk")
+        ]),
+    )
+        .prop_map(|(file, fi, cl, ftc, rmt, rf, oa)| Buffer {
+            file,
+            flush_interval_s: fi,
+            chunk_limit_kib: cl,
+            flush_thread_count: ftc,
+            retry_max_times: rmt,
+            retry_forever: rf,
+            overflow_action: oa,
+        })
+}
+
+fn output() -> impl Strategy<Value = Output> {
+    prop_oneof![
+        3 => (
+            "[a-zA-Z0-9_.-]{1,20}",
+            proptest::option::of(any::<bool>()),
+            proptest::option::of(0u32..20),
+            proptest::option::of(1u32..=500),
+            proptest::option::of(buffer()),
+        )
+            .prop_map(|(stream, append_new_line, retries, max_count, buffer)| Output::Firehose {
+                stream,
+                append_new_line,
+                retries,
+                max_count,
+                buffer,
+            }),
+        1 => Just(Output::Stdout),
+    ]
+}
+
+fn source() -> impl Strategy<Value = Source> {
+    prop_oneof![
+        (
+            1024u16..65535,
+            prop_oneof![Just("0.0.0.0"), Just("127.0.0.1"), Just("::")],
+            proptest::option::of(any::<bool>()),
+            proptest::option::of(any::<bool>()),
+            proptest::option::of(word()),
+            proptest::option::of(1u32..65536),
+            proptest::option::of("[a-zA-Z0-9]{1,16}"),
+        )
+            .prop_map(|(port, bind, sie, dk, prefix, csl, key)| Source::Forward {
+                port,
+                bind,
+                skip_invalid_event: sie,
+                deny_keepalive: dk,
+                add_tag_prefix: prefix,
+                chunk_size_limit_kib: csl,
+                shared_key: key,
+            }),
+        (word(), 1u32..100, 1u32..10).prop_map(|(tag, rate, size)| Source::Sample {
+            tag,
+            rate,
+            size
+        }),
+    ]
+}
+
+fn model() -> impl Strategy<Value = Model> {
+    let label = || proptest::option::of(0..LABELS.len());
+    (
+        proptest::collection::vec((pattern(), label(), output()), 1..5),
+        proptest::collection::vec((pattern(), label()), 0..3),
+        proptest::collection::vec(
+            (source(), any::<proptest::sample::Index>(), any::<bool>()),
+            1..4,
+        ),
+    )
+        .prop_map(|(mut outputs, mut filters, sources)| {
+            // A source may only name a label some output carries.
+            let defined: Vec<usize> = outputs.iter().filter_map(|o| o.1).collect();
+            let sources = sources
+                .into_iter()
+                .map(|(s, i, labelled)| {
+                    let l = (labelled && !defined.is_empty()).then(|| *i.get(&defined));
+                    (s, l)
+                })
+                .collect();
+            // fluent.conf groups a label's sections in one <label> block: order them so.
+            outputs.sort_by_key(|o| o.1);
+            filters.sort_by_key(|f| f.1);
+            Model {
+                sources,
+                filters,
+                outputs,
+            }
+        })
+}
+
+fn buffer_path(i: usize) -> String {
+    format!("/tmp/relay-prop/buf{i}")
+}
+
+impl Model {
+    fn fluent_conf(&self) -> String {
+        let mut s = String::new();
+        for (i, (src, label)) in self.sources.iter().enumerate() {
+            let _ = writeln!(s, "<source>\n  @id src{i}");
+            if let Some(l) = label {
+                let _ = writeln!(s, "  @label {}", LABELS[*l]);
+            }
+            match src {
+                Source::Forward {
+                    port,
+                    bind,
+                    skip_invalid_event,
+                    deny_keepalive,
+                    add_tag_prefix,
+                    chunk_size_limit_kib,
+                    shared_key,
+                } => {
+                    let _ = writeln!(s, "  @type forward\n  port {port}\n  bind {bind}");
+                    if let Some(b) = skip_invalid_event {
+                        let _ = writeln!(s, "  skip_invalid_event {b}");
+                    }
+                    if let Some(b) = deny_keepalive {
+                        let _ = writeln!(s, "  deny_keepalive {b}");
+                    }
+                    if let Some(p) = add_tag_prefix {
+                        let _ = writeln!(s, "  add_tag_prefix {p}");
+                    }
+                    if let Some(k) = chunk_size_limit_kib {
+                        let _ = writeln!(s, "  chunk_size_limit {k}k");
+                    }
+                    if let Some(k) = shared_key {
+                        let _ = writeln!(s, "  <security>\n    self_hostname relay\n    shared_key \"{k}\"\n  </security>");
+                    }
+                }
+                Source::Sample { tag, rate, size } => {
+                    let _ = writeln!(
+                        s,
+                        "  @type sample\n  tag {tag}\n  rate {rate}\n  size {size}"
+                    );
+                }
+            }
+            s.push_str("</source>\n");
+        }
+        for group in std::iter::once(None).chain((0..LABELS.len()).map(Some)) {
+            let mut body = String::new();
+            for (i, (pat, l)) in self.filters.iter().enumerate() {
+                if *l == group {
+                    let _ = writeln!(
+                        body,
+                        "<filter {pat}>\n  @type stdout\n  @id filter{i}\n</filter>"
+                    );
+                }
+            }
+            for (i, (pat, l, out)) in self.outputs.iter().enumerate() {
+                if *l == group {
+                    fluent_output(&mut body, i, pat, out);
+                }
+            }
+            match group {
+                None => s.push_str(&body),
+                Some(l) if !body.is_empty() => {
+                    let _ = write!(s, "<label {}>\n{body}</label>\n", LABELS[l]);
+                }
+                Some(_) => {}
+            }
+        }
+        s
+    }
+
+    /// The relay TOML this model means, written from the model without the converter.
+    fn expected_toml(&self) -> String {
+        let mut s = String::new();
+        let first_file = self
+            .outputs
+            .iter()
+            .enumerate()
+            .find_map(|(i, (_, _, o))| match o {
+                Output::Firehose {
+                    buffer:
+                        Some(Buffer {
+                            file: Some(true), ..
+                        }),
+                    ..
+                } => Some(i),
+                _ => None,
+            });
+        if let Some(i) = first_file {
+            let _ = writeln!(s, "data_dir = \"{}\"", buffer_path(i));
+        }
+        for (i, (src, label)) in self.sources.iter().enumerate() {
+            let _ = writeln!(s, "[sources.src{i}]");
+            if let Some(l) = label {
+                let _ = writeln!(s, "label = \"{}\"", LABELS[*l]);
+            }
+            match src {
+                Source::Forward {
+                    port,
+                    bind,
+                    skip_invalid_event,
+                    deny_keepalive,
+                    add_tag_prefix,
+                    chunk_size_limit_kib,
+                    shared_key,
+                } => {
+                    let host = if bind.contains(':') {
+                        format!("[{bind}]")
+                    } else {
+                        (*bind).to_owned()
+                    };
+                    let _ = writeln!(
+                        s,
+                        "type = \"forward\"\nlisten = \"{host}:{port}\"\nheartbeat = true"
+                    );
+                    if let Some(b) = skip_invalid_event {
+                        let _ = writeln!(s, "skip_invalid_event = {b}");
+                    }
+                    if let Some(b) = deny_keepalive {
+                        let _ = writeln!(s, "deny_keepalive = {b}");
+                    }
+                    if let Some(p) = add_tag_prefix {
+                        let _ = writeln!(s, "add_tag_prefix = \"{p}\"");
+                    }
+                    if let Some(k) = chunk_size_limit_kib {
+                        let _ = writeln!(s, "message_length_limit = {}", u64::from(*k) << 10);
+                    }
+                    if let Some(k) = shared_key {
+                        let _ = writeln!(s, "[sources.src{i}.security]\nshared_key = \"{k}\"\nself_hostname = \"relay\"");
+                    }
+                }
+                Source::Sample { tag, rate, size } => {
+                    let _ = writeln!(
+                        s,
+                        "type = \"sample\"\ntag = \"{tag}\"\nrate = {rate}.0\nsize = {size}"
+                    );
+                }
+            }
+        }
+        for (i, (pat, l)) in self.filters.iter().enumerate() {
+            let _ = writeln!(
+                s,
+                "[filters.filter{i}]\ntype = \"stdout\"\nmatch = \"{pat}\""
+            );
+            if let Some(l) = l {
+                let _ = writeln!(s, "label = \"{}\"", LABELS[*l]);
+            }
+        }
+        for (i, (pat, l, out)) in self.outputs.iter().enumerate() {
+            let _ = writeln!(s, "[outputs.out{i}]\nmatch = \"{pat}\"");
+            if let Some(l) = l {
+                let _ = writeln!(s, "label = \"{}\"", LABELS[*l]);
+            }
+            match out {
+                Output::Stdout => s.push_str("type = \"stdout\"\n"),
+                Output::Firehose {
+                    stream,
+                    append_new_line,
+                    retries,
+                    max_count,
+                    buffer,
+                } => {
+                    let _ = writeln!(s, "type = \"firehose\"\nregion = \"eu-west-1\"\ndelivery_stream = \"{stream}\"");
+                    if let Some(b) = append_new_line {
+                        let _ = writeln!(s, "append_new_line = {b}");
+                    }
+                    if let Some(r) = retries {
+                        let _ = writeln!(s, "retries_on_batch_request = {r}");
+                    }
+                    if let Some(m) = max_count {
+                        let _ = writeln!(s, "max_records_per_call = {m}");
+                    }
+                    if let Some(b) = buffer {
+                        let _ = writeln!(s, "[outputs.out{i}.buffer]");
+                        if let Some(f) = b.file {
+                            let _ = writeln!(s, "type = \"{}\"", if f { "file" } else { "memory" });
+                        }
+                        if let Some(v) = b.flush_interval_s {
+                            let _ = writeln!(s, "flush_interval = \"{v}s\"");
+                        }
+                        if let Some(v) = b.chunk_limit_kib {
+                            let _ = writeln!(s, "chunk_limit_size = {}", u64::from(v) << 10);
+                        }
+                        if let Some(v) = b.flush_thread_count {
+                            let _ = writeln!(s, "flush_thread_count = {v}");
+                        }
+                        if let Some(v) = b.retry_max_times {
+                            let _ = writeln!(s, "retry_max_times = {v}");
+                        }
+                        if let Some(v) = b.retry_forever {
+                            let _ = writeln!(s, "retry_forever = {v}");
+                        }
+                        if let Some(v) = b.overflow_action {
+                            let _ = writeln!(s, "overflow_action = \"{v}\"");
+                        }
+                    }
+                }
+            }
+        }
+        s
+    }
+}
+
+fn fluent_output(s: &mut String, i: usize, pat: &str, out: &Output) {
+    let _ = writeln!(s, "<match {pat}>\n  @id out{i}");
+    match out {
+        Output::Stdout => s.push_str("  @type stdout\n  <format>\n    @type json\n  </format>\n"),
+        Output::Firehose {
+            stream,
+            append_new_line,
+            retries,
+            max_count,
+            buffer,
+        } => {
+            let _ = writeln!(
+                s,
+                "  @type kinesis_firehose\n  region eu-west-1\n  delivery_stream_name {stream}"
+            );
+            if let Some(b) = append_new_line {
+                let _ = writeln!(s, "  append_new_line {b}");
+            }
+            if let Some(r) = retries {
+                let _ = writeln!(s, "  retries_on_batch_request {r}");
+            }
+            if let Some(m) = max_count {
+                let _ = writeln!(s, "  batch_request_max_count {m}");
+            }
+            if let Some(b) = buffer {
+                s.push_str("  <buffer>\n");
+                match b.file {
+                    Some(true) => {
+                        let _ = writeln!(s, "    @type file\n    path {}", buffer_path(i));
+                    }
+                    Some(false) => s.push_str("    @type memory\n"),
+                    None => {}
+                }
+                if let Some(v) = b.flush_interval_s {
+                    let _ = writeln!(s, "    flush_interval {v}");
+                }
+                if let Some(v) = b.chunk_limit_kib {
+                    let _ = writeln!(s, "    chunk_limit_size {v}k");
+                }
+                if let Some(v) = b.flush_thread_count {
+                    let _ = writeln!(s, "    flush_thread_count {v}");
+                }
+                if let Some(v) = b.retry_max_times {
+                    let _ = writeln!(s, "    retry_max_times {v}");
+                }
+                if let Some(v) = b.retry_forever {
+                    let _ = writeln!(s, "    retry_forever {v}");
+                }
+                if let Some(v) = b.overflow_action {
+                    let _ = writeln!(s, "    overflow_action {v}");
+                }
+                s.push_str("  </buffer>\n");
+            }
+        }
+    }
+    s.push_str("</match>\n");
+}
+
+fn load(path: &Path) -> Config {
+    let mut c = Config::load(&ConfigSource {
+        file: Some(path.to_owned()),
+    })
+    .unwrap_or_else(|e| {
+        panic!(
+            "{}: {e}\n{}",
+            path.display(),
+            std::fs::read_to_string(path).unwrap_or_default()
+        )
+    });
+    c.fluentd_warnings.clear();
+    c
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig {
+        cases: 64,
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    })]
+
+    #[test]
+    fn fluent_conf_and_its_conversion_load_the_same_effective_config(m in model()) {
+        let dir = tempfile::tempdir().unwrap();
+        let fluent = dir.path().join("fluent.conf");
+        std::fs::write(&fluent, m.fluent_conf()).unwrap();
+        let conversion = super::convert_file(&fluent).unwrap();
+        prop_assert!(conversion.is_faithful(), "{}\n{}", conversion.report(), m.fluent_conf());
+        let converted = dir.path().join("converted.toml");
+        std::fs::write(&converted, &conversion.toml).unwrap();
+        let expected = dir.path().join("expected.toml");
+        std::fs::write(&expected, m.expected_toml()).unwrap();
+
+        let from_fluent = load(&fluent);
+        let from_converted = load(&converted);
+        let from_expected = load(&expected);
+        prop_assert_eq!(&from_fluent, &from_converted);
+        prop_assert_eq!(&from_fluent.order, &from_converted.order);
+        prop_assert_eq!(&from_fluent, &from_expected, "{}\n---\n{}", m.fluent_conf(), conversion.toml);
+        prop_assert_eq!(&from_fluent.order, &from_expected.order);
+    }
+}
