@@ -384,6 +384,14 @@ fn convert(fluent_conf: &std::path::Path, output: Option<&std::path::Path>) -> O
 fn drain(cli_path: Option<PathBuf>, timeout: Option<std::time::Duration>) -> Outcome {
     use firehose_relay::drain::Outcome;
     let (cfg, runtime) = start(cli_path)?;
+    // A mistyped or unset data_dir must not look like an empty buffer (nor create one).
+    if !cfg.data_dir.is_dir() {
+        return Err(Failure::Other(anyhow::anyhow!(
+            "no data directory {} to drain (it is the config's data_dir, or $RELAY_DATA_DIR; \
+             default /var/lib/firehose-relay)",
+            cfg.data_dir.display()
+        )));
+    }
     let report = runtime
         .block_on(firehose_relay::drain::drain(&cfg, timeout))
         .context("drain failed")?;

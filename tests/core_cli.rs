@@ -622,6 +622,32 @@ fn buffer_and_dead_letter_tools_say_where_their_data_dir_comes_from() {
 }
 
 #[test]
+fn drain_names_a_missing_data_dir_instead_of_finding_nothing_to_drain() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("missing");
+    let conf = write_config(
+        dir.path(),
+        &format!(
+            "data_dir = \"{}\"\n[http]\nlisten = \"\"\n[sources.s]\ntype = \"sample\"\n\
+             [outputs.o]\ntype = \"file\"\npath = \"{}\"\n",
+            missing.display(),
+            dir.path().join("out").display()
+        ),
+    );
+    let out = relay_cmd(&["drain", "--config", conf.to_str().unwrap()], &[]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!(
+            "no data directory {} to drain (it is the config's data_dir, or $RELAY_DATA_DIR",
+            missing.display()
+        )),
+        "{err}"
+    );
+    assert!(!missing.exists(), "drain created {}", missing.display());
+}
+
+#[test]
 fn check_no_credentials_validates_the_production_config_without_the_pods_credentials() {
     let conf = Path::new(env!("CARGO_MANIFEST_DIR")).join("conf/relay.toml");
     let check_prod = |flag: Option<&str>, env: &[(&str, &str)]| {
