@@ -222,8 +222,13 @@ async fn spawn_sources(
 impl Relay {
     /// Builds everything and starts flush workers and sources.
     pub async fn start(config: Config) -> anyhow::Result<Relay> {
-        std::fs::create_dir_all(&config.data_dir)
-            .with_context(|| format!("cannot create data_dir {}", config.data_dir.display()))?;
+        std::fs::create_dir_all(&config.data_dir).with_context(|| {
+            format!(
+                "cannot create data_dir {} (set it with `data_dir` in the config or \
+                     $RELAY_DATA_DIR; default /var/lib/firehose-relay)",
+                config.data_dir.display()
+            )
+        })?;
         let metrics = Arc::new(Metrics::new());
         let dead_letter = Arc::new(DeadLetter::new(&config.data_dir));
 

@@ -648,6 +648,34 @@ fn drain_names_a_missing_data_dir_instead_of_finding_nothing_to_drain() {
 }
 
 #[test]
+fn run_names_where_an_unusable_data_dir_comes_from() {
+    let dir = tempfile::tempdir().unwrap();
+    // A file where the directory should be: it cannot be created.
+    let blocker = dir.path().join("file");
+    std::fs::write(&blocker, "x").unwrap();
+    let data = blocker.join("data");
+    let conf = write_config(
+        dir.path(),
+        &format!(
+            "data_dir = \"{}\"\n[http]\nlisten = \"\"\n[sources.s]\ntype = \"sample\"\n\
+             [outputs.o]\ntype = \"stdout\"\n",
+            data.display()
+        ),
+    );
+    let out = relay_cmd(&["run", "--config", conf.to_str().unwrap()], &[]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!(
+            "cannot create data_dir {} (set it with `data_dir` in the config or $RELAY_DATA_DIR; \
+             default /var/lib/firehose-relay)",
+            data.display()
+        )),
+        "{err}"
+    );
+}
+
+#[test]
 fn check_no_credentials_validates_the_production_config_without_the_pods_credentials() {
     let conf = Path::new(env!("CARGO_MANIFEST_DIR")).join("conf/relay.toml");
     let check_prod = |flag: Option<&str>, env: &[(&str, &str)]| {
