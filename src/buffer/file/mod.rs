@@ -131,6 +131,12 @@
 //!   against the metadata) when the chunk is first taken; a chunk that fails is quarantined the
 //!   same way and `take` moves on to the next one. If even the quarantine write fails, the
 //!   chunk stays on disk, is skipped, and an error is logged.
+//! * A chunk whose file cannot be read (an I/O error, not bad bytes) is not handed out; `take`
+//!   moves on to the next chunk, so the output keeps flowing, and retries it 1 s later,
+//!   doubling the wait each time (at most 60 s). After `queue::READ_ATTEMPTS` (5) such
+//!   failures in a row it is quarantined as above. Errors that are not the chunk's (`EMFILE`,
+//!   `ENFILE`, `ENOMEM`, `EINTR`, `EAGAIN`) are retried the same way without ever leading to
+//!   quarantine. The count is kept in memory: a restart starts it over.
 //! * A write error (disk full, I/O error) poisons the store: every later write fails until the
 //!   relay restarts and recovers from what is on disk. Failed appends are not acked, so clients
 //!   resend.

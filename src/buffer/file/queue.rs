@@ -22,6 +22,28 @@ use crate::buffer::{
     Enqueue, Records, RetryState,
 };
 
+/// Failed reads of a chunk's file (with an error that may be the disk's) after which it is
+/// quarantined. Between attempts it waits [`READ_RETRY_FIRST`], doubled each time, at most
+/// [`READ_RETRY_MAX`]; other chunks are taken meanwhile.
+pub(crate) const READ_ATTEMPTS: u32 = 5;
+/// The wait after the first failed read of a chunk.
+const READ_RETRY_FIRST_MS: u64 = 1_000;
+/// The longest wait between two reads of a chunk.
+const READ_RETRY_MAX_MS: u64 = 60_000;
+
+/// True for read errors that say nothing about the chunk or the disk: too many open files,
+/// no memory, interrupted. Such reads are retried without counting towards quarantine.
+fn transient_read_error(e: &StoreError) -> bool {
+    e.io_error()
+        .and_then(std::io::Error::raw_os_error)
+        .is_some_and(|c| {
+            matches!(
+                c,
+                libc::EMFILE | libc::ENFILE | libc::ENOMEM | libc::EINTR | libc::EAGAIN
+            )
+        })
+}
+
 struct Inner {
     policy: BufferPolicy,
     store: Arc<Store>,
@@ -66,6 +88,8 @@ impl FileBuffer {
                     meta,
                     phase: Phase::Queued,
                     pending_writes: 0,
+                    read_failures: 0,
+                    read_retry_at: 0,
                 },
             );
         }
@@ -191,6 +215,8 @@ impl Inner {
                 meta,
                 phase: Phase::Staged,
                 pending_writes: 0,
+                read_failures: 0,
+                read_retry_at: 0,
             },
         );
         st.staged = Some(id);
@@ -323,6 +349,7 @@ impl Inner {
                     e.phase == Phase::Queued
                         && e.pending_writes == 0
                         && e.meta.retry.next_attempt_ms <= now
+                        && e.read_retry_at <= now
                 });
                 let Some((&id, e)) = found else {
                     return Ok(None);
@@ -340,18 +367,56 @@ impl Inner {
             .unwrap_or_else(|e| Err(ReadError::Storage(e.into())));
             match read {
                 Ok(records) => {
+                    if let Some(e) = self.lock().chunks.get_mut(&id) {
+                        (e.read_failures, e.read_retry_at) = (0, 0);
+                    }
                     return Ok(Some(
                         Chunk::new(id, meta.created_ms, records)
                             .with_history(meta.delivered, meta.retry),
-                    ))
+                    ));
                 }
-                Err(ReadError::Storage(e)) => {
-                    self.set_phase(id, Phase::Queued);
-                    return Err(e.into());
-                }
+                Err(ReadError::Storage(e)) => self.read_failed(id, now, e).await?,
                 Err(ReadError::Corrupt(reason)) => self.quarantine(id, reason).await?,
             }
         }
+    }
+
+    /// A read of chunk `id`'s file failed: it waits and is retried (other chunks are taken
+    /// meanwhile), and after [`READ_ATTEMPTS`] failures that may be the disk's it is
+    /// quarantined.
+    async fn read_failed(
+        self: &Arc<Self>,
+        id: ChunkId,
+        now: u64,
+        err: StoreError,
+    ) -> Result<(), BufferError> {
+        let transient = transient_read_error(&err);
+        let (failures, wait) = {
+            let mut st = self.lock();
+            let Some(e) = st.chunks.get_mut(&id) else {
+                return Ok(());
+            };
+            if !transient {
+                e.read_failures += 1;
+            }
+            let n = e.read_failures.max(1);
+            let wait = READ_RETRY_FIRST_MS
+                .saturating_mul(1 << (n - 1).min(16))
+                .min(READ_RETRY_MAX_MS);
+            if transient || e.read_failures < READ_ATTEMPTS {
+                e.phase = Phase::Queued;
+                e.read_retry_at = now.saturating_add(wait);
+            }
+            (e.read_failures, wait)
+        };
+        if !transient && failures >= READ_ATTEMPTS {
+            let reason = format!("its file could not be read {failures} times: {err}");
+            return self.quarantine(id, reason).await;
+        }
+        tracing::warn!(output = %self.policy.output, chunk = %id, error = %err,
+            failed_reads = failures, retry_in_ms = wait,
+            "buffer: cannot read a chunk; other chunks go first, it is retried later");
+        Ok(())
     }
 
     fn set_phase(&self, id: ChunkId, phase: Phase) {

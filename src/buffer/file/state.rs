@@ -31,6 +31,12 @@ pub(super) struct Entry {
     /// Writes sent to the writer and not yet durable. A chunk is taken only at 0, so a flush
     /// worker never reads a chunk whose data is still on its way to disk.
     pub(super) pending_writes: u32,
+    /// Reads of its file that failed with an error that may be the disk's (not `EMFILE` and
+    /// the like), in a row; at [`READ_ATTEMPTS`](super::queue::READ_ATTEMPTS) it is
+    /// quarantined. In memory only: a restart starts over.
+    pub(super) read_failures: u32,
+    /// After a failed read, not taken before this time (Unix ms).
+    pub(super) read_retry_at: u64,
 }
 
 /// Recovered backlog still to deliver (chunks up to `last_recovered`), for progress logs.

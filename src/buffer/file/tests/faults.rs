@@ -256,3 +256,93 @@ async fn wait_gone(path: &Path) {
     }
     panic!("{} is still there", path.display());
 }
+
+/// Defect 6: a chunk whose file cannot be read (`EIO`) does not block its output: `take`
+/// hands out the next chunk, retries the unreadable one with a growing wait, and after
+/// [`READ_ATTEMPTS`](super::super::queue::READ_ATTEMPTS) failed reads moves it to quarantine.
+#[tokio::test]
+async fn a_chunk_that_cannot_be_read_is_retried_with_backoff_then_quarantined() {
+    use super::super::queue::READ_ATTEMPTS;
+    let dir = tempfile::tempdir().unwrap();
+    let fs = FaultFs::new();
+    let p = policy(70, 1 << 20, OverflowAction::Block);
+    let (_s, b) = open_fs(dir.path(), &p, &fs);
+    b.append(recs(0..30)).await.unwrap(); // chunks 1 and 2 closed, 3 staged
+    b.enqueue_staged(Enqueue::All).await.unwrap();
+    fs.fail(
+        FsOp::Read,
+        "0000000000000001.chunk",
+        0,
+        None,
+        Fault::Errno(libc::EIO),
+    );
+    let mut now = now_ms();
+    // The other chunks flow.
+    let c = b.take(now).await.unwrap().expect("the next chunk");
+    assert_eq!(c.id, ChunkId(2));
+    b.commit(c.id).await.unwrap();
+    let c = b.take(now).await.unwrap().expect("the next chunk");
+    assert_eq!(c.id, ChunkId(3));
+    b.commit(c.id).await.unwrap();
+    // The unreadable one waits before each new attempt, longer each time.
+    assert!(b.take(now).await.unwrap().is_none(), "retried at once");
+    let mut waits = Vec::new();
+    for attempt in 2..=READ_ATTEMPTS {
+        // The earliest time at which `take` tries to read it again.
+        let mut wait = 0;
+        loop {
+            let reads = fs.injected().len();
+            assert!(b.take(now + wait).await.unwrap().is_none());
+            if fs.injected().len() > reads {
+                break;
+            }
+            wait += 100;
+            assert!(wait < 600_000, "attempt {attempt} never came");
+        }
+        waits.push(wait);
+        now += wait;
+    }
+    assert!(waits.windows(2).all(|w| w[0] < w[1]), "{waits:?}");
+    let reads = fs.injected().len() as u32;
+    assert_eq!(reads, READ_ATTEMPTS, "{:?}", fs.injected());
+    assert_eq!(b.stats().quarantined_chunks, 1);
+    assert_eq!(b.stats().records, 0);
+    let q: Vec<String> = std::fs::read_dir(dir.path().join("quarantine"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert!(
+        q.iter().any(|n| n.ends_with(".chunk")),
+        "the chunk's file is kept: {q:?}"
+    );
+}
+
+/// Defect 6: a read that fails for want of file descriptors (`EMFILE`) is not the chunk's
+/// fault: it is retried, never quarantined, and the chunk is delivered once descriptors are
+/// back.
+#[tokio::test]
+async fn a_read_failing_for_want_of_descriptors_is_retried_until_it_works() {
+    use super::super::queue::READ_ATTEMPTS;
+    let dir = tempfile::tempdir().unwrap();
+    let fs = FaultFs::new();
+    let p = policy(70, 1 << 20, OverflowAction::Block);
+    let (_s, b) = open_fs(dir.path(), &p, &fs);
+    b.append(recs(0..10)).await.unwrap(); // chunk 1, closed
+    fs.fail(
+        FsOp::Read,
+        ".chunk",
+        0,
+        Some(READ_ATTEMPTS + 2),
+        Fault::Errno(libc::EMFILE),
+    );
+    let mut now = now_ms();
+    let c = loop {
+        if let Some(c) = b.take(now).await.unwrap() {
+            break c;
+        }
+        now += 1_000;
+    };
+    assert_eq!(fs.injected().len() as u32, READ_ATTEMPTS + 2);
+    assert_eq!(ids_of(&c.records, |_| true), (0..10).collect::<Vec<_>>());
+    assert_eq!(b.stats().quarantined_chunks, 0);
+}
