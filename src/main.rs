@@ -499,6 +499,23 @@ fn buffer_stats(dir: &DataDir, only: Option<&str>) -> Outcome {
         Ok(n) => println!("physical_bytes_on_disk={n}"),
         Err(e) => eprintln!("firehose-relay: cannot measure the database size: {e}"),
     }
+    let space = store.space();
+    let health = space.health_now();
+    println!(
+        "storage={}\tavailable_bytes={}\treserve_bytes={}\tballast={}{}",
+        health.state(),
+        space.available(),
+        space.reserve(),
+        if space.has_ballast() {
+            "present"
+        } else {
+            "missing"
+        },
+        health
+            .reason()
+            .map(|r| format!("\treason={r:?}"))
+            .unwrap_or_default()
+    );
     Ok(ExitCode::SUCCESS)
 }
 

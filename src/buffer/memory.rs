@@ -252,6 +252,7 @@ impl Buffer for MemoryBuffer {
             dropped_chunks: st.dropped_chunks,
             dropped_records: st.dropped_records,
             quarantined_chunks: 0,
+            storage: Default::default(),
             // Nothing survives a restart in memory.
             backlog: Default::default(),
         }

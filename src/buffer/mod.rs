@@ -193,6 +193,9 @@ pub struct BufferStats {
     /// The backlog recovered from disk at startup (file buffer only) that is still to deliver:
     /// what the backlog progress logs and `drain` count down.
     pub backlog: Backlog,
+    /// Whether the storage takes appends (file buffer; a memory buffer is always ok): ok,
+    /// full (appends refused until there is room) or failed (restart to recover), with why.
+    pub storage: file::space::StorageHealth,
 }
 
 /// Chunks recovered from disk at startup and not delivered (or dead-lettered) yet.

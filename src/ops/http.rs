@@ -8,8 +8,10 @@
 //! `firehose_relay_ready 0`, and `/status` says `"phase": "recovering"` with no outputs yet.
 //!
 //! Readiness is about data safety, not only liveness: it is 503 until the buffers are recovered
-//! and every source listens, 503 as soon as shutdown starts, and (with
-//! `http.ready_max_buffer_fill`) 503 while a buffer is nearly full.
+//! and every source listens, 503 as soon as shutdown starts, 503 while a buffer's storage is
+//! full or failed (appends are refused), and (with `http.ready_max_buffer_fill`) 503 while a
+//! buffer is nearly full. `/healthz` is 503 only when a buffer's storage failed (an I/O error:
+//! nothing is stored until a restart recovers from disk).
 //!
 //! The endpoint is bounded like the forward port: at most [`HTTP_MAX_CONNECTIONS`] connections
 //! (more are accepted and closed at once, counted in
@@ -30,6 +32,7 @@ use axum::routing::get;
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 
+use crate::buffer::file::space::StorageHealth;
 use crate::buffer::now_ms;
 use crate::fds::AcceptBackoff;
 use crate::ops::logging::Throttle;
@@ -248,6 +251,8 @@ impl HttpState {
             }
             Phase::Ready => {}
         }
+        // A full or failed store refuses appends: clients must go elsewhere.
+        self.storage_problem()?;
         if let Some(max) = self.max_fill {
             for o in self.outputs() {
                 let fill = fill_ratio(&o.buffer.stats());
@@ -282,8 +287,48 @@ async fn metrics(State(st): State<HttpState>) -> Response {
         .into_response()
 }
 
-async fn healthz() -> &'static str {
-    "ok\n"
+impl HttpState {
+    /// `Err` naming the first output whose buffer storage is not ok (full or failed).
+    fn storage_problem(&self) -> Result<(), String> {
+        for o in self.outputs() {
+            let health = o.buffer.stats().storage;
+            if let Some(reason) = health.reason() {
+                return Err(format!(
+                    "buffer storage of output `{}` is {}: {reason}",
+                    o.name,
+                    health.state()
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// `Err` when a buffer's storage failed (poisoned until a restart recovers from disk).
+    fn liveness(&self) -> Result<(), String> {
+        for o in self.outputs() {
+            if let StorageHealth::Failed { reason } = o.buffer.stats().storage {
+                return Err(format!(
+                    "buffer storage of output `{}` failed: {reason}; restart to recover from disk",
+                    o.name
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// 200 while the process can make progress; 503 once a buffer's storage failed (an I/O error
+/// or a failed fdatasync: nothing more is stored until a restart recovers from disk, so the
+/// orchestrator should restart the relay). A full volume is not a liveness failure.
+async fn healthz(State(st): State<HttpState>) -> Response {
+    match st.liveness() {
+        Ok(()) => (StatusCode::OK, "ok\n".to_owned()).into_response(),
+        Err(why) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("unhealthy: {why}\n"),
+        )
+            .into_response(),
+    }
 }
 
 async fn readyz(State(st): State<HttpState>) -> Response {

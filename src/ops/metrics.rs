@@ -62,6 +62,9 @@ pub struct Metrics {
     /// 1 while `/readyz` answers 200, else 0 (set at scrape time), so an alert can say that a
     /// relay answers scrapes but takes no clients.
     pub ready: Gauge,
+    /// Health of an output's buffer storage: 1 for the current `state` (`ok`, `full`,
+    /// `failed`), 0 for the others.
+    pub buffer_storage_state: Family<Labels, Gauge>,
 }
 
 impl Default for Metrics {
@@ -93,6 +96,7 @@ impl Metrics {
             buffer_oldest_queued_age: Family::default(),
             buffer_dropped_chunks: Family::default(),
             ready: Gauge::default(),
+            buffer_storage_state: Family::default(),
             registry: Mutex::new(Registry::default()),
             components: Mutex::new(HashMap::new()),
         };
@@ -196,6 +200,11 @@ impl Metrics {
             self.buffer_dropped_chunks.clone(),
         );
         registry.register(
+            "buffer_storage_state",
+            "1 for the current state of the output's buffer storage: ok, full (appends refused for lack of room; delivery goes on) or failed (I/O error; restart to recover)",
+            self.buffer_storage_state.clone(),
+        );
+        registry.register(
             "ready",
             "1 while /readyz answers 200 (buffers recovered, sources listening, not shutting down, no buffer above ready_max_buffer_fill), else 0",
             self.ready.clone(),
@@ -267,6 +276,14 @@ impl Metrics {
         self.buffer_dropped_chunks
             .get_or_create(&labels)
             .set(clamp(s.dropped_chunks));
+        let current = s.storage.state();
+        for state in ["ok", "full", "failed"] {
+            let mut l = labels.clone();
+            l.push(("state", state.to_owned()));
+            self.buffer_storage_state
+                .get_or_create(&l)
+                .set(i64::from(state == current));
+        }
         let age = s
             .oldest_queued_ms
             .map(|t| now_ms.saturating_sub(t) as f64 / 1000.0)

@@ -161,6 +161,7 @@ pub mod quarantine;
 pub mod queue;
 mod read;
 mod recovery;
+pub mod space;
 mod state;
 pub mod store;
 mod writer;

@@ -3,7 +3,7 @@
 
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use async_trait::async_trait;
 use prometheus_client::metrics::counter::Counter;
@@ -13,7 +13,7 @@ use tokio::sync::{oneshot, Notify};
 use super::codec::{ChunkMeta, DataStorage, StoredState};
 use super::read::{read_chunk, ReadError};
 use super::recovery;
-use super::state::{Entry, Phase, Prepared, Replay, State};
+use super::state::{Entry, Pending, Phase, Prepared, Replay, State, Undo};
 use super::store::{chunk_file, Store, StoreError};
 use super::writer::{Op, Request};
 use crate::buffer::policy::{AppendPlan, BufferPolicy, StagedSize};
@@ -144,13 +144,24 @@ impl Inner {
         let (tx, rx) = oneshot::channel();
         let inner = Arc::clone(self);
         let touched = prep.touched.clone();
+        let cancel = (!prep.undo.is_empty()).then(|| {
+            let cancel = Arc::new(OnceLock::new());
+            st.pending.push_back(Pending {
+                cancel: Arc::clone(&cancel),
+                undo: prep.undo,
+            });
+            cancel
+        });
+        let settle = cancel.clone();
         let req = Request {
             tree: self.tree.clone(),
             dir: Arc::clone(&self.dir),
             ops: prep.ops,
             sync_metadata: prep.sync_metadata,
+            cancel: cancel.clone(),
             done: Box::new(move |res| {
                 let mut wake = false;
+                let mut undone = false;
                 {
                     let mut st = inner.lock();
                     for id in &touched {
@@ -159,10 +170,16 @@ impl Inner {
                             wake |= e.pending_writes == 0 && e.phase == Phase::Queued;
                         }
                     }
+                    if let Some(c) = &settle {
+                        undone = settle_pending(&mut st, c, &res);
+                    }
                     after(&inner, &mut st, &res);
                 }
                 if wake {
                     inner.queued_signal.notify_waiters();
+                }
+                if undone {
+                    inner.space_freed.notify_waiters();
                 }
                 // Let go of the buffer before answering: once the caller has its answer it may
                 // drop its handles and reopen the database, which needs this thread to not be
@@ -173,6 +190,9 @@ impl Inner {
         };
         if let Err(e) = self.store.submit(req) {
             // Nothing was sent: undo the pending marks so the chunks stay consistent.
+            if let Some(c) = &cancel {
+                st.pending.retain(|p| !Arc::ptr_eq(&p.cancel, c));
+            }
             for id in &prep.touched {
                 if let Some(e) = st.chunks.get_mut(id) {
                     e.pending_writes = e.pending_writes.saturating_sub(1);
@@ -189,6 +209,7 @@ impl Inner {
                 e.phase = Phase::Queued;
                 e.meta.state = StoredState::Queued;
             }
+            prep.undo.push(Undo::Closed(id));
             prep.put_meta(st, id);
         }
     }
@@ -220,6 +241,7 @@ impl Inner {
             },
         );
         st.staged = Some(id);
+        prep.undo.push(Undo::Created(id));
         prep.ops.push(Op::Create {
             chunk: id,
             created_ms,
@@ -284,6 +306,11 @@ impl Inner {
             e.meta.records += n;
             st.bytes += part.bytes;
             st.records += n;
+            prep.undo.push(Undo::Added {
+                chunk: id,
+                bytes: part.bytes,
+                records: n,
+            });
             prep.append(st, id, slice);
             if part.close_after {
                 self.close_staged(st, prep);
@@ -294,6 +321,11 @@ impl Inner {
     async fn append(self: &Arc<Self>, records: Records) -> Result<(), AppendError> {
         if records.is_empty() {
             return Ok(());
+        }
+        // No room on the volume: refused before anything is counted or written (the client
+        // is not acknowledged and resends).
+        if let Some(reason) = self.store.refusing_appends() {
+            return Err(StoreError::no_room(reason).into());
         }
         let mut prep = Prepared::default();
         let rx = {
@@ -538,6 +570,7 @@ impl Inner {
             dropped_records: st.dropped_records,
             quarantined_chunks: st.quarantined_chunks,
             backlog: st.replay.as_ref().map(|r| r.left).unwrap_or_default(),
+            storage: self.store.health(),
             ..BufferStats::default()
         };
         for e in st.chunks.values() {
@@ -576,6 +609,42 @@ fn staged_size(st: &State) -> Option<StagedSize> {
 fn purge_dropped(st: &mut State, prep: &mut Prepared) {
     for chunk in st.dropped_for_room.drain(..) {
         prep.ops.push(Op::Purge { chunk });
+    }
+}
+
+/// Settles pending append or close `cancel` once the writer answered it (see [`Pending`]):
+/// refused for lack of room, it is undone with every later pending one, which is cancelled.
+/// Returns true if anything was undone.
+fn settle_pending(
+    st: &mut State,
+    cancel: &Arc<OnceLock<StoreError>>,
+    res: &Result<(), StoreError>,
+) -> bool {
+    // Not found: it was undone (and cancelled) with an earlier one.
+    let Some(at) = st
+        .pending
+        .iter()
+        .position(|p| Arc::ptr_eq(&p.cancel, cancel))
+    else {
+        return false;
+    };
+    match res {
+        Err(e) if e.is_no_room() => {
+            let undone: Vec<Pending> = st.pending.drain(at..).collect();
+            for p in &undone {
+                let _ = p.cancel.set(e.clone());
+            }
+            for p in undone.iter().rev() {
+                for &step in p.undo.iter().rev() {
+                    st.undo(step);
+                }
+            }
+            true
+        }
+        _ => {
+            st.pending.remove(at);
+            false
+        }
     }
 }
 

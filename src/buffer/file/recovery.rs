@@ -57,10 +57,18 @@ pub(crate) fn recover(
             Err(e) => bad.push((k.to_vec(), e)),
         }
     }
+    // Chunks that could not be quarantined for lack of room: left as they are on disk, not
+    // loaded, tried again at the next start.
+    let mut kept = BTreeSet::new();
     for (key, err) in bad {
         let reason = format!("unreadable chunk metadata: {err}");
         match codec::chunk_of_key(&key) {
-            Ok(id) => quarantine_chunk(store, tree, dir, output, id, &reason)?,
+            Ok(id) => {
+                if !quarantine_or_keep(store, tree, dir, output, id, &reason)? {
+                    kept.insert(id);
+                    continue;
+                }
+            }
             Err(_) => {
                 let value = tree.get(&key)?.map(|v| v.to_vec()).unwrap_or_default();
                 quarantine::write(
@@ -81,7 +89,12 @@ pub(crate) fn recover(
     let mut purges_completed = 0u64;
     let files = chunk_files(dir)?;
     let markers = purged_files(dir)?;
-    let ids: BTreeSet<ChunkId> = readable.keys().chain(files.iter()).copied().collect();
+    let ids: BTreeSet<ChunkId> = readable
+        .keys()
+        .chain(files.iter())
+        .copied()
+        .filter(|id| !kept.contains(id))
+        .collect();
     for id in ids {
         let has_file = files.binary_search(&id).is_ok();
         let meta = match readable.remove(&id) {
@@ -174,8 +187,9 @@ fn recover_staged(
         }
         Err(e) => {
             let reason = format!("unreadable chunk file: {e}");
-            quarantine_chunk(store, tree, dir, output, id, &reason)?;
-            rec.quarantined += 1;
+            if quarantine_or_keep(store, tree, dir, output, id, &reason)? {
+                rec.quarantined += 1;
+            }
             return Ok(None);
         }
     };
@@ -246,15 +260,53 @@ fn cut_tail(
         &reason,
         &[(b"tail".to_vec(), tail.to_vec())],
         None,
-    )?;
+    );
+    // On a full volume the copy cannot be made, and startup must not fail for it (nothing
+    // could drain): the tail is an append that was never acknowledged, so it is cut anyway and
+    // described in the log instead.
+    let kept = match kept {
+        Ok(path) => Some(path),
+        Err(e) if e.io_error().is_some_and(super::space::is_no_room) => {
+            let start: String = tail.iter().take(32).map(|b| format!("{b:02x}")).collect();
+            tracing::warn!(output, chunk = %id, cut_bytes = tail.len(),
+                crc32 = crc32fast::hash(tail), first_bytes_hex = %start, error = %e,
+                "buffer: no room to copy the unfinished end of a staged chunk to quarantine; cutting it anyway (it was never acknowledged)");
+            None
+        }
+        Err(e) => return Err(e),
+    };
     let io = |e: std::io::Error| StoreError::io(format!("truncate {}", path.display()), e);
     let fs = store.fs();
     let file = fs.open(path, OpenMode::Write).map_err(io)?;
     fs.set_len(&file, path, valid_len).map_err(io)?;
     fs.sync_all(&file, path).map_err(io)?;
-    tracing::warn!(output, chunk = %id, cut_bytes = tail.len(), reason = %why, file = %kept.display(),
-        "buffer: cut the unfinished end of a staged chunk (an unacknowledged append cut short by a crash)");
+    if let Some(kept) = kept {
+        tracing::warn!(output, chunk = %id, cut_bytes = tail.len(), reason = %why, file = %kept.display(),
+            "buffer: cut the unfinished end of a staged chunk (an unacknowledged append cut short by a crash)");
+    }
     Ok(())
+}
+
+/// [`quarantine_chunk`] at startup: on a full volume the chunk is left on disk as it is (not
+/// loaded, tried again at the next start) instead of failing the start. Returns whether it was
+/// quarantined.
+fn quarantine_or_keep(
+    store: &Store,
+    tree: &Tree,
+    dir: &Arc<Path>,
+    output: &str,
+    id: ChunkId,
+    reason: &str,
+) -> Result<bool, StoreError> {
+    match quarantine_chunk(store, tree, dir, output, id, reason) {
+        Ok(()) => Ok(true),
+        Err(e) if e.io_error().is_some_and(super::space::is_no_room) => {
+            tracing::error!(output, chunk = %id, reason, error = %e,
+                "buffer: no room to quarantine an unreadable chunk; left on disk as it is, not loaded, tried again at the next start");
+            Ok(false)
+        }
+        Err(e) => Err(e),
+    }
 }
 
 /// Copies everything stored for chunk `id` (metadata, sled data values, its file) to the

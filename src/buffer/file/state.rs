@@ -2,9 +2,11 @@
 //! and the writes prepared under that lock ([`Prepared`]), sent to the writer in one request so
 //! that they reach it in the order of the bookkeeping (invariant 5 of [`super`]).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::{Arc, OnceLock};
 
-use super::codec::{self, ChunkMeta};
+use super::codec::{self, ChunkMeta, StoredState};
+use super::store::StoreError;
 use super::writer::Op;
 use crate::buffer::policy::Reservable;
 use crate::buffer::{Backlog, ChunkId, Records};
@@ -59,6 +61,44 @@ pub(super) struct State {
     pub(super) replay: Option<Replay>,
     /// Chunks dropped by `drop_oldest_chunk` whose purge has not been handed to the writer yet.
     pub(super) dropped_for_room: Vec<ChunkId>,
+    /// Appends and closes sent to the writer and not answered yet, oldest first, with what
+    /// each changed in this bookkeeping (see [`Pending`]).
+    pub(super) pending: VecDeque<Pending>,
+}
+
+/// One change an append or a close made to the bookkeeping before its write was durable,
+/// undone if the write is refused for lack of room.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Undo {
+    /// Records counted in a chunk.
+    Added {
+        /// The chunk.
+        chunk: ChunkId,
+        /// Logical bytes.
+        bytes: u64,
+        /// Records.
+        records: u64,
+    },
+    /// A new staged chunk.
+    Created(ChunkId),
+    /// The staged chunk closed (queued).
+    Closed(ChunkId),
+}
+
+/// An append or a close the writer has not answered yet.
+///
+/// When the writer refuses one for lack of room ([`StoreError::NoRoom`]), nothing of it
+/// reached the disk, so its changes to the bookkeeping are undone; so are those of every later
+/// pending one (they were prepared on top of it: an append to the chunk it created, a close
+/// counting its records), which are cancelled through `cancel`: the writer then skips their
+/// appends and closes and answers them with the same error. Purges and releases are never
+/// pending here: they touch only chunks that were taken, which no pending write touches.
+#[derive(Debug)]
+pub(super) struct Pending {
+    /// Set when cancelled; the writer checks it before it writes anything of the request.
+    pub(super) cancel: Arc<OnceLock<StoreError>>,
+    /// What to undo, in the order it was done.
+    pub(super) undo: Vec<Undo>,
 }
 
 impl Reservable for State {
@@ -85,6 +125,35 @@ impl Reservable for State {
 }
 
 impl State {
+    /// Undoes `step` (see [`Pending`]). Chunks that are gone meanwhile (dropped for room) are
+    /// skipped: forgetting them already took their counts out.
+    pub(super) fn undo(&mut self, step: Undo) {
+        match step {
+            Undo::Added {
+                chunk,
+                bytes,
+                records,
+            } => {
+                if let Some(e) = self.chunks.get_mut(&chunk) {
+                    e.meta.bytes = e.meta.bytes.saturating_sub(bytes);
+                    e.meta.records = e.meta.records.saturating_sub(records);
+                    self.bytes = self.bytes.saturating_sub(bytes);
+                    self.records = self.records.saturating_sub(records);
+                }
+            }
+            Undo::Created(chunk) => {
+                self.forget(chunk);
+            }
+            Undo::Closed(chunk) => {
+                if let Some(e) = self.chunks.get_mut(&chunk) {
+                    e.phase = Phase::Staged;
+                    e.meta.state = StoredState::Staged;
+                    self.staged = Some(chunk);
+                }
+            }
+        }
+    }
+
     pub(super) fn forget(&mut self, id: ChunkId) -> Option<Entry> {
         let e = self.chunks.remove(&id)?;
         self.bytes = self.bytes.saturating_sub(e.meta.bytes);
@@ -115,6 +184,8 @@ pub(super) struct Prepared {
     /// The metadata must be durable before the request completes (see
     /// [`Request::sync_metadata`]); record data always is.
     pub(super) sync_metadata: bool,
+    /// What to undo if the writer refuses it for lack of room (appends and closes only).
+    pub(super) undo: Vec<Undo>,
 }
 
 impl Prepared {

@@ -11,6 +11,7 @@ use std::thread::{JoinHandle, ThreadId};
 use sled::Tree;
 
 use super::codec::{self, ChunkMeta, DataStorage, StoredState, META_PREFIX};
+use super::space::{Space, StorageHealth};
 use super::writer::{self, Op, Request};
 use crate::buffer::records::RecordsTooLarge;
 use crate::buffer::{ChunkId, DeliveredSet, Records, RetryState};
@@ -57,6 +58,17 @@ pub enum StoreError {
         #[source]
         source: Arc<std::io::Error>,
     },
+    /// No room for a write (`ENOSPC`, `EDQUOT`, `EMFILE`, `ENFILE`, or less free space than
+    /// the reserve: see [`super::space`]). Nothing of the request was written; the store is
+    /// not poisoned, and appends resume once there is room.
+    #[error("buffer storage full: {context}: {source}")]
+    NoRoom {
+        /// What was being done, or why the append was refused.
+        context: String,
+        /// The operating system's error (a synthetic `ENOSPC` for a refusal by the reserve).
+        #[source]
+        source: Arc<std::io::Error>,
+    },
     /// An earlier write failed; nothing is written until the relay restarts and recovers.
     #[error("buffer database failed earlier ({0}); restart the relay to recover from disk")]
     Failed(#[source] Arc<StoreError>),
@@ -84,11 +96,40 @@ impl StoreError {
         }
     }
 
+    /// An append refused because the volume is below its reserve (no system call failed).
+    pub fn no_room(reason: String) -> Self {
+        StoreError::NoRoom {
+            context: reason,
+            source: Arc::new(std::io::Error::from_raw_os_error(libc::ENOSPC)),
+        }
+    }
+
+    /// `what` failed with `e` in a write that can be refused without harm: lack of room
+    /// ([`super::space::is_no_room`]) is [`StoreError::NoRoom`], anything else
+    /// [`StoreError::Io`] (poisons the store). Never use it for a sync: a failed `fsync` is never
+    /// retried as if nothing happened.
+    pub fn io_write(what: impl Into<String>, e: std::io::Error) -> Self {
+        if super::space::is_no_room(&e) {
+            StoreError::NoRoom {
+                context: what.into(),
+                source: Arc::new(e),
+            }
+        } else {
+            StoreError::io(what, e)
+        }
+    }
+
+    /// Refused for lack of room: nothing was written and the store goes on
+    /// ([`StoreError::NoRoom`]).
+    pub fn is_no_room(&self) -> bool {
+        matches!(self, StoreError::NoRoom { .. })
+    }
+
     /// The operating system's error behind this one, if any: directly, inside a sled error, or
     /// behind [`StoreError::Failed`].
     pub fn io_error(&self) -> Option<&std::io::Error> {
         match self {
-            StoreError::Io { source, .. } => Some(source),
+            StoreError::Io { source, .. } | StoreError::NoRoom { source, .. } => Some(source),
             StoreError::Sled(e) => match e.as_ref() {
                 sled::Error::Io(io) => Some(io),
                 _ => None,
@@ -132,6 +173,7 @@ pub struct Store {
     failed: Arc<OnceLock<StoreError>>,
     commits: Arc<AtomicU64>,
     fs: Fs,
+    space: Arc<Space>,
 }
 
 impl Store {
@@ -151,6 +193,8 @@ impl Store {
         let io = |what: &str, e: std::io::Error| StoreError::io(what, e);
         fs.create_dir_all(&path)
             .map_err(|e| io(&format!("create {}", path.display()), e))?;
+        // Before sled opens: on a full volume, the ballast is released so that it can.
+        let space = Arc::new(Space::open(&path));
         let db = sled::Config::new()
             .path(&path)
             .cache_capacity(cache_capacity)
@@ -158,6 +202,7 @@ impl Store {
             // Our writer flushes after every group; sled's timer would only add writes.
             .flush_every_ms(None)
             .open()?;
+        space.opened();
         // sled never fsyncs its config file nor the directory entries it created: do it once,
         // so that a power loss right after the first start cannot leave a database without
         // them.
@@ -186,6 +231,7 @@ impl Store {
         let commits = Arc::new(AtomicU64::new(0));
         let writer_commits = Arc::clone(&commits);
         let writer = writer::Writer {
+            space: Arc::clone(&space),
             db: writer_db,
             db_file,
             db_file_path,
@@ -209,7 +255,37 @@ impl Store {
             failed,
             commits,
             fs,
+            space,
         }))
+    }
+
+    /// Whether the store takes appends: ok, full (for lack of room; appends are refused
+    /// until there is room again) or failed (until a restart), with the reason.
+    pub fn health(&self) -> StorageHealth {
+        if let Some(e) = self.failed.get() {
+            return StorageHealth::Failed {
+                reason: e.to_string(),
+            };
+        }
+        match self.space.full_reason() {
+            Some(reason) => StorageHealth::Full { reason },
+            None => StorageHealth::Ok,
+        }
+    }
+
+    /// Why appends are refused up front for lack of room, if they are (re-checks the free
+    /// space while full, at most every [`super::space::CHECK_EVERY`]).
+    pub(crate) fn refusing_appends(&self) -> Option<String> {
+        if self.space.is_full() {
+            self.space.full_reason()
+        } else {
+            None
+        }
+    }
+
+    /// The reserve and ballast of this store's volume.
+    pub fn space(&self) -> &Space {
+        &self.space
     }
 
     /// Opens the database of a stopped relay for inspection; fails instead of creating one.
@@ -321,6 +397,7 @@ impl Store {
             dir: Arc::clone(dir),
             ops,
             sync_metadata: true,
+            cancel: None,
             done: Box::new(move |res| {
                 let _ = tx.send(res);
             }),

@@ -55,7 +55,7 @@ const MAX_GROUP_BYTES: usize = 64 << 20;
 pub(crate) const LAZY_METADATA_SYNC: Duration = Duration::from_millis(200);
 
 /// One change to an output's chunks.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(crate) enum Op {
     /// Creates the chunk's file with its header. Always sent with the chunk's first append.
     Create {
@@ -101,9 +101,31 @@ pub(crate) struct Request {
     /// Whether the metadata changes must be durable before `done` runs (a delivered set that a
     /// retry relies on, recovery, imports). Record data is always durable before `done`.
     pub sync_metadata: bool,
+    /// Set for appends and closes of a buffer: if it holds an error when the writer gets to
+    /// the request, the request was cancelled (an earlier one it builds on was refused for
+    /// lack of room, see `state::Pending`): its appends, creates and metadata are skipped (its
+    /// purges, of chunks dropped for room, still run) and `done` gets that error.
+    pub cancel: Option<Arc<OnceLock<StoreError>>>,
     /// Called after the group is durable.
     pub done: Completion,
 }
+
+/// A request's changes as one group applies them. `answer` is the index of the request's
+/// completion, `None` for the purges of a cancelled request (answered already).
+struct Part {
+    tree: Tree,
+    dir: Arc<Path>,
+    ops: Vec<Op>,
+    sync_metadata: bool,
+    /// Creates or appends to chunk files, or is an append/close of a buffer: refused as a whole
+    /// when the volume has no room.
+    data: bool,
+    answer: Option<usize>,
+}
+
+/// What a group commit did to the files of step 1, so that it can be undone when a later file
+/// of the same group finds no room: the file's length before (`None`: created by the group).
+type Written = Vec<(PathBuf, Option<u64>)>;
 
 /// What one group does to one output.
 struct OutputGroup {
@@ -126,9 +148,12 @@ pub(crate) struct Writer {
     pub db_file_path: PathBuf,
     /// The file system (the fault-injection seam in unit tests).
     pub fs: Fs,
-    /// Set on the first error; from then on every request fails at once (the state of a file
-    /// or of sled after an I/O error is unknown, so the process must restart and recover).
+    /// Set on the first error that is not a lack of room; from then on every request fails at
+    /// once (the state of a file or of sled after an I/O error is unknown, so the process must
+    /// restart and recover).
     pub failed: Arc<OnceLock<StoreError>>,
+    /// The volume's reserve and ballast: data is written only while the reserve stays free.
+    pub space: Arc<super::space::Space>,
     /// Group commits done.
     pub commits: Arc<AtomicU64>,
     /// When metadata was first applied without being made durable, if it still is not.
@@ -172,19 +197,26 @@ impl Writer {
                     Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
                 }
             }
-            let mut completions = Vec::with_capacity(group.len());
-            let result = match self.failed.get() {
-                Some(first) => Err(StoreError::Failed(Arc::new(first.clone()))),
-                None => self.commit(group, &mut completions),
+            let answers = match self.failed.get() {
+                Some(first) => {
+                    let e = StoreError::Failed(Arc::new(first.clone()));
+                    group
+                        .into_iter()
+                        .map(|r| (r.done, Err(e.clone())))
+                        .collect()
+                }
+                None => self.commit(group),
             };
             // Keep the frame buffer for the next group, but not a flood's worth of it.
             if self.frames.capacity() > 4 * codec::MAX_VALUE_DATA {
                 self.frames = Vec::new();
             }
             self.commits.fetch_add(1, Ordering::Relaxed);
-            self.fail_on(&result);
-            for done in completions {
-                done(result.clone());
+            for (_, result) in &answers {
+                self.fail_on(result);
+            }
+            for (done, result) in answers {
+                done(result);
             }
         }
         if self.unsynced_since.is_some() {
@@ -192,8 +224,12 @@ impl Writer {
         }
     }
 
+    /// Poisons the store on an error that is not a lack of room.
     fn fail_on(&self, result: &Result<(), StoreError>) {
         if let Err(e) = result {
+            if e.is_no_room() || matches!(e, StoreError::Failed(_)) {
+                return;
+            }
             if self.failed.set(e.clone()).is_ok() {
                 tracing::error!(error = %e, "buffer write failed; appends are refused until restart");
             }
@@ -229,6 +265,7 @@ impl Writer {
         // The metadata of these purges is durably gone: their markers are no longer needed. A
         // marker that cannot be deleted (or whose deletion a crash undoes) is deleted by
         // recovery; it never names a chunk with metadata.
+        let freed = !self.purge_markers.is_empty();
         for marker in self.purge_markers.drain(..) {
             match self.fs.remove_file(&marker) {
                 Ok(()) => {}
@@ -237,32 +274,129 @@ impl Writer {
                     "buffer: cannot delete the marker of a finished purge; recovery will"),
             }
         }
+        if freed {
+            // Purges made room: appends may resume, the ballast may come back.
+            self.space.recheck(true);
+        }
         Ok(())
     }
 
-    /// Applies one group (see the module comment). Moves each request's completion into
-    /// `completions` whatever happens, so the caller can always answer every request.
-    fn commit(
-        &mut self,
-        group: Vec<Request>,
-        completions: &mut Vec<Completion>,
-    ) -> Result<(), StoreError> {
-        let mut outputs: Vec<OutputGroup> = Vec::new();
-        let mut first_error = None;
-        let mut sync_requested = false;
+    /// Commits one group (see the module comment) and returns each request's completion with
+    /// its answer.
+    ///
+    /// When the group's data finds no room (less than the reserve free, or `ENOSPC`,
+    /// `EDQUOT`, `EMFILE`, `ENFILE` from a create, open or write), what step 1 wrote is undone
+    /// (files cut back to their length before the group, files it created deleted), every
+    /// request that writes data or is an append/close of a buffer is answered with that
+    /// [`StoreError::NoRoom`], and the rest (purges, releases: they make room) is committed
+    /// again without them. Any other error answers every request with it and poisons the store.
+    fn commit(&mut self, group: Vec<Request>) -> Vec<(Completion, Result<(), StoreError>)> {
+        let mut answers: Vec<(Completion, Option<Result<(), StoreError>>)> =
+            Vec::with_capacity(group.len());
+        let mut parts = Vec::with_capacity(group.len());
         for req in group {
-            completions.push(req.done);
-            sync_requested |= req.sync_metadata;
-            if first_error.is_some() {
-                continue;
+            let cancelled = req.cancel.as_ref().and_then(|c| c.get().cloned());
+            let data = req.cancel.is_some()
+                || req
+                    .ops
+                    .iter()
+                    .any(|op| matches!(op, Op::Create { .. } | Op::Append { .. }));
+            let index = answers.len();
+            match cancelled {
+                Some(e) => {
+                    answers.push((req.done, Some(Err(e))));
+                    let purges = purges_of(&req.ops);
+                    if !purges.is_empty() {
+                        parts.push(Part {
+                            tree: req.tree,
+                            dir: req.dir,
+                            ops: purges,
+                            sync_metadata: false,
+                            data: false,
+                            answer: None,
+                        });
+                    }
+                }
+                None => {
+                    answers.push((req.done, None));
+                    parts.push(Part {
+                        tree: req.tree,
+                        dir: req.dir,
+                        ops: req.ops,
+                        sync_metadata: req.sync_metadata,
+                        data,
+                        answer: Some(index),
+                    });
+                }
             }
-            let name = req.tree.name();
+        }
+        let has_data = parts.iter().any(|p| p.data);
+        // What is committed again if the data finds no room: everything but the data.
+        let rest: Vec<Part> = if has_data {
+            parts
+                .iter()
+                .filter_map(|p| {
+                    let ops = if p.data {
+                        purges_of(&p.ops)
+                    } else {
+                        p.ops.clone()
+                    };
+                    (!ops.is_empty()).then(|| Part {
+                        tree: p.tree.clone(),
+                        dir: Arc::clone(&p.dir),
+                        ops,
+                        sync_metadata: p.sync_metadata,
+                        data: false,
+                        answer: if p.data { None } else { p.answer },
+                    })
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let answered: Vec<(Option<usize>, bool)> =
+            parts.iter().map(|p| (p.answer, p.data)).collect();
+        match self.apply(parts) {
+            Err(e) if e.is_no_room() => {
+                for (index, data) in answered {
+                    if let (Some(i), true) = (index, data) {
+                        answers[i].1 = Some(Err(e.clone()));
+                    }
+                }
+                let rest_answers: Vec<Option<usize>> = rest.iter().map(|p| p.answer).collect();
+                let result = self.apply(rest);
+                for i in rest_answers.into_iter().flatten() {
+                    answers[i].1.get_or_insert_with(|| result.clone());
+                }
+            }
+            result => {
+                for (index, _) in answered {
+                    if let Some(i) = index {
+                        answers[i].1.get_or_insert_with(|| result.clone());
+                    }
+                }
+            }
+        }
+        answers
+            .into_iter()
+            .map(|(done, answer)| (done, answer.unwrap_or(Ok(()))))
+            .collect()
+    }
+
+    /// Applies the parts of one group: data, purges, metadata (see the module comment). A
+    /// [`StoreError::NoRoom`] comes only from the data step, and then nothing was applied.
+    fn apply(&mut self, parts: Vec<Part>) -> Result<(), StoreError> {
+        let mut outputs: Vec<OutputGroup> = Vec::new();
+        let mut sync_requested = false;
+        for part in parts {
+            sync_requested |= part.sync_metadata;
+            let name = part.tree.name();
             let idx = match outputs.iter().position(|t| t.tree.name() == name) {
                 Some(i) => i,
                 None => {
                     outputs.push(OutputGroup {
-                        tree: req.tree,
-                        dir: req.dir,
+                        tree: part.tree,
+                        dir: part.dir,
                         meta: Vec::new(),
                         created: BTreeMap::new(),
                         appended: BTreeMap::new(),
@@ -271,21 +405,43 @@ impl Writer {
                     outputs.len() - 1
                 }
             };
-            if let Err(e) = add_ops(&mut outputs[idx], req.ops) {
-                first_error = Some(e);
-            }
-        }
-        if let Some(e) = first_error {
-            return Err(e);
+            add_ops(&mut outputs[idx], part.ops)?;
         }
 
-        // 1. Data.
+        // 1. Data, only while the reserve stays free; undone if a file finds no room.
+        let data_bytes: u64 = outputs
+            .iter()
+            .map(|o| {
+                let frames: usize = o.appended.values().map(Records::byte_len).sum();
+                let headers = o.created.len() * codec::CHUNK_HEADER_LEN;
+                (frames + frames / 16 + headers) as u64
+            })
+            .sum();
+        if data_bytes > 0 || outputs.iter().any(|o| !o.created.is_empty()) {
+            if let Some(reason) = self.space.refuse(data_bytes) {
+                return Err(StoreError::no_room(reason));
+            }
+        }
+        let mut written: Written = Vec::new();
         for out in &outputs {
-            write_files(&self.fs, out, &mut self.frames)?;
-            if !out.created.is_empty() {
+            let step = write_files(&self.fs, out, &mut self.frames, &mut written).and_then(|()| {
+                if out.created.is_empty() {
+                    return Ok(());
+                }
                 self.fs
                     .sync_dir(&out.dir)
-                    .map_err(|e| io_error("fsync", &out.dir, e))?;
+                    .map_err(|e| io_dir_sync(&out.dir, e))
+            });
+            if let Err(e) = step {
+                if e.is_no_room() {
+                    undo_written(&self.fs, &written)?;
+                    if e.is_storage_full() {
+                        self.space.out_of_space(e.to_string());
+                    } else {
+                        self.space.set_full(e.to_string());
+                    }
+                }
+                return Err(e);
             }
         }
         // 2. Files of purged chunks, durably gone (renamed to their purge marker) before their
@@ -322,6 +478,33 @@ impl Writer {
     }
 }
 
+/// The purges of `ops` (what still runs of a request whose data is refused or cancelled).
+fn purges_of(ops: &[Op]) -> Vec<Op> {
+    ops.iter()
+        .filter(|op| matches!(op, Op::Purge { .. }))
+        .cloned()
+        .collect()
+}
+
+/// Undoes step 1 of a group that found no room: files it created are deleted, files it
+/// appended to are cut back to their length before. Nothing of it was acknowledged. If even
+/// this fails, the files' state is unknown: the error poisons the store.
+fn undo_written(fs: &Fs, written: &Written) -> Result<(), StoreError> {
+    for (path, before) in written.iter().rev() {
+        let undone = match before {
+            None => match fs.remove_file(path) {
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+                other => other,
+            },
+            Some(len) => fs
+                .open(path, OpenMode::Write)
+                .and_then(|f| fs.set_len(&f, path, *len)),
+        };
+        undone.map_err(|e| io_error("undo a write refused for lack of room to", path, e))?;
+    }
+    Ok(())
+}
+
 fn group_bytes(r: &Request) -> usize {
     r.ops
         .iter()
@@ -336,8 +519,29 @@ fn io_error(what: &str, path: &Path, e: std::io::Error) -> StoreError {
     StoreError::io(format!("{what} {}", path.display()), e)
 }
 
-/// Creates and appends to the chunk files of one output, then fdatasyncs each of them.
-fn write_files(fs: &Fs, out: &OutputGroup, frames: &mut Vec<u8>) -> Result<(), StoreError> {
+/// An error of a create, open or write, which may be a lack of room ([`StoreError::io_write`]).
+fn io_write(what: &str, path: &Path, e: std::io::Error) -> StoreError {
+    StoreError::io_write(format!("{what} {}", path.display()), e)
+}
+
+/// An error of a directory sync: out of descriptors (opening it) is a lack of room, anything
+/// else (a failed fsync) poisons the store.
+fn io_dir_sync(dir: &Path, e: std::io::Error) -> StoreError {
+    if matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE)) {
+        StoreError::io_write(format!("fsync {}", dir.display()), e)
+    } else {
+        io_error("fsync", dir, e)
+    }
+}
+
+/// Creates and appends to the chunk files of one output, then fdatasyncs each of them;
+/// notes in `written` what it changed, before changing it.
+fn write_files(
+    fs: &Fs,
+    out: &OutputGroup,
+    frames: &mut Vec<u8>,
+    written: &mut Written,
+) -> Result<(), StoreError> {
     let touched: BTreeSet<ChunkId> = out
         .created
         .keys()
@@ -354,16 +558,27 @@ fn write_files(fs: &Fs, out: &OutputGroup, frames: &mut Vec<u8>) -> Result<(), S
         if let Some(records) = out.appended.get(&chunk) {
             codec::encode_frames(records, frames);
         }
-        let mode = if created.is_some() {
-            OpenMode::CreateNew
+        let mut file = if created.is_some() {
+            let file = fs
+                .open(&path, OpenMode::CreateNew)
+                .map_err(|e| io_write("create", &path, e))?;
+            written.push((path.clone(), None));
+            file
         } else {
-            OpenMode::Append
+            let file = fs
+                .open(&path, OpenMode::Append)
+                .map_err(|e| io_write("open", &path, e))?;
+            let len = file
+                .metadata()
+                .map_err(|e| io_error("stat", &path, e))?
+                .len();
+            written.push((path.clone(), Some(len)));
+            file
         };
-        let mut file = fs
-            .open(&path, mode)
-            .map_err(|e| io_error("open", &path, e))?;
         fs.write_all(&mut file, &path, frames)
-            .map_err(|e| io_error("write", &path, e))?;
+            .map_err(|e| io_write("write", &path, e))?;
+        // Never a lack of room: a failed fdatasync poisons the store (the kernel may have
+        // dropped the dirty pages; retrying and succeeding would prove nothing).
         fs.sync_data(&file, &path)
             .map_err(|e| io_error("fdatasync", &path, e))?;
     }

@@ -1,6 +1,7 @@
-//! A full file system: the buffer refuses the append (nothing acknowledged is lost) and its
-//! error says "disk full" by its code, so callers can tell it from other I/O errors without
-//! reading message text. A real tmpfs is filled; the test is skipped, saying so, where tmpfs
+//! A full file system: the buffer refuses the append (nothing acknowledged is lost) without
+//! poisoning the store, its error says "disk full" by its code, so callers can tell it from
+//! other I/O errors without reading message text, delivery and purges go on, and appends
+//! resume once there is room. A real tmpfs is filled; the test is skipped, saying so, where tmpfs
 //! cannot be mounted (it needs root or CAP_SYS_ADMIN).
 
 use std::process::Command;
@@ -43,47 +44,69 @@ fn store_error(e: &AppendError) -> &StoreError {
 }
 
 #[tokio::test]
-async fn a_full_disk_is_told_apart_by_its_error_code() {
-    let Some(fs) = Tmpfs::mount("16m") else {
+async fn a_full_disk_refuses_appends_without_poisoning_and_they_resume_once_purged() {
+    let Some(fs) = Tmpfs::mount("32m") else {
         eprintln!("skipped: cannot mount a tmpfs here (needs root or CAP_SYS_ADMIN)");
         return;
     };
     {
-        let p = policy(4 << 20, 1 << 30, OverflowAction::ThrowException);
-        let (_s, b) = open(fs.path(), &p);
+        let p = policy(1 << 20, 1 << 30, OverflowAction::ThrowException);
+        let (store, b) = open(fs.path(), &p);
         let mut big = Records::new();
         big.push(&vec![b'x'; 256 << 10]).unwrap();
-        // 16 MiB of tmpfs hold fewer than 64 appends of 256 KiB.
+        // 32 MiB of tmpfs hold fewer than 128 appends of 256 KiB.
         let mut full = None;
-        for _ in 0..64 {
-            if let Err(e) = b.append(big.clone()).await {
-                full = Some(e);
-                break;
+        let mut stored = 0;
+        for _ in 0..128 {
+            match b.append(big.clone()).await {
+                Ok(()) => stored += 1,
+                Err(e) => {
+                    full = Some(e);
+                    break;
+                }
             }
         }
-        let full = full.expect("a 16 MiB tmpfs never filled up");
+        let full = full.expect("a 32 MiB tmpfs never filled up");
+        assert!(stored > 8, "refused after {stored} appends");
         let first = store_error(&full);
+        assert!(first.is_no_room(), "{first:?}");
         assert!(first.is_storage_full(), "{first:?}");
         assert_eq!(
             first.io_error().and_then(std::io::Error::raw_os_error),
             Some(libc::ENOSPC)
         );
-        // Every later write is refused at once, and still says why the store stopped.
-        let later = b.append(recs(0..1)).await.unwrap_err();
-        let later = store_error(&later);
-        assert!(matches!(later, StoreError::Failed(_)), "{later:?}");
-        assert!(later.is_storage_full(), "{later:?}");
         // The cause is reachable the standard way too (`Error::source`, what anyhow walks):
         // the chain ends at the shared `io::Error`.
-        let mut cause: &dyn std::error::Error = later;
+        let mut cause: &dyn std::error::Error = first;
         while let Some(next) = cause.source() {
             cause = next;
         }
         let io = cause
             .downcast_ref::<Arc<std::io::Error>>()
             .expect("an io::Error at the root");
-        assert_eq!(io.kind(), std::io::ErrorKind::StorageFull);
+        assert_eq!(io.raw_os_error(), Some(libc::ENOSPC));
+        assert_eq!(b.stats().storage.state(), "full");
+        // Refused, not poisoned: later appends are refused for the same reason...
+        let later = b.append(recs(0..1)).await.unwrap_err();
+        assert!(store_error(&later).is_no_room(), "{later:?}");
+        // ...while delivery goes on: every stored record comes out, purges work at full.
+        b.enqueue_staged(Enqueue::All).await.unwrap();
+        let mut records = 0;
+        while let Some(c) = b.take(u64::MAX).await.unwrap() {
+            records += c.records.len();
+            b.commit(c.id).await.expect("a purge at full");
+        }
+        assert_eq!(records, stored);
+        // Once purged, there is room again and appends resume by themselves.
+        tokio::time::sleep(crate::buffer::file::space::CHECK_EVERY).await;
+        b.append(recs(0..3)).await.expect("appends resume");
+        assert_eq!(b.stats().storage.state(), "ok");
+        assert!(store.group_commits() > 0);
     }
+    // And what was acknowledged after the refusal survives a restart.
+    let p = policy(1 << 20, 1 << 30, OverflowAction::ThrowException);
+    let (_s, b) = open(fs.path(), &p);
+    assert_eq!(drain(&b).await, (0..3).collect::<Vec<u64>>());
 }
 
 #[test]
