@@ -403,3 +403,33 @@ fn malformed_fluent_conf_is_a_clear_error_with_file_and_line_and_status_2() {
         }
     }
 }
+
+/// The first fenced block after the line starting with `marker` in the README.
+fn readme_block(marker: &str) -> String {
+    let readme =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
+    let at = readme
+        .find(marker)
+        .unwrap_or_else(|| panic!("README has no `{marker}`"));
+    let rest = &readme[at..];
+    let open = rest.find("```").unwrap();
+    let body = &rest[open..];
+    let body = &body[body.find('\n').unwrap() + 1..];
+    body[..body.find("```\n").unwrap()].to_owned()
+}
+
+#[test]
+fn the_readme_before_and_after_is_what_convert_prints() {
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::write(
+        tmp.path().join("fluent.conf"),
+        readme_block("Before (an aggregator"),
+    )
+    .unwrap();
+    let out = relay_cmd(tmp.path(), &["convert", "fluent.conf"], &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(
+        text(&out.stdout),
+        readme_block("After (`firehose-relay convert")
+    );
+}

@@ -2,6 +2,9 @@
 //!
 //! * File: `--config FILE` or `$RELAY_CONFIG`. `${VAR}` / `${VAR:-default}` are expanded in its
 //!   strings ([`interpolate`]).
+//!   A fluent.conf given there (recognised by its syntax, not its name) is converted in memory
+//!   by [`crate::fluentd::convert`] and refused with its report when it does not convert
+//!   faithfully; the conversion's warnings are kept in [`Config::fluentd_warnings`].
 //! * Environment: `RELAY_` + the key path joined by `__`, e.g.
 //!   `RELAY_OUTPUTS__FIREHOSE__BUFFER__FLUSH_INTERVAL=5s`. Names of sources, filters and outputs
 //!   are lowercased by this path, so give them lowercase names. Only variables that start with
