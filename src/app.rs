@@ -284,7 +284,7 @@ impl Relay {
     }
 
     /// Stops gracefully (see the module documentation).
-    pub async fn shutdown(self) {
+    pub async fn shutdown(mut self) {
         let timeout = self.config.shutdown_timeout.0;
         let deadline = tokio::time::Instant::now() + timeout;
         self.health.set_shutting_down();
@@ -293,7 +293,7 @@ impl Relay {
             "shutting down: stopping sources"
         );
         self.source_shutdown.trigger();
-        for s in self.sources {
+        for s in std::mem::take(&mut self.sources) {
             // A source that does not stop in time is abandoned; its unacked data is resent.
             let _ = tokio::time::timeout_at(deadline, s).await;
         }
@@ -304,15 +304,30 @@ impl Relay {
             let n = metrics.records_in.get_or_create(&source_label(name)).get();
             tracing::info!(source = %name, records_in = n, "source stopped");
         }
-        let delivered = |o: &Output| {
-            let labels = output_label(&o.name);
-            metrics.records_delivered.get_or_create(&labels).get()
-        };
-        // Delivered before the last flush, to tell what the shutdown itself delivered.
+        let delivered_before = self.close_buffers().await;
+        self.flush_phase.send_replace(FlushPhase::Draining);
+        let mut workers = std::mem::take(&mut self.workers);
+        let all = futures::future::join_all(workers.iter_mut());
+        if tokio::time::timeout_at(deadline, all).await.is_err() {
+            tracing::warn!("shutdown_timeout reached; stopping flush workers");
+            for w in &workers {
+                w.abort();
+            }
+        }
+        for p in &self.progress {
+            p.abort();
+        }
+        self.log_exit(delivered_before);
+    }
+
+    /// Closes every buffer to appends and, with `flush_at_shutdown`, queues its staged chunks.
+    /// Returns what each output had delivered so far, to tell what the shutdown delivered.
+    async fn close_buffers(&self) -> Vec<u64> {
+        let metrics = self.pipeline.metrics();
         let mut delivered_before = Vec::new();
         for output in self.pipeline.outputs() {
             output.buffer.close();
-            delivered_before.push(delivered(output));
+            delivered_before.push(delivered(metrics, output));
             if output.config.buffer().flush_at_shutdown {
                 match output.buffer.enqueue_staged(Enqueue::All).await {
                     Ok(chunks) => tracing::info!(output = %output.name, staged_chunks = chunks,
@@ -324,21 +339,16 @@ impl Relay {
                 }
             }
         }
-        self.flush_phase.send_replace(FlushPhase::Draining);
-        let mut workers = self.workers;
-        let all = futures::future::join_all(workers.iter_mut());
-        if tokio::time::timeout_at(deadline, all).await.is_err() {
-            tracing::warn!("shutdown_timeout reached; stopping flush workers");
-            for w in &workers {
-                w.abort();
-            }
-        }
-        for p in &self.progress {
-            p.abort();
-        }
+        delivered_before
+    }
+
+    /// Logs, per output and in total, what was delivered during the shutdown and what is left:
+    /// on disk (file buffers, replayed at the next start) or lost (memory buffers).
+    fn log_exit(&self, delivered_before: Vec<u64>) {
+        let metrics = self.pipeline.metrics();
         let (mut flushed, mut on_disk, mut lost) = (0, 0, 0);
         for (output, before) in self.pipeline.outputs().iter().zip(delivered_before) {
-            let total = delivered(output);
+            let total = delivered(metrics, output);
             flushed += total - before;
             let s = output.buffer.stats();
             tracing::info!(output = %output.name, records_delivered = total,
@@ -371,6 +381,12 @@ impl Relay {
         };
         tracing::info!("stopped: {flushed} records delivered during shutdown, {left}");
     }
+}
+
+/// Records `output` delivered since start.
+fn delivered(metrics: &Metrics, output: &Output) -> u64 {
+    let labels = output_label(&output.name);
+    metrics.records_delivered.get_or_create(&labels).get()
 }
 
 /// Waits for SIGTERM or SIGINT.
