@@ -23,6 +23,7 @@
 
 pub mod env;
 pub mod interpolate;
+mod secrets;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -39,6 +40,8 @@ use crate::pipeline::router::TagPattern;
 use crate::primitives::ConfigDuration;
 use crate::sink::OutputConfig;
 use crate::source::SourceConfig;
+pub use secrets::SECRET_KEYS;
+use secrets::{is_secret_path, redact};
 
 /// Environment variable naming the config file when `--config` is not given.
 pub const CONFIG_ENV: &str = "RELAY_CONFIG";
@@ -404,45 +407,6 @@ impl Config {
         redact(&mut value);
         toml::to_string_pretty(&value).map_err(|e| ConfigError(format!("cannot print: {e}")))
     }
-}
-
-/// Keys whose values are secrets and are never printed or logged.
-pub const SECRET_KEYS: &[&str] = &[
-    "shared_key",
-    "password",
-    "secret_access_key",
-    "session_token",
-    "proxy_password",
-    "access_key_id",
-];
-
-/// Replaces secret values by `<redacted>`, and the user information of URLs anywhere
-/// (`proxy_url = "http://user:pw@proxy"`).
-fn redact(value: &mut toml::Value) {
-    match value {
-        toml::Value::Table(t) => {
-            for (k, v) in t.iter_mut() {
-                if SECRET_KEYS.contains(&k.as_str()) && !matches!(v, toml::Value::Table(_)) {
-                    *v = toml::Value::String("<redacted>".to_owned());
-                } else {
-                    redact(v);
-                }
-            }
-        }
-        toml::Value::Array(a) => a.iter_mut().for_each(redact),
-        toml::Value::String(s) => {
-            if let std::borrow::Cow::Owned(r) = crate::primitives::secret_url::redact_userinfo(s) {
-                *s = r;
-            }
-        }
-        _ => {}
-    }
-}
-
-/// True when the key path names a secret: its value must not appear in an error message.
-fn is_secret_path<S: AsRef<str>>(path: &[S]) -> bool {
-    path.iter().any(|k| SECRET_KEYS.contains(&k.as_ref()))
-        || path.last().is_some_and(|k| k.as_ref().ends_with("_url"))
 }
 
 /// What went wrong, without the value when the key is a secret (serde's messages quote it:
