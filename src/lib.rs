@@ -69,7 +69,7 @@
 //!
 //! | concern | module |
 //! |---|---|
-//! | command line, subcommands | `main.rs`, [`app`] (`run`), [`drain`] |
+//! | command line, subcommands | `main.rs` (`buffer` and `dead-letter` in `data_commands.rs`), [`app`] (`run`), [`drain`] |
 //! | configuration: file + environment, validation | [`config`] (above every component), [`primitives`] (sizes, durations, `${VAR}` references, reading one component: a leaf) |
 //! | running a Fluentd config | [`fluentd`] |
 //! | forward protocol | [`source::forward`] |
