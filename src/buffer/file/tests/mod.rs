@@ -367,3 +367,4 @@ mod corruption;
 mod disk_full;
 mod faults;
 mod model;
+mod no_room;
