@@ -29,7 +29,7 @@
 //! Requests are applied in the order they were sent. Senders hold their buffer's state lock
 //! while sending, so the order on disk is the order of the in-memory bookkeeping.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -39,10 +39,14 @@ use std::time::{Duration, Instant};
 
 use sled::{Batch, IVec, Tree};
 
-use super::codec::{self, chunk_data_prefix, meta_key};
+use super::codec;
 use super::store::{chunk_file, purged_file, StoreError};
 use crate::buffer::{ChunkId, Records};
 use crate::fsutil::{Filesystem, Fs, OpenMode};
+
+mod group;
+
+use group::{by_output, into_parts, without_data, OutputGroup, Part};
 
 /// A group stops collecting requests once it holds this many record bytes, bounding the
 /// writer's memory under a flood of appends.
@@ -110,33 +114,9 @@ pub(crate) struct Request {
     pub done: Completion,
 }
 
-/// A request's changes as one group applies them. `answer` is the index of the request's
-/// completion, `None` for the purges of a cancelled request (answered already).
-struct Part {
-    tree: Tree,
-    dir: Arc<Path>,
-    ops: Vec<Op>,
-    sync_metadata: bool,
-    /// Creates or appends to chunk files, or is an append/close of a buffer: refused as a whole
-    /// when the volume has no room.
-    data: bool,
-    answer: Option<usize>,
-}
-
 /// What a group commit did to the files of step 1, so that it can be undone when a later file
 /// of the same group finds no room: the file's length before (`None`: created by the group).
 type Written = Vec<(PathBuf, Option<u64>)>;
-
-/// What one group does to one output.
-struct OutputGroup {
-    tree: Tree,
-    dir: Arc<Path>,
-    /// Metadata changes in order: `Some` inserts, `None` removes.
-    meta: Vec<(IVec, Option<IVec>)>,
-    created: BTreeMap<ChunkId, u64>,
-    appended: BTreeMap<ChunkId, Records>,
-    purged: Vec<ChunkId>,
-}
 
 /// The writer thread's state.
 pub(crate) struct Writer {
@@ -291,66 +271,10 @@ impl Writer {
     /// [`StoreError::NoRoom`], and the rest (purges, releases: they make room) is committed
     /// again without them. Any other error answers every request with it and poisons the store.
     fn commit(&mut self, group: Vec<Request>) -> Vec<(Completion, Result<(), StoreError>)> {
-        let mut answers: Vec<(Completion, Option<Result<(), StoreError>>)> =
-            Vec::with_capacity(group.len());
-        let mut parts = Vec::with_capacity(group.len());
-        for req in group {
-            let cancelled = req.cancel.as_ref().and_then(|c| c.get().cloned());
-            let data = req.cancel.is_some()
-                || req
-                    .ops
-                    .iter()
-                    .any(|op| matches!(op, Op::Create { .. } | Op::Append { .. }));
-            let index = answers.len();
-            match cancelled {
-                Some(e) => {
-                    answers.push((req.done, Some(Err(e))));
-                    let purges = purges_of(&req.ops);
-                    if !purges.is_empty() {
-                        parts.push(Part {
-                            tree: req.tree,
-                            dir: req.dir,
-                            ops: purges,
-                            sync_metadata: false,
-                            data: false,
-                            answer: None,
-                        });
-                    }
-                }
-                None => {
-                    answers.push((req.done, None));
-                    parts.push(Part {
-                        tree: req.tree,
-                        dir: req.dir,
-                        ops: req.ops,
-                        sync_metadata: req.sync_metadata,
-                        data,
-                        answer: Some(index),
-                    });
-                }
-            }
-        }
-        let has_data = parts.iter().any(|p| p.data);
+        let (mut answers, parts) = into_parts(group);
         // What is committed again if the data finds no room: everything but the data.
-        let rest: Vec<Part> = if has_data {
-            parts
-                .iter()
-                .filter_map(|p| {
-                    let ops = if p.data {
-                        purges_of(&p.ops)
-                    } else {
-                        p.ops.clone()
-                    };
-                    (!ops.is_empty()).then(|| Part {
-                        tree: p.tree.clone(),
-                        dir: Arc::clone(&p.dir),
-                        ops,
-                        sync_metadata: p.sync_metadata,
-                        data: false,
-                        answer: if p.data { None } else { p.answer },
-                    })
-                })
-                .collect()
+        let rest = if parts.iter().any(|p| p.data) {
+            without_data(&parts)
         } else {
             Vec::new()
         };
@@ -386,29 +310,29 @@ impl Writer {
     /// Applies the parts of one group: data, purges, metadata (see the module comment). A
     /// [`StoreError::NoRoom`] comes only from the data step, and then nothing was applied.
     fn apply(&mut self, parts: Vec<Part>) -> Result<(), StoreError> {
-        let mut outputs: Vec<OutputGroup> = Vec::new();
-        let mut sync_requested = false;
-        for part in parts {
-            sync_requested |= part.sync_metadata;
-            let name = part.tree.name();
-            let idx = match outputs.iter().position(|t| t.tree.name() == name) {
-                Some(i) => i,
-                None => {
-                    outputs.push(OutputGroup {
-                        tree: part.tree,
-                        dir: part.dir,
-                        meta: Vec::new(),
-                        created: BTreeMap::new(),
-                        appended: BTreeMap::new(),
-                        purged: Vec::new(),
-                    });
-                    outputs.len() - 1
-                }
-            };
-            add_ops(&mut outputs[idx], part.ops)?;
+        let sync_requested = parts.iter().any(|p| p.sync_metadata);
+        let mut outputs = by_output(parts)?;
+        self.write_data(&outputs)?;
+        self.remove_purged(&outputs)?;
+        // 3. Metadata.
+        for out in &mut outputs {
+            if !out.meta.is_empty() {
+                apply_meta(&out.tree, std::mem::take(&mut out.meta))?;
+                self.unsynced_since.get_or_insert_with(Instant::now);
+            }
         }
+        let overdue = self
+            .unsynced_since
+            .is_some_and(|t| t.elapsed() >= LAZY_METADATA_SYNC);
+        if self.unsynced_since.is_some() && (sync_requested || overdue) {
+            self.sync_metadata()?;
+        }
+        Ok(())
+    }
 
-        // 1. Data, only while the reserve stays free; undone if a file finds no room.
+    /// Step 1: the data, written only while the reserve stays free, and undone if a file finds
+    /// no room.
+    fn write_data(&mut self, outputs: &[OutputGroup]) -> Result<(), StoreError> {
         let data_bytes: u64 = outputs
             .iter()
             .map(|o| {
@@ -423,7 +347,7 @@ impl Writer {
             }
         }
         let mut written: Written = Vec::new();
-        for out in &outputs {
+        for out in outputs {
             let step = write_files(&self.fs, out, &mut self.frames, &mut written).and_then(|()| {
                 if out.created.is_empty() {
                     return Ok(());
@@ -444,9 +368,13 @@ impl Writer {
                 return Err(e);
             }
         }
-        // 2. Files of purged chunks, durably gone (renamed to their purge marker) before their
-        //    metadata goes.
-        for out in &outputs {
+        Ok(())
+    }
+
+    /// Step 2: files of purged chunks, durably gone (renamed to their purge marker) before
+    /// their metadata goes.
+    fn remove_purged(&mut self, outputs: &[OutputGroup]) -> Result<(), StoreError> {
+        for out in outputs {
             for &chunk in &out.purged {
                 let (path, marker) = (chunk_file(&out.dir, chunk), purged_file(&out.dir, chunk));
                 match self.fs.rename(&path, &marker) {
@@ -461,29 +389,8 @@ impl Writer {
                     .map_err(|e| io_error("fsync", &out.dir, e))?;
             }
         }
-        // 3. Metadata.
-        for out in &mut outputs {
-            if !out.meta.is_empty() {
-                apply_meta(&out.tree, std::mem::take(&mut out.meta))?;
-                self.unsynced_since.get_or_insert_with(Instant::now);
-            }
-        }
-        let overdue = self
-            .unsynced_since
-            .is_some_and(|t| t.elapsed() >= LAZY_METADATA_SYNC);
-        if self.unsynced_since.is_some() && (sync_requested || overdue) {
-            self.sync_metadata()?;
-        }
         Ok(())
     }
-}
-
-/// The purges of `ops` (what still runs of a request whose data is refused or cancelled).
-fn purges_of(ops: &[Op]) -> Vec<Op> {
-    ops.iter()
-        .filter(|op| matches!(op, Op::Purge { .. }))
-        .cloned()
-        .collect()
 }
 
 /// Undoes step 1 of a group that found no room: files it created are deleted, files it
@@ -608,41 +515,5 @@ fn apply_meta(tree: &Tree, mut changes: Vec<(IVec, Option<IVec>)>) -> Result<(),
         }
     }
     tree.apply_batch(batch)?;
-    Ok(())
-}
-
-fn add_ops(g: &mut OutputGroup, ops: Vec<Op>) -> Result<(), StoreError> {
-    for op in ops {
-        match op {
-            Op::Create { chunk, created_ms } => {
-                g.created.insert(chunk, created_ms);
-            }
-            Op::Append { chunk, records } => match g.appended.get_mut(&chunk) {
-                Some(pending) => pending.extend(&records)?,
-                None => {
-                    g.appended.insert(chunk, records);
-                }
-            },
-            Op::PutMeta { chunk, meta } => {
-                g.meta
-                    .push((IVec::from(&meta_key(chunk)[..]), Some(IVec::from(meta))));
-            }
-            Op::Purge { chunk } => {
-                // A chunk created and purged in the same group never reaches the disk.
-                g.appended.remove(&chunk);
-                if g.created.remove(&chunk).is_none() {
-                    g.purged.push(chunk);
-                }
-                // Data values of a chunk written by the first release (DataStorage::SledValues).
-                for key in g.tree.scan_prefix(chunk_data_prefix(chunk)).keys() {
-                    g.meta.push((key?, None));
-                }
-                g.meta.push((IVec::from(&meta_key(chunk)[..]), None));
-            }
-            Op::RemoveKey(key) => {
-                g.meta.push((IVec::from(key), None));
-            }
-        }
-    }
     Ok(())
 }
