@@ -433,3 +433,22 @@ fn the_readme_before_and_after_is_what_convert_prints() {
         readme_block("After (`firehose-relay convert")
     );
 }
+
+#[test]
+fn a_value_the_relay_refuses_names_the_fluent_conf_and_the_key() {
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::write(
+        tmp.path().join("fluent.conf"),
+        "<source>\n  @type sample\n  tag a\n</source>\n<match **>\n  @type kinesis_firehose\n  region eu-west-1\n  delivery_stream_name s\n  <buffer>\n    flush_thread_count 0\n  </buffer>\n</match>\n",
+    )
+    .unwrap();
+    let out = relay_cmd(tmp.path(), &["check", "--config", "fluent.conf"], &[]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains(
+            "`outputs.firehose.buffer.flush_thread_count` in fluent.conf: must be at least 1"
+        ),
+        "{}",
+        text(&out.stderr)
+    );
+}

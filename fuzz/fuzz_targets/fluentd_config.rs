@@ -1,5 +1,7 @@
 //! Arbitrary text into the fluent.conf parser: it must never panic, and whatever it accepts
-//! must be consistent (every position inside the text, every directive named).
+//! must be consistent (every position inside the text, every directive named). What it accepts
+//! then goes through the converter, which must not panic either, must write valid TOML, and
+//! must place every finding inside the text.
 #![no_main]
 
 use firehose_relay::fluentd::parse_str;
@@ -27,6 +29,14 @@ fuzz_target!(|data: &[u8]| {
             for d in &parsed.document.directives {
                 check(d, lines);
             }
+            let conversion = firehose_relay::fluentd::convert::convert(&parsed);
+            if let Err(e) = conversion.toml.parse::<toml::Table>() {
+                panic!("invalid TOML ({e}):\n{}", conversion.toml);
+            }
+            for f in &conversion.findings {
+                assert!(f.pos.line >= 1 && f.pos.line <= lines, "{f}");
+            }
+            let _ = conversion.report();
         }
         Err(e) => {
             assert!(e.pos.line >= 1 && e.pos.line <= lines, "{e}");

@@ -242,9 +242,15 @@ impl Config {
         let mut figment = Figment::from(Serialized::defaults(Config::default()));
         if let Some(file) = file {
             let toml = if file.converted {
-                Toml::string(&file.toml)
+                ConvertedFrom {
+                    inner: Toml::string(&file.toml),
+                    fluent_conf: Some(file.path.clone()),
+                }
             } else {
-                Toml::file_exact(&file.path)
+                ConvertedFrom {
+                    inner: Toml::file_exact(&file.path),
+                    fluent_conf: None,
+                }
             };
             figment = if options.skip_credentials {
                 figment.merge(interpolate::InterpolatedExceptCredentials(toml))
@@ -464,6 +470,34 @@ fn ordered<'a>(declared: &'a [String], all: impl Iterator<Item = &'a String>) ->
         }
     }
     out
+}
+
+/// A TOML provider that, for the TOML converted from a fluent.conf, names the fluent.conf as
+/// where values come from (errors then say `in /etc/fluent/fluent.conf`).
+struct ConvertedFrom<P> {
+    inner: P,
+    fluent_conf: Option<PathBuf>,
+}
+
+impl<P: figment::Provider> figment::Provider for ConvertedFrom<P> {
+    fn metadata(&self) -> figment::Metadata {
+        match &self.fluent_conf {
+            Some(path) => {
+                figment::Metadata::from("fluent.conf", figment::Source::File(path.clone()))
+            }
+            None => self.inner.metadata(),
+        }
+    }
+
+    fn data(
+        &self,
+    ) -> Result<figment::value::Map<figment::Profile, figment::value::Dict>, figment::Error> {
+        self.inner.data()
+    }
+
+    fn profile(&self) -> Option<figment::Profile> {
+        self.inner.profile()
+    }
 }
 
 /// The config file as TOML: as written, or converted from a fluent.conf.

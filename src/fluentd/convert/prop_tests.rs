@@ -488,3 +488,124 @@ proptest! {
         prop_assert_eq!(&from_fluent.order, &from_expected.order);
     }
 }
+
+/// A piece of a fluent.conf-like text: parameters, or a section of them with nested sections;
+/// the names and plugin types the converter knows, values of every shape (some wrong).
+fn line() -> impl Strategy<Value = String> {
+    // A section tag and the `@type` line it usually has.
+    let tags = prop_oneof![
+        Just(("source", "@type forward")),
+        Just(("source", "@type sample\ntag a.b")),
+        Just(("source", "@type tail")),
+        Just((
+            "match **",
+            "@type kinesis_firehose\nregion r\ndelivery_stream_name s"
+        )),
+        Just(("match app.**", "@type file\npath /tmp/x")),
+        Just(("match fluent.**", "@type stdout")),
+        Just(("filter **", "@type stdout")),
+        Just(("label @X", "")),
+        Just(("label @ERROR", "")),
+        Just(("buffer", "@type file\npath /tmp/b")),
+        Just(("buffer tag", "")),
+        Just(("security", "shared_key k")),
+        Just(("user", "username u\npassword p")),
+        Just(("client", "network 10.0.0.0/8")),
+        Just(("transport tls", "cert_path /c\nprivate_key_path /k")),
+        Just(("format", "@type json")),
+        Just(("inject", "")),
+        Just(("web_identity_credentials", "role_arn arn:aws:iam::1:role/r")),
+        Just(("assume_role_credentials", "")),
+        Just(("system", "")),
+    ];
+    let keys = prop_oneof![
+        Just("@type"),
+        Just("@id"),
+        Just("@label"),
+        Just("port"),
+        Just("bind"),
+        Just("tag"),
+        Just("rate"),
+        Just("sample"),
+        Just("shared_key"),
+        Just("user_auth"),
+        Just("allow_anonymous_source"),
+        Just("network"),
+        Just("host"),
+        Just("username"),
+        Just("password"),
+        Just("cert_path"),
+        Just("private_key_path"),
+        Just("client_cert_auth"),
+        Just("delivery_stream_name"),
+        Just("region"),
+        Just("compression"),
+        Just("ssl_verify_peer"),
+        Just("batch_request_max_size"),
+        Just("path"),
+        Just("flush_interval"),
+        Just("chunk_limit_size"),
+        Just("queue_limit_length"),
+        Just("flush_mode"),
+        Just("duration_seconds"),
+        Just("aws_key_id"),
+        Just("aws_sec_key"),
+    ];
+    let values = prop_oneof![
+        Just(String::new()),
+        Just("forward".to_owned()),
+        Just("sample".to_owned()),
+        Just("kinesis_firehose".to_owned()),
+        Just("file".to_owned()),
+        Just("json".to_owned()),
+        Just("true".to_owned()),
+        Just("1.5m".to_owned()),
+        Just("\"#{ENV['X'] || 'd'}\"".to_owned()),
+        Just("\"#{Time.now}\"".to_owned()),
+        Just("{\"k\":[1,null]}".to_owned()),
+        Just("[{\"a\":1},{\"b\":2}]".to_owned()),
+        "[ -~]{0,12}",
+    ];
+    let param = (keys, values).prop_map(|(k, v)| format!("{k} {v}"));
+    let leaf = proptest::collection::vec(param.clone(), 0..6).prop_map(|ps| ps.join("\n"));
+    // Balanced sections nested up to 3 deep, so that most texts parse.
+    leaf.prop_recursive(3, 64, 6, move |inner| {
+        (
+            tags.clone(),
+            proptest::collection::vec(param.clone(), 0..6),
+            proptest::collection::vec(inner, 0..4),
+        )
+            .prop_map(|((t, ty), ps, children)| {
+                let name = t.split(' ').next().unwrap_or(t);
+                format!(
+                    "<{t}>\n{ty}\n{}\n{}\n</{name}>",
+                    ps.join("\n"),
+                    children.join("\n")
+                )
+            })
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig {
+        cases: 512,
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    })]
+
+    /// Whatever parses converts without panicking, into valid TOML, with every finding inside
+    /// the text (the fuzz target checks the same on arbitrary bytes).
+    #[test]
+    fn any_parsed_config_converts_to_valid_toml(sections in proptest::collection::vec(line(), 1..6)) {
+        let text = sections.join("\n");
+        let lines: Vec<&str> = text.lines().collect();
+        if let Ok(parsed) = crate::fluentd::parse_str(&text, "fluent.conf") {
+            let c = super::convert(&parsed);
+            prop_assert!(c.toml.parse::<toml::Table>().is_ok(), "{}\n---\n{}", text, c.toml);
+            let n = u32::try_from(lines.len() + 1).unwrap();
+            for f in &c.findings {
+                prop_assert!(f.pos.line >= 1 && f.pos.line <= n, "{}", f);
+            }
+        }
+    }
+}
