@@ -412,6 +412,9 @@ type = "file"
     );
     let mut child = common::spawn_relay(&conf, &[]);
     let http = common::wait_http_addr(dir.path(), &mut child);
+    // The HTTP endpoint answers while the buffers recover, before the sources (and their
+    // metric families) exist: scrape once the forward source listens.
+    common::wait_forward_addr(dir.path(), &mut child, "forward");
     let exposition = common::wait_for(Duration::from_secs(30), "/metrics with credentials", || {
         let text = scrape(http);
         text.contains("firehose_relay_aws_credentials_expiry_timestamp_seconds{")
