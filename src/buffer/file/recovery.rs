@@ -13,7 +13,9 @@ use std::sync::Arc;
 
 use sled::Tree;
 
-use super::codec::{self, chunk_data_prefix, meta_key, ChunkMeta, DataStorage, StoredState};
+use super::codec::{
+    self, chunk_data_prefix, meta_key, ChunkMeta, CodecError, DataStorage, StoredState,
+};
 use super::quarantine;
 use super::store::{
     chunk_file, chunk_files, max_chunk_id, purged_file, purged_files, Store, StoreError,
@@ -45,6 +47,70 @@ pub(crate) fn recover(
     output: &str,
 ) -> Result<Recovered, StoreError> {
     let mut rec = Recovered::default();
+    let (mut readable, bad) = read_metadata(tree)?;
+    // Chunks that could not be quarantined for lack of room: left as they are on disk, not
+    // loaded, tried again at the next start.
+    let kept = quarantine_unreadable(store, tree, dir, output, bad, &mut rec)?;
+    let mut purges_completed = 0u64;
+    let files = chunk_files(dir)?;
+    let markers = purged_files(dir)?;
+    let ids: BTreeSet<ChunkId> = readable
+        .keys()
+        .chain(files.iter())
+        .copied()
+        .filter(|id| !kept.contains(id))
+        .collect();
+    for id in ids {
+        let has_file = files.binary_search(&id).is_ok();
+        let meta = match readable.remove(&id) {
+            // The first release rewrote the metadata with every append: its counts are current.
+            Some(m) if matches!(m.storage, DataStorage::SledValues { .. }) => Some(m),
+            Some(m) if m.state == StoredState::Queued => {
+                if has_file {
+                    Some(m)
+                } else if markers.binary_search(&id).is_ok() {
+                    // A purge renames the file to its marker (durably) before the metadata
+                    // goes.
+                    store.submit_wait(tree, dir, vec![Op::Purge { chunk: id }])?;
+                    purges_completed += 1;
+                    None
+                } else {
+                    missing_file(store, tree, dir, output, id, &m)?;
+                    rec.quarantined += 1;
+                    None
+                }
+            }
+            // A staged chunk: its file is the truth.
+            _ if has_file => recover_staged(store, tree, dir, output, id, &mut rec)?,
+            Some(_) => {
+                store.submit_wait(tree, dir, vec![Op::Purge { chunk: id }])?;
+                None
+            }
+            None => None,
+        };
+        if let Some(mut meta) = meta {
+            meta.state = StoredState::Queued;
+            rec.chunks.push((id, meta));
+        }
+    }
+    remove_purge_markers(store, dir, &markers)?;
+    if purges_completed > 0 {
+        tracing::info!(
+            output,
+            chunks = purges_completed,
+            "buffer: finished purges of delivered chunks that a stop cut short"
+        );
+    }
+    rec.next_id = max_chunk_id(tree, dir)?.map_or(1, |m| m.0.saturating_add(1));
+    Ok(rec)
+}
+
+/// Keys of chunk metadata that cannot be read, with why.
+type Unreadable = Vec<(Vec<u8>, CodecError)>;
+
+/// Reads every chunk's metadata: the readable ones by chunk, and the keys of those that are not,
+/// with why.
+fn read_metadata(tree: &Tree) -> Result<(BTreeMap<ChunkId, ChunkMeta>, Unreadable), StoreError> {
     let mut readable = BTreeMap::new();
     let mut bad = Vec::new();
     for kv in tree.scan_prefix([codec::META_PREFIX]) {
@@ -57,8 +123,19 @@ pub(crate) fn recover(
             Err(e) => bad.push((k.to_vec(), e)),
         }
     }
-    // Chunks that could not be quarantined for lack of room: left as they are on disk, not
-    // loaded, tried again at the next start.
+    Ok((readable, bad))
+}
+
+/// Quarantines the chunks whose metadata is unreadable (and malformed keys). Returns the
+/// chunks left as they are because quarantine found no room.
+fn quarantine_unreadable(
+    store: &Store,
+    tree: &Tree,
+    dir: &Arc<Path>,
+    output: &str,
+    bad: Unreadable,
+    rec: &mut Recovered,
+) -> Result<BTreeSet<ChunkId>, StoreError> {
     let mut kept = BTreeSet::new();
     for (key, err) in bad {
         let reason = format!("unreadable chunk metadata: {err}");
@@ -86,60 +163,38 @@ pub(crate) fn recover(
         }
         rec.quarantined += 1;
     }
-    let mut purges_completed = 0u64;
-    let files = chunk_files(dir)?;
-    let markers = purged_files(dir)?;
-    let ids: BTreeSet<ChunkId> = readable
-        .keys()
-        .chain(files.iter())
-        .copied()
-        .filter(|id| !kept.contains(id))
-        .collect();
-    for id in ids {
-        let has_file = files.binary_search(&id).is_ok();
-        let meta = match readable.remove(&id) {
-            // The first release rewrote the metadata with every append: its counts are current.
-            Some(m) if matches!(m.storage, DataStorage::SledValues { .. }) => Some(m),
-            Some(m) if m.state == StoredState::Queued => {
-                if has_file {
-                    Some(m)
-                } else if markers.binary_search(&id).is_ok() {
-                    // A purge renames the file to its marker (durably) before the metadata
-                    // goes.
-                    store.submit_wait(tree, dir, vec![Op::Purge { chunk: id }])?;
-                    purges_completed += 1;
-                    None
-                } else {
-                    let undelivered = m.records.saturating_sub(m.delivered.count() as u64);
-                    tracing::warn!(output, chunk = %id, undelivered_records = undelivered,
-                        "buffer: the file of an undelivered chunk is missing (deleted outside the relay, or lost by the file system)");
-                    let reason = format!(
-                        "the chunk file is missing although the chunk was not delivered \
-                         ({undelivered} undelivered records are lost); deleted outside the \
-                         relay or lost by the file system"
-                    );
-                    quarantine_chunk(store, tree, dir, output, id, &reason)?;
-                    rec.quarantined += 1;
-                    None
-                }
-            }
-            // A staged chunk: its file is the truth.
-            _ if has_file => recover_staged(store, tree, dir, output, id, &mut rec)?,
-            Some(_) => {
-                store.submit_wait(tree, dir, vec![Op::Purge { chunk: id }])?;
-                None
-            }
-            None => None,
-        };
-        if let Some(mut meta) = meta {
-            meta.state = StoredState::Queued;
-            rec.chunks.push((id, meta));
-        }
-    }
+    Ok(kept)
+}
+
+/// A queued chunk whose file is gone without a purge marker: its undelivered records are lost.
+/// Said loudly, and its metadata quarantined.
+fn missing_file(
+    store: &Store,
+    tree: &Tree,
+    dir: &Arc<Path>,
+    output: &str,
+    id: ChunkId,
+    m: &ChunkMeta,
+) -> Result<(), StoreError> {
+    let undelivered = m.records.saturating_sub(m.delivered.count() as u64);
+    tracing::warn!(output, chunk = %id, undelivered_records = undelivered,
+        "buffer: the file of an undelivered chunk is missing (deleted outside the relay, or lost by the file system)");
+    let reason = format!(
+        "the chunk file is missing although the chunk was not delivered \
+         ({undelivered} undelivered records are lost); deleted outside the \
+         relay or lost by the file system"
+    );
+    quarantine_chunk(store, tree, dir, output, id, &reason)?;
+    Ok(())
+}
+
+/// Deletes the purge markers once recovery is done with them (the metadata of their chunks is
+/// durably gone), and syncs the directory.
+fn remove_purge_markers(store: &Store, dir: &Path, markers: &[ChunkId]) -> Result<(), StoreError> {
     // Every purge marker is finished with now: the metadata of its chunk is durably gone.
     if !markers.is_empty() {
         let fs = store.fs();
-        for id in &markers {
+        for id in markers {
             let path = purged_file(dir, *id);
             match fs.remove_file(&path) {
                 Ok(()) => {}
@@ -150,15 +205,7 @@ pub(crate) fn recover(
         fs.sync_dir(dir)
             .map_err(|e| StoreError::io(format!("fsync {}", dir.display()), e))?;
     }
-    if purges_completed > 0 {
-        tracing::info!(
-            output,
-            chunks = purges_completed,
-            "buffer: finished purges of delivered chunks that a stop cut short"
-        );
-    }
-    rec.next_id = max_chunk_id(tree, dir)?.map_or(1, |m| m.0.saturating_add(1));
-    Ok(rec)
+    Ok(())
 }
 
 /// Brings back a staged chunk from its file alone: counts its complete records, cuts an
