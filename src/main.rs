@@ -229,6 +229,14 @@ fn run_command(cli: Cli) -> Outcome {
         Command::Run => {
             let (cfg, runtime) = start(cli.config)?;
             runtime.block_on(firehose_relay::app::run(cfg))?;
+            // Tasks that still hold a buffer go with the runtime; the buffer database is
+            // closed (its final sync done) once the last of them is gone.
+            drop(runtime);
+            if let Some(why) = firehose_relay::buffer::file::store::shutdown_failure() {
+                return Err(
+                    anyhow::anyhow!("the buffer database was not closed cleanly: {why}").into(),
+                );
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::DeadLetter {

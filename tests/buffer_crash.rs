@@ -20,6 +20,10 @@
 //!   file without metadata) is adopted at startup; strace makes the `fdatasync` of that file
 //!   fail with `EIO`, and the relay must exit non-zero naming the file, not make the chunk's
 //!   metadata durable for bytes that may not be.
+//! * `a_failing_disk_at_shutdown_is_a_clear_error_not_an_abort`: strace makes every `fsync`
+//!   of the buffer database fail with `EIO` (the relay syncs it with `fdatasync` while it
+//!   runs; sled's `Drop` ends with `sync_all().unwrap()`); the relay must exit non-zero with
+//!   an error saying so, not panic.
 
 mod common;
 
@@ -475,4 +479,87 @@ path = "{}"
     let store = Store::open(&data, 8 << 20).unwrap();
     let stats = firehose_relay::buffer::file::inspect::stats(&store).unwrap();
     assert_eq!((stats[0].staged_chunks, stats[0].records), (1, 1));
+}
+
+/// Defect 8 of issue 15: sled's `Drop` panics when the final `fsync` of its file fails. The
+/// relay makes that sync itself before sled would, and on failure exits with an error.
+#[test]
+fn a_failing_disk_at_shutdown_is_a_clear_error_not_an_abort() {
+    if Command::new("strace").arg("-V").output().is_err() {
+        panic!("this test needs strace: install it (apt-get install -y strace)");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let config = format!(
+        r#"
+data_dir = "{}"
+[http]
+listen = ""
+[sources.sample]
+type = "sample"
+tag = "raw.sample"
+rate = 50
+record = {{ message = "sample" }}
+[outputs.local]
+type = "file"
+match = "**"
+path = "{}"
+[outputs.local.buffer]
+flush_interval = "1h"
+flush_at_shutdown = false
+"#,
+        data.display(),
+        dir.path().join("out").display()
+    );
+    let config_path = dir.path().join("relay.toml");
+    std::fs::write(&config_path, config).unwrap();
+    let stderr_path = dir.path().join("stderr.log");
+    let mut strace = common::KillOnDrop(
+        Command::new("strace")
+            .args(["-f", "-qq", "-o", "/dev/null", "-e", "trace=fsync"])
+            .args(["-e", "inject=fsync:error=EIO", "-P"])
+            .arg(data.join("buffer/db"))
+            .arg(common::relay_bin())
+            .args(["run", "--config"])
+            .arg(&config_path)
+            .env_remove("RELAY_CONFIG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&stderr_path).unwrap())
+            .spawn()
+            .expect("start strace"),
+    );
+    let log = || std::fs::read_to_string(&stderr_path).unwrap_or_default();
+    let start = Instant::now();
+    while !log().contains("firehose-relay started") {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "no start: {}",
+            log()
+        );
+        assert!(
+            strace.try_wait().unwrap().is_none(),
+            "exited early: {}",
+            log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let children = format!("/proc/{0}/task/{0}/children", strace.id());
+    let relay = std::fs::read_to_string(children).unwrap();
+    let relay = relay.split_whitespace().next().expect("the traced relay");
+    assert!(Command::new("kill")
+        .args(["-TERM", relay])
+        .status()
+        .unwrap()
+        .success());
+    let status = common::wait_exit(&mut strace, Duration::from_secs(30));
+    let text = log();
+    assert!(!text.contains("panicked"), "{text}");
+    assert_eq!(status.code(), Some(1), "{text}");
+    assert!(
+        text.contains("buffer database was not closed cleanly")
+            && text.contains("Input/output error"),
+        "{text}"
+    );
 }

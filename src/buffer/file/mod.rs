@@ -149,7 +149,18 @@
 //! `FaultFs` (`src/fsutil/faults.rs`) that fails chosen calls (`EIO`, `ENOSPC`,
 //! `EMFILE`, short writes, failed `fdatasync`) and simulates power losses, so that every
 //! statement below about faults is tested by injecting the fault (`tests/faults.rs`).
-//! sled's own file I/O is not behind the seam.
+//! sled's own file I/O is not behind the seam; for it:
+//!
+//! * every value stays far below sled's blob threshold (a quarter of `segment_size`; larger
+//!   values become blob files that nothing fsyncs): a chunk closes at
+//!   `codec::MAX_CHUNK_RECORDS` (2 Mi) records whatever `chunk_limit_records` says, so a
+//!   metadata value, delivered-record bitset included, is at most `codec::MAX_META_VALUE`
+//!   (289 KiB);
+//! * when the writer stops it flushes sled and `fsync`s its file itself. sled's `Drop` ends
+//!   with `sync_all().unwrap()`, which panics on a failing disk: if our sync fails the writer
+//!   leaks its handle on the database so that sled's `Drop` never runs, and logs the error;
+//!   that failure, or an earlier one of the store, makes `firehose-relay run` exit 1 with it
+//!   once its runtime is gone (`store::shutdown_failure`).
 //!
 //! Startup logs the recovered chunks, records and bytes per output; what is left of that
 //! recovered backlog is in [`BufferStats::backlog`](crate::buffer::BufferStats), which the

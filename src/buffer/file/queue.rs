@@ -10,7 +10,7 @@ use prometheus_client::metrics::counter::Counter;
 use sled::Tree;
 use tokio::sync::{oneshot, Notify};
 
-use super::codec::StoredState;
+use super::codec::{StoredState, MAX_CHUNK_RECORDS};
 use super::read::{read_chunk, ReadError};
 use super::recovery;
 use super::state::{Entry, Pending, Phase, Prepared, Replay, State, Undo};
@@ -69,9 +69,15 @@ impl FileBuffer {
     /// quarantined chunks (a Prometheus counter the caller registered).
     pub fn open(
         store: Arc<Store>,
-        policy: BufferPolicy,
+        mut policy: BufferPolicy,
         quarantined: Counter,
     ) -> Result<FileBuffer, StoreError> {
+        // Keeps every chunk's metadata far below sled's blob threshold (issue 15, defect 8).
+        policy.chunk_limit_records = Some(
+            policy
+                .chunk_limit_records
+                .map_or(MAX_CHUNK_RECORDS, |n| n.min(MAX_CHUNK_RECORDS)),
+        );
         let tree = store.tree(&policy.output)?;
         let dir = store.chunk_dir(&policy.output)?;
         let rec = recovery::recover(&store, &tree, &dir, &policy.output)?;

@@ -206,10 +206,15 @@ impl Store {
         // sled never fsyncs its config file nor the directory entries it created: do it once,
         // so that a power loss right after the first start cannot leave a database without
         // them.
+        // `db` gets an `fdatasync` (its data and size), like every later sync of it: the only
+        // `fsync` of `db` is the writer's last one when it stops.
         for f in ["conf", "db"] {
             let p = path.join(f);
             fs.open(&p, OpenMode::Read)
-                .and_then(|f| fs.sync_all(&f, &p))
+                .and_then(|file| match f {
+                    "db" => fs.sync_data(&file, &p),
+                    _ => fs.sync_all(&file, &p),
+                })
                 .map_err(|e| io(&format!("fsync {}", p.display()), e))?;
         }
         // `chunks/`, `buffer/` and `data_dir` are fsynced on every open, not only when created:
@@ -454,6 +459,21 @@ impl Drop for Store {
             }
         }
     }
+}
+
+/// Why a buffer database could not be closed cleanly in this process, if one could not.
+static SHUTDOWN_FAILURE: OnceLock<String> = OnceLock::new();
+
+/// Records that a store's writer could not make its database durable when it stopped.
+pub(crate) fn record_shutdown_failure(e: &StoreError) {
+    let _ = SHUTDOWN_FAILURE.set(e.to_string());
+}
+
+/// Why a buffer database of this process could not be closed cleanly (its final sync failed,
+/// or it had failed earlier), once every handle on it is gone. The relay checks it after
+/// shutting down and exits with an error instead of 0.
+pub fn shutdown_failure() -> Option<&'static str> {
+    SHUTDOWN_FAILURE.get().map(String::as_str)
 }
 
 /// The file of chunk `chunk` in an output's chunk directory: `<16 hex digits>.chunk`, so that

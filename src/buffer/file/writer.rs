@@ -202,6 +202,33 @@ impl Writer {
         if self.unsynced_since.is_some() {
             self.sync_metadata_now();
         }
+        self.close();
+    }
+
+    /// The last thing the writer does: flush sled and `fsync` its file through our own handle,
+    /// so that sled's `Drop` (which ends in `sync_all().unwrap()` on that file: a panic, and
+    /// an abort at exit, on a failing disk) has nothing left to fail on. If that sync fails,
+    /// this handle on the database is leaked on purpose: sled's `Drop` runs only when the last
+    /// handle goes, so it never runs. That failure, or an earlier one of the store, is recorded
+    /// for [`super::store::shutdown_failure`] so that the relay exits with an error.
+    fn close(self) {
+        // Tried also after an earlier failure (of a chunk file, say): the database itself may
+        // be fine, and sled's `Drop` releases its lock, which a restart in the same process
+        // (the tests) needs.
+        let synced = self.db.flush().map_err(StoreError::from).and_then(|_| {
+            self.fs
+                .sync_all(&self.db_file, &self.db_file_path)
+                .map_err(|e| StoreError::io("fsync of the buffer database at shutdown", e))
+        });
+        if let Some(e) = self.failed.get() {
+            super::store::record_shutdown_failure(e);
+        }
+        if let Err(e) = synced {
+            tracing::error!(error = %e,
+                "buffer database could not be made durable at shutdown; the next start recovers from what is on disk");
+            super::store::record_shutdown_failure(&e);
+            std::mem::forget(self.db);
+        }
     }
 
     /// Poisons the store on an error that is not a lack of room.

@@ -21,6 +21,19 @@ pub const META_V2: u8 = 2;
 
 /// Fixed part of a metadata value: version (1), crc32 (4).
 const META_HEADER: usize = 5;
+/// Most records a chunk of the file buffer holds (whatever `chunk_limit_records` says), so
+/// that its metadata stays small for sled: the delivered-record bitset of a full chunk is
+/// 32 Ki words, and a metadata value at most [`MAX_META_VALUE`] (289 KiB). sled 0.34 writes values above
+/// about a quarter of its segment size (8 MiB: [`SEGMENT_SIZE`](super::super::store::SEGMENT_SIZE))
+/// as separate blob files that nothing fsyncs; every value stays at least 4 times below that.
+pub const MAX_CHUNK_RECORDS: u64 = 1 << 21;
+
+/// The largest metadata value written: the bitset of [`MAX_CHUNK_RECORDS`] (64-bit words, at
+/// most 9 bytes each in bincode's variable-length encoding) plus the rest.
+pub const MAX_META_VALUE: usize = (MAX_CHUNK_RECORDS / 64) as usize * 9 + 1024;
+
+const _: () = assert!(MAX_META_VALUE <= super::super::store::SEGMENT_SIZE / 4 / 4);
+
 /// Metadata larger than this is refused: it bounds what a corrupted length prefix can make the
 /// decoder allocate (a delivered set for 64 Mi records fits in 8 MiB).
 const META_DECODE_LIMIT: usize = 16 << 20;

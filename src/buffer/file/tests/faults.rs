@@ -84,7 +84,13 @@ async fn recovery_syncs_an_adopted_file_before_its_metadata() {
         })
     })
     .expect("the adopted chunk file was never synced");
-    let db = pos(FsOp::SyncData, &|p| p.ends_with("buffer/db")).expect("no database sync");
+    // The first database sync after recovery read the file is the one of its metadata.
+    let read = pos(FsOp::Read, &|p| p.extension().is_some_and(|e| e == "chunk")).expect("read");
+    let db = calls[read..]
+        .iter()
+        .position(|(o, p)| *o == FsOp::SyncData && p.ends_with("buffer/db"))
+        .map(|i| i + read)
+        .expect("no database sync");
     assert!(file < db, "file synced after its metadata: {calls:?}");
     let chunk_dir = dir.path().join("buffer/chunks/out");
     assert!(
@@ -345,4 +351,50 @@ async fn a_read_failing_for_want_of_descriptors_is_retried_until_it_works() {
     assert_eq!(fs.injected().len() as u32, READ_ATTEMPTS + 2);
     assert_eq!(ids_of(&c.records, |_| true), (0..10).collect::<Vec<_>>());
     assert_eq!(b.stats().quarantined_chunks, 0);
+}
+
+/// Defect 8 of issue 15: no metadata value grows past [`MAX_META_VALUE`] (far below sled's
+/// blob threshold, a quarter of its segment size), even for an output whose chunks could hold
+/// millions of tiny records: a chunk closes at [`MAX_CHUNK_RECORDS`], so its delivered-record
+/// bitset stays bounded.
+#[tokio::test]
+async fn chunk_metadata_stays_far_below_sleds_blob_threshold() {
+    use super::super::codec::{MAX_CHUNK_RECORDS, MAX_META_VALUE};
+    let dir = tempfile::tempdir().unwrap();
+    let p = policy(64 << 20, 1 << 30, OverflowAction::Block);
+    let (s, b) = open(dir.path(), &p);
+    let n = 2 * MAX_CHUNK_RECORDS + 5;
+    let mut r = Records::new();
+    for _ in 0..n {
+        r.push(b"x").unwrap();
+    }
+    b.append(r).await.unwrap();
+    b.enqueue_staged(Enqueue::All).await.unwrap();
+    let mut records = 0;
+    while let Some(c) = b.take(now_ms()).await.unwrap() {
+        assert!(c.records.len() as u64 <= MAX_CHUNK_RECORDS);
+        records += c.records.len() as u64;
+        // The largest bitset: everything but the first record delivered.
+        let delivered: DeliveredSet = (1..c.records.len()).collect();
+        b.release(
+            c.id,
+            delivered,
+            RetryState {
+                failures: 1,
+                first_failure_ms: Some(1),
+                next_attempt_ms: u64::MAX,
+            },
+        )
+        .await
+        .unwrap();
+    }
+    assert_eq!(records, n);
+    for kv in s.tree("out").unwrap().iter() {
+        let (_, v) = kv.unwrap();
+        assert!(
+            v.len() <= MAX_META_VALUE,
+            "a metadata value of {} bytes",
+            v.len()
+        );
+    }
 }
