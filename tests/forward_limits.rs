@@ -1,12 +1,13 @@
 //! Limits on connections and authentication through the real binary: before the handshake a
 //! client cannot send more than a PING, failed handshakes are slowed and an address that keeps
 //! failing is locked out, UDP heartbeats honour `allow`, and a flood of idle connections cannot
-//! take the descriptors the buffer needs (soft `RLIMIT_NOFILE` 256 before starting the relay).
+//! take the descriptors the buffer needs (soft `RLIMIT_NOFILE` 256 before starting the relay),
+//! and many clients sending large messages at once stay within `in_flight_limit`.
 
 mod common;
 mod forward_support;
 
-use std::io::Write;
+use std::io::{Read, Write};
 use std::time::Duration;
 
 use forward_support::{assert_closed_without_reply, hostile, read_reply, Launch, Mp, Relay};
@@ -153,4 +154,82 @@ fn when_the_hard_limit_is_low_connections_beyond_the_budget_are_refused_and_coun
         .unwrap_or(0);
     assert!(refused > 100, "refused {refused}:\n{metrics}");
     relay.assert_still_serving("after");
+}
+
+/// A metric's value from `/metrics` text (`name{labels} value`).
+fn metric(text: &str, name: &str) -> Option<f64> {
+    text.lines()
+        .find(|l| l.starts_with(name) && l[name.len()..].starts_with('{'))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+}
+
+#[test]
+fn many_clients_sending_large_messages_stay_within_in_flight_limit_and_all_are_acknowledged() {
+    const LIMIT: u64 = 256 * 1024;
+    const CLIENTS: usize = 24;
+    const MESSAGES: usize = 4;
+    const ENTRIES: usize = 300;
+    let relay = Relay::launch(&Launch {
+        source: "in_flight_limit = \"256k\"\n",
+        http: true,
+        quiet: true,
+        ..Launch::default()
+    });
+    // PackedForward messages of ~75 KiB (300 records of ~250 B); the first client's are ~450 KiB,
+    // larger than the whole budget.
+    let message = |client: usize, m: usize| {
+        let entries = if client == 0 { 6 * ENTRIES } else { ENTRIES };
+        let mut payload = Vec::new();
+        for e in 0..entries {
+            let text = format!("c{client}-m{m}-e{e}-{}", "x".repeat(220));
+            payload.extend(Mp::new().arr(2).int(1).rec(&text).0);
+        }
+        let chunk = format!("c{client}m{m}");
+        let bytes = Mp::new()
+            .arr(3)
+            .s("t")
+            .bin(&payload)
+            .raw(&forward_support::hostile::options(&chunk, false))
+            .0;
+        (bytes, Mp::new().map(1).s("ack").s(&chunk).0)
+    };
+    let port = relay.port;
+    let clients: Vec<_> = (0..CLIENTS)
+        .map(|c| {
+            std::thread::spawn(move || {
+                let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+                s.set_read_timeout(Some(Duration::from_secs(120))).unwrap();
+                let mut acks = Vec::new();
+                for m in 0..MESSAGES {
+                    let (bytes, ack) = message(c, m);
+                    s.write_all(&bytes).unwrap();
+                    acks.extend(ack);
+                }
+                // Acks come in message order: every message was stored.
+                let mut got = vec![0u8; acks.len()];
+                s.read_exact(&mut got)
+                    .unwrap_or_else(|e| panic!("client {c}: not every message acknowledged: {e}"));
+                assert_eq!(got, acks, "client {c}");
+            })
+        })
+        .collect();
+    for c in clients {
+        c.join().unwrap();
+    }
+    let metrics = relay.http_get("/metrics").1;
+    let peak = metric(&metrics, "firehose_relay_forward_in_flight_peak_bytes").unwrap();
+    let now = metric(&metrics, "firehose_relay_forward_in_flight_bytes").unwrap();
+    let waits = metric(&metrics, "firehose_relay_forward_in_flight_waits_total").unwrap();
+    assert!(peak <= LIMIT as f64, "peak {peak} above the budget");
+    assert!(
+        peak >= (LIMIT / 2) as f64,
+        "peak {peak}: the budget was hardly used"
+    );
+    assert!(
+        waits > 0.0,
+        "no connection ever waited for the budget:\n{metrics}"
+    );
+    assert_eq!(now, 0.0, "bytes still counted in flight after every ack");
+    let expected = (CLIENTS - 1 + 6) * MESSAGES * ENTRIES;
+    assert_eq!(relay.wait_records(expected).len(), expected);
 }

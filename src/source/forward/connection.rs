@@ -1,7 +1,9 @@
 //! One client connection: optional TLS and handshake, then messages one at a time —
 //! frame, decode, emit, ack — with at most `PIPELINE_DEPTH` messages being stored at once and no
-//! read beyond that (that is the backpressure: the client's TCP window fills up when the buffer
-//! blocks). Acks go out in message order.
+//! read beyond that, and no message body read before it took its bytes of the source's
+//! `in_flight_limit` (see [`super::budget`]): that is the backpressure, the client's TCP window
+//! fills up when the buffer blocks. Acks go out in message order. The read buffer is sized for
+//! the message being read and let go once it is framed, so an idle connection holds a few KiB.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -16,6 +18,7 @@ use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
 
 use super::auth_guard::{AuthGuard, FAILURE_DELAY};
+use super::budget::{Held, InFlight, PROBE, SLACK};
 use super::decode::{
     decode_message, decode_small, DecodeError, DecodeOptions, Message, DEFAULT_RECORD_SIZE_LIMIT,
 };
@@ -29,8 +32,6 @@ use crate::ops::metrics::{source_label, Labels};
 use crate::shutdown::Shutdown;
 use crate::source::Emitter;
 
-/// Bytes requested from the socket per read.
-const READ_CHUNK: usize = 64 * 1024;
 /// Messages larger than this, or whose gzip payload inflates to more, are decoded on the
 /// blocking pool so that a big message does not stall the other connections sharing the
 /// runtime thread. Smaller ones are decoded in place: decoding runs at ~1 GB/s, so 256 KiB
@@ -115,6 +116,7 @@ pub struct Shared {
     security: Option<Security>,
     auth_guard: AuthGuard,
     message_length_limit: usize,
+    in_flight: InFlight,
     decode: DecodeOptions,
     source_address_key: Option<String>,
     source_hostname_key: Option<String>,
@@ -150,8 +152,15 @@ impl Shared {
                 .largest_record_bytes()
                 .unwrap_or(DEFAULT_RECORD_SIZE_LIMIT),
         };
+        let in_flight = InFlight::new(
+            size(config.in_flight_limit.0, "in_flight_limit")?,
+            metrics.in_flight_bytes.get_or_create(&labels).clone(),
+            metrics.in_flight_peak_bytes.get_or_create(&labels).clone(),
+            metrics.in_flight_waits.get_or_create(&labels).clone(),
+        );
         Ok(Shared {
             name: name.to_owned(),
+            in_flight,
             acks_sent,
             emit_failures,
             invalid_events,
@@ -182,6 +191,11 @@ impl Shared {
             emit_log: Throttle::new(LOG_PERIOD),
             reject_log: Throttle::new(LOG_PERIOD),
         })
+    }
+
+    /// The `in_flight_limit` in force, in bytes.
+    pub fn in_flight_limit(&self) -> usize {
+        self.in_flight.limit()
     }
 
     /// The per-record bound in force.
@@ -318,6 +332,10 @@ struct Conn<'s, S> {
     stream: S,
     buf: BytesMut,
     framer: Framer,
+    /// Bytes of `in_flight_limit` taken for the message being read.
+    held: Held,
+    /// Whether the message being read made its one take (see [`super::budget`]).
+    took: bool,
     shared: &'s Shared,
     shutdown: Shutdown,
 }
@@ -333,8 +351,10 @@ where
 {
     let mut conn = Conn {
         stream,
-        buf: BytesMut::with_capacity(READ_CHUNK),
+        buf: BytesMut::new(),
         framer: Framer::new(shared.message_length_limit),
+        held: shared.in_flight.nothing(),
+        took: false,
         shared,
         shutdown,
     };
@@ -369,8 +389,8 @@ where
             }
             frame = conn.next_frame(false), if reading && storing.len() < PIPELINE_DEPTH => {
                 match frame {
-                    Ok(Some(frame)) => match conn.decode(frame, &opts).await {
-                        Ok(Some(events)) => storing.push_back(store(shared, events)),
+                    Ok(Some((frame, held))) => match conn.decode(frame, &opts).await {
+                        Ok(Some(events)) => storing.push_back(store(shared, events, held)),
                         Ok(None) => {}
                         Err(e) => break Err(e),
                     },
@@ -405,7 +425,7 @@ where
     conn.framer = Framer::new(PING_LENGTH_LIMIT);
     let ping = conn.next_frame(true).await;
     conn.framer = Framer::new(conn.shared.message_length_limit);
-    let Some(ping) = ping? else {
+    let Some((ping, _held)) = ping? else {
         return Ok(false);
     };
     match security.answer_ping(&helo, &ping) {
@@ -424,9 +444,12 @@ where
 }
 
 /// Stores one decoded message; resolves to its ack when stored, `None` when there is nothing to
-/// send (no ack requested, or the buffer refused: then the client resends).
-async fn store(shared: &Shared, events: super::decode::Events) -> Option<Vec<u8>> {
-    match shared.emitter.emit(events.batch).await {
+/// send (no ack requested, or the buffer refused: then the client resends). The message's
+/// bytes of `in_flight_limit` are given back once the append resolved.
+async fn store(shared: &Shared, events: super::decode::Events, held: Held) -> Option<Vec<u8>> {
+    let stored = shared.emitter.emit(events.batch).await;
+    drop(held);
+    match stored {
         Ok(()) => events.ack,
         Err(e) => {
             shared.emit_failures.inc();
@@ -449,26 +472,56 @@ where
         Ok(())
     }
 
-    /// The next complete message, or `None` when the client closed cleanly, the connection
-    /// was idle for `idle_timeout`, or shutdown began. `handshake` applies `message_timeout`
-    /// even before the first byte.
-    async fn next_frame(&mut self, handshake: bool) -> Result<Option<Bytes>, ConnError> {
+    /// The next complete message with its bytes of `in_flight_limit`, or `None` when the
+    /// client closed cleanly, the connection was idle for `idle_timeout`, or shutdown began.
+    /// `handshake` applies `message_timeout` even before the first byte; waiting for the budget
+    /// does not count against it. Cancel-safe: what was read or taken stays in `self`.
+    async fn next_frame(&mut self, handshake: bool) -> Result<Option<(Bytes, Held)>, ConnError> {
         let timeout = self.shared.message_timeout;
         let mut deadline = handshake.then(|| Instant::now() + timeout);
         loop {
+            let mut want = None;
             if !self.buf.is_empty() {
                 if let Some(len) = self.framer.advance(&self.buf)? {
-                    return Ok(Some(self.buf.split_to(len).freeze()));
+                    if !self.took {
+                        // Read within the probe: counted from here until it is stored.
+                        tokio::select! {
+                            _ = self.shutdown.recv() => return Ok(None),
+                            h = self.shared.in_flight.take(len) => self.held = h,
+                        }
+                    }
+                    let held = self.held.split(len);
+                    // Taken beyond the message: given back. The bytes of the next message read
+                    // with it (at most PROBE) move to a buffer of their own, so that the frame's
+                    // allocation is freed once it is decoded.
+                    self.held = self.shared.in_flight.nothing();
+                    self.took = false;
+                    let frame = self.buf.split_to(len).freeze();
+                    self.buf = BytesMut::from(&self.buf[..]);
+                    return Ok(Some((frame, held)));
                 }
                 deadline.get_or_insert_with(|| Instant::now() + timeout);
+                want = self.take_due();
             }
             if self.shutdown.is_shutdown() {
                 return Ok(None);
             }
+            if let Some(n) = want {
+                tokio::select! {
+                    _ = self.shutdown.recv() => return Ok(None),
+                    h = self.shared.in_flight.take(n) => self.held = h,
+                }
+                self.took = true;
+                if deadline.is_some() {
+                    deadline = Some(Instant::now() + timeout);
+                }
+                continue;
+            }
             let wait_until =
                 deadline.or_else(|| self.shared.idle_timeout.map(|d| Instant::now() + d));
-            if self.buf.capacity() - self.buf.len() < READ_CHUNK / 4 {
-                self.buf.reserve(READ_CHUNK);
+            let room = self.room();
+            if self.buf.capacity() - self.buf.len() < room {
+                self.buf.reserve(room);
             }
             let expired = async {
                 match wait_until {
@@ -476,6 +529,7 @@ where
                     None => std::future::pending().await,
                 }
             };
+            let mut limited = (&mut self.stream).take(room as u64);
             let read = tokio::select! {
                 _ = self.shutdown.recv() => return Ok(None),
                 _ = expired => {
@@ -485,7 +539,7 @@ where
                     tracing::debug!(source = %self.shared.name, "closing idle forward connection");
                     return Ok(None);
                 }
-                r = self.stream.read_buf(&mut self.buf) => r?,
+                r = limited.read_buf(&mut self.buf) => r?,
             };
             if read == 0 {
                 return if self.buf.is_empty() {
@@ -494,6 +548,48 @@ where
                     Err(ConnError::Truncated(self.buf.len()))
                 };
             }
+        }
+    }
+
+    /// For an incomplete message: the bytes of `in_flight_limit` to take before reading on, if
+    /// it is time to take them (see [`super::budget`] for the rules).
+    fn take_due(&mut self) -> Option<usize> {
+        let buffered = self.buf.len();
+        let at_least = self.framer.at_least();
+        if !self.took {
+            if at_least >= buffered + SLACK {
+                // A str/bin header announced the entries: the message's length is known.
+                return Some(at_least + SLACK);
+            }
+            if buffered < PROBE {
+                return None;
+            }
+            return Some(self.shared.message_length_limit);
+        }
+        if buffered < self.held.len() || self.held.len() >= self.shared.in_flight.limit() {
+            return None;
+        }
+        // The message outgrew its take: give it back and take for the longest message (taking
+        // more while holding some could wait forever, see the budget's rules).
+        self.held = self.shared.in_flight.nothing();
+        self.took = false;
+        Some(self.shared.message_length_limit)
+    }
+
+    /// How many bytes the next read may bring: the rest of the probe before the message took
+    /// its bytes, then what it took (in steps of at most its known length or [`PROBE`], so
+    /// that little of the next message is read with it).
+    fn room(&self) -> usize {
+        let buffered = self.buf.len();
+        if !self.took {
+            return PROBE.saturating_sub(buffered).max(1);
+        }
+        let step = self.framer.at_least().saturating_sub(buffered).max(PROBE);
+        if buffered < self.held.len() {
+            (self.held.len() - buffered).min(step)
+        } else {
+            // Larger than the whole budget, which it holds: read on.
+            step
         }
     }
 

@@ -36,6 +36,12 @@ pub struct ForwardMetrics {
     pub heartbeats_refused: Family<Labels, Counter>,
     /// Failed accepts (e.g. out of file descriptors), by source and reason.
     pub accept_errors: Family<Labels, Counter>,
+    /// Bytes of `in_flight_limit` taken by messages being read, decoded or stored, by source.
+    pub in_flight_bytes: Family<Labels, Gauge>,
+    /// The highest `in_flight_bytes` since start, by source.
+    pub in_flight_peak_bytes: Family<Labels, Gauge>,
+    /// Times a connection stopped reading because `in_flight_limit` was used up, by source.
+    pub in_flight_waits: Family<Labels, Counter>,
 }
 
 impl ForwardMetrics {
@@ -100,6 +106,21 @@ impl ForwardMetrics {
             "forward_accept_errors",
             "Failed accepts of forward connections, by reason (emfile: out of file descriptors)",
             m.accept_errors.clone(),
+        );
+        metrics.register(
+            "forward_in_flight_bytes",
+            "Bytes of in_flight_limit held by forward messages being read, decoded or stored",
+            m.in_flight_bytes.clone(),
+        );
+        metrics.register(
+            "forward_in_flight_peak_bytes",
+            "Highest forward_in_flight_bytes since start",
+            m.in_flight_peak_bytes.clone(),
+        );
+        metrics.register(
+            "forward_in_flight_waits",
+            "Times a forward connection stopped reading because in_flight_limit was used up",
+            m.in_flight_waits.clone(),
         );
         m
     }

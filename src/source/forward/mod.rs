@@ -5,9 +5,12 @@
 //! * **Ack means stored.** `{"ack": chunk}` is written only after [`super::Emitter::emit`]
 //!   resolved, i.e. after the output's buffer stored every event of the message. When the emit
 //!   fails nothing is sent and the client resends.
-//! * **Backpressure, bounded memory.** A connection reads nothing while its message is being
-//!   emitted; a message longer than `message_length_limit` is rejected as soon as its length is
-//!   known (see [`msgpack::Framer`]), so a connection holds at most about that much.
+//! * **Backpressure, bounded memory.** Messages being read, decoded and stored take bytes of
+//!   one budget shared by every connection of the source (`in_flight_limit`, see [`budget`]);
+//!   when it is used up connections stop reading, so memory does not grow with the number of
+//!   clients. A connection has at most 4 messages being stored; a message longer than
+//!   `message_length_limit` is rejected as soon as its length is known (see
+//!   [`msgpack::Framer`]).
 //! * **Bad input costs one connection.** A malformed message closes its connection with a
 //!   rate-limited warning and `firehose_relay_forward_invalid_messages_total{reason}`; earlier
 //!   messages of that connection are kept, other connections are unaffected, nothing panics.
@@ -21,6 +24,7 @@
 //! would let slow DNS stall ingestion), per-client `<client>` ACLs of Fluentd's `<security>`.
 
 pub mod auth_guard;
+pub mod budget;
 pub mod connection;
 pub mod decode;
 pub mod handshake;
@@ -65,6 +69,10 @@ pub struct ForwardConfig {
     pub listen: String,
     /// Largest message accepted; a longer one closes the connection before it is buffered.
     pub message_length_limit: ByteSize,
+    /// Bytes of messages between the sockets and the buffer (read, decoded, being stored),
+    /// across all connections of this source; when used up, connections stop reading until
+    /// appends resolve. A message larger than this takes all of it. See [`budget`].
+    pub in_flight_limit: ByteSize,
     /// Largest decompressed CompressedPackedForward payload (zip-bomb guard; Fluentd's default).
     pub decompression_size_limit: ByteSize,
     /// Largest JSON text of one record. Transcoding a record stops once it passes this; the
@@ -109,6 +117,7 @@ impl Default for ForwardConfig {
             label: None,
             listen: "0.0.0.0:24224".to_owned(),
             message_length_limit: ByteSize::mib(32),
+            in_flight_limit: ByteSize::mib(8),
             decompression_size_limit: ByteSize::mib(256),
             record_size_limit: None,
             skip_invalid_event: true,
@@ -195,6 +204,11 @@ impl ForwardConfig {
         }
         if self.message_length_limit.0 < 1024 {
             p.push(("message_length_limit", "must be at least 1k".to_owned()));
+        }
+        if self.in_flight_limit.0 < 64 * 1024 {
+            p.push(("in_flight_limit", "must be at least 64k".to_owned()));
+        } else if self.in_flight_limit.0 > u64::from(u32::MAX) {
+            p.push(("in_flight_limit", "must be below 4g".to_owned()));
         }
         if usize::try_from(self.message_length_limit.0).is_err()
             || usize::try_from(self.decompression_size_limit.0).is_err()

@@ -223,6 +223,8 @@ pub struct Framer {
     limit: usize,
     pos: usize,
     pending: u64,
+    /// Length the current message is known to reach at least (0 before any byte was seen).
+    at_least: usize,
 }
 
 impl Framer {
@@ -232,6 +234,7 @@ impl Framer {
             limit,
             pos: 0,
             pending: 1,
+            at_least: 0,
         }
     }
 
@@ -246,6 +249,7 @@ impl Framer {
                     if self.pos.saturating_add(n) > self.limit {
                         return Err(DecodeError::TooLarge { limit: self.limit });
                     }
+                    self.at_least = self.pos + n;
                     return Ok(None);
                 }
                 Parsed::Done(item, used) => {
@@ -260,7 +264,15 @@ impl Framer {
         let len = self.pos;
         self.pos = 0;
         self.pending = 1;
+        self.at_least = 0;
         Ok(Some(len))
+    }
+
+    /// After `advance` returned `Ok(None)`: the length the current message is known to reach
+    /// at least. Far beyond the bytes received when a str/bin payload (PackedForward's entries)
+    /// announced its length; just past them while items keep coming one by one.
+    pub fn at_least(&self) -> usize {
+        self.at_least
     }
 
     /// True when no byte of the next message has been consumed yet.
