@@ -11,26 +11,21 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use futures::StreamExt;
-use prometheus_client::metrics::counter::Counter;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
-use tokio_rustls::TlsAcceptor;
 
-use super::auth_guard::{AuthGuard, FAILURE_DELAY};
-use super::budget::{Held, InFlight, PROBE, SLACK};
-use super::decode::{
-    decode_message, decode_small, DecodeError, DecodeOptions, Message, DEFAULT_RECORD_SIZE_LIMIT,
-};
+use super::auth_guard::FAILURE_DELAY;
+use super::budget::{Held, PROBE, SLACK};
+use super::decode::{decode_message, decode_small, DecodeError, DecodeOptions, Message};
 use super::handshake::Security;
-use super::metrics::ForwardMetrics;
 use super::msgpack::Framer;
-use super::ForwardConfig;
 use crate::event::EventTime;
-use crate::ops::logging::Throttle;
-use crate::ops::metrics::{source_label, Labels};
 use crate::shutdown::Shutdown;
-use crate::source::Emitter;
+
+mod shared;
+
+pub use shared::Shared;
 
 /// Messages larger than this, or whose gzip payload inflates to more, are decoded on the
 /// blocking pool so that a big message does not stall the other connections sharing the
@@ -45,8 +40,6 @@ const OFFLOAD_BYTES: usize = 256 * 1024;
 /// most 255 bytes, a salt, two 128-byte hex digests, a user name) take well under 1 KiB, so a
 /// client that does not know the key cannot make the relay hold more than this.
 pub const PING_LENGTH_LIMIT: usize = 4096;
-/// How often the same kind of warning may be logged per source.
-const LOG_PERIOD: Duration = Duration::from_secs(10);
 /// Messages of one connection being stored at once. While message N waits for its fsync, N+1
 /// is read and decoded, so one client is not limited to one round trip of decode + commit per
 /// message; the bound keeps per-connection memory at a few messages, and once it is reached the
@@ -77,225 +70,6 @@ pub enum ConnError {
     /// The decoding task died (a bug; reported, never propagated as a panic).
     #[error("internal error while decoding: {0}")]
     Internal(String),
-}
-
-/// One [`Throttle`] per reason, so that a flood of one kind of bad input cannot hide the
-/// first occurrence of another kind. Reasons are a small fixed set of labels.
-#[derive(Default)]
-struct ReasonThrottle(std::sync::Mutex<Vec<(&'static str, Arc<Throttle>)>>);
-
-impl ReasonThrottle {
-    fn allow(&self, reason: &'static str) -> Option<u64> {
-        let throttle = {
-            let mut all = self.0.lock().unwrap_or_else(|e| e.into_inner());
-            match all.iter().find(|(r, _)| *r == reason) {
-                Some((_, t)) => Arc::clone(t),
-                None => {
-                    let t = Arc::new(Throttle::new(LOG_PERIOD));
-                    all.push((reason, Arc::clone(&t)));
-                    t
-                }
-            }
-        };
-        throttle.allow()
-    }
-}
-
-/// What every connection of one forward source shares.
-pub struct Shared {
-    /// The source name.
-    pub name: String,
-    labels: Labels,
-    emitter: Emitter,
-    metrics: Arc<ForwardMetrics>,
-    acks_sent: Counter,
-    emit_failures: Counter,
-    invalid_events: Counter,
-    oversized_records: Counter,
-    acceptor: Option<TlsAcceptor>,
-    security: Option<Security>,
-    auth_guard: AuthGuard,
-    message_length_limit: usize,
-    in_flight: InFlight,
-    decode: DecodeOptions,
-    source_address_key: Option<String>,
-    source_hostname_key: Option<String>,
-    idle_timeout: Option<Duration>,
-    message_timeout: Duration,
-    deny_keepalive: bool,
-    bad_input_log: ReasonThrottle,
-    emit_log: Throttle,
-    reject_log: Throttle,
-}
-
-impl Shared {
-    /// From the source's config; fails only on values `problems()` would also report.
-    pub fn new(
-        name: &str,
-        config: &ForwardConfig,
-        emitter: Emitter,
-        metrics: Arc<ForwardMetrics>,
-        acceptor: Option<TlsAcceptor>,
-    ) -> anyhow::Result<Shared> {
-        let labels = source_label(name);
-        let size = |v: u64, key: &str| {
-            usize::try_from(v).map_err(|_| anyhow::anyhow!("{key} is too large for this platform"))
-        };
-        let acks_sent = metrics.acks_sent.get_or_create(&labels).clone();
-        let emit_failures = metrics.emit_failures.get_or_create(&labels).clone();
-        let invalid_events = metrics.invalid_events.get_or_create(&labels).clone();
-        let oversized_records = metrics.oversized_records.get_or_create(&labels).clone();
-        let record_size_limit = match config.record_size_limit {
-            Some(limit) => size(limit.0, "record_size_limit")?,
-            None => emitter
-                .pipeline()
-                .largest_record_bytes()
-                .unwrap_or(DEFAULT_RECORD_SIZE_LIMIT),
-        };
-        let in_flight = InFlight::new(
-            size(config.in_flight_limit.0, "in_flight_limit")?,
-            metrics.in_flight_bytes.get_or_create(&labels).clone(),
-            metrics.in_flight_peak_bytes.get_or_create(&labels).clone(),
-            metrics.in_flight_waits.get_or_create(&labels).clone(),
-        );
-        Ok(Shared {
-            name: name.to_owned(),
-            in_flight,
-            acks_sent,
-            emit_failures,
-            invalid_events,
-            oversized_records,
-            labels,
-            emitter,
-            metrics,
-            acceptor,
-            security: config.security.as_ref().map(Security::new),
-            auth_guard: AuthGuard::default(),
-            message_length_limit: size(config.message_length_limit.0, "message_length_limit")?,
-            decode: DecodeOptions {
-                skip_invalid_event: config.skip_invalid_event,
-                decompression_size_limit: size(
-                    config.decompression_size_limit.0,
-                    "decompression_size_limit",
-                )?,
-                record_size_limit,
-                tag_prefix: config.add_tag_prefix.clone(),
-                extra_fields: Vec::new(),
-            },
-            source_address_key: config.source_address_key.clone(),
-            source_hostname_key: config.source_hostname_key.clone(),
-            idle_timeout: Some(config.idle_timeout.0).filter(|d| !d.is_zero()),
-            message_timeout: config.message_timeout.0,
-            deny_keepalive: config.deny_keepalive,
-            bad_input_log: ReasonThrottle::default(),
-            emit_log: Throttle::new(LOG_PERIOD),
-            reject_log: Throttle::new(LOG_PERIOD),
-        })
-    }
-
-    /// The `in_flight_limit` in force, in bytes.
-    pub fn in_flight_limit(&self) -> usize {
-        self.in_flight.limit()
-    }
-
-    /// The per-record bound in force.
-    pub fn record_size_limit(&self) -> usize {
-        self.decode.record_size_limit
-    }
-
-    /// True when `peer` failed the handshake too often lately and is to be refused.
-    pub fn locked_out(&self, peer: SocketAddr) -> bool {
-        self.security.is_some()
-            && self
-                .auth_guard
-                .is_locked_out(peer.ip(), std::time::Instant::now())
-    }
-
-    fn labels_with(&self, key: &'static str, value: &str) -> Labels {
-        let mut l = self.labels.clone();
-        l.push((key, value.to_owned()));
-        l
-    }
-
-    /// Counts a failed `accept`.
-    pub fn count_accept_error(&self, reason: &'static str) {
-        self.metrics
-            .accept_errors
-            .get_or_create(&self.labels_with("reason", reason))
-            .inc();
-    }
-
-    /// Counts and logs a connection refused before it was served.
-    pub fn reject(&self, peer: SocketAddr, reason: &'static str, why: &str) {
-        self.metrics
-            .connections_rejected
-            .get_or_create(&self.labels_with("reason", reason))
-            .inc();
-        if let Some(suppressed) = self.reject_log.allow() {
-            tracing::warn!(source = %self.name, %peer, reason, suppressed, "forward connection refused: {why}");
-        }
-    }
-
-    /// Decode options for one client (its address in `source_*_key` fields).
-    fn options_for(&self, peer: SocketAddr) -> DecodeOptions {
-        let mut opts = self.decode.clone();
-        let ip = peer.ip().to_string();
-        for key in [&self.source_address_key, &self.source_hostname_key]
-            .into_iter()
-            .flatten()
-        {
-            if !opts.extra_fields.iter().any(|(k, _)| k == key) {
-                opts.extra_fields.push((key.clone(), ip.clone()));
-            }
-        }
-        opts
-    }
-
-    /// Logs and counts why a connection ended early.
-    fn report(&self, peer: SocketAddr, err: &ConnError) {
-        let warn = |reason: &'static str| {
-            if let Some(suppressed) = self.bad_input_log.allow(reason) {
-                tracing::warn!(source = %self.name, %peer, reason, error = %err, suppressed,
-                    "closing forward connection");
-            }
-        };
-        match err {
-            ConnError::Decode(e) => {
-                self.metrics
-                    .invalid_messages
-                    .get_or_create(&self.labels_with("reason", e.reason()))
-                    .inc();
-                warn(e.reason());
-            }
-            ConnError::MessageTimeout(_) => {
-                self.metrics
-                    .invalid_messages
-                    .get_or_create(&self.labels_with("reason", "timeout"))
-                    .inc();
-                warn("timeout");
-            }
-            ConnError::Handshake(reason) => {
-                self.metrics
-                    .handshake_failures
-                    .get_or_create(&self.labels_with("reason", reason))
-                    .inc();
-                warn(reason);
-            }
-            ConnError::Tls(_) => {
-                self.metrics
-                    .handshake_failures
-                    .get_or_create(&self.labels_with("reason", "tls"))
-                    .inc();
-                warn("tls");
-            }
-            ConnError::Internal(_) => {
-                tracing::error!(source = %self.name, %peer, error = %err, "forward connection failed");
-            }
-            ConnError::Truncated(_) | ConnError::Io(_) => {
-                tracing::debug!(source = %self.name, %peer, error = %err, "forward connection ended");
-            }
-        }
-    }
 }
 
 /// Serves one accepted connection until the client leaves, misbehaves, or shutdown.
