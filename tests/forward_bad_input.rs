@@ -104,6 +104,22 @@ fn cases() -> Vec<(&'static str, &'static str, Vec<u8>)> {
                 .0,
         ),
         (
+            "nesting deeper than 64 levels",
+            "too_deep",
+            Mp::new()
+                .arr(4)
+                .s("t")
+                .int(1)
+                .map(1)
+                .s("k")
+                .raw(&[0x91; 100])
+                .int(1)
+                .map(1)
+                .s("chunk")
+                .s("bad")
+                .0,
+        ),
+        (
             "JSON protocol",
             "json",
             br#"["t",1,{"m":1},{"chunk":"bad"}]"#.to_vec(),

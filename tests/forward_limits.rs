@@ -136,6 +136,21 @@ fn a_flood_of_idle_connections_does_not_starve_the_buffer_of_descriptors() {
         "{}",
         relay.stderr()
     );
+    // Raised: none of the 400 was refused for want of descriptors.
+    let metrics = relay.http_get("/metrics").1;
+    assert!(
+        !metrics.lines().any(|l| {
+            l.starts_with("firehose_relay_forward_connections_rejected_total{")
+                && l.contains("fd_limit")
+                && !l.ends_with(" 0")
+        }),
+        "connections refused although the hard limit allows them:\n{metrics}"
+    );
+    assert!(
+        !relay.stderr().contains("reason=\"fd_limit\""),
+        "{}",
+        relay.stderr()
+    );
     relay.assert_still_serving("after");
 }
 
