@@ -76,7 +76,10 @@ fn build_buffer(
 
 /// Opens the buffer database of `data_dir` if any output uses a file buffer (blocking work:
 /// runs on the blocking pool).
-async fn open_store(config: &Config) -> anyhow::Result<Option<Arc<Store>>> {
+async fn open_store(
+    config: &Config,
+    dead_letter: &DeadLetter,
+) -> anyhow::Result<Option<Arc<Store>>> {
     let needed = config
         .outputs
         .values()
@@ -95,6 +98,7 @@ async fn open_store(config: &Config) -> anyhow::Result<Option<Arc<Store>>> {
                 config.data_dir.display()
             )
         })?;
+    store.set_quarantine_budget(dead_letter.quarantine_budget());
     Ok(Some(store))
 }
 
@@ -105,8 +109,9 @@ async fn open_store(config: &Config) -> anyhow::Result<Option<Arc<Store>>> {
 pub(crate) async fn open_buffers(
     config: &Config,
     metrics: &Metrics,
+    dead_letter: &DeadLetter,
 ) -> anyhow::Result<Vec<(String, Arc<dyn Buffer>)>> {
-    let store = open_store(config).await?;
+    let store = open_store(config, dead_letter).await?;
     let quarantined = Family::<Labels, Counter>::default();
     metrics.register(
         "buffer_quarantined_chunks",
@@ -230,7 +235,11 @@ impl Relay {
             )
         })?;
         let metrics = Arc::new(Metrics::new());
-        let dead_letter = Arc::new(DeadLetter::new(&config.data_dir));
+        let dead_letter = Arc::new(DeadLetter::with_limits(
+            &config.data_dir,
+            config.storage.dead_letter_limit_size.0,
+            config.storage.quarantine_limit_size.0,
+        ));
 
         // The endpoint first: recovering a large backlog can take minutes, and probes must see
         // a live process (/healthz) that is not ready yet (/readyz 503 "recovering").
@@ -247,7 +256,7 @@ impl Relay {
         };
 
         let filters = build_filters(&config)?;
-        let buffers = open_buffers(&config, &metrics).await?;
+        let buffers = open_buffers(&config, &metrics, &dead_letter).await?;
         health.set_recovered();
         let outputs = build_outputs(&config, &metrics, buffers).await?;
         let pipeline = Arc::new(Pipeline::new(

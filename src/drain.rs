@@ -80,7 +80,12 @@ fn is_empty(s: &BufferStats) -> bool {
 pub async fn drain(config: &Config, timeout: Option<Duration>) -> anyhow::Result<Report> {
     let started = Instant::now();
     let metrics = Arc::new(Metrics::new());
-    let buffers = open_buffers(config, &metrics)
+    let dead_letter = Arc::new(DeadLetter::with_limits(
+        &config.data_dir,
+        config.storage.dead_letter_limit_size.0,
+        config.storage.quarantine_limit_size.0,
+    ));
+    let buffers = open_buffers(config, &metrics, &dead_letter)
         .await
         .context("cannot open the buffers (is a relay still running on this data_dir?)")?;
     if buffers.iter().all(|(_, b)| is_empty(&b.stats())) {
@@ -95,7 +100,6 @@ pub async fn drain(config: &Config, timeout: Option<Duration>) -> anyhow::Result
         });
     }
     let outputs = build_outputs(config, &metrics, buffers).await?;
-    let dead_letter = Arc::new(DeadLetter::new(&config.data_dir));
     let workers = Workers::start(&outputs, &metrics, &dead_letter).await?;
     let outcome = wait_until_empty(&outputs, timeout).await;
     workers.stop(outcome).await;

@@ -241,11 +241,22 @@ fn a_full_volume_refuses_acks_survives_kill_9_and_drains_once_firehose_is_back()
         storage["reason"].as_str().is_some_and(|r| !r.is_empty()),
         "{status}"
     );
-    let (_, metrics) = common::http_get(run.http.port(), "/metrics");
-    assert!(
-        metrics.contains("firehose_relay_buffer_storage_state{output=\"fh\",state=\"full\"} 1"),
-        "{metrics}"
+    // The dead-letter directory and the quarantine share the volume: their sizes and limits
+    // are reported too.
+    assert_eq!(
+        status["dead_letter"]["limit_bytes"],
+        1u64 << 30,
+        "default storage.dead_letter_limit_size: {status}"
     );
+    assert!(status["quarantine"]["bytes"].is_u64(), "{status}");
+    let (_, metrics) = common::http_get(run.http.port(), "/metrics");
+    for line in [
+        "firehose_relay_buffer_storage_state{output=\"fh\",state=\"full\"} 1",
+        "firehose_relay_storage_dir_bytes{dir=\"dead_letter\",kind=\"limit_bytes\"} 1073741824",
+        "firehose_relay_storage_dir_refused_writes{dir=\"quarantine\"} 0",
+    ] {
+        assert!(metrics.contains(line), "{line} in:\n{metrics}");
+    }
 
     // 2. kill -9 and start again on the full volume.
     run.relay.kill().unwrap();

@@ -212,12 +212,21 @@ impl BufferConfig {
 pub struct StorageConfig {
     /// sled page cache; bounds the buffer's memory whatever the backlog on disk.
     pub cache_capacity: ByteSize,
+    /// Most bytes the dead-letter directory may hold. At the limit a chunk that would be
+    /// dead-lettered stays in the buffer (retried on its schedule) and records refused at
+    /// intake are not acknowledged: nothing is dropped.
+    pub dead_letter_limit_size: ByteSize,
+    /// Most bytes the quarantine directory may hold. At the limit an unreadable chunk stays
+    /// where it is on disk (skipped, never delivered, logged) instead of being moved.
+    pub quarantine_limit_size: ByteSize,
 }
 
 impl Default for StorageConfig {
     fn default() -> Self {
         StorageConfig {
             cache_capacity: ByteSize::mib(64),
+            dead_letter_limit_size: ByteSize(super::file::space::DEFAULT_DIR_LIMIT),
+            quarantine_limit_size: ByteSize(super::file::space::DEFAULT_DIR_LIMIT),
         }
     }
 }

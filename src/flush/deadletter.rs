@@ -17,15 +17,24 @@
 //! Both are written atomically (temporary file, fsync, rename, directory fsync), data first: an
 //! entry whose metadata file exists is complete.
 //!
+//! The directory shares the buffer's volume, so it is bounded: `storage.dead_letter_limit_size`
+//! (default 1 GiB). A write that would pass it is refused (`EDQUOT`), counted
+//! (`firehose_relay_dead_letter_refused_writes`), logged, and nothing is dropped: a chunk that
+//! would be dead-lettered stays in the buffer and is retried on its schedule; records refused at
+//! intake leave their message unacknowledged. Its size is in `/status` and the metrics.
+//!
 //! A *truncated* entry (`"truncated": true`) holds descriptions of records too large to keep
 //! (tag, time, size and the first bytes, one JSON object per line) instead of the records:
 //! replay skips it, since what it holds is not the data.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
+use crate::buffer::file::space::{DirBudget, DirUsage, DEFAULT_DIR_LIMIT};
+use crate::buffer::file::store::QUARANTINE_DIR;
 use crate::buffer::file::{Store, StoreError};
 use crate::buffer::{now_ms, ChunkId, Records};
 use crate::fsutil::{path_component, write_atomic};
@@ -129,6 +138,11 @@ pub enum ReplayError {
 pub struct DeadLetter {
     root: PathBuf,
     seq: AtomicU64,
+    /// `storage.dead_letter_limit_size`: a write past it is refused (`EDQUOT`).
+    budget: DirBudget,
+    /// The quarantine next to it (`storage.quarantine_limit_size`), measured for `/status`
+    /// and the metrics, and handed to the buffer, which enforces it.
+    quarantine: Arc<DirBudget>,
 }
 
 /// What is needed to write an entry.
@@ -149,12 +163,39 @@ pub struct NewEntry<'a> {
 }
 
 impl DeadLetter {
-    /// The dead-letter directory under `data_dir`.
+    /// The dead-letter directory under `data_dir`, with the default limits.
     pub fn new(data_dir: &Path) -> Self {
+        Self::with_limits(data_dir, DEFAULT_DIR_LIMIT, DEFAULT_DIR_LIMIT)
+    }
+
+    /// The dead-letter directory under `data_dir`, holding at most `limit` bytes; the
+    /// quarantine's limit is `quarantine_limit` (for its usage report).
+    pub fn with_limits(data_dir: &Path, limit: u64, quarantine_limit: u64) -> Self {
+        let root = data_dir.join("dead-letter");
         DeadLetter {
-            root: data_dir.join("dead-letter"),
+            budget: DirBudget::new(root.clone(), limit),
+            quarantine: Arc::new(DirBudget::new(
+                data_dir.join(QUARANTINE_DIR),
+                quarantine_limit,
+            )),
+            root,
             seq: AtomicU64::new(0),
         }
+    }
+
+    /// Size of the dead-letter directory against its limit, and writes refused at the limit.
+    pub fn usage(&self) -> DirUsage {
+        self.budget.usage()
+    }
+
+    /// Size of the quarantine directory against its limit, and quarantines refused at it.
+    pub fn quarantine_usage(&self) -> DirUsage {
+        self.quarantine.usage()
+    }
+
+    /// The quarantine's budget, for the buffer to enforce ([`Store::set_quarantine_budget`]).
+    pub fn quarantine_budget(&self) -> Arc<DirBudget> {
+        Arc::clone(&self.quarantine)
     }
 
     /// The directory.
@@ -190,6 +231,12 @@ impl DeadLetter {
             truncated,
         };
         let meta_json = serde_json::to_vec_pretty(&meta).map_err(std::io::Error::other)?;
+        let bytes = (entry.records.as_bytes().len() + meta_json.len()) as u64;
+        if let Err(e) = self.budget.take(bytes, "storage.dead_letter_limit_size") {
+            tracing::error!(output = entry.output, error = %e,
+                "dead-letter directory at its limit: records are kept where they are (in the buffer, or not acknowledged)");
+            return Err(e);
+        }
         write_atomic(
             &dir.join(format!("{stem}.ndjson")),
             entry.records.as_bytes(),

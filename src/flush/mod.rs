@@ -434,4 +434,38 @@ mod tests {
             vec![vec!["first\n"], vec!["second\n"], vec!["first\n"]]
         );
     }
+
+    /// At `storage.dead_letter_limit_size` nothing is dropped: a chunk whose retries are
+    /// exhausted stays in the buffer (retried on its schedule), and the refusal is counted.
+    #[tokio::test]
+    async fn at_the_dead_letter_limit_a_chunk_that_gives_up_stays_in_the_buffer() {
+        let sink = Arc::new(ScriptedSink::default());
+        for _ in 0..1000 {
+            sink.script.lock().unwrap().push(Box::new(|_: &Chunk| {
+                Delivery::failed(SinkError::new(ErrorClass::AccessDenied, "not authorized"))
+            }));
+        }
+        let out = output(Arc::clone(&sink), |b| b.retry_max_times = Some(0));
+        out.buffer.append(records(&["a\n", "b\n"])).await.unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let dl = Arc::new(DeadLetter::with_limits(dir.path(), 10, 1 << 30));
+        let metrics = Arc::new(Metrics::new());
+        let (tx, rx) = watch::channel(FlushPhase::Running);
+        let handles = spawn(Arc::clone(&out), metrics, Arc::clone(&dl), rx);
+        let start = std::time::Instant::now();
+        while dl.usage().refused_writes < 3 {
+            assert!(start.elapsed() < Duration::from_secs(5), "never gave up");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        tx.send_replace(FlushPhase::Stopping);
+        for h in handles {
+            h.await.unwrap();
+        }
+        assert_eq!(out.buffer.stats().records, 2, "the chunk is kept");
+        assert!(dl.list().unwrap().is_empty(), "nothing past the limit");
+        assert!(
+            sink.sent.lock().unwrap().len() >= 3,
+            "retried on its schedule"
+        );
+    }
 }

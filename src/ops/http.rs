@@ -32,7 +32,7 @@ use axum::routing::get;
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 
-use crate::buffer::file::space::StorageHealth;
+use crate::buffer::file::space::{DirUsage, StorageHealth};
 use crate::buffer::now_ms;
 use crate::fds::AcceptBackoff;
 use crate::ops::logging::Throttle;
@@ -175,6 +175,11 @@ pub struct Status {
     pub shutting_down: bool,
     /// Per output.
     pub outputs: std::collections::BTreeMap<String, OutputStatus>,
+    /// The dead-letter directory's size against `storage.dead_letter_limit_size` (absent
+    /// before the pipeline is built).
+    pub dead_letter: Option<DirUsage>,
+    /// The quarantine directory's size against `storage.quarantine_limit_size`.
+    pub quarantine: Option<DirUsage>,
 }
 
 fn fill_ratio(s: &crate::buffer::BufferStats) -> f64 {
@@ -236,6 +241,11 @@ impl HttpState {
             phase: self.health.phase(),
             shutting_down: self.health.is_shutting_down(),
             outputs,
+            dead_letter: self.pipeline.get().map(|p| p.dead_letter().usage()),
+            quarantine: self
+                .pipeline
+                .get()
+                .map(|p| p.dead_letter().quarantine_usage()),
         }
     }
 
@@ -275,6 +285,12 @@ async fn metrics(State(st): State<HttpState>) -> Response {
     let m = &st.metrics;
     for o in st.outputs() {
         m.observe_buffer(&o.name, &o.buffer.stats(), now);
+    }
+    if let Some(p) = st.pipeline.get() {
+        m.observe_dirs(
+            &p.dead_letter().usage(),
+            &p.dead_letter().quarantine_usage(),
+        );
     }
     m.ready.set(i64::from(st.readiness().is_ok()));
     (

@@ -65,6 +65,11 @@ pub struct Metrics {
     /// Health of an output's buffer storage: 1 for the current `state` (`ok`, `full`,
     /// `failed`), 0 for the others.
     pub buffer_storage_state: Family<Labels, Gauge>,
+    /// Bytes, limit and refused writes of the dead-letter and quarantine directories, by
+    /// `dir` (`dead_letter`, `quarantine`) and `kind` (`bytes`, `limit_bytes`).
+    pub dir_bytes: Family<Labels, Gauge>,
+    /// Writes refused at a directory's limit since start, by `dir`.
+    pub dir_refused_writes: Family<Labels, Gauge>,
 }
 
 impl Default for Metrics {
@@ -97,6 +102,8 @@ impl Metrics {
             buffer_dropped_chunks: Family::default(),
             ready: Gauge::default(),
             buffer_storage_state: Family::default(),
+            dir_bytes: Family::default(),
+            dir_refused_writes: Family::default(),
             registry: Mutex::new(Registry::default()),
             components: Mutex::new(HashMap::new()),
         };
@@ -200,6 +207,16 @@ impl Metrics {
             self.buffer_dropped_chunks.clone(),
         );
         registry.register(
+            "storage_dir_bytes",
+            "Size (kind=bytes) and limit (kind=limit_bytes) of the dead-letter and quarantine directories (dir=dead_letter|quarantine), on the buffer's volume",
+            self.dir_bytes.clone(),
+        );
+        registry.register(
+            "storage_dir_refused_writes",
+            "Writes refused since start because the directory (dir=dead_letter|quarantine) was at its limit; what would have been written stays in the buffer or unacknowledged",
+            self.dir_refused_writes.clone(),
+        );
+        registry.register(
             "buffer_storage_state",
             "1 for the current state of the output's buffer storage: ok, full (appends refused for lack of room; delivery goes on) or failed (I/O error; restart to recover)",
             self.buffer_storage_state.clone(),
@@ -291,6 +308,27 @@ impl Metrics {
         self.buffer_oldest_queued_age
             .get_or_create(&labels)
             .set(age);
+    }
+}
+
+impl Metrics {
+    /// Copies the dead-letter and quarantine directories' usage into their gauges (at scrape
+    /// time).
+    pub fn observe_dirs(
+        &self,
+        dead_letter: &crate::buffer::file::space::DirUsage,
+        quarantine: &crate::buffer::file::space::DirUsage,
+    ) {
+        for (dir, u) in [("dead_letter", dead_letter), ("quarantine", quarantine)] {
+            for (kind, v) in [("bytes", u.bytes), ("limit_bytes", u.limit_bytes)] {
+                let l: Labels = vec![("dir", dir.to_owned()), ("kind", kind.to_owned())];
+                self.dir_bytes.get_or_create(&l).set(clamp(v));
+            }
+            let l: Labels = vec![("dir", dir.to_owned())];
+            self.dir_refused_writes
+                .get_or_create(&l)
+                .set(clamp(u.refused_writes));
+        }
     }
 }
 

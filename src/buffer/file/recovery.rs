@@ -299,16 +299,20 @@ fn cut_tail(
     let tail = bytes.get(valid_len as usize..).unwrap_or_default();
     let reason =
         format!("incomplete end of a staged chunk's file ({why}); the chunk itself is kept");
-    let kept = quarantine::write(
-        store.fs(),
-        &store.quarantine_dir(),
-        output,
-        id,
-        &reason,
-        &[(b"tail".to_vec(), tail.to_vec())],
-        None,
-    );
-    // On a full volume the copy cannot be made, and startup must not fail for it (nothing
+    let kept = store
+        .take_quarantine_room(tail.len() as u64)
+        .and_then(|()| {
+            quarantine::write(
+                store.fs(),
+                &store.quarantine_dir(),
+                output,
+                id,
+                &reason,
+                &[(b"tail".to_vec(), tail.to_vec())],
+                None,
+            )
+        });
+    // On a full volume (or a full quarantine) the copy cannot be made, and startup must not fail for it (nothing
     // could drain): the tail is an append that was never acknowledged, so it is cut anyway and
     // described in the log instead.
     let kept = match kept {
@@ -376,7 +380,10 @@ pub(crate) fn quarantine_chunk(
         entries.push((k.to_vec(), v.to_vec()));
     }
     let file = chunk_file(dir, id);
+    let file_len = std::fs::metadata(&file).map_or(0, |m| m.len());
     let file = file.is_file().then_some(file.as_path());
+    let entries_len: usize = entries.iter().map(|(k, v)| k.len() + v.len() + 8).sum();
+    store.take_quarantine_room(entries_len as u64 + file_len)?;
     let path = quarantine::write(
         store.fs(),
         &store.quarantine_dir(),

@@ -28,7 +28,7 @@
 
 use std::fs::OpenOptions;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -341,6 +341,111 @@ impl Space {
     }
 }
 
+/// Default limit of the dead-letter and of the quarantine directory (each).
+pub const DEFAULT_DIR_LIMIT: u64 = 1 << 30;
+/// How long a measured directory size is used before the directory is walked again (files
+/// removed by an operator show up within this time).
+const DIR_RESCAN: Duration = Duration::from_secs(5);
+
+/// How much a directory the relay writes to on the buffer's volume holds, against its limit
+/// (`/status`, metrics).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct DirUsage {
+    /// Bytes of the files in it.
+    pub bytes: u64,
+    /// Its limit.
+    pub limit_bytes: u64,
+    /// Writes refused since start because they would have passed the limit.
+    pub refused_writes: u64,
+}
+
+/// A directory with a size limit: the dead-letter directory (`storage.dead_letter_limit_size`)
+/// and the quarantine (`storage.quarantine_limit_size`), which share the buffer's volume. A
+/// write that would pass the limit is refused with `EDQUOT` (a lack of room, so callers keep
+/// what they wanted to write where it is), counted in [`DirUsage::refused_writes`].
+#[derive(Debug)]
+pub struct DirBudget {
+    dir: PathBuf,
+    limit: AtomicU64,
+    refused: AtomicU64,
+    /// Size measured (plus what was written since) and when it was measured.
+    size: Mutex<Option<(u64, Instant)>>,
+}
+
+impl DirBudget {
+    /// The budget of `dir` (which need not exist yet).
+    pub fn new(dir: PathBuf, limit: u64) -> DirBudget {
+        DirBudget {
+            dir,
+            limit: AtomicU64::new(limit),
+            refused: AtomicU64::new(0),
+            size: Mutex::new(None),
+        }
+    }
+
+    /// Changes the limit.
+    pub fn set_limit(&self, limit: u64) {
+        self.limit.store(limit, Ordering::Relaxed);
+    }
+
+    fn bytes(&self, size: &mut Option<(u64, Instant)>) -> u64 {
+        match *size {
+            Some((n, at)) if at.elapsed() < DIR_RESCAN => n,
+            _ => {
+                let n = dir_size(&self.dir);
+                *size = Some((n, Instant::now()));
+                n
+            }
+        }
+    }
+
+    /// Size, limit and refusals now.
+    pub fn usage(&self) -> DirUsage {
+        let mut size = self.size.lock().unwrap_or_else(|e| e.into_inner());
+        DirUsage {
+            bytes: self.bytes(&mut size),
+            limit_bytes: self.limit.load(Ordering::Relaxed),
+            refused_writes: self.refused.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Takes `bytes` of the budget for a write, or refuses it (`EDQUOT`, saying which limit)
+    /// if the directory would pass its limit.
+    pub fn take(&self, bytes: u64, setting: &str) -> std::io::Result<()> {
+        let mut size = self.size.lock().unwrap_or_else(|e| e.into_inner());
+        let now = self.bytes(&mut size);
+        let limit = self.limit.load(Ordering::Relaxed);
+        if now.saturating_add(bytes) > limit {
+            self.refused.fetch_add(1, Ordering::Relaxed);
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::QuotaExceeded,
+                format!(
+                    "{} holds {now} bytes; {bytes} more would pass {setting} ({limit} bytes)",
+                    self.dir.display()
+                ),
+            ));
+        }
+        if let Some((n, _)) = size.as_mut() {
+            *n += bytes;
+        }
+        Ok(())
+    }
+}
+
+/// Bytes of the files under `dir` (0 if it does not exist).
+fn dir_size(dir: &Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .filter_map(Result::ok)
+        .map(|e| match e.file_type() {
+            Ok(t) if t.is_dir() => dir_size(&e.path()),
+            _ => e.metadata().map(|m| m.len()).unwrap_or(0),
+        })
+        .sum()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -351,6 +456,23 @@ mod tests {
         assert_eq!(reserve_for(48 << 20), MIN_RESERVE);
         assert_eq!(reserve_for(1 << 30), (1 << 30) / 100);
         assert_eq!(reserve_for(1 << 40), MAX_RESERVE);
+    }
+
+    #[test]
+    fn a_directory_budget_refuses_writes_past_its_limit_as_a_lack_of_room() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("sub")).unwrap();
+        std::fs::write(dir.path().join("sub/a"), [0u8; 600]).unwrap();
+        let budget = DirBudget::new(dir.path().to_owned(), 1000);
+        assert_eq!(budget.usage().bytes, 600);
+        budget.take(300, "limit").unwrap();
+        let e = budget.take(300, "storage.x").unwrap_err();
+        assert!(is_no_room(&e), "{e}");
+        assert!(e.to_string().contains("storage.x"), "{e}");
+        let u = budget.usage();
+        assert_eq!((u.bytes, u.limit_bytes, u.refused_writes), (900, 1000, 1));
+        budget.set_limit(2000);
+        budget.take(300, "limit").unwrap();
     }
 
     #[test]

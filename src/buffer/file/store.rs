@@ -11,7 +11,7 @@ use std::thread::{JoinHandle, ThreadId};
 use sled::Tree;
 
 use super::codec::{self, ChunkMeta, DataStorage, StoredState, META_PREFIX};
-use super::space::{Space, StorageHealth};
+use super::space::{DirBudget, Space, StorageHealth, DEFAULT_DIR_LIMIT};
 use super::writer::{self, Op, Request};
 use crate::buffer::records::RecordsTooLarge;
 use crate::buffer::{ChunkId, DeliveredSet, Records, RetryState};
@@ -174,6 +174,7 @@ pub struct Store {
     commits: Arc<AtomicU64>,
     fs: Fs,
     space: Arc<Space>,
+    quarantine: Mutex<Arc<DirBudget>>,
 }
 
 impl Store {
@@ -260,8 +261,27 @@ impl Store {
             failed,
             commits,
             fs,
+            quarantine: Mutex::new(Arc::new(DirBudget::new(
+                data_dir.join(QUARANTINE_DIR),
+                DEFAULT_DIR_LIMIT,
+            ))),
             space,
         }))
+    }
+
+    /// Uses `budget` (`storage.quarantine_limit_size`, shared with what reports it) for the
+    /// quarantine from now on; call before recovery.
+    pub fn set_quarantine_budget(&self, budget: Arc<DirBudget>) {
+        *self.quarantine.lock().unwrap_or_else(|e| e.into_inner()) = budget;
+    }
+
+    /// Takes `bytes` of the quarantine's budget before a quarantine write, or refuses it at
+    /// the limit (a lack of room: the chunk stays where it is).
+    pub(crate) fn take_quarantine_room(&self, bytes: u64) -> Result<(), StoreError> {
+        let budget = Arc::clone(&self.quarantine.lock().unwrap_or_else(|e| e.into_inner()));
+        budget
+            .take(bytes, "storage.quarantine_limit_size")
+            .map_err(|e| StoreError::io("quarantine", e))
     }
 
     /// Whether the store takes appends: ok, full (for lack of room; appends are refused
