@@ -161,6 +161,12 @@ pub struct OutputStatus {
     pub last_delivery_unix: Option<i64>,
     /// Unix time the output's credentials expire.
     pub credential_expiry_unix: Option<u64>,
+    /// Firehose throttled the output (beyond what does not depend on the rate) within the
+    /// last few seconds.
+    pub throttled: bool,
+    /// Adaptive pacing (Firehose outputs with `adaptive_pacing`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pacing: Option<crate::sink::firehose::pacing::PacingStatus>,
 }
 
 /// The `/status` document.
@@ -222,9 +228,12 @@ impl HttpState {
                 .last_delivery_timestamp
                 .get_or_create(&output_label(&o.name))
                 .get();
+            let pacing = o.sink.pacing_status();
             outputs.insert(
                 o.name.clone(),
                 OutputStatus {
+                    throttled: pacing.is_some_and(|p| p.throttled),
+                    pacing,
                     buffer_fill_ratio: fill_ratio(&s),
                     oldest_queued_age_seconds: s
                         .oldest_queued_ms

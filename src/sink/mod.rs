@@ -162,6 +162,11 @@ pub trait Sink: Send + Sync {
     fn credential_expiry_ms(&self) -> Option<u64> {
         None
     }
+
+    /// The adaptive pacing's state, for `/status`; `None` when the sink has none.
+    fn pacing_status(&self) -> Option<firehose::pacing::PacingStatus> {
+        None
+    }
 }
 
 /// `[outputs.NAME]`, chosen by `type`.

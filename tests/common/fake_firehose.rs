@@ -15,8 +15,11 @@
 //! * a stream that was not created ([`FakeFirehose::create_stream`]) is
 //!   `ResourceNotFoundException`.
 //!
-//! Faults: a queue consumed one per accepted call ([`Fault`]) and a per-record failure
-//! probability.
+//! Faults: a queue consumed one per accepted call ([`Fault`]), a per-record failure
+//! probability and a per-request one (500), both whatever the rate, an outage switch (every
+//! call refused with 503), and a metered quota ([`FakeFirehose::set_quota`]): records and data
+//! bytes per aligned one-second window, records over it refused inside the 200 answer with
+//! `ServiceUnavailableException`, as Firehose meters a stream.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
@@ -76,10 +79,31 @@ pub struct Call {
 /// Looks up an access key the fake did not register itself (e.g. one an STS fake issued).
 pub type KeyLookup = Arc<dyn Fn(&str) -> Option<KeyInfo> + Send + Sync>;
 
+/// A stream's quota per one-second window; `None` = unmetered.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Quota {
+    pub records: Option<u64>,
+    pub bytes: Option<u64>,
+}
+
+/// What the quota meter has used of the current one-second window.
+#[derive(Default)]
+struct Meter {
+    window: u64,
+    records: u64,
+    bytes: u64,
+}
+
 #[derive(Default)]
 struct State {
     faults: VecDeque<Fault>,
     record_failure_rate: f64,
+    request_failure_rate: f64,
+    outage: bool,
+    quota: Quota,
+    meter: Meter,
+    /// Windows are counted from here.
+    epoch: Option<Instant>,
     calls: Vec<Call>,
     requests: VecDeque<Request>,
     refusals: Vec<String>,
@@ -182,6 +206,23 @@ impl FakeFirehose {
     /// Each record of each call fails with this probability (ServiceUnavailableException).
     pub fn set_record_failure_rate(&self, p: f64) {
         self.lock().record_failure_rate = p;
+    }
+
+    /// Each call fails with this probability (500 InternalFailure, nothing accepted).
+    pub fn set_request_failure_rate(&self, p: f64) {
+        self.lock().request_failure_rate = p;
+    }
+
+    /// While on, every call is refused (503 ServiceUnavailableException).
+    pub fn set_outage(&self, on: bool) {
+        self.lock().outage = on;
+    }
+
+    /// Meters the stream: per aligned one-second window at most `quota.records` records and
+    /// `quota.bytes` data bytes are accepted; the rest of each call fails inside the 200 answer
+    /// (ServiceUnavailableException), as Firehose answers a stream over its quota.
+    pub fn set_quota(&self, quota: Quota) {
+        self.lock().quota = quota;
     }
 
     pub fn calls(&self) -> Vec<Call> {
@@ -424,6 +465,19 @@ async fn handle(req: Request, state: &Mutex<State>) -> Reply {
         let mut s = state.lock().unwrap();
         (s.faults.pop_front(), s.record_failure_rate)
     };
+    let whole_call = {
+        let s = state.lock().unwrap();
+        if s.outage {
+            Some(Fault::Error(503, "ServiceUnavailableException"))
+        } else if s.request_failure_rate > 0.0
+            && rand::thread_rng().gen_bool(s.request_failure_rate)
+        {
+            Some(Fault::Error(500, "InternalFailure"))
+        } else {
+            None
+        }
+    };
+    let fault = whole_call.or(fault);
     let mut failed = vec![false; n];
     match fault {
         Some(Fault::Error(status, code)) => {
@@ -463,8 +517,38 @@ async fn handle(req: Request, state: &Mutex<State>) -> Reply {
             }
         }
     }
+    let mut s = state.lock().unwrap();
+    let quota = s.quota;
+    if quota != Quota::default() {
+        // Metered when the records are looked at, windows only moving forward.
+        let now = Instant::now();
+        let epoch = *s.epoch.get_or_insert(now);
+        let window = now.saturating_duration_since(epoch).as_secs();
+        if window > s.meter.window {
+            s.meter = Meter {
+                window,
+                ..Meter::default()
+            };
+        }
+        for (f, r) in failed.iter_mut().zip(&call.records) {
+            if *f {
+                continue;
+            }
+            let over = quota.records.is_some_and(|q| s.meter.records + 1 > q)
+                || quota
+                    .bytes
+                    .is_some_and(|q| s.meter.bytes + r.len() as u64 > q);
+            if over {
+                *f = true;
+            } else {
+                s.meter.records += 1;
+                s.meter.bytes += r.len() as u64;
+            }
+        }
+    }
     call.accepted = failed.iter().map(|f| !f).collect();
-    state.lock().unwrap().calls.push(call);
+    s.calls.push(call);
+    drop(s);
     ok_reply(&failed)
 }
 

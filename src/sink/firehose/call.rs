@@ -46,6 +46,8 @@ pub struct Refusal {
     pub detail: String,
     /// Records refused or unanswered.
     pub failed: usize,
+    /// Of those, refused as throttled.
+    pub throttled: usize,
     /// Records the call carried.
     pub sent: usize,
 }
@@ -90,6 +92,7 @@ impl Call {
         let sent = self.todo.len();
         let (mut answered, mut accepted, mut accepted_bytes) = (0usize, 0u64, 0u64);
         let mut failed = Vec::new();
+        let mut throttled = 0;
         let mut first: Option<(ErrorClass, String)> = None;
         for &i in &self.todo {
             let Some(answer) = answers.next() else {
@@ -107,6 +110,7 @@ impl Call {
             metrics.record_failures.get(class).inc();
             if class == ErrorClass::Throttled {
                 metrics.throttles.inc();
+                throttled += 1;
             }
             first.get_or_insert_with(|| {
                 let message = answer.error_message.unwrap_or_default();
@@ -128,6 +132,7 @@ impl Call {
             class,
             detail,
             failed: failed.len(),
+            throttled,
             sent,
         };
         self.todo = failed;
@@ -156,8 +161,13 @@ mod tests {
         // Three answers for four records: the last record is unanswered.
         let refusal = call.tally([ok, throttled, ok], |_| 10, &metrics).unwrap();
         assert_eq!(
-            (refusal.class, refusal.failed, refusal.sent),
-            (ErrorClass::Throttled, 2, 4)
+            (
+                refusal.class,
+                refusal.failed,
+                refusal.throttled,
+                refusal.sent
+            ),
+            (ErrorClass::Throttled, 2, 1, 4)
         );
         assert_eq!(refusal.detail, "ServiceUnavailableException: slow down");
         assert_eq!(call.todo(), &[1, 3]);

@@ -13,6 +13,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 
+use super::pacing::PacingMetrics;
 use crate::ops::metrics::Metrics;
 use crate::sink::ErrorClass;
 
@@ -52,10 +53,18 @@ pub struct FirehoseMetrics {
     pub records_sent: Family<OutputLabels, Counter>,
     /// Data bytes accepted.
     pub bytes_sent: Family<OutputLabels, Counter>,
-    /// Current pacing rate factor (1 = configured rates, lower after throttling).
+    /// Adaptive target / the rate delivered before throttling (1 = not limiting).
     pub pacing_factor: Family<OutputLabels, Gauge<f64, AtomicU64>>,
-    /// Current adaptive spacing between calls, seconds.
-    pub pacing_delay: Family<OutputLabels, Gauge<f64, AtomicU64>>,
+    /// Adaptive target rate, records per second (0 = not limiting).
+    pub pacing_target: Family<OutputLabels, Gauge<f64, AtomicU64>>,
+    /// Throttled fraction of the records answered in the last second.
+    pub pacing_throttled_fraction: Family<OutputLabels, Gauge<f64, AtomicU64>>,
+    /// The throttled fraction pacing learned does not depend on the rate.
+    pub pacing_baseline_fraction: Family<OutputLabels, Gauge<f64, AtomicU64>>,
+    /// Cuts of the adaptive target.
+    pub pacing_cuts: Family<OutputLabels, Counter>,
+    /// Raises of the adaptive target.
+    pub pacing_raises: Family<OutputLabels, Counter>,
     /// Time spent waiting for pacing, seconds.
     pub pacing_wait: Family<OutputLabels, Counter<f64, AtomicU64>>,
 }
@@ -70,7 +79,11 @@ impl FirehoseMetrics {
             records_sent: Family::default(),
             bytes_sent: Family::default(),
             pacing_factor: Family::default(),
-            pacing_delay: Family::default(),
+            pacing_target: Family::default(),
+            pacing_throttled_fraction: Family::default(),
+            pacing_baseline_fraction: Family::default(),
+            pacing_cuts: Family::default(),
+            pacing_raises: Family::default(),
             pacing_wait: Family::default(),
         }
     }
@@ -87,8 +100,17 @@ impl FirehoseMetrics {
             throttles: self.throttles.get_or_create(&labels).clone(),
             records_sent: self.records_sent.get_or_create(&labels).clone(),
             bytes_sent: self.bytes_sent.get_or_create(&labels).clone(),
-            pacing_factor: self.pacing_factor.get_or_create(&labels).clone(),
-            pacing_delay: self.pacing_delay.get_or_create(&labels).clone(),
+            pacing: PacingMetrics {
+                factor: self.pacing_factor.get_or_create(&labels).clone(),
+                target: self.pacing_target.get_or_create(&labels).clone(),
+                throttled_fraction: self
+                    .pacing_throttled_fraction
+                    .get_or_create(&labels)
+                    .clone(),
+                baseline_fraction: self.pacing_baseline_fraction.get_or_create(&labels).clone(),
+                cuts: self.pacing_cuts.get_or_create(&labels).clone(),
+                raises: self.pacing_raises.get_or_create(&labels).clone(),
+            },
             pacing_wait: self.pacing_wait.get_or_create(&labels).clone(),
         }
     }
@@ -133,13 +155,33 @@ impl FirehoseMetrics {
         );
         metrics.register(
             "firehose_pacing_rate_factor",
-            "Pacing rate factor (1 = configured rates; lower after throttling)",
+            "Adaptive pacing target as a fraction of the rate delivered before throttling (1 = not limiting)",
             m.pacing_factor.clone(),
         );
         metrics.register(
-            "firehose_pacing_delay_seconds",
-            "Adaptive spacing between PutRecordBatch calls after throttling",
-            m.pacing_delay.clone(),
+            "firehose_pacing_target_records_per_second",
+            "Adaptive pacing target rate, records per second (0 = not limiting)",
+            m.pacing_target.clone(),
+        );
+        metrics.register(
+            "firehose_pacing_throttled_fraction",
+            "Throttled fraction of the records answered in the last second",
+            m.pacing_throttled_fraction.clone(),
+        );
+        metrics.register(
+            "firehose_pacing_baseline_fraction",
+            "Throttled fraction that adaptive pacing found not to depend on the rate, and ignores",
+            m.pacing_baseline_fraction.clone(),
+        );
+        metrics.register(
+            "firehose_pacing_cuts",
+            "Cuts of the adaptive pacing target",
+            m.pacing_cuts.clone(),
+        );
+        metrics.register(
+            "firehose_pacing_raises",
+            "Raises of the adaptive pacing target",
+            m.pacing_raises.clone(),
         );
         metrics.register(
             "firehose_pacing_wait_seconds",
@@ -166,10 +208,8 @@ pub struct OutputMetrics {
     pub records_sent: Counter,
     /// Data bytes accepted.
     pub bytes_sent: Counter,
-    /// Current pacing rate factor.
-    pub pacing_factor: Gauge<f64, AtomicU64>,
-    /// Current adaptive spacing between calls, seconds.
-    pub pacing_delay: Gauge<f64, AtomicU64>,
+    /// The pacer's gauges and counters.
+    pub pacing: PacingMetrics,
     /// Time spent waiting for pacing, seconds.
     pub pacing_wait: Counter<f64, AtomicU64>,
 }

@@ -152,8 +152,7 @@ impl FirehoseSink {
                 requests: cfg.max_requests_per_second,
                 adaptive: cfg.adaptive_pacing,
             },
-            output_metrics.pacing_factor.clone(),
-            output_metrics.pacing_delay.clone(),
+            output_metrics.pacing.clone(),
         );
         tracing::info!(output = name, stream = %cfg.delivery_stream, region = %region,
             endpoint = cfg.endpoint_url.as_deref().unwrap_or("default"), credentials = %credentials.description,
@@ -199,22 +198,27 @@ impl FirehoseSink {
         let mut attempt: u32 = 0;
         loop {
             self.pace(&call, records).await;
+            let sent_at = tokio::time::Instant::now();
             let error = match self.put(chunk, records, call.todo()).await {
                 Ok(out) => {
                     let answers = out.request_responses().iter().map(|r| RecordAnswer {
                         error_code: r.error_code(),
                         error_message: r.error_message(),
                     });
+                    let sent = call.todo().len();
                     match call.tally(answers, |i| records[i].len(), &self.metrics) {
                         None => {
-                            self.pacer.on_success();
+                            self.pacer.on_answer(sent, 0, sent_at);
                             return CallOutcome::of(call, None);
                         }
-                        Some(refusal) => self.refused(refusal),
+                        Some(refusal) => {
+                            self.pacer.on_answer(sent, refusal.throttled, sent_at);
+                            self.refused(refusal)
+                        }
                     }
                 }
                 Err(e) => {
-                    let error = self.call_failed(&e);
+                    let error = self.call_failed(&e, call.todo().len(), sent_at);
                     if !errors::retry_in_flush(error.class) {
                         return CallOutcome::of(call, Some(error));
                     }
@@ -226,7 +230,7 @@ impl FirehoseSink {
                 return CallOutcome::of(call, Some(error));
             }
             tracing::debug!(stream = %self.stream, attempt, pending = call.todo().len(), error = %error, "resending within the flush");
-            tokio::time::sleep(backoff(attempt)).await;
+            self.pacer.backoff(backoff(attempt)).await;
         }
     }
 
@@ -275,11 +279,8 @@ impl FirehoseSink {
         result
     }
 
-    /// The error of an answer that refused some records; throttling slows pacing down.
+    /// The error of an answer that refused some records (pacing has seen the answer).
     fn refused(&self, refusal: Refusal) -> SinkError {
-        if refusal.class == ErrorClass::Throttled {
-            self.pacer.on_throttle();
-        }
         SinkError::new(
             refusal.class,
             format!(
@@ -289,15 +290,20 @@ impl FirehoseSink {
         )
     }
 
-    /// Classifies and counts a failed call; throttling slows pacing down, and rejected
-    /// credentials ask for a refresh at once.
-    fn call_failed(&self, e: &SdkError<PutRecordBatchError, HttpResponse>) -> SinkError {
+    /// Classifies and counts a failed call of `records` records; throttling is a signal for
+    /// pacing, and rejected credentials ask for a refresh at once.
+    fn call_failed(
+        &self,
+        e: &SdkError<PutRecordBatchError, HttpResponse>,
+        records: usize,
+        sent_at: tokio::time::Instant,
+    ) -> SinkError {
         let class = errors::classify(e);
         self.metrics.call_errors.get(class).inc();
         match class {
             ErrorClass::Throttled => {
                 self.metrics.throttles.inc();
-                self.pacer.on_throttle();
+                self.pacer.on_call_throttled(records, sent_at);
             }
             ErrorClass::Credentials => {
                 if let Some(r) = &self.credentials.refresher {
@@ -353,5 +359,9 @@ impl Sink for FirehoseSink {
 
     fn describe(&self) -> String {
         format!("firehose stream={} region={}", self.stream, self.region)
+    }
+
+    fn pacing_status(&self) -> Option<pacing::PacingStatus> {
+        self.pacer.status()
     }
 }
