@@ -55,6 +55,11 @@ struct Knobs {
     /// Backlog drains with `adaptive`, `unpaced` (adaptive_pacing = false) or `both`.
     pacing: String,
     scenario: String,
+    /// Pacing scenarios: the records quota (records/s), how long each quota case is
+    /// measured, and the outage.
+    quota: u64,
+    pacing_secs: u64,
+    outage_secs: u64,
 }
 
 impl Knobs {
@@ -69,6 +74,9 @@ impl Knobs {
             backlog_mb: 2048,
             pacing: "both".into(),
             scenario: "all".into(),
+            quota: 20_000,
+            pacing_secs: 60,
+            outage_secs: 30,
         };
         let args: Vec<String> = std::env::args().skip(1).collect();
         let mut i = 0;
@@ -90,6 +98,9 @@ impl Knobs {
                 "--backlog-mb" => k.backlog_mb = num(),
                 "--scenario" => k.scenario = value.clone(),
                 "--pacing" => k.pacing = value.clone(),
+                "--quota" => k.quota = num(),
+                "--pacing-secs" => k.pacing_secs = num(),
+                "--outage-secs" => k.outage_secs = num(),
                 // `cargo bench` passes --bench; filters are not used here.
                 _ => {
                     i += 1;
@@ -216,56 +227,132 @@ async fn run_load(port: u16, k: &Knobs, load: &Arc<Load>, records: u64) -> Durat
     start.elapsed()
 }
 
-/// The fake Firehose: counts records and answers success (or 503 while refusing).
+/// The fake Firehose: counts records and answers success (or 503 while refusing). For the
+/// pacing scenarios it also meters a quota per one-second window (records and data bytes;
+/// records over it fail inside the 200 answer with ServiceUnavailableException, as Firehose
+/// meters a stream) and fails a share of records (in 200 answers) and of requests (500)
+/// whatever the rate.
+#[derive(Default)]
 struct Fake {
     records: AtomicU64,
     bytes: AtomicU64,
     calls: AtomicU64,
     refusing: AtomicBool,
+    /// Records per one-second window (0 = unmetered).
+    quota_records: AtomicU64,
+    /// Data bytes per one-second window (0 = unmetered).
+    quota_bytes: AtomicU64,
+    /// Records failing whatever the rate, parts per million.
+    record_fail_ppm: AtomicU64,
+    /// Requests failing with 500 whatever the rate, parts per million.
+    request_fail_ppm: AtomicU64,
+    /// Records answered (accepted or refused, in 200 answers and refused calls).
+    sent: AtomicU64,
+    /// Records throttled (refused inside 200 answers, or in 503 calls).
+    throttled: AtomicU64,
+    /// (window, records, bytes) used of the current one-second window.
+    meter: std::sync::Mutex<(u64, u64, u64)>,
+    epoch: std::sync::OnceLock<Instant>,
+}
+
+impl Fake {
+    fn metered(&self) -> bool {
+        self.quota_records.load(Ordering::Relaxed) > 0
+            || self.quota_bytes.load(Ordering::Relaxed) > 0
+            || self.record_fail_ppm.load(Ordering::Relaxed) > 0
+    }
 }
 
 fn fake_handler(fake: Arc<Fake>) -> http_server::Handler {
     Arc::new(move |req: http_server::Request| {
         let fake = Arc::clone(&fake);
         Box::pin(async move {
-            if fake.refusing.load(Ordering::Relaxed) {
-                return http_server::Reply::Response {
-                    status: 503,
-                    content_type: "application/x-amz-json-1.1",
-                    body: br#"{"__type":"ServiceUnavailableException","message":"Slow down."}"#
-                        .to_vec(),
-                };
+            let refuse = |status: u16, code: &str| http_server::Reply::Response {
+                status,
+                content_type: "application/x-amz-json-1.1",
+                body: format!(r#"{{"__type":"{code}","message":"Slow down."}}"#).into_bytes(),
+            };
+            let request_fail = fake.request_fail_ppm.load(Ordering::Relaxed);
+            if request_fail > 0 && rand::random::<u64>() % 1_000_000 < request_fail {
+                return refuse(500, "InternalFailure");
             }
             let body = &req.body;
-            let mut n = 0u64;
-            let mut data_bytes = 0u64;
+            // Data sizes of the records, in order. Memchr's SIMD search: the fake shares the
+            // machine with the relay, so it should take as little of the CPU being measured
+            // as it can.
+            let mut sizes = Vec::with_capacity(500);
             let mut i = 0;
-            // Memchr's SIMD search: the fake shares the machine with the relay, so it should take
-            // as little of the CPU being measured as it can.
             let data_key = memchr::memmem::Finder::new(b"\"Data\":\"");
             while let Some(pos) = data_key.find(&body[i..]) {
                 let start = i + pos + 8;
                 let end = memchr::memchr(b'"', &body[start..])
                     .map(|e| start + e)
                     .unwrap_or(body.len());
-                data_bytes += ((end - start) / 4 * 3) as u64;
-                n += 1;
+                sizes.push(((end - start) / 4 * 3) as u64);
                 i = end;
             }
+            let n = sizes.len() as u64;
+            if fake.refusing.load(Ordering::Relaxed) {
+                fake.sent.fetch_add(n, Ordering::Relaxed);
+                fake.throttled.fetch_add(n, Ordering::Relaxed);
+                return refuse(503, "ServiceUnavailableException");
+            }
+            let mut failed = vec![false; sizes.len()];
+            if fake.metered() {
+                let fail_ppm = fake.record_fail_ppm.load(Ordering::Relaxed);
+                let (qr, qb) = (
+                    fake.quota_records.load(Ordering::Relaxed),
+                    fake.quota_bytes.load(Ordering::Relaxed),
+                );
+                let now = Instant::now();
+                let window = now
+                    .duration_since(*fake.epoch.get_or_init(|| now))
+                    .as_secs();
+                let mut m = fake.meter.lock().unwrap();
+                if window > m.0 {
+                    *m = (window, 0, 0);
+                }
+                for (f, &size) in failed.iter_mut().zip(&sizes) {
+                    let fails = fail_ppm > 0 && rand::random::<u64>() % 1_000_000 < fail_ppm;
+                    if fails || (qr > 0 && m.1 + 1 > qr) || (qb > 0 && m.2 + size > qb) {
+                        *f = true;
+                    } else {
+                        m.1 += 1;
+                        m.2 += size;
+                    }
+                }
+            }
+            let refused = failed.iter().filter(|f| **f).count() as u64;
+            let data_bytes: u64 = sizes
+                .iter()
+                .zip(&failed)
+                .filter(|(_, f)| !**f)
+                .map(|(s, _)| s)
+                .sum();
             fake.calls.fetch_add(1, Ordering::Relaxed);
             fake.bytes.fetch_add(data_bytes, Ordering::Relaxed);
-            fake.records.fetch_add(n, Ordering::Relaxed);
+            fake.records.fetch_add(n - refused, Ordering::Relaxed);
+            fake.sent.fetch_add(n, Ordering::Relaxed);
+            fake.throttled.fetch_add(refused, Ordering::Relaxed);
             // Record ids as long as real ones (56+ characters), so that reading the response
             // costs the relay what it costs in production.
             let mut out = String::with_capacity(64 + n as usize * 72);
-            out.push_str(r#"{"FailedPutCount":0,"Encrypted":false,"RequestResponses":["#);
-            for j in 0..n {
+            out.push_str(r#"{"FailedPutCount":"#);
+            out.push_str(itoa::Buffer::new().format(refused));
+            out.push_str(r#","Encrypted":false,"RequestResponses":["#);
+            for (j, f) in failed.iter().enumerate() {
                 if j > 0 {
                     out.push(',');
                 }
-                out.push_str(r#"{"RecordId":"49543463076548007577105092703039560359975228518395"#);
-                out.push_str(itoa::Buffer::new().format(100_000 + j));
-                out.push_str(r#""}"#);
+                if *f {
+                    out.push_str(r#"{"ErrorCode":"ServiceUnavailableException","ErrorMessage":"Slow down."}"#);
+                } else {
+                    out.push_str(
+                        r#"{"RecordId":"49543463076548007577105092703039560359975228518395"#,
+                    );
+                    out.push_str(itoa::Buffer::new().format(100_000 + j));
+                    out.push_str(r#""}"#);
+                }
             }
             out.push_str("]}");
             http_server::Reply::Response {
@@ -275,6 +362,50 @@ fn fake_handler(fake: Arc<Fake>) -> http_server::Handler {
             }
         })
     })
+}
+
+/// Counters of the fake at one moment.
+#[derive(Debug, Clone, Copy)]
+struct Sample {
+    at: Instant,
+    records: u64,
+    bytes: u64,
+    sent: u64,
+    throttled: u64,
+}
+
+impl Fake {
+    fn sample(&self) -> Sample {
+        Sample {
+            at: Instant::now(),
+            records: self.records.load(Ordering::Relaxed),
+            bytes: self.bytes.load(Ordering::Relaxed),
+            sent: self.sent.load(Ordering::Relaxed),
+            throttled: self.throttled.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Samples every 100 ms for `d`.
+    fn watch(&self, d: Duration) -> Vec<Sample> {
+        let end = Instant::now() + d;
+        let mut out = vec![self.sample()];
+        while Instant::now() < end {
+            std::thread::sleep(Duration::from_millis(100));
+            out.push(self.sample());
+        }
+        out
+    }
+}
+
+/// Records/s, bytes/s and the throttled fraction of sent records between two samples.
+fn rates(a: &Sample, b: &Sample) -> (f64, f64, f64) {
+    let secs = b.at.duration_since(a.at).as_secs_f64().max(1e-9);
+    let sent = (b.sent - a.sent).max(1) as f64;
+    (
+        (b.records - a.records) as f64 / secs,
+        (b.bytes - a.bytes) as f64 / secs,
+        (b.throttled - a.throttled) as f64 / sent,
+    )
 }
 
 fn free_port() -> u16 {
@@ -557,12 +688,7 @@ fn main() {
     let ca = http_server::TestCa::new();
     let ca_path = tmp.path().join("ca.pem");
     std::fs::write(&ca_path, &ca.ca_pem).unwrap();
-    let fake = Arc::new(Fake {
-        records: AtomicU64::new(0),
-        bytes: AtomicU64::new(0),
-        calls: AtomicU64::new(0),
-        refusing: AtomicBool::new(false),
-    });
+    let fake = Arc::new(Fake::default());
     let fake_addr = rt.block_on(http_server::serve(
         Some(Arc::clone(&ca.server_config)),
         fake_handler(Arc::clone(&fake)),
@@ -688,4 +814,144 @@ fn main() {
             relay.stop();
         }
     }
+
+    if k.scenario == "pacing" || k.scenario == "all" {
+        pacing_scenarios(
+            &k,
+            &rt,
+            tmp.path(),
+            &fake,
+            fake_addr.port(),
+            &ca_path,
+            &load,
+        );
+    }
+}
+
+/// The adaptive pacing cases of issue 17, each with 8 flush workers and a backlog loaded while
+/// the fake refuses every call: a records quota and a bytes quota (delivered/s over
+/// `pacing_secs` against the quota, throttled fraction of the records sent), rate-independent
+/// failures (2 % of records, 5 % of requests; delivered/s against the same run's unthrottled
+/// rate), and an outage (`outage_secs`; how soon the rate is back to 90 % of the rate before).
+#[allow(clippy::too_many_arguments)]
+fn pacing_scenarios(
+    k: &Knobs,
+    rt: &tokio::runtime::Runtime,
+    dir: &Path,
+    fake: &Arc<Fake>,
+    fake_port: u16,
+    ca: &Path,
+    load: &Arc<Load>,
+) {
+    let kk = Knobs {
+        workers: 8,
+        ..k.clone()
+    };
+    let buffer = "total_limit_size = \"8g\"\nretry_wait = \"100ms\"\nretry_max_interval = \"500ms\"\nretry_randomize = false\nretry_forever = true";
+    let rec_bytes = load.json_bytes_per_record as u64;
+    // Loads `records` into a fresh relay while the fake refuses everything.
+    let start = |records: u64| {
+        fake.refusing.store(true, Ordering::Relaxed);
+        let relay = Relay::start(dir, fake_port, ca, &kk, "", buffer);
+        let records = records / k.per_message * k.per_message;
+        rt.block_on(run_load(relay.forward_port, &kk, load, records));
+        relay
+    };
+    let reset = || {
+        for c in [
+            &fake.quota_records,
+            &fake.quota_bytes,
+            &fake.record_fail_ppm,
+            &fake.request_fail_ppm,
+        ] {
+            c.store(0, Ordering::Relaxed);
+        }
+    };
+    let secs = Duration::from_secs(k.pacing_secs);
+    // Enough backlog to stay over the quota for the whole measurement.
+    let quota_backlog = k.quota * (k.pacing_secs + 10) * 3 / 2;
+
+    for bytes_quota in [false, true] {
+        reset();
+        let relay = start(quota_backlog);
+        let (what, quota) = if bytes_quota {
+            let q = k.quota * rec_bytes;
+            fake.quota_bytes.store(q, Ordering::Relaxed);
+            ("bytes", q)
+        } else {
+            fake.quota_records.store(k.quota, Ordering::Relaxed);
+            ("records", k.quota)
+        };
+        fake.refusing.store(false, Ordering::Relaxed);
+        let samples = fake.watch(secs);
+        let (records, bytes, throttled) = rates(&samples[0], samples.last().unwrap());
+        let delivered = if bytes_quota { bytes } else { records };
+        println!(
+            "pacing, {what} quota {quota}/s, 8 workers, {} s: delivered {delivered:.0} {what}/s = {:.1} % of the quota ({records:.0} records/s), {:.2} % of sent records throttled",
+            k.pacing_secs,
+            delivered / quota as f64 * 100.0,
+            throttled * 100.0
+        );
+        let per_10s: Vec<String> = samples
+            .chunks(100)
+            .filter_map(|c| {
+                let (r, b, t) = rates(c.first()?, c.last()?);
+                let d = if bytes_quota { b } else { r };
+                Some(format!(
+                    "{:.1}%/{:.1}%",
+                    d / quota as f64 * 100.0,
+                    t * 100.0
+                ))
+            })
+            .collect();
+        println!("  per 10 s (of quota / throttled): {}", per_10s.join(" "));
+        relay.stop();
+    }
+
+    // Rate-independent failures: the unthrottled drain for 5 s, then the failures.
+    reset();
+    let relay = start((k.backlog_mb << 20) / rec_bytes);
+    fake.refusing.store(false, Ordering::Relaxed);
+    std::thread::sleep(Duration::from_secs(1));
+    let clean = fake.watch(Duration::from_secs(5));
+    let (unthrottled, _, _) = rates(&clean[0], clean.last().unwrap());
+    fake.record_fail_ppm.store(20_000, Ordering::Relaxed);
+    fake.request_fail_ppm.store(50_000, Ordering::Relaxed);
+    std::thread::sleep(Duration::from_secs(2));
+    let failing = fake.watch(Duration::from_secs(15));
+    let (during, _, throttled) = rates(&failing[0], failing.last().unwrap());
+    println!(
+        "pacing, 2 % of records and 5 % of requests failing, 8 workers: unthrottled {unthrottled:.0} records/s, with failures {during:.0} records/s = {:.2}× ({:.2} % of sent records refused)",
+        during / unthrottled,
+        throttled * 100.0
+    );
+    reset();
+    relay.stop();
+
+    // Outage at the records quota.
+    let before_secs = 20;
+    let after_secs = 10;
+    let relay = start(k.quota * (before_secs + after_secs + 10) * 3 / 2);
+    fake.quota_records.store(k.quota, Ordering::Relaxed);
+    fake.refusing.store(false, Ordering::Relaxed);
+    let before = fake.watch(Duration::from_secs(before_secs));
+    let pre = rates(&before[before.len() - 100], before.last().unwrap()).0;
+    fake.refusing.store(true, Ordering::Relaxed);
+    std::thread::sleep(Duration::from_secs(k.outage_secs));
+    fake.refusing.store(false, Ordering::Relaxed);
+    let after = fake.watch(Duration::from_secs(after_secs));
+    // The end of the first one-second window (100 ms steps) at 90 % of the rate before.
+    let back = (0..after.len().saturating_sub(10))
+        .find(|&i| rates(&after[i], &after[i + 10]).0 >= 0.9 * pre)
+        .map(|i| after[i + 10].at.duration_since(after[0].at));
+    let (post, _, post_throttled) = rates(&after[0], after.last().unwrap());
+    println!(
+        "pacing, {} s outage at the records quota {}/s, 8 workers: {pre:.0} records/s before; back at 90 % after {}; {post:.0} records/s over the {after_secs} s after ({:.2} % throttled)",
+        k.outage_secs,
+        k.quota,
+        back.map_or("never".to_owned(), |d| format!("{:.1} s", d.as_secs_f64())),
+        post_throttled * 100.0
+    );
+    reset();
+    relay.stop();
 }
