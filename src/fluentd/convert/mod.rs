@@ -199,6 +199,32 @@ impl Cx {
         });
     }
 
+    /// The children of `d`, with every repeat of a single-valued section (one of `single`)
+    /// reported and left out. Fluentd refuses such a section written twice in one directive,
+    /// and two would make one TOML table twice; the first is the one converted.
+    fn without_repeats<'d>(&mut self, d: &'d Directive, single: &[&str]) -> Vec<&'d Directive> {
+        let mut seen: Vec<&str> = Vec::new();
+        let mut kept = Vec::with_capacity(d.children.len());
+        for c in &d.children {
+            let name = c.name.as_str();
+            if single.contains(&name) {
+                if seen.contains(&name) {
+                    self.finding(
+                        &c.pos,
+                        &c.describe(),
+                        Why::InvalidValue,
+                        &format!("<{name}> is given more than once here; Fluentd refuses that"),
+                        "keep one",
+                    );
+                    continue;
+                }
+                seen.push(name);
+            }
+            kept.push(c);
+        }
+        kept
+    }
+
     fn warn(&mut self, pos: &Pos, message: impl Into<String>) {
         self.warnings.push(Warning {
             pos: pos.clone(),

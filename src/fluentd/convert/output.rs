@@ -58,7 +58,7 @@ impl Cx {
         self.common_params(&mut ps);
         let mut buffer = None;
         let mut format = None;
-        for c in &d.children {
+        for c in self.without_repeats(d, &["buffer", "format"]) {
             match c.name.as_str() {
                 "buffer" => buffer = Some(c),
                 "format" => format = Some(c),

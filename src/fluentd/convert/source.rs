@@ -212,7 +212,7 @@ impl Cx {
             ps.take("send_keepalive_packet"),
             "the relay does not send TCP keepalive probes",
         );
-        for c in &d.children {
+        for c in self.without_repeats(d, &["security", "transport"]) {
             match c.name.as_str() {
                 "security" => self.security(c, sec),
                 "transport" => self.transport(c, sec),

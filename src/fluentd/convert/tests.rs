@@ -443,3 +443,31 @@ fn placeholders_are_reported_but_environment_defaults_are_not() {
         assert_eq!(!c.is_faithful(), placeholder, "{value}: {}", c.report());
     }
 }
+
+/// Fluentd refuses a single-valued section written twice; the converter reports the repeat
+/// (found by `any_parsed_config_converts_to_valid_toml`: two `<transport tls>` made one TOML
+/// table twice) and keeps the first.
+#[test]
+fn a_single_section_given_twice_is_reported_and_the_first_is_kept() {
+    let c = conv(
+        "<source>\n  @type forward\n  <transport tls>\n    cert_path /a\n    private_key_path /k\n  </transport>\n  <transport tls>\n    cert_path /b\n    private_key_path /k\n  </transport>\n</source>\n<match **>\n  @type stdout\n  <format>\n    @type json\n  </format>\n  <format>\n    @type json\n  </format>\n  <buffer>\n    @type memory\n  </buffer>\n  <buffer>\n    @type file\n  </buffer>\n</match>\n",
+    );
+    let t = table(&c);
+    assert_eq!(at(&t, "sources.forward.tls.cert_path").as_str(), Some("/a"));
+    let repeats: Vec<(u32, Why)> = c
+        .findings
+        .iter()
+        .filter(|f| f.reason.contains("more than once"))
+        .map(|f| (f.pos.line, f.why))
+        .collect();
+    assert_eq!(
+        repeats,
+        [
+            (7, Why::InvalidValue),
+            (17, Why::InvalidValue),
+            (23, Why::InvalidValue)
+        ],
+        "{:#?}",
+        c.findings
+    );
+}
