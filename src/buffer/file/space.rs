@@ -99,10 +99,13 @@ impl StorageHealth {
 /// descriptors are back. Any other error of a write, and any error of a sync, poisons the
 /// store.
 pub fn is_no_room(e: &std::io::Error) -> bool {
+    is_full(e) || matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE))
+}
+
+/// The file system (or the user's quota) is full: `ENOSPC` / `EDQUOT`, which std reads as
+/// these two kinds.
+pub fn is_full(e: &std::io::Error) -> bool {
     matches!(
-        e.raw_os_error(),
-        Some(libc::ENOSPC | libc::EDQUOT | libc::EMFILE | libc::ENFILE)
-    ) || matches!(
         e.kind(),
         std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded
     )

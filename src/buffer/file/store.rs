@@ -141,12 +141,7 @@ impl StoreError {
 
     /// True when the file system (or the user's quota) is full: `ENOSPC` / `EDQUOT`.
     pub fn is_storage_full(&self) -> bool {
-        self.io_error().is_some_and(|e| {
-            matches!(
-                e.kind(),
-                std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded
-            )
-        })
+        self.io_error().is_some_and(super::space::is_full)
     }
 }
 
