@@ -8,6 +8,7 @@
 
 pub mod file;
 pub mod firehose;
+pub mod kpl;
 pub mod stdout;
 
 use async_trait::async_trait;
