@@ -25,8 +25,9 @@
 //!    into buffer operations: commit what was delivered, release the rest with a retry time,
 //!    and dead-letter ([`flush::deadletter`]) what can never be delivered or ran out of retries.
 //! 5. A [`sink`] delivers the records of one chunk and says, record by record, what it
-//!    delivered. The Firehose sink ([`sink::firehose`]) packs records into PutRecordBatch calls,
-//!    paces them, and resends only what a call refused.
+//!    delivered. The AWS outputs are faces of one batch-put layer ([`sink::aws_batch`]): it
+//!    splits a chunk into calls, paces them, and resends only what a call refused; the
+//!    Firehose face ([`sink::firehose`]) packs records into PutRecordBatch calls.
 //!
 //! # Threads and tasks
 //!
@@ -76,7 +77,8 @@
 //! | tag patterns, filters, formatting | [`pipeline`] |
 //! | chunk queue, on-disk format, crash recovery | [`buffer`], [`buffer::file`] |
 //! | flush workers, retry schedule, dead letters | [`flush`] |
-//! | Firehose: batching, aggregation, pacing, request/response, errors | [`sink::firehose`] |
+//! | AWS batch-put outputs: calls, partial failures, pacing, errors, metrics | [`sink::aws_batch`] |
+//! | Firehose: aggregation, PutRecordBatch request/response | [`sink::firehose`] |
 //! | AWS credentials (IRSA web identity, STS), HTTP client | [`aws`] |
 //! | metrics, `/healthz` `/readyz` `/status`, logging, `top` | [`ops`], [`ops::top`] |
 //! | file descriptor limit and the client connection budget | [`fds`] |

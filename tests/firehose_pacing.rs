@@ -105,7 +105,7 @@ fn start(fake: &FakeFirehose, record_bytes: usize, intake: u64) -> Relay {
         &path,
         &[(
             "RUST_LOG",
-            "info,firehose_relay::sink::firehose::pacing=debug",
+            "info,firehose_relay::sink::aws_batch::pacing=debug",
         )],
     );
     let http = common::wait_http_addr(dir.path(), &mut child).port();

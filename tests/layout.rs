@@ -1,7 +1,7 @@
 //! The layout rule from the crate docs, kept by a test because new code breaks it easily: no
 //! source file under `src/` is over 600 lines, test modules (`tests.rs`, `prop_tests.rs`, files
 //! under a `tests/` directory) excepted. A file that grows past it is split into modules with
-//! one job each (see how `buffer/file/queue/append.rs` or `sink/firehose/pacing/` did it).
+//! one job each (see how `buffer/file/queue/append.rs` or `sink/aws_batch/pacing/` did it).
 
 use std::path::{Path, PathBuf};
 

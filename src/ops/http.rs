@@ -166,7 +166,7 @@ pub struct OutputStatus {
     pub throttled: bool,
     /// Adaptive pacing (Firehose outputs with `adaptive_pacing`).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub pacing: Option<crate::sink::firehose::pacing::PacingStatus>,
+    pub pacing: Option<crate::sink::aws_batch::pacing::PacingStatus>,
 }
 
 /// The `/status` document.

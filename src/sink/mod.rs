@@ -6,6 +6,7 @@
 //! turns that into buffer operations and retry scheduling, so every sink gets partial-delivery,
 //! retry and dead-letter handling for free.
 
+pub mod aws_batch;
 pub mod file;
 pub mod firehose;
 pub mod kpl;
@@ -165,7 +166,7 @@ pub trait Sink: Send + Sync {
     }
 
     /// The adaptive pacing's state, for `/status`; `None` when the sink has none.
-    fn pacing_status(&self) -> Option<firehose::pacing::PacingStatus> {
+    fn pacing_status(&self) -> Option<aws_batch::pacing::PacingStatus> {
         None
     }
 }

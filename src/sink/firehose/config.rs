@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 use super::aggregate::MAX_RECORD_BYTES;
-use super::batch::{MAX_BYTES_PER_CALL, MAX_RECORDS_PER_CALL};
+use super::{MAX_BYTES_PER_CALL, MAX_RECORDS_PER_CALL};
 use crate::aws::credentials::config::CredentialsConfig;
 use crate::buffer::config::BufferConfig;
 use crate::pipeline::format::FormatOptions;

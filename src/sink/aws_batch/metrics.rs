@@ -1,8 +1,9 @@
-//! Metrics of the Firehose sink (label `output`, plus `class` where split by error class).
+//! Metrics of a batch-put output (label `output`, plus `class` where split by error class).
 //!
-//! The families are registered once per registry ([`FirehoseMetrics`]); each output looks up
-//! its own handles once, when it is built ([`OutputMetrics`]), so a call bumps counters
-//! without building label sets or hashing them.
+//! Every service has the same families under its own prefix ([`Names`]: `firehose_…` for
+//! PutRecordBatch, `kinesis_…` for PutRecords). The families are registered once per registry
+//! and service ([`Families`]); each output looks up its own handles once, when it is built
+//! ([`OutputMetrics`]), so a call bumps counters without building label sets or hashing them.
 
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, OnceLock};
@@ -38,18 +39,33 @@ fn latency_histogram() -> Histogram {
     Histogram::new(exponential_buckets(0.005, 2.0, 14))
 }
 
-/// The Firehose families, registered once per registry and shared by all Firehose outputs.
+/// How one service's families are named and described.
+#[derive(Debug, Clone, Copy)]
+pub struct Names {
+    /// Prefix of every family, e.g. `firehose`.
+    pub prefix: &'static str,
+    /// Name of the latency histogram, e.g. `firehose_put_record_batch_duration_seconds`.
+    pub call_duration: &'static str,
+    /// The service, in help texts (`Firehose`).
+    pub service: &'static str,
+    /// The batch call, in help texts (`PutRecordBatch`).
+    pub call: &'static str,
+    /// The field of a 200 answer counting refused records (`FailedPutCount`).
+    pub failed_count: &'static str,
+}
+
+/// One service's families, registered once per registry and shared by all its outputs.
 #[derive(Clone)]
-pub struct FirehoseMetrics {
-    /// PutRecordBatch latency, every attempt.
+pub struct Families {
+    /// Call latency, every attempt.
     pub call_duration: Family<OutputLabels, Histogram, fn() -> Histogram>,
-    /// Failed PutRecordBatch calls, by class.
+    /// Failed calls, by class.
     pub call_errors: Family<ClassLabels, Counter>,
     /// Records refused inside a successful call (FailedPutCount), by class.
     pub record_failures: Family<ClassLabels, Counter>,
     /// Throttling signals (whole call or per record).
     pub throttles: Family<OutputLabels, Counter>,
-    /// Firehose records accepted.
+    /// Service records accepted.
     pub records_sent: Family<OutputLabels, Counter>,
     /// Data bytes accepted.
     pub bytes_sent: Family<OutputLabels, Counter>,
@@ -69,9 +85,10 @@ pub struct FirehoseMetrics {
     pub pacing_wait: Family<OutputLabels, Counter<f64, AtomicU64>>,
 }
 
-impl FirehoseMetrics {
-    fn new() -> Self {
-        FirehoseMetrics {
+impl Families {
+    /// Unregistered families (tests, and [`Families::register`]).
+    pub fn new() -> Self {
+        Families {
             call_duration: Family::new_with_constructor(latency_histogram),
             call_errors: Family::default(),
             record_failures: Family::default(),
@@ -115,76 +132,81 @@ impl FirehoseMetrics {
         }
     }
 
-    /// The families registered in `metrics` (registered on first use per registry, since a
-    /// registry refuses nothing but would print a name twice).
-    pub fn get(metrics: &Arc<Metrics>) -> FirehoseMetrics {
-        metrics.component(Self::register)
-    }
-
-    fn register(metrics: &Metrics) -> FirehoseMetrics {
-        let m = FirehoseMetrics::new();
+    /// The families of `names`, registered in `metrics`. Call it once per registry and
+    /// service (through [`Metrics::component`] with a type of the service's own), since a
+    /// registry refuses nothing but would print a name twice.
+    pub fn register(metrics: &Metrics, names: &Names) -> Families {
+        let m = Families::new();
+        let Names {
+            prefix,
+            service,
+            call,
+            failed_count,
+            ..
+        } = *names;
+        let family = |suffix: &str| format!("{prefix}_{suffix}");
         metrics.register(
-            "firehose_put_record_batch_duration_seconds",
-            "PutRecordBatch latency per attempt",
+            names.call_duration,
+            &format!("{call} latency per attempt"),
             m.call_duration.clone(),
         );
         metrics.register(
-            "firehose_call_errors",
-            "Failed PutRecordBatch calls, by error class",
+            &family("call_errors"),
+            &format!("Failed {call} calls, by error class"),
             m.call_errors.clone(),
         );
         metrics.register(
-            "firehose_record_failures",
-            "Records refused in a PutRecordBatch response (FailedPutCount), by error class",
+            &family("record_failures"),
+            &format!("Records refused in a {call} response ({failed_count}), by error class"),
             m.record_failures.clone(),
         );
         metrics.register(
-            "firehose_throttles",
-            "Throttling signals from Firehose",
+            &family("throttles"),
+            &format!("Throttling signals from {service}"),
             m.throttles.clone(),
         );
         metrics.register(
-            "firehose_records_sent",
-            "Firehose records accepted",
+            &family("records_sent"),
+            &format!("{service} records accepted"),
             m.records_sent.clone(),
         );
         metrics.register(
-            "firehose_bytes_sent",
-            "Data bytes accepted by Firehose",
+            &family("bytes_sent"),
+            &format!("Data bytes accepted by {service}"),
             m.bytes_sent.clone(),
         );
         metrics.register(
-            "firehose_pacing_rate_factor",
+            &family("pacing_rate_factor"),
             "Adaptive pacing target as a fraction of the rate delivered before throttling (1 = not limiting)",
             m.pacing_factor.clone(),
         );
         metrics.register(
-            "firehose_pacing_target_records_per_second",
+            &family("pacing_target_records_per_second"),
             "Adaptive pacing target rate, records per second (0 = not limiting)",
             m.pacing_target.clone(),
         );
         metrics.register(
-            "firehose_pacing_throttled_fraction",
+            &family("pacing_throttled_fraction"),
             "Throttled fraction of the records answered in the last second",
             m.pacing_throttled_fraction.clone(),
         );
         metrics.register(
-            "firehose_pacing_baseline_fraction",
+            &family("pacing_baseline_fraction"),
             "Throttled fraction that adaptive pacing found not to depend on the rate, and ignores",
             m.pacing_baseline_fraction.clone(),
         );
         metrics.register(
-            "firehose_pacing_cuts",
+            &family("pacing_cuts"),
             "Cuts of the adaptive pacing target",
             m.pacing_cuts.clone(),
         );
         metrics.register(
-            "firehose_pacing_raises",
+            &family("pacing_raises"),
             "Raises of the adaptive pacing target",
             m.pacing_raises.clone(),
         );
         metrics.register(
-            "firehose_pacing_wait_seconds",
+            &family("pacing_wait_seconds"),
             "Time calls waited for pacing",
             m.pacing_wait.clone(),
         );
@@ -192,8 +214,13 @@ impl FirehoseMetrics {
     }
 }
 
-/// The metric handles of one output, looked up once. Nothing here is Firehose-specific: a
-/// batch-put output of another service fills the same handles from its own families.
+impl Default for Families {
+    fn default() -> Self {
+        Families::new()
+    }
+}
+
+/// The metric handles of one output, looked up once, from its service's [`Families`].
 #[derive(Debug, Clone)]
 pub struct OutputMetrics {
     /// Call latency, every attempt.

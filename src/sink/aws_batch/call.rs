@@ -12,7 +12,6 @@ use std::time::Duration;
 
 use rand::Rng;
 
-use super::errors;
 use super::metrics::OutputMetrics;
 use crate::sink::ErrorClass;
 
@@ -80,12 +79,13 @@ impl Call {
 
     /// Sorts a 200 answer to the last attempt (`answers` in the order of [`Call::todo`]):
     /// accepted records are confirmed and counted (`size_of` gives a record's data bytes),
-    /// refused and unanswered ones stay to do and are counted by class. `None` when every
-    /// record was accepted.
+    /// refused and unanswered ones stay to do and are counted by class (`class_of` classifies
+    /// the service's per-record codes). `None` when every record was accepted.
     pub fn tally<'a>(
         &mut self,
         answers: impl IntoIterator<Item = RecordAnswer<'a>>,
         size_of: impl Fn(usize) -> usize,
+        class_of: impl Fn(&str) -> ErrorClass,
         metrics: &OutputMetrics,
     ) -> Option<Refusal> {
         let mut answers = answers.into_iter();
@@ -106,7 +106,7 @@ impl Call {
                 accepted_bytes += size_of(i) as u64;
                 continue;
             };
-            let class = errors::class_of_record_code(code);
+            let class = class_of(code);
             metrics.record_failures.get(class).inc();
             if class == ErrorClass::Throttled {
                 metrics.throttles.inc();
@@ -143,7 +143,8 @@ impl Call {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sink::firehose::metrics::FirehoseMetrics;
+    use crate::sink::aws_batch::errors::class_of_record_code;
+    use crate::sink::aws_batch::metrics::Families;
 
     fn answer(code: Option<&'static str>) -> RecordAnswer<'static> {
         RecordAnswer {
@@ -154,12 +155,14 @@ mod tests {
 
     #[test]
     fn refused_and_unanswered_records_are_sent_again_and_nothing_else() {
-        let metrics = FirehoseMetrics::get(&std::sync::Arc::default()).for_output("t");
+        let metrics = Families::new().for_output("t");
         let mut call = Call::new(4);
         let ok = answer(None);
         let throttled = answer(Some("ServiceUnavailableException"));
         // Three answers for four records: the last record is unanswered.
-        let refusal = call.tally([ok, throttled, ok], |_| 10, &metrics).unwrap();
+        let refusal = call
+            .tally([ok, throttled, ok], |_| 10, class_of_record_code, &metrics)
+            .unwrap();
         assert_eq!(
             (
                 refusal.class,
@@ -177,15 +180,19 @@ mod tests {
         );
         assert_eq!(metrics.throttles.get(), 1);
         // The resend carries records 1 and 3; both accepted.
-        assert!(call.tally([ok, ok], |_| 10, &metrics).is_none());
+        assert!(call
+            .tally([ok, ok], |_| 10, class_of_record_code, &metrics)
+            .is_none());
         assert_eq!(call.into_confirmed(), vec![true; 4]);
     }
 
     #[test]
     fn a_short_answer_without_codes_is_an_incomplete_response() {
-        let metrics = FirehoseMetrics::get(&std::sync::Arc::default()).for_output("t");
+        let metrics = Families::new().for_output("t");
         let mut call = Call::new(3);
-        let refusal = call.tally([answer(None)], |_| 1, &metrics).unwrap();
+        let refusal = call
+            .tally([answer(None)], |_| 1, class_of_record_code, &metrics)
+            .unwrap();
         assert_eq!(refusal.class, ErrorClass::Other);
         assert_eq!(refusal.detail, "response has 1 entries for 3 records");
         assert_eq!(call.todo(), &[1, 2]);

@@ -1,4 +1,7 @@
-//! Maps AWS SDK errors (Firehose calls and per-record error codes) to [`ErrorClass`].
+//! Maps AWS SDK errors (batch-put calls and per-record error codes) to [`ErrorClass`].
+//!
+//! The table of codes is shared by the services: they use the same AWS error vocabulary, and a
+//! service adds its own codes through [`super::BatchPut::class_of_code`].
 //!
 //! The class decides what happens next: throttling, 5xx, timeouts and connection errors are
 //! retried inside the flush with backoff; configuration and IAM problems
@@ -7,7 +10,10 @@
 //! schedule, since an operator may be fixing them right now.
 
 use aws_credential_types::provider::error::CredentialsError;
-use aws_sdk_firehose::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
+use aws_smithy_runtime_api::client::result::SdkError;
+use aws_smithy_types::error::display::DisplayErrorContext;
+use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 
 use crate::sink::ErrorClass;
 
@@ -62,7 +68,7 @@ pub fn class_of_status(status: u16) -> ErrorClass {
     }
 }
 
-/// Class of a per-record failure in a PutRecordBatch response. Unknown codes are treated as
+/// Class of a per-record failure in a batch-put response. Unknown codes are treated as
 /// server-side failures: the record was not accepted and will be resent.
 pub fn class_of_record_code(code: &str) -> ErrorClass {
     match class_of_code(code) {
@@ -79,8 +85,11 @@ pub fn retry_in_flush(class: ErrorClass) -> bool {
     )
 }
 
-/// Classifies an SDK error of any operation.
-pub fn classify<E, R>(err: &SdkError<E, R>) -> ErrorClass
+/// Classifies an SDK error of any operation; `class_of_code` reads the service's error codes.
+pub fn classify_with<E, R>(
+    err: &SdkError<E, R>,
+    class_of_code: impl Fn(&str) -> Option<ErrorClass>,
+) -> ErrorClass
 where
     E: ProvideErrorMetadata + std::error::Error + 'static,
     R: std::fmt::Debug + HasStatus + 'static,
@@ -126,7 +135,7 @@ pub trait HasStatus {
     fn status_code(&self) -> u16;
 }
 
-impl HasStatus for aws_sdk_firehose::config::http::HttpResponse {
+impl HasStatus for HttpResponse {
     fn status_code(&self) -> u16 {
         self.status().as_u16()
     }

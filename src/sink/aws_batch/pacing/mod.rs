@@ -1,4 +1,5 @@
-//! Quota pacing shared by all flush workers of one Firehose output.
+//! Quota pacing shared by all flush workers of one batch-put output (Firehose, Kinesis Data
+//! Streams: the text says Firehose, and the same holds for a stream's shards).
 //!
 //! Firehose meters each stream per one-second window (records, bytes and calls; e.g. 1 MiB/s
 //! in most regions). Records over the quota fail inside a 200 answer with

@@ -1,0 +1,320 @@
+//! The AWS batch-put layer: what the Firehose output (`PutRecordBatch`) and the Kinesis Data
+//! Streams outputs (`PutRecords`) share. Each service is a small face ([`BatchPut`]): how a
+//! chunk's records become the service's records, what one call looks like on the wire, its
+//! limits, how its answer lists per-record results, and which of its error codes mean what.
+//! Everything else is here, once:
+//!
+//! 1. the face packs the pending records of a chunk ([`BatchPut::encode`]), remembering which
+//!    chunk records each service record carries; a record that can never fit is reported as
+//!    rejected and dead-lettered by the flush worker;
+//! 2. [`batch`] splits them into calls within the service's record and byte limits;
+//! 3. each call waits for [`pacing`], is sent, and when the service accepts only part of it
+//!    (a failed count above zero, which comes with HTTP 200) only the failed records are sent
+//!    again ([`call`]), with backoff, up to `retries_on_batch_request` times; failed calls
+//!    (throttling, 5xx, timeouts, connection errors) are retried the same way, while
+//!    configuration and IAM errors ([`errors`]) stop the attempt at once;
+//! 4. every chunk record whose service record was confirmed goes into `Delivery::delivered`
+//!    (made durable by the flush worker, so a crash never resends it); the rest stay in the
+//!    buffer and are retried on the chunk's schedule. Nothing is dropped.
+//!
+//! Neither service has an idempotency key, so a record whose call timed out after the service
+//! accepted it is sent again: duplicates are possible exactly where a delivery was not
+//! confirmed.
+//!
+//! The SDK's own retries are off ([`connect`]): this layer retries, so that pacing sees every
+//! throttle and a partial failure resends only the failed records. Metrics ([`metrics`]) are
+//! the same families for every service, under the service's prefix.
+
+pub mod batch;
+pub mod call;
+pub mod connect;
+pub mod errors;
+pub mod metrics;
+pub mod pacing;
+
+use std::time::Instant;
+
+use async_trait::async_trait;
+use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
+use aws_smithy_runtime_api::client::result::SdkError;
+use aws_smithy_types::error::metadata::ProvideErrorMetadata;
+use futures::StreamExt;
+
+use self::batch::CallLimits;
+use self::call::{backoff, Call, RecordAnswer, Refusal};
+use self::metrics::OutputMetrics;
+use self::pacing::{Pacer, PacingStatus};
+use super::{Delivery, ErrorClass, Sink, SinkError};
+use crate::aws::credentials::OutputCredentials;
+use crate::buffer::Chunk;
+
+/// A chunk's records packed for one service: service records in chunk order, each carrying
+/// one or more chunk records.
+pub trait PackedChunk: Send + Sync {
+    /// How many service records there are.
+    fn len(&self) -> usize;
+    /// True when there are none.
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// The bytes service record `i` counts against the per-call limit (and the bytes/s
+    /// pacing), as the service meters them.
+    fn size(&self, i: usize) -> usize;
+    /// The chunk indices service record `i` carries.
+    fn chunk_indices(&self, i: usize) -> &[usize];
+    /// Chunk records that can never be sent (too large…), with the reason.
+    fn rejected(&self) -> &[(usize, String)];
+}
+
+/// One service's face of the layer.
+#[async_trait]
+pub trait BatchPut: Send + Sync + 'static {
+    /// The packed records of one chunk.
+    type Packed: PackedChunk;
+    /// The SDK's output of a successful call.
+    type Output: Send;
+    /// The SDK's error of the call.
+    type Error: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static;
+
+    /// The call's name, for logs and errors (`PutRecordBatch`).
+    const OPERATION: &'static str;
+
+    /// Packs the records of `chunk` that are not delivered yet.
+    async fn encode(&self, chunk: &Chunk) -> Self::Packed;
+
+    /// Sends service records `todo` (indices into `packed`, in order) in one call.
+    async fn put(
+        &self,
+        chunk: &Chunk,
+        packed: &Self::Packed,
+        todo: &[usize],
+    ) -> Result<Self::Output, SdkError<Self::Error, HttpResponse>>;
+
+    /// The per-record results of a successful call, in the order of the records sent.
+    fn answers(output: &Self::Output) -> impl Iterator<Item = RecordAnswer<'_>>;
+
+    /// Class of an error code of this service (in an error answer or a per-record result);
+    /// `None` when unknown. Default: the codes shared by the services ([`errors`]).
+    fn class_of_code(code: &str) -> Option<ErrorClass> {
+        errors::class_of_code(code)
+    }
+
+    /// The destination, for logs and errors: ``stream `logs` (eu-west-1)``.
+    fn destination(&self) -> String;
+
+    /// A short description for logs (`firehose stream=logs region=eu-west-1`).
+    fn describe(&self) -> String;
+}
+
+/// How an output sends its calls: the settings every batch-put output has.
+#[derive(Debug, Clone, Copy)]
+pub struct Sending {
+    /// Per-call limits (already within the service's).
+    pub limits: CallLimits,
+    /// Resends within one flush.
+    pub retries: u32,
+    /// Calls of one chunk in flight at once.
+    pub concurrency: usize,
+}
+
+/// Sends chunks through one service face. Shared by the output's flush workers.
+pub struct BatchPutSink<S: BatchPut> {
+    service: S,
+    sending: Sending,
+    pacer: Pacer,
+    metrics: OutputMetrics,
+    credentials: OutputCredentials,
+}
+
+/// The outcome of sending one call's records (with its resends).
+struct CallOutcome {
+    confirmed: Vec<bool>,
+    error: Option<SinkError>,
+}
+
+impl CallOutcome {
+    fn of(call: Call, error: Option<SinkError>) -> Self {
+        CallOutcome {
+            confirmed: call.into_confirmed(),
+            error,
+        }
+    }
+}
+
+impl<S: BatchPut> BatchPutSink<S> {
+    /// A sink of `service`; `pacer` and `metrics` are the output's.
+    pub fn new(
+        service: S,
+        sending: Sending,
+        pacer: Pacer,
+        metrics: OutputMetrics,
+        credentials: OutputCredentials,
+    ) -> Self {
+        BatchPutSink {
+            service,
+            sending,
+            pacer,
+            metrics,
+            credentials,
+        }
+    }
+
+    /// The service face.
+    pub fn service(&self) -> &S {
+        &self.service
+    }
+
+    /// Sends the records `range` of `packed` as one call, resending what is refused or fails
+    /// with backoff up to `retries_on_batch_request` times; reports which were confirmed.
+    async fn send_call(
+        &self,
+        chunk: &Chunk,
+        packed: &S::Packed,
+        range: std::ops::Range<usize>,
+    ) -> CallOutcome {
+        let mut call = Call::new(range.len());
+        let size_of = |i: usize| packed.size(range.start + i);
+        let class_of = |code: &str| S::class_of_code(code).unwrap_or(ErrorClass::Server);
+        let mut attempt: u32 = 0;
+        loop {
+            self.pace(&call, &size_of).await;
+            let sent_at = tokio::time::Instant::now();
+            let todo: Vec<usize> = call.todo().iter().map(|&i| range.start + i).collect();
+            let started = Instant::now();
+            let result = self.service.put(chunk, packed, &todo).await;
+            self.metrics
+                .call_duration
+                .observe(started.elapsed().as_secs_f64());
+            let error = match result {
+                Ok(out) => {
+                    let sent = call.todo().len();
+                    match call.tally(S::answers(&out), size_of, class_of, &self.metrics) {
+                        None => {
+                            self.pacer.on_answer(sent, 0, sent_at);
+                            return CallOutcome::of(call, None);
+                        }
+                        Some(refusal) => {
+                            self.pacer.on_answer(sent, refusal.throttled, sent_at);
+                            self.refused(refusal)
+                        }
+                    }
+                }
+                Err(e) => {
+                    let error = self.call_failed(&e, call.todo().len(), sent_at);
+                    if !errors::retry_in_flush(error.class) {
+                        return CallOutcome::of(call, Some(error));
+                    }
+                    error
+                }
+            };
+            attempt += 1;
+            if attempt > self.sending.retries {
+                return CallOutcome::of(call, Some(error));
+            }
+            tracing::debug!(destination = %self.service.destination(), attempt, pending = call.todo().len(), error = %error, "resending within the flush");
+            self.pacer.backoff(backoff(attempt)).await;
+        }
+    }
+
+    /// Waits until pacing lets the next attempt of `call` go.
+    async fn pace(&self, call: &Call, size_of: &impl Fn(usize) -> usize) {
+        let bytes: usize = call.todo().iter().map(|&i| size_of(i)).sum();
+        let waited = self.pacer.acquire(call.todo().len(), bytes).await;
+        if !waited.is_zero() {
+            self.metrics.pacing_wait.inc_by(waited.as_secs_f64());
+        }
+    }
+
+    /// The error of an answer that refused some records (pacing has seen the answer).
+    fn refused(&self, refusal: Refusal) -> SinkError {
+        SinkError::new(
+            refusal.class,
+            format!(
+                "{} to {}: {} of {} records failed, first: {}",
+                S::OPERATION,
+                self.service.destination(),
+                refusal.failed,
+                refusal.sent,
+                refusal.detail
+            ),
+        )
+    }
+
+    /// Classifies and counts a failed call of `records` records; throttling is a signal for
+    /// pacing, and rejected credentials ask for a refresh at once.
+    fn call_failed(
+        &self,
+        e: &SdkError<S::Error, HttpResponse>,
+        records: usize,
+        sent_at: tokio::time::Instant,
+    ) -> SinkError {
+        let class = errors::classify_with(e, S::class_of_code);
+        self.metrics.call_errors.get(class).inc();
+        match class {
+            ErrorClass::Throttled => {
+                self.metrics.throttles.inc();
+                self.pacer.on_call_throttled(records, sent_at);
+            }
+            ErrorClass::Credentials => {
+                if let Some(r) = &self.credentials.refresher {
+                    r.request_refresh();
+                }
+            }
+            _ => {}
+        }
+        SinkError::new(
+            class,
+            format!(
+                "{} to {}: {}",
+                S::OPERATION,
+                self.service.destination(),
+                errors::describe(e)
+            ),
+        )
+    }
+}
+
+#[async_trait]
+impl<S: BatchPut> Sink for BatchPutSink<S> {
+    async fn deliver(&self, chunk: &Chunk) -> Delivery {
+        let packed = self.service.encode(chunk).await;
+        let mut delivery = Delivery {
+            rejected: packed.rejected().to_vec(),
+            ..Default::default()
+        };
+        let calls = self
+            .sending
+            .limits
+            .split((0..packed.len()).map(|i| packed.size(i)));
+        // Up to `max_concurrent_calls` calls of this chunk in flight; each reports which of its
+        // records were confirmed, and whatever failed stays pending for the chunk's next attempt.
+        let packed = &packed;
+        let mut outcomes = futures::stream::iter(calls)
+            .map(|range| async move {
+                let outcome = self.send_call(chunk, packed, range.clone()).await;
+                (range, outcome)
+            })
+            .buffer_unordered(self.sending.concurrency.max(1));
+        while let Some((range, outcome)) = outcomes.next().await {
+            for (k, ok) in outcome.confirmed.iter().enumerate() {
+                if *ok {
+                    for &i in packed.chunk_indices(range.start + k) {
+                        delivery.delivered.insert(i);
+                    }
+                }
+            }
+            if let Some(e) = outcome.error {
+                delivery.error.get_or_insert(e);
+            }
+        }
+        delivery
+    }
+
+    fn describe(&self) -> String {
+        self.service.describe()
+    }
+
+    fn pacing_status(&self) -> Option<PacingStatus> {
+        self.pacer.status()
+    }
+}
