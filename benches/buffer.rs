@@ -39,6 +39,7 @@ fn policy() -> BufferPolicy {
         total_limit_size: 8 << 30,
         flush_mode: FlushMode::Interval,
         overflow_action: OverflowAction::Block,
+        keys: Default::default(),
     }
 }
 

@@ -53,6 +53,7 @@ fn policy() -> BufferPolicy {
         total_limit_size: 1 << 30,
         flush_mode: FlushMode::Interval,
         overflow_action: OverflowAction::Block,
+        keys: Default::default(),
     }
 }
 

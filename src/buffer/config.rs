@@ -12,7 +12,13 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::key::{ChunkKeyName, KeyRule, KeyZone};
 use crate::primitives::{ByteSize, ConfigDuration};
+
+/// Default of `max_open_chunks`: a few hundred tags at once (an aggregator of a Kubernetes
+/// cluster) before chunks close early. Each open chunk costs one small file and a few hundred
+/// bytes of bookkeeping.
+pub const DEFAULT_MAX_OPEN_CHUNKS: u32 = 256;
 
 /// Where chunks are kept.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -108,6 +114,27 @@ pub struct BufferConfig {
     pub retry_max_times: Option<u32>,
     /// Never give up: ignores `retry_timeout` and `retry_max_times`.
     pub retry_forever: bool,
+    /// Fluentd's chunk keys (`<buffer tag, time>`): `"tag"` and/or `"time"`; chunks are kept
+    /// apart by them and the stream name's placeholders are resolved from them (see
+    /// [`super::key`]). Empty (the default): one open chunk per output.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub chunk_keys: Vec<ChunkKeyName>,
+    /// Length of a time slot; required with `"time"` in `chunk_keys`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub timekey: Option<ConfigDuration>,
+    /// With `flush_mode = "lazy"`, how long after its slot ends a time-keyed chunk is queued
+    /// (late events still join it). Fluentd's default, 600s.
+    pub timekey_wait: ConfigDuration,
+    /// Slots start (and strftime placeholders are written) in UTC instead of local time.
+    pub timekey_use_utc: bool,
+    /// A fixed offset (`"+09:00"`) for slots and placeholders; wins over `timekey_use_utc`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub timekey_zone: Option<String>,
+    /// Most chunks open (staged) at once. With chunk keys, a key without an open chunk opens
+    /// one; at the limit the oldest open chunk is closed early (queued as if full, counted in
+    /// `firehose_relay_buffer_chunks_closed_early`): nothing is dropped, and files and
+    /// memory stay bounded whatever the number of tags.
+    pub max_open_chunks: u32,
 }
 
 impl Default for BufferConfig {
@@ -132,6 +159,12 @@ impl Default for BufferConfig {
             retry_timeout: ConfigDuration::secs(72 * 3600),
             retry_max_times: None,
             retry_forever: false,
+            chunk_keys: Vec::new(),
+            timekey: None,
+            timekey_wait: ConfigDuration::secs(600),
+            timekey_use_utc: false,
+            timekey_zone: None,
+            max_open_chunks: DEFAULT_MAX_OPEN_CHUNKS,
         }
     }
 }
@@ -202,7 +235,59 @@ impl BufferConfig {
                 ));
             }
         }
+        p.extend(self.key_problems());
         p
+    }
+
+    fn key_problems(&self) -> Vec<(&'static str, String)> {
+        let mut p = Vec::new();
+        let has = |k| self.chunk_keys.contains(&k);
+        if (1..self.chunk_keys.len()).any(|i| self.chunk_keys[..i].contains(&self.chunk_keys[i])) {
+            p.push(("chunk_keys", "names the same key twice".to_owned()));
+        }
+        match (has(ChunkKeyName::Time), self.timekey) {
+            (true, None) => p.push((
+                "timekey",
+                "is required when chunk_keys has \"time\" (the length of a time slot, e.g. \"1h\")"
+                    .to_owned(),
+            )),
+            (true, Some(t)) if t.0.as_secs() == 0 || t.0.subsec_nanos() != 0 => p.push((
+                "timekey",
+                "must be a whole number of seconds, at least 1s".to_owned(),
+            )),
+            (false, Some(_)) => p.push((
+                "timekey",
+                "has no effect without \"time\" in chunk_keys".to_owned(),
+            )),
+            _ => {}
+        }
+        if let Some(z) = &self.timekey_zone {
+            if let Err(e) = KeyZone::parse(z) {
+                p.push(("timekey_zone", e));
+            }
+        }
+        if self.max_open_chunks == 0 {
+            p.push(("max_open_chunks", "must be at least 1".to_owned()));
+        }
+        p
+    }
+
+    /// How records of this output are keyed (see [`super::key`]).
+    pub fn key_rule(&self) -> KeyRule {
+        let time = self.chunk_keys.contains(&ChunkKeyName::Time);
+        let zone = match (&self.timekey_zone, self.timekey_use_utc) {
+            (Some(z), _) => KeyZone::parse(z).unwrap_or(KeyZone::Utc),
+            (None, true) => KeyZone::Utc,
+            (None, false) => KeyZone::Local,
+        };
+        KeyRule {
+            tag: self.chunk_keys.contains(&ChunkKeyName::Tag),
+            timekey_secs: self
+                .timekey
+                .filter(|_| time)
+                .map(|t| i64::try_from(t.0.as_secs()).unwrap_or(i64::MAX).max(1)),
+            zone: Some(zone),
+        }
     }
 }
 
@@ -228,5 +313,37 @@ impl Default for StorageConfig {
             dead_letter_limit_size: ByteSize(super::file::space::DEFAULT_DIR_LIMIT),
             quarantine_limit_size: ByteSize(super::file::space::DEFAULT_DIR_LIMIT),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn problems(toml_text: &str) -> Vec<(&'static str, String)> {
+        let cfg: BufferConfig = toml::from_str(toml_text).unwrap();
+        cfg.problems()
+    }
+
+    #[test]
+    fn chunk_keys_need_what_they_use() {
+        assert!(problems("chunk_keys = [\"tag\"]").is_empty());
+        let ok = "chunk_keys = [\"tag\", \"time\"]\ntimekey = \"1h\"\ntimekey_zone = \"+09:00\"";
+        assert!(problems(ok).is_empty());
+        let keys = |t: &str| problems(t).into_iter().map(|(k, _)| k).collect::<Vec<_>>();
+        assert_eq!(keys("chunk_keys = [\"time\"]"), ["timekey"]);
+        assert_eq!(keys("timekey = \"1h\""), ["timekey"]);
+        assert_eq!(
+            keys("chunk_keys = [\"time\"]\ntimekey = \"0s\""),
+            ["timekey"]
+        );
+        assert_eq!(keys("chunk_keys = [\"tag\", \"tag\"]"), ["chunk_keys"]);
+        assert_eq!(keys("max_open_chunks = 0"), ["max_open_chunks"]);
+        let zone = "chunk_keys = [\"time\"]\ntimekey = \"1d\"\ntimekey_zone = \"Asia/Tokyo\"";
+        assert_eq!(keys(zone), ["timekey_zone"]);
+        // A record field as a chunk key (Fluentd's `<buffer $.user>`) does not parse.
+        assert!(toml::from_str::<BufferConfig>("chunk_keys = [\"user\"]").is_err());
+        let rule = toml::from_str::<BufferConfig>(ok).unwrap().key_rule();
+        assert_eq!((rule.tag, rule.timekey_secs), (true, Some(3600)));
     }
 }

@@ -11,8 +11,8 @@ use tokio::sync::Notify;
 
 use super::policy::{BufferPolicy, StagedSize};
 use super::{
-    now_ms, AppendError, Buffer, BufferError, BufferStats, Chunk, ChunkId, DeliveredSet, Enqueue,
-    Records, RetryState,
+    now_ms, AppendError, Buffer, BufferError, BufferStats, Chunk, ChunkId, ChunkKey, DeliveredSet,
+    Enqueue, Records, RetryState,
 };
 
 #[derive(Debug)]
@@ -21,6 +21,7 @@ struct StoredChunk {
     records: Records,
     delivered: DeliveredSet,
     retry: RetryState,
+    key: ChunkKey,
 }
 
 impl StoredChunk {
@@ -32,31 +33,48 @@ impl StoredChunk {
 #[derive(Debug, Default)]
 struct State {
     next_id: u64,
-    staged: Option<(ChunkId, StoredChunk)>,
+    /// The open chunk of each key.
+    staged: BTreeMap<ChunkKey, (ChunkId, StoredChunk)>,
     queued: BTreeMap<ChunkId, StoredChunk>,
     in_flight: HashMap<ChunkId, StoredChunk>,
     bytes: u64,
     records: u64,
     dropped_chunks: u64,
     dropped_records: u64,
+    closed_early_chunks: u64,
 }
 
 impl State {
-    fn new_chunk(&mut self) -> (ChunkId, StoredChunk) {
+    /// Opens a chunk for `key`; at `max_open` open chunks the oldest one is closed first.
+    /// Returns true if it closed one.
+    fn open_chunk(&mut self, key: &ChunkKey, max_open: usize) -> bool {
+        let mut closed = false;
+        while self.staged.len() >= max_open.max(1) {
+            let oldest = self
+                .staged
+                .iter()
+                .min_by_key(|(_, (id, _))| *id)
+                .map(|(k, _)| k.clone());
+            let Some(oldest) = oldest else { break };
+            self.close_staged(&oldest);
+            self.closed_early_chunks += 1;
+            closed = true;
+        }
         self.next_id += 1;
-        (
-            ChunkId(self.next_id),
-            StoredChunk {
-                created_ms: now_ms(),
-                records: Records::new(),
-                delivered: DeliveredSet::new(),
-                retry: RetryState::default(),
-            },
-        )
+        let chunk = StoredChunk {
+            created_ms: now_ms(),
+            records: Records::new(),
+            delivered: DeliveredSet::new(),
+            retry: RetryState::default(),
+            key: key.clone(),
+        };
+        self.staged
+            .insert(key.clone(), (ChunkId(self.next_id), chunk));
+        closed
     }
 
-    fn close_staged(&mut self) -> bool {
-        match self.staged.take() {
+    fn close_staged(&mut self, key: &ChunkKey) -> bool {
+        match self.staged.remove(key) {
             Some((id, c)) => {
                 self.queued.insert(id, c);
                 true
@@ -121,7 +139,7 @@ impl super::policy::Reservable for State {
 
 #[async_trait]
 impl Buffer for MemoryBuffer {
-    async fn append(&self, records: Records) -> Result<(), AppendError> {
+    async fn append_keyed(&self, key: &ChunkKey, records: Records) -> Result<(), AppendError> {
         if records.is_empty() {
             return Ok(());
         }
@@ -132,30 +150,30 @@ impl Buffer for MemoryBuffer {
             .policy
             .reserve(adding, &self.closed, &self.space_freed, || self.lock())
             .await?;
-        let staged = st.staged.as_ref().map(|(_, c)| StagedSize {
+        let staged = st.staged.get(key).map(|(_, c)| StagedSize {
             bytes: c.bytes(),
             records: c.records.len() as u64,
         });
         let plan = self.policy.plan(staged, &records)?;
+        let max_open = self.policy.keys.max_open_chunks;
         let mut queued_any = false;
         if plan.close_staged_first {
-            queued_any |= st.close_staged();
+            queued_any |= st.close_staged(key);
         }
         for part in &plan.parts {
-            if part.new_chunk {
-                queued_any |= st.close_staged();
-                let fresh = st.new_chunk();
-                st.staged = Some(fresh);
+            if part.new_chunk || !st.staged.contains_key(key) {
+                queued_any |= st.close_staged(key);
+                queued_any |= st.open_chunk(key, max_open);
             }
             let slice = records.slice(part.range.clone());
-            if let Some((_, c)) = st.staged.as_mut() {
+            if let Some((_, c)) = st.staged.get_mut(key) {
                 // A chunk is far below 4 GiB (chunk_limit_size is validated), so this holds.
                 c.records.extend(&slice).map_err(BufferError::from)?;
             }
             st.bytes += part.bytes;
             st.records += slice.len() as u64;
             if part.close_after {
-                queued_any |= st.close_staged();
+                queued_any |= st.close_staged(key);
             }
         }
         drop(st);
@@ -167,12 +185,13 @@ impl Buffer for MemoryBuffer {
 
     async fn enqueue_staged(&self, which: Enqueue) -> Result<usize, BufferError> {
         let mut st = self.lock();
-        let due = match (&st.staged, which) {
-            (Some(_), Enqueue::All) => true,
-            (Some((_, c)), Enqueue::CreatedBefore(t)) => c.created_ms <= t,
-            (None, _) => false,
-        };
-        let n = usize::from(due && st.close_staged());
+        let due: Vec<ChunkKey> = st
+            .staged
+            .iter()
+            .filter(|(k, (_, c))| self.policy.keys.due(which, k, c.created_ms))
+            .map(|(k, _)| k.clone())
+            .collect();
+        let n = due.iter().filter(|k| st.close_staged(k)).count();
         drop(st);
         if n > 0 {
             self.queued_signal.notify_waiters();
@@ -192,7 +211,8 @@ impl Buffer for MemoryBuffer {
             return Ok(None);
         };
         let chunk = Chunk::new(id, c.created_ms, c.records.clone())
-            .with_history(c.delivered.clone(), c.retry);
+            .with_history(c.delivered.clone(), c.retry)
+            .with_key(c.key.clone());
         st.in_flight.insert(id, c);
         Ok(Some(chunk))
     }
@@ -235,7 +255,7 @@ impl Buffer for MemoryBuffer {
     fn stats(&self) -> BufferStats {
         let st = self.lock();
         BufferStats {
-            staged_chunks: usize::from(st.staged.is_some()),
+            staged_chunks: st.staged.len(),
             queued_chunks: st.queued.len(),
             in_flight_chunks: st.in_flight.len(),
             retrying_chunks: st.queued.values().filter(|c| c.retry.failures > 0).count(),
@@ -251,6 +271,7 @@ impl Buffer for MemoryBuffer {
                 .min(),
             dropped_chunks: st.dropped_chunks,
             dropped_records: st.dropped_records,
+            closed_early_chunks: st.closed_early_chunks,
             quarantined_chunks: 0,
             storage: Default::default(),
             // Nothing survives a restart in memory.
@@ -285,6 +306,7 @@ mod tests {
             total_limit_size: total,
             flush_mode: FlushMode::Interval,
             overflow_action: action,
+            keys: Default::default(),
         }
     }
 
@@ -400,6 +422,34 @@ mod tests {
             .expect("append resumes after space is freed")
             .unwrap()
             .unwrap();
+    }
+
+    #[tokio::test]
+    async fn keyed_appends_keep_one_open_chunk_per_key_up_to_the_bound() {
+        let mut p = policy(1 << 20, OverflowAction::Block);
+        p.keys.max_open_chunks = 2;
+        let b = MemoryBuffer::new(p);
+        let key = |t: &str| ChunkKey {
+            tag: Some(t.to_owned()),
+            timekey: None,
+        };
+        for t in ["a", "b", "a", "c"] {
+            b.append_keyed(&key(t), recs(1, 5)).await.unwrap();
+        }
+        let s = b.stats();
+        // "c" needed a third open chunk: "a" (the oldest) was closed early.
+        assert_eq!(
+            (s.staged_chunks, s.queued_chunks, s.closed_early_chunks),
+            (2, 1, 1)
+        );
+        b.enqueue_staged(Enqueue::All).await.unwrap();
+        let mut got = Vec::new();
+        while let Some(c) = b.take(now_ms()).await.unwrap() {
+            got.push((c.key.tag.clone().unwrap(), c.records.len()));
+            b.commit(c.id).await.unwrap();
+        }
+        let want = [("a", 2), ("b", 1), ("c", 1)].map(|(t, n)| (t.to_owned(), n));
+        assert_eq!(got, want);
     }
 
     #[tokio::test]

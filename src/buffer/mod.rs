@@ -28,6 +28,7 @@
 pub mod config;
 pub mod delivered;
 pub mod file;
+pub mod key;
 pub mod memory;
 pub mod policy;
 pub mod records;
@@ -39,6 +40,7 @@ use tokio::sync::Notify;
 
 pub use delivered::DeliveredSet;
 use file::StoreError;
+pub use key::ChunkKey;
 pub use records::Records;
 use records::RecordsTooLarge;
 
@@ -81,6 +83,9 @@ pub struct Chunk {
     pub delivered: DeliveredSet,
     /// The chunk's retry history.
     pub retry: RetryState,
+    /// What its records share (tag, time slot) when the output has chunk keys; the sink
+    /// resolves the destination's name from it.
+    pub key: ChunkKey,
 }
 
 impl Chunk {
@@ -92,7 +97,14 @@ impl Chunk {
             records,
             delivered: DeliveredSet::new(),
             retry: RetryState::default(),
+            key: ChunkKey::default(),
         }
+    }
+
+    /// The chunk with its key.
+    pub fn with_key(mut self, key: ChunkKey) -> Chunk {
+        self.key = key;
+        self
     }
 
     /// The chunk with what earlier attempts did: the records they delivered and their retry
@@ -185,6 +197,9 @@ pub struct BufferStats {
     pub next_retry_ms: Option<u64>,
     /// Chunks removed by `overflow_action = "drop_oldest_chunk"` since start.
     pub dropped_chunks: u64,
+    /// Open chunks closed before they were full or due because `max_open_chunks` chunks were
+    /// open and a record of another key came, since start.
+    pub closed_early_chunks: u64,
     /// Records removed by `overflow_action = "drop_oldest_chunk"` since start.
     pub dropped_records: u64,
     /// Chunks moved to `data_dir/quarantine/` because their stored bytes were unreadable
@@ -216,15 +231,24 @@ pub enum Enqueue {
     CreatedBefore(u64),
     /// All of them (shutdown, `flush_mode = immediate` catch-up).
     All,
+    /// Those whose time slot ended `timekey_wait` before this Unix ms time (the `lazy` rule
+    /// of outputs with `"time"` in `chunk_keys`).
+    SlotEndedBefore(u64),
 }
 
 /// The chunk queue of one output. Implementations must be safe to share between the source
 /// tasks that append and the flush workers that take.
 #[async_trait]
 pub trait Buffer: Send + Sync {
-    /// Stores the records. Resolves once they are stored as durably as the implementation
-    /// promises (the file buffer: fsynced). On error nothing of `records` is kept.
-    async fn append(&self, records: Records) -> Result<(), AppendError>;
+    /// Stores the records in the open chunk of `key` (opening one if there is none).
+    /// Resolves once they are stored as durably as the implementation promises (the file
+    /// buffer: fsynced). On error nothing of `records` is kept.
+    async fn append_keyed(&self, key: &ChunkKey, records: Records) -> Result<(), AppendError>;
+
+    /// [`Buffer::append_keyed`] with the empty key (an output without chunk keys).
+    async fn append(&self, records: Records) -> Result<(), AppendError> {
+        self.append_keyed(&ChunkKey::default(), records).await
+    }
 
     /// Closes staged chunks so flush workers can take them; returns how many were closed.
     async fn enqueue_staged(&self, which: Enqueue) -> Result<usize, BufferError>;

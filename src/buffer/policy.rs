@@ -4,8 +4,9 @@
 
 use std::ops::Range;
 
+use super::key::{ChunkKey, KeyRule};
 use super::{AppendError, Records};
-use crate::buffer::config::{BufferConfig, FlushMode, OverflowAction};
+use crate::buffer::config::{BufferConfig, FlushMode, OverflowAction, DEFAULT_MAX_OPEN_CHUNKS};
 
 /// Fluentd's `chunk_full_threshold`: a chunk at 95 % of `chunk_limit_size` counts as full, so
 /// that the next small record does not start a nearly empty chunk of its own.
@@ -26,6 +27,51 @@ pub struct BufferPolicy {
     pub flush_mode: FlushMode,
     /// `overflow_action`.
     pub overflow_action: OverflowAction,
+    /// Chunk keys and the bound on open chunks.
+    pub keys: KeyPolicy,
+}
+
+/// How an output's chunks are keyed and how many may be open at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KeyPolicy {
+    /// What records are kept apart by.
+    pub rule: KeyRule,
+    /// `timekey_wait` in ms.
+    pub timekey_wait_ms: u64,
+    /// `max_open_chunks`.
+    pub max_open_chunks: usize,
+}
+
+impl Default for KeyPolicy {
+    fn default() -> Self {
+        KeyPolicy {
+            rule: KeyRule::default(),
+            timekey_wait_ms: 600_000,
+            max_open_chunks: DEFAULT_MAX_OPEN_CHUNKS as usize,
+        }
+    }
+}
+
+impl KeyPolicy {
+    /// True when the open chunk of `key` is due under `which` (`created_ms`: its creation).
+    pub fn due(&self, which: super::Enqueue, key: &ChunkKey, created_ms: u64) -> bool {
+        match which {
+            super::Enqueue::All => true,
+            super::Enqueue::CreatedBefore(t) => created_ms <= t,
+            super::Enqueue::SlotEndedBefore(now_ms) => {
+                match (key.timekey, self.rule.timekey_secs) {
+                    (Some(slot), Some(size)) => {
+                        let end_ms = slot.saturating_add(size).saturating_mul(1000);
+                        u64::try_from(end_ms)
+                            .unwrap_or(0)
+                            .saturating_add(self.timekey_wait_ms)
+                            <= now_ms
+                    }
+                    _ => false,
+                }
+            }
+        }
+    }
 }
 
 /// Size of the staged chunk an append may add to.
@@ -71,6 +117,11 @@ impl BufferPolicy {
             total_limit_size: cfg.effective_total_limit(),
             flush_mode: cfg.flush_mode,
             overflow_action: cfg.overflow_action,
+            keys: KeyPolicy {
+                rule: cfg.key_rule(),
+                timekey_wait_ms: u64::try_from(cfg.timekey_wait.0.as_millis()).unwrap_or(u64::MAX),
+                max_open_chunks: cfg.max_open_chunks.max(1) as usize,
+            },
         }
     }
 
@@ -227,6 +278,7 @@ mod tests {
             total_limit_size: 1 << 30,
             flush_mode: mode,
             overflow_action: OverflowAction::Block,
+            keys: Default::default(),
         }
     }
 

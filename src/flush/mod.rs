@@ -64,6 +64,9 @@ struct Timing {
     flush_interval: Duration,
     thread_interval: Duration,
     burst_interval: Duration,
+    /// `"time"` is a chunk key: in `lazy` mode chunks are queued once their slot has ended
+    /// (plus `timekey_wait`), Fluentd's lazy rule.
+    timekeyed: bool,
 }
 
 impl Timing {
@@ -73,10 +76,26 @@ impl Timing {
             flush_interval: cfg.flush_interval.0,
             thread_interval: cfg.flush_thread_interval.0,
             burst_interval: cfg.flush_thread_burst_interval.0,
+            timekeyed: cfg.key_rule().timekey_secs.is_some(),
+        }
+    }
+
+    /// Which staged chunks the enqueue timer closes at `now` (Unix ms), if it runs at all:
+    /// `interval` by age, `lazy` with a time key by slot end; otherwise only full chunks
+    /// close (and everything at shutdown).
+    fn due(&self, now: u64) -> Option<Enqueue> {
+        let age_ms = u64::try_from(self.flush_interval.as_millis()).unwrap_or(u64::MAX);
+        match self.mode {
+            FlushMode::Interval => Some(Enqueue::CreatedBefore(now.saturating_sub(age_ms))),
+            FlushMode::Lazy if self.timekeyed => Some(Enqueue::SlotEndedBefore(now)),
+            _ => None,
         }
     }
 
     fn enqueue_check_period(&self) -> Duration {
+        if self.mode == FlushMode::Lazy {
+            return self.thread_interval.max(Duration::from_millis(10));
+        }
         (self.flush_interval / 11)
             .max(self.thread_interval)
             .max(Duration::from_millis(10))
@@ -113,7 +132,7 @@ pub fn spawn(
         failure_log: Throttle::new(Duration::from_secs(10)),
     });
     let mut handles = Vec::new();
-    if worker.timing.mode == FlushMode::Interval {
+    if worker.timing.due(0).is_some() {
         let w = Arc::clone(&worker);
         let phase = phase.clone();
         handles.push(tokio::spawn(async move { w.enqueue_timer(phase).await }));
@@ -146,15 +165,12 @@ impl Worker {
 
     async fn enqueue_timer(&self, mut phase: watch::Receiver<FlushPhase>) {
         let period = self.timing.enqueue_check_period();
-        let age_ms = u64::try_from(self.timing.flush_interval.as_millis()).unwrap_or(u64::MAX);
         while *phase.borrow_and_update() == FlushPhase::Running {
             pause(period, &mut phase, std::future::pending()).await;
-            let cutoff = now_ms().saturating_sub(age_ms);
-            if let Err(e) = self
-                .buffer()
-                .enqueue_staged(Enqueue::CreatedBefore(cutoff))
-                .await
-            {
+            let Some(which) = self.timing.due(now_ms()) else {
+                return;
+            };
+            if let Err(e) = self.buffer().enqueue_staged(which).await {
                 tracing::error!(output = %self.output.name, error = %e, "cannot queue staged chunks");
             }
         }

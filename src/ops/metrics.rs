@@ -59,6 +59,8 @@ pub struct Metrics {
     pub buffer_oldest_queued_age: Family<Labels, Gauge<f64, AtomicU64>>,
     /// Chunks removed by `overflow_action = "drop_oldest_chunk"`, by output.
     pub buffer_dropped_chunks: Family<Labels, Gauge>,
+    /// Open chunks closed early because `max_open_chunks` were open, by output.
+    pub buffer_chunks_closed_early: Family<Labels, Gauge>,
     /// 1 while `/readyz` answers 200, else 0 (set at scrape time), so an alert can say that a
     /// relay answers scrapes but takes no clients.
     pub ready: Gauge,
@@ -100,6 +102,7 @@ impl Metrics {
             buffer_limit_bytes: Family::default(),
             buffer_oldest_queued_age: Family::default(),
             buffer_dropped_chunks: Family::default(),
+            buffer_chunks_closed_early: Family::default(),
             ready: Gauge::default(),
             buffer_storage_state: Family::default(),
             dir_bytes: Family::default(),
@@ -207,6 +210,11 @@ impl Metrics {
             self.buffer_dropped_chunks.clone(),
         );
         registry.register(
+            "buffer_chunks_closed_early",
+            "Open chunks closed (queued) before they were full or due because max_open_chunks chunks were open (chunk keys), since start",
+            self.buffer_chunks_closed_early.clone(),
+        );
+        registry.register(
             "storage_dir_bytes",
             "Size (kind=bytes) and limit (kind=limit_bytes) of the dead-letter and quarantine directories (dir=dead_letter|quarantine), on the buffer's volume",
             self.dir_bytes.clone(),
@@ -293,6 +301,9 @@ impl Metrics {
         self.buffer_dropped_chunks
             .get_or_create(&labels)
             .set(clamp(s.dropped_chunks));
+        self.buffer_chunks_closed_early
+            .get_or_create(&labels)
+            .set(clamp(s.closed_early_chunks));
         let current = s.storage.state();
         for state in ["ok", "full", "failed"] {
             let mut l = labels.clone();

@@ -31,7 +31,8 @@ use self::format::Formatter;
 use self::rejects::Rejects;
 use self::route_cache::RouteCache;
 use self::router::TagPattern;
-use crate::buffer::{AppendError, Buffer};
+use crate::buffer::key::KeyRule;
+use crate::buffer::{AppendError, Buffer, ChunkKey, Records};
 use crate::event::EventBatch;
 use crate::flush::deadletter::DeadLetter;
 use crate::ops::logging::Throttle;
@@ -234,7 +235,16 @@ impl Pipeline {
             return Ok(None);
         };
         let output = &self.outputs[index];
+        let rule = output.config.buffer().key_rule();
+        // Event times, for the time slot of each record (taken before formatting, which may
+        // move the batch's text out).
+        let times: Vec<i64> = if rule.timekey_secs.is_some() {
+            batch.iter().map(|(t, _)| t.secs()).collect()
+        } else {
+            Vec::new()
+        };
         let (records, mut rejected) = output.formatter.format(&mut batch);
+        let parts = keyed_parts(&rule, batch.tag(), &times, &rejected, records);
         let mut for_error_label = None;
         if return_rejected && !rejected.is_empty() {
             for_error_label = Some(rejected_batch(&batch, &rejected));
@@ -246,9 +256,11 @@ impl Pipeline {
         if !rejects.is_empty() {
             self.dead_letter_rejects(output, batch, rejects).await?;
         }
-        if !records.is_empty() {
+        // Records of several time slots go to their chunks one append each: if a later one
+        // fails, the batch is not acknowledged and the client resends all of it (at least once).
+        for (key, records) in parts {
             let stored = records.len() as u64;
-            output.buffer.append(records).await?;
+            output.buffer.append_keyed(&key, records).await?;
             self.metrics
                 .records_buffered
                 .get_or_create(&output_label(&output.name))
@@ -282,6 +294,58 @@ impl Pipeline {
             .inc_by(count);
         Ok(())
     }
+}
+
+/// The formatted `records` of events of `tag` split by chunk key (see [`crate::buffer::key`]):
+/// the record order is kept within each key. `times` are the Unix seconds of every event of the
+/// batch (empty when the rule has no time key) and `rejected` the events that produced no record.
+fn keyed_parts(
+    rule: &KeyRule,
+    tag: &str,
+    times: &[i64],
+    rejected: &[crate::pipeline::format::Rejected],
+    records: Records,
+) -> Vec<(ChunkKey, Records)> {
+    if records.is_empty() {
+        return Vec::new();
+    }
+    if !rule.is_keyed() {
+        return vec![(ChunkKey::default(), records)];
+    }
+    if rule.timekey_secs.is_none() {
+        return vec![(rule.key(tag, 0), records)];
+    }
+    // Record i is the i-th event that was not rejected (rejected indices are increasing).
+    let mut skip = rejected.iter().map(|r| r.index).peekable();
+    let mut slots = Vec::with_capacity(records.len());
+    for (event, &t) in times.iter().enumerate() {
+        if skip.peek() == Some(&event) {
+            skip.next();
+            continue;
+        }
+        slots.push(rule.slot_of(t));
+    }
+    let first = slots.first().copied().flatten();
+    if slots.len() != records.len() || slots.iter().all(|&s| s == first) {
+        let mut key = rule.key(tag, 0);
+        key.timekey = first;
+        return vec![(key, records)];
+    }
+    let mut by_slot: std::collections::BTreeMap<Option<i64>, Records> = Default::default();
+    for (i, slot) in slots.into_iter().enumerate() {
+        if let Some(r) = records.get(i) {
+            // Each part is smaller than the whole, which fits.
+            let _ = by_slot.entry(slot).or_default().push(r);
+        }
+    }
+    by_slot
+        .into_iter()
+        .map(|(slot, r)| {
+            let mut key = rule.key(tag, 0);
+            key.timekey = slot;
+            (key, r)
+        })
+        .collect()
 }
 
 /// The rejected events of `batch`, with their times, as a batch of the same tag.

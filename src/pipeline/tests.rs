@@ -193,3 +193,44 @@ async fn without_an_error_label_rejected_records_are_dead_lettered() {
         .unwrap();
     assert_eq!(p.dead_letter().list().unwrap().len(), 1);
 }
+
+#[test]
+fn records_are_split_by_chunk_key_in_order_skipping_rejected_events() {
+    use crate::buffer::key::{KeyRule, KeyZone};
+    use crate::pipeline::format::Rejected;
+    let mut records = Records::new();
+    for r in ["a\n", "b\n", "c\n", "d\n"] {
+        records.push(r.as_bytes()).unwrap();
+    }
+    let rule = KeyRule {
+        tag: true,
+        timekey_secs: Some(60),
+        zone: Some(KeyZone::Utc),
+    };
+    // Five events; the second was rejected (no record); slots 0, 60, 0, 120 for the rest.
+    let times = [10, 61, 70, 59, 121];
+    let rejected = [Rejected {
+        index: 1,
+        reason: String::new(),
+    }];
+    let parts = keyed_parts(&rule, "app.x", &times, &rejected, records.clone());
+    let got: Vec<_> = parts
+        .iter()
+        .map(|(k, r)| {
+            let text: String = r.iter().map(|b| std::str::from_utf8(b).unwrap()).collect();
+            (k.tag.clone().unwrap(), k.timekey.unwrap(), text)
+        })
+        .collect();
+    let want = [(0, "a\nc\n"), (60, "b\n"), (120, "d\n")]
+        .map(|(slot, text)| ("app.x".to_owned(), slot, text.to_owned()));
+    assert_eq!(got, want);
+    let by_tag = KeyRule {
+        timekey_secs: None,
+        ..rule
+    };
+    let parts = keyed_parts(&by_tag, "app.x", &[], &[], records.clone());
+    assert_eq!(parts.len(), 1);
+    assert_eq!(parts[0].0.tag.as_deref(), Some("app.x"));
+    let unkeyed = keyed_parts(&KeyRule::default(), "app.x", &[], &[], records);
+    assert!(unkeyed[0].0.is_empty());
+}

@@ -18,9 +18,10 @@ use super::store::{chunk_file, Store, StoreError};
 use super::writer::{Op, Request};
 use crate::buffer::policy::BufferPolicy;
 use crate::buffer::{
-    AppendError, Backlog, Buffer, BufferError, BufferStats, Chunk, ChunkId, DeliveredSet, Enqueue,
-    Records, RetryState,
+    AppendError, Backlog, Buffer, BufferError, BufferStats, Chunk, ChunkId, ChunkKey, DeliveredSet,
+    Enqueue, Records, RetryState,
 };
+use crate::ops::logging::Throttle;
 
 mod append;
 
@@ -56,6 +57,8 @@ struct Inner {
     space_freed: Notify,
     closed: AtomicBool,
     quarantined: Counter,
+    /// Warnings about chunks closed early for `max_open_chunks` (at most one per 10 s).
+    open_chunks_log: Throttle,
 }
 
 /// The durable chunk queue of one output (`buffer.type = "file"`).
@@ -130,6 +133,7 @@ impl FileBuffer {
                 space_freed: Notify::new(),
                 closed: AtomicBool::new(false),
                 quarantined,
+                open_chunks_log: Throttle::new(std::time::Duration::from_secs(10)),
             }),
         })
     }
@@ -211,8 +215,9 @@ impl Inner {
         Ok(rx)
     }
 
-    fn close_staged(&self, st: &mut State, prep: &mut Prepared) {
-        if let Some(id) = st.staged.take() {
+    /// Closes the open chunk of `key`, if there is one.
+    fn close_staged(&self, st: &mut State, prep: &mut Prepared, key: &ChunkKey) {
+        if let Some(id) = st.staged.remove(key) {
             if let Some(e) = st.chunks.get_mut(&id) {
                 e.phase = Phase::Queued;
                 e.meta.state = StoredState::Queued;
@@ -223,24 +228,26 @@ impl Inner {
     }
 
     async fn enqueue_staged(self: &Arc<Self>, which: Enqueue) -> Result<usize, BufferError> {
-        let rx = {
+        let (rx, n) = {
             let mut st = self.lock();
-            let due = st
+            let due: Vec<ChunkKey> = st
                 .staged
-                .and_then(|id| st.chunks.get(&id))
-                .is_some_and(|e| match which {
-                    Enqueue::All => true,
-                    Enqueue::CreatedBefore(t) => e.meta.created_ms <= t,
-                });
-            if !due {
+                .iter()
+                .filter_map(|(k, id)| Some((k, st.chunks.get(id)?)))
+                .filter(|(k, e)| self.policy.keys.due(which, k, e.meta.created_ms))
+                .map(|(k, _)| k.clone())
+                .collect();
+            if due.is_empty() {
                 return Ok(0);
             }
             let mut prep = Prepared::default();
-            self.close_staged(&mut st, &mut prep);
-            self.submit(&mut st, prep, |_, _, _| {})?
+            for key in &due {
+                self.close_staged(&mut st, &mut prep, key);
+            }
+            (self.submit(&mut st, prep, |_, _, _| {})?, due.len())
         };
         rx.await.map_err(|_| StoreError::WriterGone)??;
-        Ok(1)
+        Ok(n)
     }
 
     async fn take(self: &Arc<Self>, now: u64) -> Result<Option<Chunk>, BufferError> {
@@ -274,7 +281,8 @@ impl Inner {
                     }
                     return Ok(Some(
                         Chunk::new(id, meta.created_ms, records)
-                            .with_history(meta.delivered, meta.retry),
+                            .with_history(meta.delivered, meta.retry)
+                            .with_key(meta.key),
                     ));
                 }
                 Err(ReadError::Storage(e)) => self.read_failed(id, now, e).await?,
@@ -438,6 +446,7 @@ impl Inner {
             limit_bytes: self.policy.total_limit_size,
             dropped_chunks: st.dropped_chunks,
             dropped_records: st.dropped_records,
+            closed_early_chunks: st.closed_early_chunks,
             quarantined_chunks: st.quarantined_chunks,
             backlog: st.replay.as_ref().map(|r| r.left).unwrap_or_default(),
             storage: self.store.health(),
@@ -503,8 +512,8 @@ fn settle_pending(
 
 #[async_trait]
 impl Buffer for FileBuffer {
-    async fn append(&self, records: Records) -> Result<(), AppendError> {
-        self.inner.append(records).await
+    async fn append_keyed(&self, key: &ChunkKey, records: Records) -> Result<(), AppendError> {
+        self.inner.append(key, records).await
     }
 
     async fn enqueue_staged(&self, which: Enqueue) -> Result<usize, BufferError> {

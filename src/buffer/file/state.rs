@@ -9,12 +9,12 @@ use super::codec::{self, ChunkMeta, StoredState};
 use super::store::StoreError;
 use super::writer::Op;
 use crate::buffer::policy::Reservable;
-use crate::buffer::{Backlog, ChunkId, Records};
+use crate::buffer::{Backlog, ChunkId, ChunkKey, Records};
 
 /// Where a chunk is in its life, in memory.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Phase {
-    /// Accepting appends (at most one per output).
+    /// Accepting appends (at most one per key, at most `max_open_chunks` per output).
     Staged,
     /// Waiting for a flush worker.
     Queued,
@@ -51,7 +51,10 @@ pub(super) struct Replay {
 #[derive(Debug, Default)]
 pub(super) struct State {
     pub(super) next_id: u64,
-    pub(super) staged: Option<ChunkId>,
+    /// The open (staged) chunk of each key.
+    pub(super) staged: BTreeMap<ChunkKey, ChunkId>,
+    /// Open chunks closed early for `max_open_chunks`, since start.
+    pub(super) closed_early_chunks: u64,
     pub(super) chunks: BTreeMap<ChunkId, Entry>,
     pub(super) bytes: u64,
     pub(super) records: u64,
@@ -148,7 +151,7 @@ impl State {
                 if let Some(e) = self.chunks.get_mut(&chunk) {
                     e.phase = Phase::Staged;
                     e.meta.state = StoredState::Staged;
-                    self.staged = Some(chunk);
+                    self.staged.insert(e.meta.key.clone(), chunk);
                 }
             }
         }
@@ -158,8 +161,8 @@ impl State {
         let e = self.chunks.remove(&id)?;
         self.bytes = self.bytes.saturating_sub(e.meta.bytes);
         self.records = self.records.saturating_sub(e.meta.records);
-        if self.staged == Some(id) {
-            self.staged = None;
+        if self.staged.get(&e.meta.key) == Some(&id) {
+            self.staged.remove(&e.meta.key);
         }
         if let Some(r) = self.replay.as_mut() {
             if id <= r.last_recovered {

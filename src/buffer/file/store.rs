@@ -444,11 +444,12 @@ impl Store {
             storage: DataStorage::File,
             retry: RetryState::default(),
             delivered: DeliveredSet::new(),
+            key: crate::buffer::ChunkKey::default(),
         };
         let ops = vec![
             Op::Create {
                 chunk: id,
-                created_ms,
+                header: codec::chunk_file_header(id, created_ms).to_vec(),
             },
             Op::Append { chunk: id, records },
             Op::PutMeta {

@@ -65,8 +65,8 @@ pub(crate) enum Op {
     Create {
         /// The chunk.
         chunk: ChunkId,
-        /// Its creation time (Unix ms), kept in the header.
-        created_ms: u64,
+        /// Its header ([`codec::keyed_chunk_file_header`]: id, creation time, key).
+        header: Vec<u8>,
     },
     /// Records added to the end of a chunk's file.
     Append {
@@ -364,7 +364,7 @@ impl Writer {
             .iter()
             .map(|o| {
                 let frames: usize = o.appended.values().map(Records::byte_len).sum();
-                let headers = o.created.len() * codec::CHUNK_HEADER_LEN;
+                let headers: usize = o.created.values().map(Vec::len).sum();
                 (frames + frames / 16 + headers) as u64
             })
             .sum();
@@ -486,8 +486,8 @@ fn write_files(
         let path: PathBuf = chunk_file(&out.dir, chunk);
         frames.clear();
         let created = out.created.get(&chunk);
-        if let Some(&created_ms) = created {
-            frames.extend_from_slice(&codec::chunk_file_header(chunk, created_ms));
+        if let Some(header) = created {
+            frames.extend_from_slice(header);
         }
         if let Some(records) = out.appended.get(&chunk) {
             codec::encode_frames(records, frames);

@@ -4,16 +4,25 @@
 //! ```text
 //! header: "FRC" 0x01 | u64 LE chunk id | u64 LE creation time (Unix ms)
 //!         | u32 LE crc32 of the first 20 bytes
+//!     or, for a chunk with a key (outputs with chunk_keys):
+//!         "FRC" 0x02 | u64 LE chunk id | u64 LE creation time (Unix ms)
+//!         | u32 LE length n of the key | n bytes: bincode (standard) of (Option<String> tag,
+//!         Option<i64> time slot) | u32 LE crc32 of everything before
 //! frame:  u32 LE length | data value (value.rs)
 //! ```
 
 use super::meta::{ChunkMeta, DataStorage, StoredState};
 use super::value::{decode_value, encode_value_into, for_each_value, ValueRef};
 use super::CodecError;
-use crate::buffer::{ChunkId, DeliveredSet, Records, RetryState};
+use crate::buffer::{ChunkId, ChunkKey, DeliveredSet, Records, RetryState};
 
 /// First bytes of every chunk file; the fourth byte is the file format version.
 pub const CHUNK_FILE_MAGIC: [u8; 4] = *b"FRC\x01";
+/// Format version of chunk files whose header carries the chunk's key.
+pub const CHUNK_FILE_KEYED: u8 = 2;
+/// Largest key a keyed header may carry: bounds what a corrupted length makes recovery read as
+/// a header (a tag is far shorter: the forward source bounds whole messages).
+pub const MAX_KEY_LEN: usize = 64 << 10;
 /// Length of a chunk file's header: magic (4), chunk id (u64 LE), creation time (u64 LE),
 /// crc32 of the first 20 bytes.
 pub const CHUNK_HEADER_LEN: usize = 24;
@@ -37,6 +46,94 @@ pub fn chunk_file_header(chunk: ChunkId, created_ms: u64) -> [u8; CHUNK_HEADER_L
     h
 }
 
+/// The header of a chunk file of a chunk with `key`: [`chunk_file_header`] when the key is
+/// empty, else the keyed form (version 2, see the module docs), so that recovery brings a
+/// staged chunk back with its key.
+pub fn keyed_chunk_file_header(chunk: ChunkId, created_ms: u64, key: &ChunkKey) -> Vec<u8> {
+    if key.is_empty() {
+        return chunk_file_header(chunk, created_ms).to_vec();
+    }
+    let mut h = Vec::with_capacity(CHUNK_HEADER_LEN + 16 + key.tag.as_ref().map_or(0, String::len));
+    h.extend_from_slice(&CHUNK_FILE_MAGIC[..3]);
+    h.push(CHUNK_FILE_KEYED);
+    h.extend_from_slice(&chunk.0.to_le_bytes());
+    h.extend_from_slice(&created_ms.to_le_bytes());
+    h.extend_from_slice(&[0; 4]);
+    // Encoding a string and an integer into a Vec cannot fail.
+    let _ = bincode::serde::encode_into_std_write(
+        (&key.tag, key.timekey),
+        &mut h,
+        bincode::config::standard(),
+    );
+    let n = (h.len() - 24) as u32;
+    h[20..24].copy_from_slice(&n.to_le_bytes());
+    let crc = crc32fast::hash(&h);
+    h.extend_from_slice(&crc.to_le_bytes());
+    h
+}
+
+/// A chunk file's header, checked: creation time, key and where the frames start.
+fn read_header(bytes: &[u8], chunk: ChunkId) -> Result<(u64, ChunkKey, usize), CodecError> {
+    let fixed = bytes
+        .get(..CHUNK_HEADER_LEN)
+        .ok_or(CodecError::Truncated(bytes.len()))?;
+    if fixed[..3] != CHUNK_FILE_MAGIC[..3] {
+        return Err(CodecError::Malformed("not a chunk file (bad magic)".into()));
+    }
+    let (len, key) = match fixed[3] {
+        v if v == CHUNK_FILE_MAGIC[3] => (20, None),
+        CHUNK_FILE_KEYED => {
+            let n = u32::from_le_bytes([fixed[20], fixed[21], fixed[22], fixed[23]]) as usize;
+            if n > MAX_KEY_LEN {
+                return Err(CodecError::Malformed(format!(
+                    "chunk key of {n} bytes in the header (at most {MAX_KEY_LEN})"
+                )));
+            }
+            let key = bytes
+                .get(24..24 + n)
+                .ok_or(CodecError::Truncated(bytes.len()))?;
+            (24 + n, Some(key))
+        }
+        v => return Err(CodecError::UnknownVersion(v)),
+    };
+    let crc = bytes
+        .get(len..len + 4)
+        .ok_or(CodecError::Truncated(bytes.len()))?;
+    let stored = u32::from_le_bytes([crc[0], crc[1], crc[2], crc[3]]);
+    let computed = crc32fast::hash(&bytes[..len]);
+    if stored != computed {
+        return Err(CodecError::Checksum { stored, computed });
+    }
+    let u64_at = |at: usize| {
+        let mut b = [0u8; 8];
+        b.copy_from_slice(&bytes[at..at + 8]);
+        u64::from_le_bytes(b)
+    };
+    if u64_at(4) != chunk.0 {
+        return Err(CodecError::Malformed(format!(
+            "chunk file of chunk {} found where chunk {chunk} belongs",
+            ChunkId(u64_at(4))
+        )));
+    }
+    let key = match key {
+        None => ChunkKey::default(),
+        Some(k) => {
+            let config = bincode::config::standard().with_limit::<MAX_KEY_LEN>();
+            let ((tag, timekey), used): ((Option<String>, Option<i64>), usize) =
+                bincode::serde::decode_from_slice(k, config)
+                    .map_err(|e| CodecError::Malformed(format!("chunk key: {e}")))?;
+            let key = ChunkKey { tag, timekey };
+            if used != k.len() || key.is_empty() {
+                return Err(CodecError::Malformed(
+                    "malformed chunk key in the header".into(),
+                ));
+            }
+            key
+        }
+    };
+    Ok((u64_at(12), key, len + 4))
+}
+
 /// Appends the frames of `records` to `out`: each data value of [`split_values`](super::split_values) prefixed by
 /// its length (`u32 LE`). A chunk file is its header followed by such frames.
 pub fn encode_frames(records: &Records, out: &mut Vec<u8>) {
@@ -55,6 +152,8 @@ pub fn encode_frames(records: &Records, out: &mut Vec<u8>) {
 pub struct ScannedFile<'a> {
     /// Creation time of the chunk (from the header).
     pub created_ms: u64,
+    /// The chunk's key (from the header; empty in a version 1 header).
+    pub key: ChunkKey,
     /// The data values of every frame up to the first one that cannot be read, in order,
     /// decoded (so their checksums were verified once, here).
     pub values: Vec<ValueRef<'a>>,
@@ -80,6 +179,7 @@ impl ScannedFile<'_> {
             storage: DataStorage::File,
             retry: RetryState::default(),
             delivered: DeliveredSet::new(),
+            key: self.key.clone(),
         }
     }
 }
@@ -90,42 +190,19 @@ impl ScannedFile<'_> {
 /// was cut short by a power loss (never acknowledged), for a closed chunk it is corruption,
 /// and only the caller knows which.
 pub fn scan_chunk_file(bytes: &[u8], chunk: ChunkId) -> Result<ScannedFile<'_>, CodecError> {
-    let header = bytes
-        .get(..CHUNK_HEADER_LEN)
-        .ok_or(CodecError::Truncated(bytes.len()))?;
-    if header[..3] != CHUNK_FILE_MAGIC[..3] {
-        return Err(CodecError::Malformed("not a chunk file (bad magic)".into()));
-    }
-    if header[3] != CHUNK_FILE_MAGIC[3] {
-        return Err(CodecError::UnknownVersion(header[3]));
-    }
-    let stored = u32::from_le_bytes([header[20], header[21], header[22], header[23]]);
-    let computed = crc32fast::hash(&header[..20]);
-    if stored != computed {
-        return Err(CodecError::Checksum { stored, computed });
-    }
-    let u64_at = |at: usize| {
-        let mut b = [0u8; 8];
-        b.copy_from_slice(&header[at..at + 8]);
-        u64::from_le_bytes(b)
-    };
-    if u64_at(4) != chunk.0 {
-        return Err(CodecError::Malformed(format!(
-            "chunk file of chunk {} found where chunk {chunk} belongs",
-            ChunkId(u64_at(4))
-        )));
-    }
+    let (created_ms, key, header_len) = read_header(bytes, chunk)?;
     let mut scan = ScannedFile {
-        created_ms: u64_at(12),
+        created_ms,
+        key,
         values: Vec::new(),
         records: 0,
         bytes: 0,
-        valid_len: CHUNK_HEADER_LEN as u64,
+        valid_len: header_len as u64,
         tail: None,
     };
     // Frames are kept up to the last one that ends on a record boundary: a record split over
     // several frames counts only once all of them are readable.
-    let mut pos = CHUNK_HEADER_LEN;
+    let mut pos = header_len;
     let (mut values, mut records, mut record_bytes) = (0usize, 0u64, 0u64);
     let mut open_bytes = 0u64;
     while pos < bytes.len() {
@@ -212,6 +289,39 @@ mod tests {
             Err(CodecError::Checksum { .. })
         ));
         assert!(scan_chunk_file(&f[..10], ChunkId(5)).is_err());
+    }
+
+    #[test]
+    fn keyed_chunk_files_keep_their_key_and_refuse_a_damaged_one() {
+        let key = ChunkKey {
+            tag: Some("app.web".into()),
+            timekey: Some(1_796_292_000),
+        };
+        let mut a = Records::new();
+        a.push(b"one\n").unwrap();
+        let mut f = keyed_chunk_file_header(ChunkId(3), 77, &key);
+        let header = f.len();
+        encode_frames(&a, &mut f);
+        let scan = scan_chunk_file(&f, ChunkId(3)).unwrap();
+        assert_eq!((scan.key.clone(), scan.records), (key, 1));
+        assert_eq!(scan.meta(StoredState::Queued).key, scan.key);
+        assert_eq!(scan.valid_len, f.len() as u64);
+        for at in 4..header {
+            let mut bad = f.clone();
+            bad[at] ^= 0x10;
+            assert!(scan_chunk_file(&bad, ChunkId(3)).is_err(), "flip at {at}");
+        }
+        for cut in 0..header {
+            assert!(
+                scan_chunk_file(&f[..cut], ChunkId(3)).is_err(),
+                "cut at {cut}"
+            );
+        }
+        // An empty key is written in the first format.
+        assert_eq!(
+            keyed_chunk_file_header(ChunkId(3), 77, &ChunkKey::default()),
+            chunk_file_header(ChunkId(3), 77).to_vec()
+        );
     }
 
     #[test]

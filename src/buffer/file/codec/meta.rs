@@ -2,22 +2,26 @@
 //! accounting read, rewritten whenever the chunk's state changes.
 //!
 //! ```text
-//! u8 version | u32 LE crc32 of the rest | bincode 2 (standard config) of MetaV1 or MetaV2
+//! u8 version | u32 LE crc32 of the rest | bincode 2 (standard config) of MetaV1, V2 or V3
 //! ```
 //!
 //! Version 2 says the data is in the chunk file; version 1 (the first release) that it is in
-//! sled data values.
+//! sled data values. Version 3 is version 2 followed by the chunk's key (tag, time slot), written
+//! only for chunks that have one (outputs with `chunk_keys`), so chunks without a key stay
+//! readable by the release before.
 
 use serde::{Deserialize, Serialize};
 
 use super::CodecError;
-use crate::buffer::{DeliveredSet, RetryState};
+use crate::buffer::{ChunkKey, DeliveredSet, RetryState};
 
 /// Version byte of metadata of chunks whose data is in sled values (the first release; still
 /// read, and written back for such chunks until they are delivered).
 pub const META_V1: u8 = 1;
 /// Version byte of metadata of chunks whose data is in a chunk file (written by this release).
 pub const META_V2: u8 = 2;
+/// Version byte of metadata of keyed chunks (data in a chunk file, then the chunk's key).
+pub const META_V3: u8 = 3;
 
 /// Fixed part of a metadata value: version (1), crc32 (4).
 const META_HEADER: usize = 5;
@@ -80,6 +84,8 @@ pub struct ChunkMeta {
     pub retry: RetryState,
     /// Records already delivered (partial delivery).
     pub delivered: DeliveredSet,
+    /// The chunk's key (empty for outputs without chunk keys).
+    pub key: ChunkKey,
 }
 
 /// Wire form of [`ChunkMeta`] version 1 (bincode, standard config): data in sled values.
@@ -110,6 +116,14 @@ struct MetaV2 {
     delivered: Vec<u64>,
 }
 
+/// Wire form of [`ChunkMeta`] version 3 (bincode, standard config): version 2 and the key.
+#[derive(Serialize, Deserialize)]
+struct MetaV3 {
+    v2: MetaV2,
+    tag: Option<String>,
+    timekey: Option<i64>,
+}
+
 /// Encodes chunk metadata: `u8 version | u32 LE crc32 of the rest | bincode(MetaV1 or MetaV2)`.
 /// The version follows the chunk's [`DataStorage`], so a chunk written by the first release
 /// keeps pointing at its sled values.
@@ -120,7 +134,8 @@ pub fn encode_meta(meta: &ChunkMeta) -> Vec<u8> {
     // Encoding plain integers and vectors into a Vec cannot fail (no I/O, no size limit).
     match meta.storage {
         DataStorage::File => {
-            v.extend_from_slice(&[META_V2, 0, 0, 0, 0]);
+            let keyed = !meta.key.is_empty();
+            v.extend_from_slice(&[if keyed { META_V3 } else { META_V2 }, 0, 0, 0, 0]);
             let wire = MetaV2 {
                 state: meta.state,
                 created_ms: meta.created_ms,
@@ -131,7 +146,16 @@ pub fn encode_meta(meta: &ChunkMeta) -> Vec<u8> {
                 next_attempt_ms: meta.retry.next_attempt_ms,
                 delivered,
             };
-            let _ = bincode::serde::encode_into_std_write(&wire, &mut v, config);
+            if keyed {
+                let wire = MetaV3 {
+                    v2: wire,
+                    tag: meta.key.tag.clone(),
+                    timekey: meta.key.timekey,
+                };
+                let _ = bincode::serde::encode_into_std_write(&wire, &mut v, config);
+            } else {
+                let _ = bincode::serde::encode_into_std_write(&wire, &mut v, config);
+            }
         }
         DataStorage::SledValues { next_seq } => {
             v.extend_from_slice(&[META_V1, 0, 0, 0, 0]);
@@ -174,7 +198,7 @@ pub fn decode_meta(bytes: &[u8]) -> Result<ChunkMeta, CodecError> {
     if bytes.len() < META_HEADER {
         return Err(CodecError::Truncated(bytes.len()));
     }
-    if bytes[0] != META_V1 && bytes[0] != META_V2 {
+    if !matches!(bytes[0], META_V1 | META_V2 | META_V3) {
         return Err(CodecError::UnknownVersion(bytes[0]));
     }
     let stored = u32::from_le_bytes([bytes[1], bytes[2], bytes[3], bytes[4]]);
@@ -199,9 +223,24 @@ pub fn decode_meta(bytes: &[u8]) -> Result<ChunkMeta, CodecError> {
                 next_attempt_ms: w.next_attempt_ms,
             },
             delivered: DeliveredSet::from_words(w.delivered),
+            key: ChunkKey::default(),
         }
     } else {
-        let w: MetaV2 = decode_body(body)?;
+        let (w, key) = if bytes[0] == META_V3 {
+            let w: MetaV3 = decode_body(body)?;
+            let key = ChunkKey {
+                tag: w.tag,
+                timekey: w.timekey,
+            };
+            if key.is_empty() {
+                return Err(CodecError::Malformed(
+                    "version 3 metadata without a chunk key".into(),
+                ));
+            }
+            (w.v2, key)
+        } else {
+            (decode_body::<MetaV2>(body)?, ChunkKey::default())
+        };
         ChunkMeta {
             state: w.state,
             created_ms: w.created_ms,
@@ -214,6 +253,7 @@ pub fn decode_meta(bytes: &[u8]) -> Result<ChunkMeta, CodecError> {
                 next_attempt_ms: w.next_attempt_ms,
             },
             delivered: DeliveredSet::from_words(w.delivered),
+            key,
         }
     };
     // Only delivered chunks have a delivered set, and only closed chunks are delivered, so
@@ -249,6 +289,7 @@ mod tests {
                 next_attempt_ms: 9,
             },
             delivered: [0usize, 64, 129].into_iter().collect(),
+            key: ChunkKey::default(),
         }
     }
 
@@ -284,6 +325,30 @@ mod tests {
         let bytes = encode_meta(&legacy);
         assert_eq!(bytes[0], META_V1);
         assert_eq!(decode_meta(&bytes).unwrap(), legacy);
+    }
+
+    #[test]
+    fn keyed_metadata_is_version_3_and_keeps_its_key() {
+        let keyed = ChunkMeta {
+            key: ChunkKey {
+                tag: Some("app.web".into()),
+                timekey: Some(1_796_292_000),
+            },
+            ..meta()
+        };
+        let bytes = encode_meta(&keyed);
+        assert_eq!(bytes[0], META_V3);
+        assert_eq!(decode_meta(&bytes).unwrap(), keyed);
+        let tag_only = ChunkMeta {
+            key: ChunkKey {
+                tag: Some(String::new()),
+                timekey: None,
+            },
+            ..meta()
+        };
+        assert_eq!(decode_meta(&encode_meta(&tag_only)).unwrap(), tag_only);
+        // An unkeyed chunk is still written as version 2 (readable by the release before).
+        assert_eq!(encode_meta(&meta())[0], META_V2);
     }
 
     #[test]

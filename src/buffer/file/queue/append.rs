@@ -5,19 +5,35 @@
 
 use std::sync::{Arc, MutexGuard};
 
-use super::super::codec::{ChunkMeta, DataStorage, StoredState};
+use super::super::codec::{keyed_chunk_file_header, ChunkMeta, DataStorage, StoredState};
 use super::super::state::{Entry, Phase, Prepared, State, Undo};
 use super::super::store::StoreError;
 use super::super::writer::Op;
 use super::Inner;
 use crate::buffer::policy::{AppendPlan, StagedSize};
-use crate::buffer::{now_ms, AppendError, ChunkId, DeliveredSet, Records, RetryState};
+use crate::buffer::{now_ms, AppendError, ChunkId, ChunkKey, DeliveredSet, Records, RetryState};
 
 impl Inner {
-    /// Starts a new staged chunk: its file is created with the first append. A staged chunk
-    /// has no metadata on disk (appends touch only its file; recovery counts a staged chunk
-    /// from its file); it is written when the chunk closes.
-    fn new_chunk(&self, st: &mut State, prep: &mut Prepared) -> ChunkId {
+    /// Starts a new staged chunk for `key`: its file is created with the first append. A
+    /// staged chunk has no metadata on disk (appends touch only its file, whose header holds
+    /// the key; recovery counts a staged chunk from its file); it is written when the chunk
+    /// closes. With `max_open_chunks` chunks open, the oldest open one is closed first.
+    fn new_chunk(&self, st: &mut State, prep: &mut Prepared, key: &ChunkKey) -> ChunkId {
+        while st.staged.len() >= self.policy.keys.max_open_chunks.max(1) {
+            let oldest = st
+                .staged
+                .iter()
+                .min_by_key(|(_, id)| **id)
+                .map(|(k, _)| k.clone());
+            let Some(oldest) = oldest else { break };
+            self.close_staged(st, prep, &oldest);
+            st.closed_early_chunks += 1;
+            if let Some(suppressed) = self.open_chunks_log.allow() {
+                tracing::warn!(output = %self.policy.output, closed = %oldest, opening = %key,
+                    max_open_chunks = self.policy.keys.max_open_chunks, suppressed,
+                    "buffer: too many open chunks; the oldest was closed early and queued");
+            }
+        }
         let id = ChunkId(st.next_id);
         st.next_id += 1;
         let created_ms = now_ms();
@@ -29,6 +45,7 @@ impl Inner {
             storage: DataStorage::File,
             retry: RetryState::default(),
             delivered: DeliveredSet::new(),
+            key: key.clone(),
         };
         st.chunks.insert(
             id,
@@ -40,11 +57,11 @@ impl Inner {
                 read_retry_at: 0,
             },
         );
-        st.staged = Some(id);
+        st.staged.insert(key.clone(), id);
         prep.undo.push(Undo::Created(id));
         prep.ops.push(Op::Create {
             chunk: id,
-            created_ms,
+            header: keyed_chunk_file_header(id, created_ms, key),
         });
         id
     }
@@ -81,18 +98,27 @@ impl Inner {
 
     /// Puts the records of one append where `plan` says: into the staged chunk, closing it
     /// and starting new chunks between parts as planned; the writes go into `prep`.
-    fn place(&self, st: &mut State, prep: &mut Prepared, plan: AppendPlan, records: Records) {
+    fn place(
+        &self,
+        st: &mut State,
+        prep: &mut Prepared,
+        key: &ChunkKey,
+        plan: AppendPlan,
+        records: Records,
+    ) {
         if plan.close_staged_first {
-            self.close_staged(st, prep);
+            self.close_staged(st, prep, key);
         }
         let single = plan.parts.len() == 1;
         let mut whole = Some(records);
         for part in plan.parts {
-            if part.new_chunk {
-                self.close_staged(st, prep);
-                self.new_chunk(st, prep);
+            if part.new_chunk || !st.staged.contains_key(key) {
+                self.close_staged(st, prep, key);
+                self.new_chunk(st, prep, key);
             }
-            let Some(id) = st.staged else { continue };
+            let Some(&id) = st.staged.get(key) else {
+                continue;
+            };
             let slice = match (single, whole.as_ref()) {
                 (true, _) => whole.take().unwrap_or_default(),
                 (false, Some(all)) => all.slice(part.range.clone()),
@@ -113,14 +139,18 @@ impl Inner {
             });
             prep.append(st, id, slice);
             if part.close_after {
-                self.close_staged(st, prep);
+                self.close_staged(st, prep, key);
             }
         }
     }
 
-    /// Stores `records` in the staged chunk (and new ones, per the policy's plan) and returns
-    /// once they are durable.
-    pub(super) async fn append(self: &Arc<Self>, records: Records) -> Result<(), AppendError> {
+    /// Stores `records` in the open chunk of `key` (and new ones, per the policy's plan) and
+    /// returns once they are durable.
+    pub(super) async fn append(
+        self: &Arc<Self>,
+        key: &ChunkKey,
+        records: Records,
+    ) -> Result<(), AppendError> {
         if records.is_empty() {
             return Ok(());
         }
@@ -135,7 +165,7 @@ impl Inner {
                 .reserve_room(records.byte_len() as u64, &mut prep)
                 .await?;
             let st = &mut *st;
-            let plan = match self.policy.plan(staged_size(st), &records) {
+            let plan = match self.policy.plan(staged_size(st, key), &records) {
                 Ok(p) => p,
                 Err(e) => {
                     // Drops and closes decided above still have to reach the disk.
@@ -145,7 +175,7 @@ impl Inner {
                     return Err(e);
                 }
             };
-            self.place(st, &mut prep, plan, records);
+            self.place(st, &mut prep, key, plan, records);
             self.submit(st, prep, |_, _, _| {})?
         };
         match rx.await {
@@ -155,10 +185,11 @@ impl Inner {
     }
 }
 
-/// Size of the staged chunk an append may add to, if there is one.
-fn staged_size(st: &State) -> Option<StagedSize> {
+/// Size of the open chunk of `key` an append may add to, if there is one.
+fn staged_size(st: &State, key: &ChunkKey) -> Option<StagedSize> {
     st.staged
-        .and_then(|id| st.chunks.get(&id))
+        .get(key)
+        .and_then(|id| st.chunks.get(id))
         .map(|e| StagedSize {
             bytes: e.meta.bytes,
             records: e.meta.records,

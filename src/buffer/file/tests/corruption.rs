@@ -211,6 +211,7 @@ async fn chunks_written_by_the_first_release_into_sled_values_are_still_delivere
             storage: DataStorage::SledValues { next_seq: 1 },
             retry: RetryState::default(),
             delivered: DeliveredSet::new(),
+            key: Default::default(),
         };
         let encoded = codec::encode_meta(&meta);
         assert_eq!(encoded[0], codec::META_V1);

@@ -26,6 +26,7 @@ fn policy(chunk: u64, total: u64, action: OverflowAction) -> BufferPolicy {
         total_limit_size: total,
         flush_mode: FlushMode::Interval,
         overflow_action: action,
+        keys: Default::default(),
     }
 }
 
@@ -366,5 +367,6 @@ mod backlog;
 mod corruption;
 mod disk_full;
 mod faults;
+mod keys;
 mod model;
 mod no_room;

@@ -35,7 +35,8 @@ pub(super) struct OutputGroup {
     pub(super) dir: Arc<Path>,
     /// Metadata changes in order: `Some` inserts, `None` removes.
     pub(super) meta: Vec<(IVec, Option<IVec>)>,
-    pub(super) created: BTreeMap<ChunkId, u64>,
+    /// Chunk files to create, with their headers.
+    pub(super) created: BTreeMap<ChunkId, Vec<u8>>,
     pub(super) appended: BTreeMap<ChunkId, Records>,
     pub(super) purged: Vec<ChunkId>,
 }
@@ -144,8 +145,8 @@ fn purges_of(ops: &[Op]) -> Vec<Op> {
 fn add_ops(g: &mut OutputGroup, ops: Vec<Op>) -> Result<(), StoreError> {
     for op in ops {
         match op {
-            Op::Create { chunk, created_ms } => {
-                g.created.insert(chunk, created_ms);
+            Op::Create { chunk, header } => {
+                g.created.insert(chunk, header);
             }
             Op::Append { chunk, records } => match g.appended.get_mut(&chunk) {
                 Some(pending) => pending.extend(&records)?,
