@@ -248,3 +248,64 @@ fn many_clients_sending_large_messages_stay_within_in_flight_limit_and_all_are_a
     let expected = (CLIENTS - 1 + 6) * MESSAGES * ENTRIES;
     assert_eq!(relay.wait_records(expected).len(), expected);
 }
+
+/// Issue 16's escaped flood in small: a message whose JSON is six times its size (records of
+/// control characters, each `\u0001` in JSON) and far larger than the budget. Its JSON must
+/// never be in memory whole: it is stored in pieces within the budget, and acknowledged once.
+#[test]
+fn a_message_whose_json_is_far_larger_than_the_budget_is_stored_in_pieces_within_it() {
+    const RECORDS: usize = 80;
+    const RECORD: usize = 150 * 1024;
+    let relay = Relay::launch(&Launch {
+        source: "in_flight_limit = \"2m\"\n",
+        http: true,
+        quiet: true,
+        ..Launch::default()
+    });
+    let mut payload = Vec::new();
+    for _ in 0..RECORDS {
+        let record = Mp::new().map(1).s("k").raw_str(&vec![0x01; RECORD]).0;
+        payload.extend(Mp::new().arr(2).int(1).raw(&record).0);
+    }
+    let message = Mp::new()
+        .arr(3)
+        .s("t")
+        .bin(&payload)
+        .raw(&forward_support::hostile::options("escaped", false))
+        .0;
+    let json_bytes = RECORDS * (RECORD * 6 + 10);
+    let idle = relay.peak_rss();
+    let mut s = relay.connect();
+    s.set_read_timeout(Some(Duration::from_secs(300))).unwrap();
+    s.write_all(&message).unwrap();
+    assert_eq!(
+        forward_support::read_reply(&mut s),
+        Mp::new().map(1).s("ack").s("escaped").0
+    );
+    let records = relay.wait_records(RECORDS);
+    assert_eq!(records.len(), RECORDS);
+    assert!(records.iter().all(|r| r["k"]
+        .as_str()
+        .is_some_and(|k| k.len() == RECORD && k.bytes().all(|b| b == 1))));
+    let peak = relay.peak_rss();
+    let grown = peak.saturating_sub(idle);
+    eprintln!(
+        "message {} MiB, its JSON {} MiB, relay peak RSS {} MiB ({} MiB before the message)",
+        message.len() >> 20,
+        json_bytes >> 20,
+        peak >> 20,
+        idle >> 20
+    );
+    // The frame (12 MiB) and a piece (half the budget and one record of ~900 KiB, 2 MiB
+    // reserved) with what the buffer and the output hold: well under half of the message's
+    // JSON (70 MiB). Decoded whole, its text alone doubled its way up to 120 MiB.
+    assert!(
+        grown < json_bytes as u64 / 2,
+        "RSS grew by {} MiB: the message's JSON ({} MiB) was in memory at once",
+        grown >> 20,
+        json_bytes >> 20
+    );
+    let metrics = relay.http_get("/metrics").1;
+    let in_flight_peak = metric(&metrics, "firehose_relay_forward_in_flight_peak_bytes").unwrap();
+    assert!(in_flight_peak <= (2 << 20) as f64, "{in_flight_peak}");
+}

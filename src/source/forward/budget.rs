@@ -4,6 +4,17 @@
 //! resolved the append (stored or refused). When the budget is used up connections stop reading
 //! (the clients' TCP windows fill up), so memory does not grow with the number of clients.
 //!
+//! What a message takes counts its bytes twice over: its msgpack as received (the frame) and the
+//! JSON it becomes, which lives alongside the frame while it is decoded and alone once the frame
+//! is freed. A message of `n` bytes takes [`with_json`]`(n)`: `n` for the frame and
+//! [`json_allowance`]`(n)` (1.5 × `n`, more than realistic records need: JSON is ~1.1–1.3× their
+//! msgpack) for its JSON. A message whose JSON would pass its allowance (control characters
+//! become six bytes each) is decoded and stored in pieces of at most its allowance (see
+//! `decode::decode_bounded`), one piece at a time; once a message is decoded whole it keeps
+//! only what its JSON holds. So memory between the sockets and the buffer stays within the
+//! budget, apart from the record that crosses a piece's end (records are never split, each is
+//! within `record_size_limit`).
+//!
 //! How much a message takes is decided once, before its body is read (never more while holding
 //! some: two connections each holding half and waiting for the rest would wait forever):
 //! * the first [`PROBE`] bytes of a message are read without permits (what an idle or waiting
@@ -14,11 +25,12 @@
 //! * a message of unknown length past the probe (Forward mode with entries sent one by one, a
 //!   large Message mode record) takes `message_length_limit`, and gives back what it did not use
 //!   as soon as it is framed;
-//! * a message larger than the whole budget takes all of it (and alone is read past it).
+//! * a message larger than the whole budget takes all of it (and alone is read past it); its
+//!   JSON pieces are then half the budget each.
 //!
-//! A message that outgrows its take (an option map longer than [`SLACK`]) gives its permits back
-//! and waits for the `message_length_limit` take; its bytes already received are not counted
-//! during that wait.
+//! (Each of these lengths `n` taken as [`with_json`]`(n)`.) A message that outgrows its take (an
+//! option map longer than [`SLACK`]) gives its permits back and waits for the
+//! `message_length_limit` take; its bytes already received are not counted during that wait.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -31,6 +43,16 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 pub const PROBE: usize = 8 * 1024;
 /// Taken beyond a PackedForward message's announced entries, for the option map after them.
 pub const SLACK: usize = 4 * 1024;
+
+/// What a message of `wire` bytes takes: the bytes themselves and [`json_allowance`].
+pub fn with_json(wire: usize) -> usize {
+    wire.saturating_add(json_allowance(wire))
+}
+
+/// The bytes of JSON a message of `wire` bytes may hold at once: 1.5 × `wire`.
+pub fn json_allowance(wire: usize) -> usize {
+    wire.saturating_add(wire / 2)
+}
 
 /// The budget of one forward source.
 pub struct InFlight {

@@ -16,26 +16,18 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use super::auth_guard::FAILURE_DELAY;
-use super::budget::{Held, PROBE, SLACK};
-use super::decode::{decode_message, decode_small, DecodeError, DecodeOptions, Message};
+use super::budget::{with_json, Held, PROBE, SLACK};
+use super::decode::DecodeError;
 use super::handshake::Security;
 use super::msgpack::Framer;
-use crate::event::EventTime;
 use crate::shutdown::Shutdown;
 
 mod shared;
+mod store;
 
 pub use shared::Shared;
+use store::store;
 
-/// Messages larger than this, or whose gzip payload inflates to more, are decoded on the
-/// blocking pool so that a big message does not stall the other connections sharing the
-/// runtime thread. Smaller ones are decoded in place: decoding runs at ~1 GB/s, so 256 KiB
-/// (~1,000 records, what Fluent Bit sends per message under load) holds the thread for
-/// ~250 µs, less than the two thread hand-offs it would otherwise cost (the profile showed
-/// scheduler wake-ups as a tenth of the relay's CPU). A gzip message is first inflated in place
-/// up to this many bytes; past them it starts again on the blocking pool (at most 256 KiB of
-/// inflating wasted, for messages that cost far more).
-const OFFLOAD_BYTES: usize = 256 * 1024;
 /// Largest PING accepted before the client is authenticated: its six fields (a host name of at
 /// most 255 bytes, a salt, two 128-byte hex digests, a user name) take well under 1 KiB, so a
 /// client that does not know the key cannot make the relay hold more than this.
@@ -110,6 +102,8 @@ struct Conn<'s, S> {
     held: Held,
     /// Whether the message being read made its one take (see [`super::budget`]).
     took: bool,
+    /// Bytes of the message being read that its take covers (it holds [`with_json`] of them).
+    wire: usize,
     shared: &'s Shared,
     shutdown: Shutdown,
 }
@@ -129,6 +123,7 @@ where
         framer: Framer::new(shared.message_length_limit),
         held: shared.in_flight.nothing(),
         took: false,
+        wire: 0,
         shared,
         shutdown,
     };
@@ -163,8 +158,8 @@ where
             }
             frame = conn.next_frame(false), if reading && storing.len() < PIPELINE_DEPTH => {
                 match frame {
-                    Ok(Some((frame, held))) => match conn.decode(frame, &opts).await {
-                        Ok(Some(events)) => storing.push_back(store(shared, events, held)),
+                    Ok(Some((frame, held))) => match conn.decode(frame, held, &opts).await {
+                        Ok(Some((events, held))) => storing.push_back(store(shared, events, held)),
                         Ok(None) => {}
                         Err(e) => break Err(e),
                     },
@@ -217,25 +212,6 @@ where
     }
 }
 
-/// Stores one decoded message; resolves to its ack when stored, `None` when there is nothing to
-/// send (no ack requested, or the buffer refused: then the client resends). The message's
-/// bytes of `in_flight_limit` are given back once the append resolved.
-async fn store(shared: &Shared, events: super::decode::Events, held: Held) -> Option<Vec<u8>> {
-    let stored = shared.emitter.emit(events.batch).await;
-    drop(held);
-    match stored {
-        Ok(()) => events.ack,
-        Err(e) => {
-            shared.emit_failures.inc();
-            if let Some(suppressed) = shared.emit_log.allow() {
-                tracing::warn!(source = %shared.name, error = %e, suppressed,
-                    "could not store a forward message; not acknowledged");
-            }
-            None
-        }
-    }
-}
-
 impl<S> Conn<'_, S>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send,
@@ -261,10 +237,10 @@ where
                         // Read within the probe: counted from here until it is stored.
                         tokio::select! {
                             _ = self.shutdown.recv() => return Ok(None),
-                            h = self.shared.in_flight.take(len) => self.held = h,
+                            h = self.shared.in_flight.take(with_json(len)) => self.held = h,
                         }
                     }
-                    let held = self.held.split(len);
+                    let held = self.held.split(with_json(len));
                     // Taken beyond the message: given back. The bytes of the next message read
                     // with it (at most PROBE) move to a buffer of their own, so that the frame's
                     // allocation is freed once it is decoded.
@@ -280,12 +256,13 @@ where
             if self.shutdown.is_shutdown() {
                 return Ok(None);
             }
-            if let Some(n) = want {
+            if let Some(wire) = want {
                 tokio::select! {
                     _ = self.shutdown.recv() => return Ok(None),
-                    h = self.shared.in_flight.take(n) => self.held = h,
+                    h = self.shared.in_flight.take(with_json(wire)) => self.held = h,
                 }
                 self.took = true;
+                self.wire = wire;
                 if deadline.is_some() {
                     deadline = Some(Instant::now() + timeout);
                 }
@@ -295,7 +272,14 @@ where
                 deadline.or_else(|| self.shared.idle_timeout.map(|d| Instant::now() + d));
             let room = self.room();
             if self.buf.capacity() - self.buf.len() < room {
-                self.buf.reserve(room);
+                // Room for the whole message when its length is known, in one allocation:
+                // growing by `room` would double the buffer (and copy it) near its end.
+                let known = match self.took {
+                    true => (self.framer.at_least() + SLACK).min(self.wire),
+                    false => 0,
+                };
+                self.buf
+                    .reserve(room.max(known.saturating_sub(self.buf.len())));
             }
             let expired = async {
                 match wait_until {
@@ -325,8 +309,9 @@ where
         }
     }
 
-    /// For an incomplete message: the bytes of `in_flight_limit` to take before reading on, if
-    /// it is time to take them (see [`super::budget`] for the rules).
+    /// For an incomplete message: the bytes to take for (of the message as received; it takes
+    /// [`with_json`] of them) before reading on, if it is time to take them (see
+    /// [`super::budget`] for the rules).
     fn take_due(&mut self) -> Option<usize> {
         let buffered = self.buf.len();
         let at_least = self.framer.at_least();
@@ -340,7 +325,7 @@ where
             }
             return Some(self.shared.message_length_limit);
         }
-        if buffered < self.held.len() || self.held.len() >= self.shared.in_flight.limit() {
+        if buffered < self.wire || self.held.len() >= self.shared.in_flight.limit() {
             return None;
         }
         // The message outgrew its take: give it back and take for the longest message (taking
@@ -359,8 +344,8 @@ where
             return PROBE.saturating_sub(buffered).max(1);
         }
         let step = self.framer.at_least().saturating_sub(buffered).max(PROBE);
-        if buffered < self.held.len() {
-            (self.held.len() - buffered).min(step)
+        if buffered < self.wire {
+            (self.wire - buffered).min(step)
         } else {
             // Larger than the whole budget, which it holds: read on.
             step
@@ -374,53 +359,5 @@ where
             self.shared.acks_sent.inc();
         }
         Ok(())
-    }
-
-    /// Decodes one message (large ones on the blocking pool, off the async workers); `None`
-    /// for a keepalive.
-    async fn decode(
-        &mut self,
-        frame: Bytes,
-        opts: &Arc<DecodeOptions>,
-    ) -> Result<Option<super::decode::Events>, ConnError> {
-        let now = EventTime::now();
-        let inline = if frame.len() > OFFLOAD_BYTES {
-            None
-        } else {
-            decode_small(&frame, opts, now, OFFLOAD_BYTES)
-        };
-        let decoded = match inline {
-            Some(decoded) => decoded,
-            None => {
-                let opts = Arc::clone(opts);
-                tokio::task::spawn_blocking(move || decode_message(&frame, &opts, now))
-                    .await
-                    .map_err(|e| ConnError::Internal(e.to_string()))?
-            }
-        };
-        let Message::Events(events) = decoded? else {
-            return Ok(None);
-        };
-        let shared = self.shared;
-        if events.invalid_events > 0 {
-            shared.invalid_events.inc_by(events.invalid_events as u64);
-            if let Some(suppressed) = shared.bad_input_log.allow("invalid_event") {
-                tracing::warn!(source = %shared.name, tag = events.batch.tag(),
-                    skipped = events.invalid_events, reason = events.invalid_reason.unwrap_or(""),
-                    suppressed, "skipped invalid events (skip_invalid_event)");
-            }
-        }
-        let oversized = events.batch.oversized();
-        if let Some(first) = oversized.first() {
-            shared.oversized_records.inc_by(oversized.len() as u64);
-            if let Some(suppressed) = shared.bad_input_log.allow("record_too_large") {
-                tracing::warn!(source = %shared.name, tag = events.batch.tag(),
-                    records = oversized.len(), received_bytes = first.received_bytes,
-                    record_size_limit = first.limit, reason = "record_too_large", suppressed,
-                    "records larger than record_size_limit: dead-lettered as a description, the \
-                     rest of the message is stored");
-            }
-        }
-        Ok(Some(events))
     }
 }

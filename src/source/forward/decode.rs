@@ -25,8 +25,11 @@
 //! size.
 
 mod inflate;
+mod pieces;
 
-use super::msgpack::{Cursor, Framer, Item};
+pub use pieces::{decode_bounded, decode_stream};
+
+use super::msgpack::{Cursor, Item};
 use super::transcode;
 use crate::event::{EventBatch, EventTime, Oversized};
 use crate::json_text;
@@ -185,7 +188,7 @@ pub fn decode_message(
     opts: &DecodeOptions,
     now: EventTime,
 ) -> Result<Message, DecodeError> {
-    match decode(frame, opts, now, None) {
+    match decode(frame, opts, now, None, None) {
         Ok(m) => Ok(m),
         Err(Stop::Decode(e)) => Err(e),
         // Without a budget the inflater never asks for one.
@@ -203,7 +206,7 @@ pub fn decode_small(
     now: EventTime,
     budget: usize,
 ) -> Option<Result<Message, DecodeError>> {
-    match decode(frame, opts, now, Some(budget)) {
+    match decode(frame, opts, now, Some(budget), None) {
         Ok(m) => Some(Ok(m)),
         Err(Stop::Decode(e)) => Some(Err(e)),
         Err(Stop::OverBudget) => None,
@@ -215,6 +218,7 @@ fn decode(
     opts: &DecodeOptions,
     now: EventTime,
     budget: Option<usize>,
+    pieces: Option<pieces::Pieces<'_>>,
 ) -> Result<Message, Stop> {
     if let Some(b'{' | b'[') = frame.first() {
         return Err(DecodeError::JsonNotSupported.into());
@@ -225,8 +229,12 @@ fn decode(
     };
     let tag = read_tag(&mut cur, opts)?;
     let options = options_ahead(&mut cur, len)?;
+    let capacity = frame.len() + frame.len() / 4;
+    let capacity = pieces
+        .as_ref()
+        .map_or(capacity, |p| capacity.min(p.capacity(opts)));
     let mut out = Events {
-        batch: EventBatch::with_capacity(tag, 1, frame.len() + frame.len() / 4),
+        batch: EventBatch::with_capacity(tag, 1, capacity),
         ack: options.chunk.map(ack_for),
         invalid_events: 0,
         invalid_reason: None,
@@ -235,6 +243,7 @@ fn decode(
         opts,
         now,
         out: &mut out,
+        pieces,
     };
     sink.body(&mut cur, options.compressed, budget)?;
     Ok(Message::Events(out))
@@ -329,13 +338,15 @@ fn read_options<'a>(cur: &mut Cursor<'a>) -> Result<MessageOptions<'a>, DecodeEr
 }
 
 /// Writes events into the output, applying the invalid-event policy.
-struct EventSink<'o> {
+struct EventSink<'o, 'p> {
     opts: &'o DecodeOptions,
     now: EventTime,
     out: &'o mut Events,
+    /// Set when the output is handed out in pieces ([`decode_bounded`]).
+    pieces: Option<pieces::Pieces<'p>>,
 }
 
-impl EventSink<'_> {
+impl EventSink<'_, '_> {
     fn invalid(&mut self, reason: &'static str) -> Result<(), DecodeError> {
         if !self.opts.skip_invalid_event {
             return Err(DecodeError::InvalidEvent(reason));
@@ -471,7 +482,7 @@ impl EventSink<'_> {
         match written {
             Ok(()) => {
                 batch.commit_raw(time);
-                Ok(())
+                self.piece_done()
             }
             Err(DecodeError::RecordTooLarge) => {
                 let prefix = Oversized::prefix_of(&batch.raw_json_mut()[text_start..]);
@@ -484,7 +495,7 @@ impl EventSink<'_> {
                     limit,
                     prefix,
                 });
-                Ok(())
+                self.piece_done()
             }
             Err(e) => {
                 batch.rollback_raw();
@@ -567,33 +578,6 @@ fn write_record(
         return Err(DecodeError::RecordTooLarge);
     }
     Ok(())
-}
-
-/// Decodes a whole byte stream as one connection would, without I/O: the entry point of the
-/// fuzz target and of the benchmark. Returns the messages decoded before the first error, and
-/// that error. Bytes of an incomplete last message are ignored (a connection would wait).
-pub fn decode_stream(
-    bytes: &[u8],
-    message_length_limit: usize,
-    opts: &DecodeOptions,
-) -> (Vec<Message>, Option<DecodeError>) {
-    let mut framer = Framer::new(message_length_limit);
-    let mut messages = Vec::new();
-    let mut rest = bytes;
-    while !rest.is_empty() {
-        let len = match framer.advance(rest) {
-            Ok(Some(len)) => len,
-            Ok(None) => break,
-            Err(e) => return (messages, Some(e)),
-        };
-        let (frame, tail) = rest.split_at(len);
-        rest = tail;
-        match decode_message(frame, opts, EventTime(0)) {
-            Ok(m) => messages.push(m),
-            Err(e) => return (messages, Some(e)),
-        }
-    }
-    (messages, None)
 }
 
 #[cfg(test)]

@@ -70,7 +70,7 @@ impl Inflater<'_> {
 
 /// Decodes the entries of a gzip payload (one or more members) into `sink`.
 pub(super) fn packed_gzip(
-    sink: &mut EventSink<'_>,
+    sink: &mut EventSink<'_, '_>,
     payload: &[u8],
     budget: Option<usize>,
 ) -> Result<(), Stop> {
@@ -108,6 +108,7 @@ pub(super) fn packed_gzip(
                 if let Some(mut oversized) = found {
                     oversized.received_bytes = received;
                     sink.out.batch.push_oversized(oversized);
+                    sink.piece_done()?;
                 }
             }
             Err(e) => return Err(e.into()),
