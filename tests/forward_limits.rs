@@ -309,3 +309,94 @@ fn a_message_whose_json_is_far_larger_than_the_budget_is_stored_in_pieces_within
     let in_flight_peak = metric(&metrics, "firehose_relay_forward_in_flight_peak_bytes").unwrap();
     assert!(in_flight_peak <= (2 << 20) as f64, "{in_flight_peak}");
 }
+
+/// `Recv-Q` and `Send-Q` of the established TCP socket with local port `local` and peer port
+/// `peer`, from `ss`: bytes the kernel holds that its owner has not read, and has not sent.
+fn socket_queues(local: u16, peer: u16) -> Option<(u64, u64)> {
+    let out = std::process::Command::new("ss")
+        .args(["-tnH", "state", "established"])
+        .arg(format!("( sport = :{local} )"))
+        .output()
+        .expect("ss (iproute2) runs");
+    String::from_utf8_lossy(&out.stdout).lines().find_map(|l| {
+        let cols: Vec<&str> = l.split_whitespace().collect();
+        if !cols.get(3)?.ends_with(&format!(":{peer}")) {
+            return None;
+        }
+        Some((cols[0].parse().ok()?, cols[1].parse().ok()?))
+    })
+}
+
+/// The budget stops reading, not just counting: while one message holds all of it, the relay
+/// reads no more than the first 8 KiB of another client's message (what it read: what the
+/// client wrote less what the kernel still holds on both ends, seen with `ss`), and reads,
+/// stores and acknowledges it once the budget comes back. The permit gauge alone cannot tell
+/// a connection that reads without permits.
+#[test]
+fn while_the_budget_is_used_up_other_connections_leave_their_messages_unread() {
+    let relay = Relay::launch(&Launch {
+        source: "in_flight_limit = \"64k\"\n",
+        http: true,
+        quiet: true,
+        ..Launch::default()
+    });
+    let message = |chunk: &str, entries: usize| {
+        let mut payload = Vec::new();
+        for e in 0..entries {
+            let text = format!("{chunk}-{e}-{}", "x".repeat(200));
+            payload.extend(Mp::new().arr(2).int(1).rec(&text).0);
+        }
+        let bytes = Mp::new()
+            .arr(3)
+            .s("t")
+            .bin(&payload)
+            .raw(&forward_support::hostile::options(chunk, false))
+            .0;
+        (bytes, Mp::new().map(1).s("ack").s(chunk).0)
+    };
+    let in_flight = || {
+        metric(
+            &relay.http_get("/metrics").1,
+            "firehose_relay_forward_in_flight_bytes",
+        )
+        .unwrap_or(0.0)
+    };
+    // A: a message of ~1 MiB, larger than the budget, sent in part: it takes all of it.
+    let (big, big_ack) = message("big", 4500);
+    let mut a = relay.connect();
+    a.set_read_timeout(Some(Duration::from_secs(120))).unwrap();
+    a.write_all(&big[..200 * 1024]).unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while in_flight() < (64 * 1024) as f64 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "A never took the budget"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // B: a whole message of ~90 KiB, within what the kernel buffers between the two ends.
+    let (small, small_ack) = message("small", 400);
+    let mut b = relay.connect();
+    b.set_read_timeout(Some(Duration::from_secs(120))).unwrap();
+    let b_port = b.local_addr().unwrap().port();
+    b.write_all(&small).unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+    let (unread, _) = socket_queues(relay.port, b_port).expect("the relay's end in ss");
+    let (_, unsent) = socket_queues(b_port, relay.port).expect("B's end in ss");
+    let read = small.len() as u64 - unread - unsent;
+    assert!(
+        read <= 8 * 1024,
+        "the relay read {read} bytes of B's {}-byte message while the budget was used up",
+        small.len()
+    );
+    // A completes: both are stored and acknowledged, in order, and the budget comes back.
+    a.write_all(&big[200 * 1024..]).unwrap();
+    let mut got = vec![0u8; big_ack.len()];
+    a.read_exact(&mut got).unwrap();
+    assert_eq!(got, big_ack);
+    let mut got = vec![0u8; small_ack.len()];
+    b.read_exact(&mut got).unwrap();
+    assert_eq!(got, small_ack);
+    assert_eq!(relay.wait_records(4500 + 400).len(), 4500 + 400);
+    assert_eq!(in_flight(), 0.0);
+}
