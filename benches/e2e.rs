@@ -11,7 +11,10 @@
 //! `per-message` (1,000), `connections` (1), `window` (8 unacked messages per connection),
 //! `workers` (`flush_thread_count`, 2), `backlog-mb` (2,048), `pacing` (how the backlog drains:
 //! `adaptive`, the default config, `unpaced` with `adaptive_pacing = false`, or `both`), `scenario`
-//! (`steady`|`backlog`|`all`).
+//! (`steady`|`backlog`|`pacing`|`all`, or `clients`|`idle`, which `all` leaves out),
+//! `clients` (`8,64,256`), `idle` (1,000).
+//!
+//! Scenarios `clients` and `idle` (module `e2e/clients.rs`): busy and idle connection counts.
 //!
 //! The backlog scenario drains with 2 and 8 flush workers and prints the cores the relay, the
 //! fake endpoint and the whole machine used while draining, so the line says what limited it.
@@ -24,6 +27,8 @@
 //! million records: machines of this class differ by up to 3× in speed from day to day, and the
 //! relay's CPU as a multiple of the generator's is what stays comparable.
 
+#[path = "e2e/clients.rs"]
+mod clients;
 #[path = "../tests/common/http_server.rs"]
 #[allow(dead_code)]
 mod http_server;
@@ -60,6 +65,10 @@ struct Knobs {
     quota: u64,
     pacing_secs: u64,
     outage_secs: u64,
+    /// Scenario `clients`: the counts of busy connections (`--clients 8,64,256`).
+    clients: Vec<u64>,
+    /// Scenario `idle`: idle connections held open (`--idle 1000`).
+    idle: u64,
 }
 
 impl Knobs {
@@ -77,6 +86,8 @@ impl Knobs {
             quota: 20_000,
             pacing_secs: 60,
             outage_secs: 30,
+            clients: vec![8, 64, 256],
+            idle: 1000,
         };
         let args: Vec<String> = std::env::args().skip(1).collect();
         let mut i = 0;
@@ -101,6 +112,13 @@ impl Knobs {
                 "--quota" => k.quota = num(),
                 "--pacing-secs" => k.pacing_secs = num(),
                 "--outage-secs" => k.outage_secs = num(),
+                "--clients" => {
+                    k.clients = value
+                        .split(',')
+                        .map(|c| c.trim().parse().expect("--clients 8,64,256"))
+                        .collect()
+                }
+                "--idle" => k.idle = num(),
                 // `cargo bench` passes --bench; filters are not used here.
                 _ => {
                     i += 1;
@@ -813,6 +831,29 @@ fn main() {
             );
             relay.stop();
         }
+    }
+
+    if k.scenario == "clients" {
+        clients::clients(
+            &rt,
+            &k,
+            &load,
+            &fake,
+            fake_addr.port(),
+            tmp.path(),
+            &ca_path,
+        );
+    }
+    if k.scenario == "idle" {
+        clients::idle(
+            &rt,
+            &k,
+            &load,
+            &fake,
+            fake_addr.port(),
+            tmp.path(),
+            &ca_path,
+        );
     }
 
     if k.scenario == "pacing" || k.scenario == "all" {
