@@ -8,27 +8,11 @@ mod common;
 
 use std::path::Path;
 
-use base64::Engine;
+use common::kpl::Read;
 use firehose_relay::sink::kpl::{
     self, aggregate, max_data_len, pack, PartitionKeys, UserRecord, MAX_RECORD_BYTES,
 };
 use md5::Digest;
-
-/// What the Python side read from one Kinesis record.
-#[derive(Debug, serde::Deserialize)]
-struct Read {
-    name: String,
-    aggregated: bool,
-    complete: bool,
-    records: Vec<ReadRecord>,
-}
-
-#[derive(Debug, serde::Deserialize)]
-struct ReadRecord {
-    partition_key: String,
-    explicit_hash_key: Option<String>,
-    data_b64: String,
-}
 
 /// Kinesis records to hand to the decoder, with the user records each must give back.
 #[derive(Default)]
@@ -69,24 +53,14 @@ impl Case {
         }
     }
 
-    /// Writes the records to `dir`, runs the decoder, and returns what it read by name.
+    /// Runs the decoder over the records, written to `dir`.
     fn read_back(&self, dir: &Path) -> Vec<Read> {
-        for (name, key, blob, _) in &self.records {
-            std::fs::write(dir.join(format!("{name}.bin")), blob).unwrap();
-            std::fs::write(dir.join(format!("{name}.key")), key).unwrap();
-        }
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/kpl_deaggregate.py");
-        let out = std::process::Command::new(common::python())
-            .arg(script)
-            .arg(dir)
-            .output()
-            .expect("run kpl_deaggregate.py");
-        assert!(
-            out.status.success(),
-            "kpl_deaggregate.py failed:\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        serde_json::from_slice(&out.stdout).expect("kpl_deaggregate.py prints JSON")
+        let records: Vec<_> = self
+            .records
+            .iter()
+            .map(|(name, key, blob, _)| (name.clone(), key.clone(), blob.clone()))
+            .collect();
+        common::kpl::deaggregate(dir, &records)
     }
 }
 
@@ -114,9 +88,7 @@ fn compare(case: &Case, read: &[Read]) {
         assert!(got.complete, "{name}: a proto2 required field is missing");
         assert_eq!(got.records.len(), expected.len(), "{name}: user records");
         for (j, (g, e)) in got.records.iter().zip(expected).enumerate() {
-            let data = base64::engine::general_purpose::STANDARD
-                .decode(&g.data_b64)
-                .unwrap();
+            let data = g.data();
             assert!(data == e.data, "{name} record {j}: data differs");
             assert_eq!(g.partition_key, e.partition_key, "{name} record {j}");
             assert_eq!(

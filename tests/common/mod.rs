@@ -9,6 +9,7 @@
 pub mod fake_firehose;
 pub mod fake_sts;
 pub mod http_server;
+pub mod kpl;
 pub mod moto;
 pub mod relay_run;
 pub mod sigv4;
