@@ -2,28 +2,21 @@
 //! 8 flush workers → the fake Firehose, which meters a quota or fails at a fixed rate).
 //!
 //! The issue asks for 60 s averages; CI has 2 shared cores and must stay well under 30 minutes,
-//! so these runs measure 20 s (the convergence from the first, unthrottled second included) and
-//! the outage lasts 12 s instead of 30 s (the controller reaches its floor after 6 s, so a
-//! longer outage changes nothing for it). `cargo bench --bench e2e -- --scenario pacing` runs
-//! the full 60 s cases with a 30 s outage. The unthrottled rate of the rate-independent case
-//! is the same run's rate before the failures start; with the sample source that is the intake
-//! (15,000 records/s), which the relay keeps up with, while the controller this replaced fell to
-//! ~1,000 records/s under these failures.
+//! so the quota runs measure 30 s from the relay's first call (the start-up included) and the
+//! outage lasts 12 s instead of 30 s (the controller reaches its floor after 6 s, so a longer
+//! outage changes nothing for it). `cargo bench --bench e2e -- --scenario pacing` runs the full
+//! 60 s cases with a 30 s outage. The unthrottled rate of the rate-independent case is the same
+//! run's rate before the failures start; with the sample source that is the intake (15,000
+//! records/s), which the relay keeps up with, while the controller this replaced fell to ~1,000
+//! records/s under these failures.
 //!
 //! The relay here is the debug build, sharing two cores with the fake, the load and whatever
-//! else runs: each quota case first measures what the relay delivers unmetered (5 s), and
-//! meters a third of that, so that the quota, not the CPU, limits it however busy the machine
-//! is; calls carry 100 records so that one call is a small step of a second's quota (the bench
-//! sends 500-record calls against a 20,000 records/s quota: 2.5 %).
-//!
-//! The two quota tests are `#[ignore]`d: on 2026-12-03 they passed (records quota: 97 % of it
-//! delivered, 4.6 % throttled; bytes quota: 95 %, 2.3 %) while the machine ran a few builds,
-//! and failed at a load average of 24 on 2 cores, where the relay itself delivered between
-//! 300 and 900 records/s from one second to the next under a quota of 1,066. Run them with
-//! `cargo test --test firehose_pacing -- --ignored` on a machine that is not saturated. The
-//! rate-independent test is ignored for the same reason: it measured 0.61 and 0.80 of the
-//! unthrottled rate, then 0.42 at that load (2,933 records/s unthrottled). The outage test
-//! stays on.
+//! else runs: each quota case first measures what the relay delivers unmetered (6 s, a relay of
+//! its own), then starts a fresh relay against a stream metered from its first call at a third
+//! of that, fed at twice the quota (a backlog builds from the start, as in the issue), so that
+//! the quota, not the CPU, limits it however busy the machine is; calls carry 100 records so
+//! that one call is a small step of a second's quota (the bench sends 500-record calls against
+//! a 20,000 records/s quota: 2.5 %).
 //!
 //! The tests take a lock so that they run one at a time: they measure rates, and two relays
 //! on two cores would measure each other.
@@ -41,6 +34,8 @@ use common::relay_run::{assert_all_arrived, sequence_counts};
 static SERIAL: Mutex<()> = Mutex::new(());
 
 const INTAKE: u64 = 15_000;
+/// About this many bytes of JSON per record.
+const RECORD_BYTES: usize = 60;
 
 /// Config: a sample source emitting `intake` records/s of about `record_bytes` bytes of JSON,
 /// one Firehose output with 8 flush workers.
@@ -199,14 +194,18 @@ fn sleep_until(t: Instant) {
     std::thread::sleep(t.saturating_duration_since(Instant::now()));
 }
 
-/// Runs the relay unmetered for 5 s to see what it delivers on this machine now (the intake,
-/// or less when the machine is busy), then meters a quota of a third of that (`quota` from the
-/// measured records/s and bytes/s) for `secs` seconds, and returns the quota set and what the
-/// fake saw over that time (the first, unthrottled second under it included), checking
-/// `/status` and the pacing metrics halfway; then lifts the quota and checks every record.
-fn run_at_quota(quota: fn(f64, f64) -> Quota, record_bytes: usize, secs: u64) -> (Quota, Tally) {
+/// What a quota case meters.
+#[derive(Debug, Clone, Copy)]
+enum Metered {
+    Records,
+    Bytes,
+}
+
+/// Runs the relay unmetered for 6 s to see what it delivers on this machine now (records/s
+/// and data bytes/s, from the second second on: the intake, or less when the machine is busy).
+fn unmetered_rate() -> Tally {
     let fake = fake();
-    let relay = start(&fake, record_bytes, INTAKE);
+    let relay = start(&fake, RECORD_BYTES, INTAKE);
     let t0 = first_call(&fake);
     sleep_until(t0 + Duration::from_secs(6));
     let free = tally(
@@ -214,9 +213,45 @@ fn run_at_quota(quota: fn(f64, f64) -> Quota, record_bytes: usize, secs: u64) ->
         t0 + Duration::from_secs(1),
         t0 + Duration::from_secs(6),
     );
-    let quota = quota(free.records / 3.0, free.bytes / 3.0);
+    relay.stop_and_check(&fake);
+    free
+}
+
+/// The issue's quota case: a fresh relay whose stream is metered from its first call at a
+/// third of what the relay delivers unmetered (so the quota, not this machine's CPU, limits
+/// it), fed at twice the quota so that a backlog builds from the start. Measures `secs` from
+/// the first call (the start-up included), checks `/status` and the pacing metrics halfway,
+/// then lifts the quota and checks every record. Returns the quota in `what` per second, what
+/// was delivered of it per second, and the throttled share of the records sent.
+fn quota_case(what: Metered, secs: u64) -> (f64, f64, f64) {
+    let free = unmetered_rate();
+    let (quota, q) = match what {
+        Metered::Records => {
+            let q = (free.records / 3.0) as u64;
+            (
+                Quota {
+                    records: Some(q),
+                    bytes: None,
+                },
+                q,
+            )
+        }
+        Metered::Bytes => {
+            let q = (free.bytes / 3.0) as u64;
+            (
+                Quota {
+                    records: None,
+                    bytes: Some(q),
+                },
+                q,
+            )
+        }
+    };
+    let fake = fake();
     fake.set_quota(quota);
-    let t1 = Instant::now();
+    let intake = (free.records / 3.0 * 2.0) as u64;
+    let relay = start(&fake, RECORD_BYTES, intake.max(100));
+    let t1 = first_call(&fake);
     sleep_until(t1 + Duration::from_secs(secs / 2));
     let status = relay.status();
     assert_eq!(
@@ -240,69 +275,56 @@ fn run_at_quota(quota: fn(f64, f64) -> Quota, record_bytes: usize, secs: u64) ->
     sleep_until(end);
     fake.set_quota(Quota::default());
     let calls = fake.calls();
+    let delivered = |t: Tally| match what {
+        Metered::Records => t.records,
+        Metered::Bytes => t.bytes,
+    };
     let t = tally(&calls, t1, end);
     let per_second: Vec<String> = (0..secs)
         .map(|k| {
             let from = t1 + Duration::from_secs(k);
             let s = tally(&calls, from, from + Duration::from_secs(1));
-            format!("{:.0}/{:.1}%", s.records, s.throttled * 100.0)
+            format!(
+                "{:.0}%/{:.1}%",
+                delivered(s) / q as f64 * 100.0,
+                s.throttled * 100.0
+            )
         })
         .collect();
     drop(calls);
-    eprintln!("per second (accepted/throttled): {}", per_second.join(" "));
+    eprintln!(
+        "per second (% of the quota delivered / % throttled): {}",
+        per_second.join(" ")
+    );
     let n = relay.stop_and_check(&fake);
-    eprintln!("unmetered {free:?}; {quota:?} over {secs} s: {t:?}, {n} records in");
-    (quota, t)
+    eprintln!(
+        "unmetered {free:?}; {quota:?} over {secs} s from the first call: {t:?} = {:.1} % of the quota, {:.2} % throttled; {n} records in",
+        delivered(t) / q as f64 * 100.0,
+        t.throttled * 100.0
+    );
+    (q as f64, delivered(t), t.throttled)
 }
 
+/// The quota tests' window: the issue asks for 60 s; 30 s from the first call (start-up
+/// included) keeps the suite's time down and still averages a dozen saw-tooth cycles.
+const QUOTA_SECS: u64 = 30;
+
 #[test]
-#[ignore = "measures rates: needs a machine that is not saturated (run with --ignored; see the module docs)"]
 fn a_records_quota_is_used_at_90_percent_with_at_most_5_percent_throttled() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let (quota, t) = run_at_quota(
-        |records, _| Quota {
-            records: Some(records as u64),
-            bytes: None,
-        },
-        60,
-        20,
-    );
-    let q = quota.records.unwrap() as f64;
-    assert!(
-        q >= 1_000.0,
-        "the relay delivered too little to test: {quota:?}"
-    );
-    assert!(t.records >= 0.9 * q, "{:.0} records/s of {q}", t.records);
-    assert!(
-        t.throttled <= 0.05,
-        "{:.2} % throttled",
-        t.throttled * 100.0
-    );
+    let (q, delivered, throttled) = quota_case(Metered::Records, QUOTA_SECS);
+    assert!(q >= 500.0, "the relay delivered too little to test: {q}");
+    assert!(delivered >= 0.9 * q, "{delivered:.0} records/s of {q}");
+    assert!(throttled <= 0.05, "{:.2} % throttled", throttled * 100.0);
 }
 
 #[test]
-#[ignore = "measures rates: needs a machine that is not saturated (run with --ignored; see the module docs)"]
 fn a_bytes_quota_is_used_at_90_percent_with_at_most_5_percent_throttled() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let (quota, t) = run_at_quota(
-        |_, bytes| Quota {
-            records: None,
-            bytes: Some(bytes as u64),
-        },
-        60,
-        20,
-    );
-    let q = quota.bytes.unwrap() as f64;
-    assert!(
-        q >= 50_000.0,
-        "the relay delivered too little to test: {quota:?}"
-    );
-    assert!(t.bytes >= 0.9 * q, "{:.0} bytes/s of {q}", t.bytes);
-    assert!(
-        t.throttled <= 0.05,
-        "{:.2} % throttled",
-        t.throttled * 100.0
-    );
+    let (q, delivered, throttled) = quota_case(Metered::Bytes, QUOTA_SECS);
+    assert!(q >= 25_000.0, "the relay delivered too little to test: {q}");
+    assert!(delivered >= 0.9 * q, "{delivered:.0} bytes/s of {q}");
+    assert!(throttled <= 0.05, "{:.2} % throttled", throttled * 100.0);
 }
 
 #[test]
@@ -310,7 +332,7 @@ fn a_bytes_quota_is_used_at_90_percent_with_at_most_5_percent_throttled() {
 fn rate_independent_failures_keep_at_least_half_the_unthrottled_rate() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let fake = fake();
-    let relay = start(&fake, 60, INTAKE);
+    let relay = start(&fake, RECORD_BYTES, INTAKE);
     let t0 = first_call(&fake);
     // 2 s to settle, 6 s unthrottled, then 14 s with 2 % of records and 5 % of calls failing
     // (measured after 2 s).
@@ -355,7 +377,7 @@ fn rate_independent_failures_keep_at_least_half_the_unthrottled_rate() {
 fn after_an_outage_the_rate_is_back_within_5_seconds() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let fake = fake();
-    let relay = start(&fake, 60, INTAKE);
+    let relay = start(&fake, RECORD_BYTES, INTAKE);
     let t0 = first_call(&fake);
     let before = (t0 + Duration::from_secs(2), t0 + Duration::from_secs(8));
     sleep_until(before.1);

@@ -41,6 +41,9 @@ pub enum Decision {
     Raise,
     /// Throttled, but a cut is too recent.
     Hold,
+    /// The first heavy throttling while nothing limited: target from the quota's first
+    /// window (or half the rate), calls paused until the last window's sends fit it.
+    Onset,
 }
 
 /// Tolerance of a throttled fraction measured over `n` records around `b`: 1 % plus three
@@ -58,35 +61,48 @@ fn over(s: Slot, b: f64) -> bool {
 #[derive(Debug)]
 pub struct Controller {
     /// Records per second; `None` = not limiting.
-    pub(super) target: Option<f64>,
+    target: Option<f64>,
     /// The accepted rate at the last cut, or the highest since; regains aim here.
-    pub(super) ceiling: f64,
+    ceiling: f64,
     /// The learned rate-independent fraction.
-    pub(super) baseline: f64,
+    baseline: f64,
     slots: [Slot; WINDOW_SLOTS],
     /// Index of the current slot in `slots`.
-    pub(super) current: usize,
+    current: usize,
     /// When the current slot started.
-    pub(super) slot_start: Instant,
-    pub(super) last_cut: Option<Instant>,
+    slot_start: Instant,
+    last_cut: Option<Instant>,
     /// The latest slot in which nothing was accepted.
-    pub(super) last_outage: Option<Instant>,
+    last_outage: Option<Instant>,
     /// The latest halving for an outage.
-    pub(super) last_outage_cut: Option<Instant>,
+    last_outage_cut: Option<Instant>,
     pending: Option<PendingCut>,
     /// Last window with throttling beyond the baseline (or an outage).
-    pub(super) last_throttled: Option<Instant>,
-    pub(super) last_probe: Instant,
+    last_throttled: Option<Instant>,
+    last_probe: Instant,
     /// Hard cap from `max_records_per_second`.
-    pub(super) cap: Option<f64>,
+    cap: Option<f64>,
     /// Latest window's fraction.
-    pub(super) fraction: f64,
+    fraction: f64,
     /// An outage was seen and nothing has been accepted since.
-    pub(super) in_outage: bool,
+    in_outage: bool,
     /// Cuts in a row after which the fraction did not change.
-    pub(super) unresponsive: u32,
-    /// Created at.
-    pub(super) started: Instant,
+    unresponsive: u32,
+    /// When the first call with an accepted record was sent (since the start, an idle spell
+    /// or an outage): Firehose's first metering window of this busy spell starts about then.
+    epoch: Option<Instant>,
+    /// Records accepted in answers to calls sent since `epoch`.
+    epoch_accepted: u64,
+    /// Answers since the first throttled one while the target does not limit (the onset).
+    onset: Slot,
+    /// When the onset's first throttled call was sent, and when its answer came.
+    onset_sent: Option<Instant>,
+    onset_at: Option<Instant>,
+    /// Records sent per [`SEND_SLICE`] over the last window (oldest first), for the pause
+    /// after an onset cut.
+    sends: std::collections::VecDeque<(Instant, u64)>,
+    /// No call may be sent before this (set by an onset cut).
+    paused_until: Option<Instant>,
 }
 
 impl Controller {
@@ -109,7 +125,13 @@ impl Controller {
             fraction: 0.0,
             in_outage: false,
             unresponsive: 0,
-            started: now,
+            epoch: None,
+            epoch_accepted: 0,
+            onset: Slot::default(),
+            onset_sent: None,
+            onset_at: None,
+            sends: std::collections::VecDeque::new(),
+            paused_until: None,
         }
     }
 
@@ -145,8 +167,16 @@ impl Controller {
         now: Instant,
     ) -> Vec<Decision> {
         let mut decisions = self.advance(now);
-        if throttled < answered {
+        let accepted = answered - throttled.min(answered);
+        if accepted > 0 {
             self.in_outage = false;
+            if self.epoch.is_none() {
+                self.epoch = Some(sent_at);
+                self.epoch_accepted = 0;
+            }
+        }
+        if self.epoch.is_some_and(|e| sent_at >= e) {
+            self.epoch_accepted += accepted;
         }
         if self.last_cut.is_some_and(|c| sent_at < c) {
             return decisions;
@@ -157,23 +187,129 @@ impl Controller {
         if refused {
             s.refused += answered;
         }
-        let full_window = now.saturating_duration_since(self.started) >= WINDOW;
-        if self.target.is_none() && throttled > 0 && !refused && full_window {
-            // The first throttling while nothing limits: the relay may be sending far over
-            // the quota. Limit it at once to what was accepted in the last second (an
-            // underestimate: answers to accepted calls may still be on their way), and cut
-            // properly at the slot's end, when they are in. (In the first second the window
-            // does not hold a second's worth yet: the slot's end decides.)
-            let w = self.window();
-            let latest = self.slots[self.current];
-            let b = self.baseline;
-            if w.answered >= MIN_SAMPLE && over(w, b) && over(latest, b) {
-                let accepted = (w.answered - w.throttled) as f64 / WINDOW.as_secs_f64();
-                self.target = Some(self.capped(accepted * (1.0 - CUT_MARGIN)));
-                decisions.push(Decision::Cut);
-            }
+        if self.target.is_none() && !refused && self.onset_cut(answered, throttled, sent_at, now) {
+            decisions.push(Decision::Onset);
         }
         decisions
+    }
+
+    /// Watches the answers from the first throttled one while nothing limits, and cuts at
+    /// once when they show an exhausted quota (see the module docs: the onset).
+    fn onset_cut(&mut self, answered: u64, throttled: u64, sent_at: Instant, now: Instant) -> bool {
+        if self
+            .onset_at
+            .is_some_and(|t| now.saturating_duration_since(t) > ONSET_HORIZON)
+        {
+            self.onset = Slot::default();
+            self.onset_at = None;
+            self.onset_sent = None;
+        }
+        if self.onset_at.is_none() {
+            if throttled == 0 {
+                return false;
+            }
+            self.onset_at = Some(now);
+            self.onset_sent = Some(sent_at);
+        }
+        self.onset.answered += answered;
+        self.onset.throttled += throttled;
+        let o = self.onset;
+        if o.answered < MIN_SAMPLE || (o.throttled as f64) <= ONSET_FRACTION * o.answered as f64 {
+            return false;
+        }
+        // A quota exhausted: a window metered per second refuses nearly everything until it
+        // rolls over. In the first window of a busy spell, what it accepted is the quota;
+        // later there is no telling how far over it the rate is, so halve it (as TCP does on
+        // a loss), and let a full window at that rate measure the rest.
+        let secs = WINDOW.as_secs_f64();
+        let first_window = match (self.epoch, self.onset_sent) {
+            (Some(e), Some(t)) => t.saturating_duration_since(e) < WINDOW,
+            _ => false,
+        };
+        let w = self.window();
+        let rate = if first_window {
+            self.epoch_accepted as f64 / secs
+        } else {
+            let elapsed = now
+                .saturating_duration_since(self.onset_at.unwrap_or(now))
+                .as_secs_f64();
+            // A slow output gathers its onset over more than a window.
+            let accepted = (w.answered - w.throttled) as f64 / secs;
+            accepted.max((o.answered - o.throttled) as f64 / elapsed.max(secs)) / 2.0
+        };
+        self.ceiling = rate;
+        self.target = Some(self.capped(rate * (1.0 - CUT_MARGIN)));
+        self.last_cut = Some(now);
+        self.last_throttled = Some(now);
+        self.pending = None;
+        self.onset = Slot::default();
+        self.onset_at = None;
+        self.onset_sent = None;
+        // The window held the rate before the cut: the next decisions see only what follows.
+        self.slots = [Slot::default(); WINDOW_SLOTS];
+        self.pause(now);
+        true
+    }
+
+    /// After an onset cut, no call goes out until the records sent within the last window fit
+    /// the new target: a quota metered per second is used up until its window rolls over, so
+    /// whatever is sent before then comes back refused.
+    fn pause(&mut self, now: Instant) {
+        let Some(target) = self.target else {
+            return;
+        };
+        let budget = target * WINDOW.as_secs_f64();
+        let mut sent: u64 = self.sends.iter().map(|s| s.1).sum();
+        let mut until = None;
+        for &(at, n) in &self.sends {
+            if sent as f64 <= budget {
+                break;
+            }
+            sent -= n;
+            until = Some(at + SEND_SLICE + WINDOW);
+        }
+        self.paused_until = until.filter(|&u| u > now);
+    }
+
+    /// Counts `records` sent at `now` (for the pause after an onset cut).
+    pub fn on_send(&mut self, records: u64, now: Instant) {
+        while self
+            .sends
+            .front()
+            .is_some_and(|s| now.saturating_duration_since(s.0) >= WINDOW)
+        {
+            self.sends.pop_front();
+        }
+        match self.sends.back_mut() {
+            Some(last) if now.saturating_duration_since(last.0) < SEND_SLICE => last.1 += records,
+            _ => self.sends.push_back((now, records)),
+        }
+    }
+
+    /// No call may go out before this.
+    pub fn paused_until(&self) -> Option<Instant> {
+        self.paused_until
+    }
+
+    /// The accepted rate that regains aim at, records per second.
+    pub fn ceiling(&self) -> f64 {
+        self.ceiling
+    }
+
+    /// The throttled fraction of the latest window.
+    pub fn fraction(&self) -> f64 {
+        self.fraction
+    }
+
+    /// An outage was seen and nothing has been accepted since.
+    pub fn in_outage(&self) -> bool {
+        self.in_outage
+    }
+
+    /// Sets the target as a decision would (tests of the pacer).
+    #[cfg(test)]
+    pub(super) fn set_target(&mut self, rate: Option<f64>) {
+        self.target = rate;
     }
 
     /// Ends the slots that are over by `now`, deciding at each boundary.
@@ -190,8 +326,10 @@ impl Controller {
             self.slots[self.current] = Slot::default();
         }
         if steps > WINDOW_SLOTS + 1 {
-            // Idle for a while: start the slots from now.
+            // Idle for a while: start the slots from now; the next busy spell starts a new
+            // metering window.
             self.slot_start = now;
+            self.epoch = None;
         }
         out
     }
@@ -204,11 +342,11 @@ impl Controller {
         })
     }
 
-    pub(super) fn floor(&self) -> f64 {
+    fn floor(&self) -> f64 {
         (self.ceiling * MIN_FACTOR).max(MIN_RATE)
     }
 
-    pub(super) fn capped(&self, rate: f64) -> f64 {
+    fn capped(&self, rate: f64) -> f64 {
         let rate = rate.max(self.floor());
         match self.cap {
             Some(c) => rate.min(c),
@@ -217,7 +355,7 @@ impl Controller {
     }
 
     /// The decision at the end of a slot, from the last window and its latest slot.
-    pub(super) fn decide(&mut self, now: Instant) -> Decision {
+    fn decide(&mut self, now: Instant) -> Decision {
         let w = self.window();
         let latest = self.slots[self.current];
         if w.answered == 0 {
@@ -234,6 +372,14 @@ impl Controller {
             return self.outage(sent_rate, now);
         }
         if w.answered < MIN_SAMPLE {
+            // Too few records to judge a fraction; a target not needed for a while goes.
+            let clean = self
+                .last_throttled
+                .is_none_or(|t| now.saturating_duration_since(t) >= RELEASE_AFTER);
+            if w.throttled == 0 && clean && self.target.is_some() && self.pending.is_none() {
+                self.target = None;
+                return Decision::Raise;
+            }
             return Decision::None;
         }
 
@@ -323,8 +469,9 @@ impl Controller {
     /// Every call of the latest slot refused: an outage (or a call quota). The rate does not
     /// matter then, but do not hammer: halve (once per window), and keep the ceiling and the
     /// baseline for the way back. A cut just before was the outage's start: its ceiling stays.
-    pub(super) fn outage(&mut self, sent_rate: f64, now: Instant) -> Decision {
+    fn outage(&mut self, sent_rate: f64, now: Instant) -> Decision {
         self.in_outage = true;
+        self.epoch = None;
         self.last_throttled = Some(now);
         self.last_outage = Some(now);
         if let Some(p) = self.pending.take() {
@@ -348,7 +495,7 @@ impl Controller {
 
     /// Cuts the target to the rate Firehose accepted (plus the baseline's share) less the
     /// margin; the next window judges the cut.
-    pub(super) fn cut(
+    fn cut(
         &mut self,
         sent_rate: f64,
         accepted_rate: f64,
@@ -369,7 +516,7 @@ impl Controller {
         Decision::Cut
     }
 
-    pub(super) fn raise(&mut self, to: f64, _now: Instant) -> Decision {
+    fn raise(&mut self, to: f64, _now: Instant) -> Decision {
         let to = if self.target.is_some_and(|t| t < 0.9 * self.ceiling) {
             to.min(self.ceiling)
         } else {

@@ -36,15 +36,44 @@
 //!   DCTCP's decrease in proportion to the fraction, with gain 1 instead of ½ and without its
 //!   EWMA: DCTCP's marks measure a queue and the EWMA and halving damp a noisy estimate, while
 //!   here a one-second window measures the overshoot itself, so one cut lands just under the
-//!   quota instead of converging over several windows and throttling meanwhile. The first
-//!   throttled answer while nothing limits sets the target at once to what was accepted in
-//!   the last second (the slot's end then cuts with the answers still in flight);
+//!   quota instead of converging over several windows and throttling meanwhile;
 //! * **raise** when the window is clean, CUBIC-shaped: ×2 per slot while the target is under
 //!   90 % of the ceiling (the way back after an outage: the rate delivered before it), then a
 //!   probe of +[`PROBE_STEP`] per slot that doubles every two seconds without throttling (up to
 //!   16×), so the target creeps over the quota by a percent or two before the next cut, and
 //!   finds a raised quota within seconds; after [`RELEASE_AFTER`] without throttling, a target
 //!   twice the rate actually sent limits nothing and is dropped.
+//!
+//! **The onset** (the first throttling while nothing limits) cannot wait for a window: a quota
+//! metered per second, once used up, refuses nearly everything until its window rolls over,
+//! and a relay draining a backlog at three times the quota threw away 37–46 % of what it sent
+//! in its first two seconds (the window-based cut first saw a window that mostly held the
+//! unthrottled rate, and cut too little). So the answers from the first throttled one on are
+//! watched as they come: once more than [`ONSET_FRACTION`] of at least 20 records are
+//! throttled (more than any rate-independent share the controller learns to ignore), it cuts
+//! at once, without waiting for a slot's end:
+//!
+//! * in the first window of a busy spell (the throttled call was sent within a second of the
+//!   first accepted one since the start, an idle spell or an outage), what Firehose accepted
+//!   since then *is* the quota: the first window's accepted records, less the margin, become
+//!   the target — TCP's slow start exits the same way, from what got through;
+//! * later there is no telling how far over the quota the rate is, so the accepted rate is
+//!   halved, as TCP does on a loss, and the first full window at that rate measures the rest
+//!   (a proportional cut from there, or the probe climbing back when halving went under);
+//! * either way no call goes out until the records sent within the last second fit the new
+//!   target ([`Controller::paused_until`]): with a window metered per second and a steady
+//!   rate before, that is when the window that ran out rolls over, so the rest of it is not
+//!   spent on records that would come back; the decision window restarts empty.
+//!
+//! In the simulation (`tests.rs`, answers 50 ms after their call, a 10,000 records/s quota
+//! metered per aligned second) a backlog at 2, 3 and 10× the quota now loses 9 %, 12 % and
+//! 33 % of the first second's records (the calls in flight when the first throttled answer
+//! came) where it lost 43 % of each of the first two seconds before; a quota appearing under a
+//! relay already at 2, 3 or 10× it costs 9 %, 16 + 22 % and 63 + 63 % of two seconds, and
+//! halving under the quota (2×) takes about 8 s of probing to climb back. A slow output (too
+//! few records per window to judge a fraction) still gets its onset, gathered over up to
+//! [`ONSET_HORIZON`]; under [`MIN_RATE`] the target cannot hold it back, and the per-call
+//! backoff of its resends is what backs off.
 //!
 //! Why it converges: above the quota each cut removes the measured overshoot in one step and
 //! lands `CUT_MARGIN` under it; below it nothing is throttled and the probe climbs back at
@@ -133,8 +162,18 @@ pub const THROTTLED_HOLD: Duration = Duration::from_secs(5);
 pub const MIN_FACTOR: f64 = 1.0 / 64.0;
 /// The lowest target, records per second.
 pub const MIN_RATE: f64 = 10.0;
-/// Fewer records than this in a window decide nothing (except an outage).
+/// Fewer records than this in a window decide nothing (except an outage, an onset, and the
+/// release of a target that has not been needed for [`RELEASE_AFTER`]).
 const MIN_SAMPLE: u64 = 20;
+/// The onset: answers from the first throttled one while nothing limits; more than this
+/// share of them throttled (over at least [`MIN_SAMPLE`] records) is an exhausted quota.
+/// Above [`MAX_BASELINE`], so that a rate-independent share never looks like one.
+pub const ONSET_FRACTION: f64 = 0.25;
+/// An onset gathers answers for at most this long (a slow output needs more than a window
+/// for [`MIN_SAMPLE`] records).
+pub const ONSET_HORIZON: Duration = Duration::from_secs(5);
+/// Sends are counted in slices this long for the pause after an onset cut.
+const SEND_SLICE: Duration = Duration::from_millis(10);
 /// The adaptive bucket's burst, as time at the target rate: short, so that sends are spread
 /// evenly and a one-second window never sees much more than the target (a call larger than
 /// the burst waits for a full bucket and pays off the rest, as with the configured buckets).
@@ -325,11 +364,24 @@ impl Pacer {
     /// need not, it is counted as sent.
     fn try_send(&self, records: usize, bytes: usize, now: Instant) -> Duration {
         let mut s = self.lock();
+        let mut paused = Duration::ZERO;
         if let Some(c) = s.controller.as_mut() {
             let decisions = c.advance(now);
+            paused = c
+                .paused_until()
+                .map_or(Duration::ZERO, |t| t.saturating_duration_since(now));
             self.apply(&mut s, &decisions, now);
         }
-        s.try_send(records, bytes, now)
+        if !paused.is_zero() {
+            return paused;
+        }
+        let wait = s.try_send(records, bytes, now);
+        if wait.is_zero() {
+            if let Some(c) = s.controller.as_mut() {
+                c.on_send(records as u64, now);
+            }
+        }
+        wait
     }
 
     /// Waits until a call of `records` records and `bytes` bytes may be sent, counts it as
@@ -374,9 +426,9 @@ impl Pacer {
         let Some(c) = s.controller.as_mut() else {
             return;
         };
-        let was_out = c.in_outage;
+        let was_out = c.in_outage();
         let decisions = c.record_answer(answered as u64, throttled as u64, refused, sent_at, now);
-        if was_out && !c.in_outage {
+        if was_out && !c.in_outage() {
             self.recovered.notify_waiters();
         }
         self.apply(&mut s, &decisions, now);
@@ -392,11 +444,12 @@ impl Pacer {
         };
         for d in decisions {
             if !matches!(d, Decision::None | Decision::Hold) {
-                tracing::debug!(decision = ?d, target = ?c.target, fraction = c.fraction,
-                    baseline = c.baseline, ceiling = c.ceiling, "adaptive pacing");
+                tracing::debug!(decision = ?d, target = ?c.target(), fraction = c.fraction(),
+                    baseline = c.baseline(), ceiling = c.ceiling(), paused_until = ?c.paused_until(),
+                    "adaptive pacing");
             }
             match d {
-                Decision::Cut | Decision::Outage => {
+                Decision::Cut | Decision::Outage | Decision::Onset => {
                     self.metrics.cuts.inc();
                 }
                 Decision::Raise | Decision::Undo => {
@@ -416,11 +469,11 @@ impl Pacer {
         let target = c.target();
         self.metrics.target.set(target.unwrap_or(0.0));
         self.metrics.factor.set(match target {
-            Some(t) if c.ceiling > 0.0 => (t / c.ceiling).min(1.0),
+            Some(t) if c.ceiling() > 0.0 => (t / c.ceiling()).min(1.0),
             _ => 1.0,
         });
-        self.metrics.throttled_fraction.set(c.fraction);
-        self.metrics.baseline_fraction.set(c.baseline);
+        self.metrics.throttled_fraction.set(c.fraction());
+        self.metrics.baseline_fraction.set(c.baseline());
     }
 
     /// The adaptive state for `/status` (`None` when adaptive pacing is off).
@@ -430,7 +483,7 @@ impl Pacer {
         Some(PacingStatus {
             throttled: c.throttled(Instant::now()),
             target_records_per_second: c.target(),
-            throttled_fraction: c.fraction,
+            throttled_fraction: c.fraction(),
         })
     }
 
