@@ -53,12 +53,32 @@ pub struct Relay {
     pub http_addr: Option<std::net::SocketAddr>,
 }
 
+/// The file buffers' counters, one family each, labelled by output.
+#[derive(Default, Clone)]
+struct BufferCounterFamilies {
+    quarantined_chunks: Family<Labels, Counter>,
+    corrupt_frames: Family<Labels, Counter>,
+    tails_cut_without_copy: Family<Labels, Counter>,
+}
+
+impl BufferCounterFamilies {
+    /// The counters of output `name`.
+    fn of(&self, name: &str) -> crate::buffer::file::FileBufferCounters {
+        let labels = output_label(name);
+        crate::buffer::file::FileBufferCounters {
+            quarantined_chunks: self.quarantined_chunks.get_or_create(&labels).clone(),
+            corrupt_frames: self.corrupt_frames.get_or_create(&labels).clone(),
+            tails_cut_without_copy: self.tails_cut_without_copy.get_or_create(&labels).clone(),
+        }
+    }
+}
+
 /// Creates the buffer of one output. File buffers share `store`, the one database of
 /// `data_dir`, opened by [`open_store`].
 fn build_buffer(
     name: &str,
     store: Option<&Arc<Store>>,
-    quarantined: &Family<Labels, Counter>,
+    counters: &BufferCounterFamilies,
     out: &crate::sink::OutputConfig,
 ) -> anyhow::Result<Arc<dyn Buffer>> {
     let policy = BufferPolicy::from_config(name, out.buffer());
@@ -66,8 +86,7 @@ fn build_buffer(
         BufferType::Memory => Ok(Arc::new(MemoryBuffer::new(policy))),
         BufferType::File => {
             let store = store.context("internal error: the buffer database was not opened")?;
-            let counter = quarantined.get_or_create(&output_label(name)).clone();
-            let buffer = FileBuffer::open(Arc::clone(store), policy, counter)
+            let buffer = FileBuffer::open_counted(Arc::clone(store), policy, counters.of(name))
                 .with_context(|| format!("output `{name}`: cannot recover its buffer"))?;
             Ok(Arc::new(buffer))
         }
@@ -112,18 +131,30 @@ pub(crate) async fn open_buffers(
     dead_letter: &DeadLetter,
 ) -> anyhow::Result<Vec<(String, Arc<dyn Buffer>)>> {
     let store = open_store(config, dead_letter).await?;
-    let quarantined = Family::<Labels, Counter>::default();
+    let counters = BufferCounterFamilies::default();
     metrics.register(
         "buffer_quarantined_chunks",
         "Buffer chunks moved to data_dir/quarantine because their stored bytes were unreadable",
-        quarantined.clone(),
+        counters.quarantined_chunks.clone(),
+    );
+    metrics.register(
+        "buffer_corrupt_frames",
+        "Frames of buffer chunk files found corrupt (intact length, bad checksum) and moved to \
+         data_dir/quarantine with their records; the rest of their chunks was kept",
+        counters.corrupt_frames.clone(),
+    );
+    metrics.register(
+        "buffer_tails_cut_without_copy",
+        "Unfinished ends of staged chunks (unacknowledged appends cut short by a crash) cut at \
+         startup without a copy in data_dir/quarantine, for lack of room (described in the log)",
+        counters.tails_cut_without_copy.clone(),
     );
     let mut buffers = Vec::new();
     for name in config.output_order() {
         let out = config.outputs[name].clone();
-        let (name, store, quarantined) = (name.to_owned(), store.clone(), quarantined.clone());
+        let (name, store, counters) = (name.to_owned(), store.clone(), counters.clone());
         let buffer = tokio::task::spawn_blocking(move || {
-            build_buffer(&name, store.as_ref(), &quarantined, &out).map(|b| (name, b))
+            build_buffer(&name, store.as_ref(), &counters, &out).map(|b| (name, b))
         })
         .await
         .context("recovering a buffer panicked")??;

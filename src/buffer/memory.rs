@@ -273,6 +273,8 @@ impl Buffer for MemoryBuffer {
             dropped_records: st.dropped_records,
             closed_early_chunks: st.closed_early_chunks,
             quarantined_chunks: 0,
+            corrupt_frames: 0,
+            tails_cut_without_copy: 0,
             storage: Default::default(),
             // Nothing survives a restart in memory.
             backlog: Default::default(),

@@ -205,6 +205,14 @@ pub struct BufferStats {
     /// Chunks moved to `data_dir/quarantine/` because their stored bytes were unreadable
     /// (file buffer only), since start.
     pub quarantined_chunks: u64,
+    /// Frames of chunk files found corrupt although their lengths were intact (bit rot in
+    /// the middle of a chunk) since start (file buffer only): each went to quarantine with
+    /// the records in it, and the rest of its chunk was kept.
+    pub corrupt_frames: u64,
+    /// Unfinished ends of staged chunks (an unacknowledged append cut short by a crash) cut at
+    /// startup without a copy in quarantine, for lack of room (file buffer only); described in
+    /// the log instead.
+    pub tails_cut_without_copy: u64,
     /// The backlog recovered from disk at startup (file buffer only) that is still to deliver:
     /// what the backlog progress logs and `drain` count down.
     pub backlog: Backlog,

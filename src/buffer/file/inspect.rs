@@ -73,7 +73,8 @@ pub fn chunks(store: &Store, output: &str) -> Result<ChunkListing, StoreError> {
 /// Describes a staged chunk from its file (its complete records).
 fn staged_from_file(dir: &Path, id: ChunkId) -> Result<ChunkMeta, String> {
     let bytes = std::fs::read(chunk_file(dir, id)).map_err(|e| e.to_string())?;
-    let scan = codec::scan_chunk_file(&bytes, id).map_err(|e| e.to_string())?;
+    let scan =
+        codec::scan_chunk_file(&bytes, id, codec::FileEnd::MayBeTorn).map_err(|e| e.to_string())?;
     Ok(scan.meta(StoredState::Staged))
 }
 
@@ -108,7 +109,8 @@ pub fn stats(store: &Store) -> Result<Vec<OutputReport>, StoreError> {
     Ok(reports)
 }
 
-/// Reads and verifies one chunk's records (of a staged chunk: its complete records).
+/// Reads and verifies one chunk's records (of a staged chunk: its complete records; records
+/// lost to corrupt frames in the middle of a chunk are left out).
 pub fn read_chunk(store: &Store, output: &str, id: ChunkId) -> Result<Records, String> {
     let tree = store.tree(output).map_err(|e| e.to_string())?;
     let meta = match tree.get(codec::meta_key(id)).map_err(|e| e.to_string())? {
@@ -119,8 +121,18 @@ pub fn read_chunk(store: &Store, output: &str, id: ChunkId) -> Result<Records, S
     if meta.is_none() && !path.exists() {
         return Err(format!("output `{output}` has no chunk {id}"));
     }
-    read::read_chunk(store.fs(), &tree, &path, id, meta.as_ref())
-        .map_err(|e| format!("chunk {id}: data: {e}"))
+    let back = read::read_chunk(store.fs(), &tree, &path, id, meta.as_ref())
+        .map_err(|e| format!("chunk {id}: data: {e}"))?;
+    match back.lost {
+        None => Ok(back.records),
+        Some(lost) => {
+            let (from, to) = (lost.records.start as usize, lost.records.end as usize);
+            let mut kept = back.records.slice(0..from);
+            kept.extend(&back.records.slice(to..back.records.len()))
+                .map_err(|e| format!("chunk {id}: {e}"))?;
+            Ok(kept)
+        }
+    }
 }
 
 /// Writes the records of `chunk` (or of every chunk, oldest first) as NDJSON: each record on

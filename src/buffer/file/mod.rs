@@ -116,7 +116,15 @@
 //!   its file: frames are read up to the last one that ends a record and decodes; anything
 //!   after that is the unacknowledged group a crash cut short (invariant 2). Those bytes are
 //!   written to quarantine with a warning, the file is truncated and synced, and the chunk is
-//!   closed (metadata written) and queued, or deleted if it holds no record. Before its
+//!   closed (metadata written) and queued, or deleted if it holds no record. If the copy finds
+//!   no room (full volume or quarantine at its limit), the bytes are cut anyway (they were
+//!   never acknowledged), described in the log (length, crc32, first bytes) and counted in
+//!   `firehose_relay_buffer_tails_cut_without_copy_total`.
+//! * **Corrupt frames** (see "Corruption in the middle of a chunk" below) in a staged chunk's
+//!   file are written to quarantine, logged as corruption and counted
+//!   (`firehose_relay_buffer_corrupt_frames_total`, `BufferStats::corrupt_frames`); the chunk's
+//!   metadata counts only the records kept, so later reads, which find the same frames again,
+//!   keep the same records and count nothing. Before its
 //!   metadata is written, the adopted file is `fdatasync`ed and its directory fsynced: what
 //!   recovery read came through the page cache, and its last group may never have been synced
 //!   (killed between `write` and `fdatasync`, or a failed `fdatasync`); metadata durable for
@@ -130,16 +138,58 @@
 //! * A closed chunk's data is verified (header, every frame's checksum and offsets, totals
 //!   against the metadata) when the chunk is first taken; a chunk that fails is quarantined the
 //!   same way and `take` moves on to the next one. If even the quarantine write fails, the
-//!   chunk stays on disk, is skipped, and an error is logged.
+//!   chunk stays on disk, is skipped, and an error is logged. Corrupt frames in one stretch
+//!   are not a failure of the whole chunk (below).
+//!
+//! # Corruption in the middle of a chunk
+//!
+//! A frame whose length prefix is intact (the frame after it decodes where that length says,
+//! or for a closed chunk the file ends there) but whose value fails its checksum or does not
+//! decode is corruption, not a cut write ([`codec::scan_chunk_file`], [`codec::Gap`]). Only
+//! the records in it are lost; the frames after it are kept:
+//!
+//! * A record that started before the corrupt frame and ran into it is lost too (the frame
+//!   before is kept up to its last record end). A frame holds at most 256 KiB of record bytes
+//!   and only the last frame of a group commit is shorter; so if the corrupt frame is shorter
+//!   than a full one it ended on a record end and the next frame starts a record, else the
+//!   next frames are read from their first record end on (at worst one good record is lost
+//!   with the corrupt frame, never a fragment delivered as a record).
+//! * Several corrupt frames in a row are one stretch. What cannot be read as a frame at all (a
+//!   length running past the end, or no decodable frame after it) is the tail as before: for a
+//!   staged chunk the unacknowledged end, for a closed chunk the whole chunk goes to
+//!   quarantine.
+//! * The bytes of the frames with lost records go to quarantine (one `.bin` entry
+//!   `frames@<start>-<end>` per stretch, with a reason file), an error is logged, and
+//!   `firehose_relay_buffer_corrupt_frames_total` and `BufferStats::corrupt_frames` (in
+//!   `/status`) count the corrupt frames. If quarantine finds no room, the chunk stays on disk
+//!   as it is and is skipped (a staged chunk is not loaded), as for an unreadable chunk.
+//! * A closed chunk ([`codec::assemble_closed`]): its metadata counts the records the file
+//!   had, and the delivered-record set is indexed by them, so the lost records (metadata count
+//!   minus records kept) are put back as empty placeholders at the index of the stretch, and
+//!   marked delivered in the metadata (durably, before the chunk is handed out): they are
+//!   never sent, and a retry or a restart finds them marked and counts nothing again.
+//!   Corruption that hits only records delivered already loses nothing and is not counted.
+//!   Two or more separate stretches with lost records: which records were where is unknown,
+//!   so the whole chunk goes to quarantine; so does a chunk with no record left.
+//! * A staged chunk (at recovery): no delivered-record index depends on its records, so its
+//!   metadata simply counts the records kept, whatever the number of stretches.
+//! * A power loss in the middle of a group commit can persist its pages out of order, and
+//!   then a frame of that unacknowledged group can look like a corrupt frame followed by good
+//!   ones: that group's readable records are kept (delivered at least once, never a partial
+//!   record) and the stretch counted as corruption.
 //! * A chunk whose file cannot be read (an I/O error, not bad bytes) is not handed out; `take`
 //!   moves on to the next chunk, so the output keeps flowing, and retries it 1 s later,
 //!   doubling the wait each time (at most 60 s). After `queue::READ_ATTEMPTS` (5) such
 //!   failures in a row it is quarantined as above. Errors that are not the chunk's (`EMFILE`,
 //!   `ENFILE`, `ENOMEM`, `EINTR`, `EAGAIN`) are retried the same way without ever leading to
 //!   quarantine. The count is kept in memory: a restart starts it over.
-//! * A write error (disk full, I/O error) poisons the store: every later write fails until the
-//!   relay restarts and recovers from what is on disk. Failed appends are not acked, so clients
-//!   resend.
+//! * An I/O error (`EIO`, a failed `fdatasync`, any error the writer cannot classify) poisons
+//!   the store: every later write fails until the relay restarts and recovers from what is on
+//!   disk; the health is **failed** (`/healthz` 503). Lack of room (`ENOSPC`, `EDQUOT`,
+//!   `EMFILE`, `ENFILE` from creating, opening or writing a file) does not: the refused group's
+//!   appends are undone (files cut back, new files removed), the store is **full**, appends
+//!   are refused up front until there is room again, and delivery and purges go on in the
+//!   reserve ([`space`]). Failed appends are not acked, so clients resend.
 //!
 //! # Faults
 //!
@@ -177,7 +227,7 @@ mod state;
 pub mod store;
 mod writer;
 
-pub use queue::FileBuffer;
+pub use queue::{FileBuffer, FileBufferCounters};
 pub use store::{Store, StoreError};
 
 #[cfg(test)]

@@ -24,6 +24,10 @@ use crate::buffer::{
 use crate::ops::logging::Throttle;
 
 mod append;
+mod counters;
+mod lost;
+
+pub use counters::FileBufferCounters;
 
 /// Failed reads of a chunk's file (with an error that may be the disk's) after which it is
 /// quarantined. Between attempts it waits [`READ_RETRY_FIRST`], doubled each time, at most
@@ -56,9 +60,9 @@ struct Inner {
     queued_signal: Arc<Notify>,
     space_freed: Notify,
     closed: AtomicBool,
-    quarantined: Counter,
     /// Warnings about chunks closed early for `max_open_chunks` (at most one per 10 s).
     open_chunks_log: Throttle,
+    counters: FileBufferCounters,
 }
 
 /// The durable chunk queue of one output (`buffer.type = "file"`).
@@ -72,8 +76,21 @@ impl FileBuffer {
     /// quarantined chunks (a Prometheus counter the caller registered).
     pub fn open(
         store: Arc<Store>,
-        mut policy: BufferPolicy,
+        policy: BufferPolicy,
         quarantined: Counter,
+    ) -> Result<FileBuffer, StoreError> {
+        let counters = FileBufferCounters {
+            quarantined_chunks: quarantined,
+            ..FileBufferCounters::default()
+        };
+        FileBuffer::open_counted(store, policy, counters)
+    }
+
+    /// [`FileBuffer::open`], counting in all of `counters`.
+    pub fn open_counted(
+        store: Arc<Store>,
+        mut policy: BufferPolicy,
+        counters: FileBufferCounters,
     ) -> Result<FileBuffer, StoreError> {
         // Keeps every chunk's metadata far below sled's blob threshold (issue 15, defect 8).
         policy.chunk_limit_records = Some(
@@ -84,10 +101,16 @@ impl FileBuffer {
         let tree = store.tree(&policy.output)?;
         let dir = store.chunk_dir(&policy.output)?;
         let rec = recovery::recover(&store, &tree, &dir, &policy.output)?;
-        quarantined.inc_by(rec.quarantined);
+        counters.quarantined_chunks.inc_by(rec.quarantined);
+        counters.corrupt_frames.inc_by(rec.corrupt_frames);
+        counters
+            .tails_cut_without_copy
+            .inc_by(rec.tails_cut_without_copy);
         let mut st = State {
             next_id: rec.next_id,
             quarantined_chunks: rec.quarantined,
+            corrupt_frames: rec.corrupt_frames,
+            tails_cut_without_copy: rec.tails_cut_without_copy,
             ..State::default()
         };
         for (id, meta) in rec.chunks {
@@ -132,7 +155,7 @@ impl FileBuffer {
                 queued_signal: Arc::new(Notify::new()),
                 space_freed: Notify::new(),
                 closed: AtomicBool::new(false),
-                quarantined,
+                counters,
                 open_chunks_log: Throttle::new(std::time::Duration::from_secs(10)),
             }),
         })
@@ -275,13 +298,20 @@ impl Inner {
             .await
             .unwrap_or_else(|e| Err(ReadError::Storage(e.into())));
             match read {
-                Ok(records) => {
+                Ok(back) => {
                     if let Some(e) = self.lock().chunks.get_mut(&id) {
                         (e.read_failures, e.read_retry_at) = (0, 0);
                     }
+                    let delivered = match back.lost {
+                        None => meta.delivered,
+                        Some(lost) => match self.lost_frames(id, meta.delivered, lost).await? {
+                            Some(delivered) => delivered,
+                            None => continue,
+                        },
+                    };
                     return Ok(Some(
-                        Chunk::new(id, meta.created_ms, records)
-                            .with_history(meta.delivered, meta.retry)
+                        Chunk::new(id, meta.created_ms, back.records)
+                            .with_history(delivered, meta.retry)
                             .with_key(meta.key),
                     ));
                 }
@@ -353,7 +383,7 @@ impl Inner {
                 st.forget(id);
                 st.quarantined_chunks += 1;
                 drop(st);
-                self.quarantined.inc();
+                self.counters.quarantined_chunks.inc();
                 self.space_freed.notify_waiters();
                 Ok(())
             }
@@ -448,6 +478,8 @@ impl Inner {
             dropped_records: st.dropped_records,
             closed_early_chunks: st.closed_early_chunks,
             quarantined_chunks: st.quarantined_chunks,
+            corrupt_frames: st.corrupt_frames,
+            tails_cut_without_copy: st.tails_cut_without_copy,
             backlog: st.replay.as_ref().map(|r| r.left).unwrap_or_default(),
             storage: self.store.health(),
             ..BufferStats::default()

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use sled::Tree;
 
 use super::codec::{
-    self, chunk_data_prefix, meta_key, ChunkMeta, CodecError, DataStorage, StoredState,
+    self, chunk_data_prefix, meta_key, ChunkMeta, CodecError, DataStorage, FileEnd, StoredState,
 };
 use super::quarantine;
 use super::store::{
@@ -34,6 +34,11 @@ pub(crate) struct Recovered {
     pub next_id: u64,
     /// Chunks moved to quarantine.
     pub quarantined: u64,
+    /// Corrupt frames in the middle of staged chunks' files, moved to quarantine (the rest of
+    /// their chunks kept).
+    pub corrupt_frames: u64,
+    /// Unfinished ends of staged chunks cut without a quarantine copy, for lack of room.
+    pub tails_cut_without_copy: u64,
 }
 
 /// Loads the chunk list of output `output`: quarantines chunks whose metadata or file header
@@ -224,7 +229,7 @@ fn recover_staged(
         .fs()
         .read(&path)
         .map_err(|e| StoreError::io(format!("read {}", path.display()), e))?;
-    let scan = match codec::scan_chunk_file(&bytes, id) {
+    let scan = match codec::scan_chunk_file(&bytes, id, FileEnd::MayBeTorn) {
         Ok(s) => s,
         // Shorter than a header: the creation of a chunk whose first append was never
         // acknowledged.
@@ -240,8 +245,27 @@ fn recover_staged(
             return Ok(None);
         }
     };
+    if !scan.gaps.is_empty() {
+        match quarantine_gaps(store, output, id, &bytes, &scan.gaps) {
+            Ok(()) => {
+                rec.corrupt_frames += scan
+                    .gaps
+                    .iter()
+                    .map(|g| u64::from(g.bad_frames))
+                    .sum::<u64>()
+            }
+            Err(e) if e.io_error().is_some_and(super::space::is_no_room) => {
+                tracing::error!(output, chunk = %id, error = %e,
+                    "buffer: no room to quarantine the corrupt frames of a staged chunk; left on disk as it is, not loaded, tried again at the next start");
+                return Ok(None);
+            }
+            Err(e) => return Err(e),
+        }
+    }
     if let Some(why) = &scan.tail {
-        cut_tail(store, &path, &bytes, scan.valid_len, output, id, why)?;
+        if !cut_tail(store, &path, &bytes, scan.valid_len, output, id, why)? {
+            rec.tails_cut_without_copy += 1;
+        }
     }
     if scan.records == 0 {
         store.submit_wait(tree, dir, vec![Op::Purge { chunk: id }])?;
@@ -283,10 +307,55 @@ fn sync_adopted(store: &Store, dir: &Path, path: &Path) -> Result<(), StoreError
     fs.sync_dir(dir).map_err(|e| fail("fsync", dir, e))
 }
 
+/// Writes the corrupt frames (with the bytes of records they cut) of a staged chunk's file to
+/// quarantine, and logs each as corruption. The frames after them are kept: their records are
+/// counted in the chunk's metadata, the lost ones are not (a staged chunk was never delivered,
+/// so no delivered-record index depends on them). The frames stay in the file, where a later
+/// read finds them again and keeps the same records.
+fn quarantine_gaps(
+    store: &Store,
+    output: &str,
+    id: ChunkId,
+    bytes: &[u8],
+    gaps: &[codec::Gap],
+) -> Result<(), StoreError> {
+    let entries: Vec<(Vec<u8>, Vec<u8>)> = gaps
+        .iter()
+        .map(|g| {
+            let key = format!("frames@{}-{}", g.start, g.end).into_bytes();
+            (key, bytes[g.start as usize..g.end as usize].to_vec())
+        })
+        .collect();
+    let frames: u32 = gaps.iter().map(|g| g.bad_frames).sum();
+    let reason = format!(
+        "{frames} corrupt frame(s) in the middle of a staged chunk's file (first: {}); the \
+         records in them are lost, the frames after them are kept",
+        gaps[0].error
+    );
+    let len: usize = entries.iter().map(|(k, v)| k.len() + v.len() + 8).sum();
+    store.take_quarantine_room(len as u64)?;
+    let path = quarantine::write(
+        store.fs(),
+        &store.quarantine_dir(),
+        output,
+        id,
+        &reason,
+        &entries,
+        None,
+    )?;
+    for g in gaps {
+        tracing::error!(output, chunk = %id, file_bytes = ?(g.start..g.end), bad_frames = g.bad_frames,
+            records_before = g.records_before, error = %g.error, quarantined = %path.display(),
+            "buffer: corrupt frames in a staged chunk's file; moved to quarantine with their records, the rest of the chunk is kept");
+    }
+    Ok(())
+}
+
 /// Cuts a staged chunk's file after its last complete record. The bytes after it are the
 /// append that was being written when the relay stopped (never acknowledged: an append is
 /// acknowledged only after its fdatasync), unless the disk corrupted them; either way they
-/// are kept in quarantine, not silently dropped.
+/// are kept in quarantine, not silently dropped. Returns whether they were (false: no room,
+/// described in the log instead).
 fn cut_tail(
     store: &Store,
     path: &Path,
@@ -295,7 +364,7 @@ fn cut_tail(
     output: &str,
     id: ChunkId,
     why: &codec::CodecError,
-) -> Result<(), StoreError> {
+) -> Result<bool, StoreError> {
     let tail = bytes.get(valid_len as usize..).unwrap_or_default();
     let reason =
         format!("incomplete end of a staged chunk's file ({why}); the chunk itself is kept");
@@ -331,11 +400,11 @@ fn cut_tail(
     let file = fs.open(path, OpenMode::Write).map_err(io)?;
     fs.set_len(&file, path, valid_len).map_err(io)?;
     fs.sync_all(&file, path).map_err(io)?;
-    if let Some(kept) = kept {
+    if let Some(kept) = &kept {
         tracing::warn!(output, chunk = %id, cut_bytes = tail.len(), reason = %why, file = %kept.display(),
             "buffer: cut the unfinished end of a staged chunk (an unacknowledged append cut short by a crash)");
     }
-    Ok(())
+    Ok(kept.is_some())
 }
 
 /// [`quarantine_chunk`] at startup: on a full volume the chunk is left on disk as it is (not

@@ -61,6 +61,10 @@ pub(super) struct State {
     pub(super) dropped_chunks: u64,
     pub(super) dropped_records: u64,
     pub(super) quarantined_chunks: u64,
+    /// Corrupt frames found in the middle of chunk files (their records lost, the rest kept).
+    pub(super) corrupt_frames: u64,
+    /// Unfinished ends of staged chunks cut at startup without a quarantine copy.
+    pub(super) tails_cut_without_copy: u64,
     pub(super) replay: Option<Replay>,
     /// Chunks dropped by `drop_oldest_chunk` whose purge has not been handed to the writer yet.
     pub(super) dropped_for_room: Vec<ChunkId>,

@@ -11,10 +11,9 @@
 //! frame:  u32 LE length | data value (value.rs)
 //! ```
 
-use super::meta::{ChunkMeta, DataStorage, StoredState};
-use super::value::{decode_value, encode_value_into, for_each_value, ValueRef};
+use super::value::{encode_value_into, for_each_value};
 use super::CodecError;
-use crate::buffer::{ChunkId, ChunkKey, DeliveredSet, Records, RetryState};
+use crate::buffer::{ChunkId, ChunkKey, Records};
 
 /// First bytes of every chunk file; the fourth byte is the file format version.
 pub const CHUNK_FILE_MAGIC: [u8; 4] = *b"FRC\x01";
@@ -27,7 +26,7 @@ pub const MAX_KEY_LEN: usize = 64 << 10;
 /// crc32 of the first 20 bytes.
 pub const CHUNK_HEADER_LEN: usize = 24;
 /// Length prefix of each frame in a chunk file.
-const FRAME_PREFIX: usize = 4;
+pub(super) const FRAME_PREFIX: usize = 4;
 
 /// The header every chunk file starts with: what recovery needs to bring back a chunk that
 /// has no metadata yet (a staged chunk).
@@ -73,7 +72,10 @@ pub fn keyed_chunk_file_header(chunk: ChunkId, created_ms: u64, key: &ChunkKey) 
 }
 
 /// A chunk file's header, checked: creation time, key and where the frames start.
-fn read_header(bytes: &[u8], chunk: ChunkId) -> Result<(u64, ChunkKey, usize), CodecError> {
+pub(super) fn read_header(
+    bytes: &[u8],
+    chunk: ChunkId,
+) -> Result<(u64, ChunkKey, usize), CodecError> {
     let fixed = bytes
         .get(..CHUNK_HEADER_LEN)
         .ok_or(CodecError::Truncated(bytes.len()))?;
@@ -147,111 +149,9 @@ pub fn encode_frames(records: &Records, out: &mut Vec<u8>) {
     });
 }
 
-/// What [`scan_chunk_file`] found in a chunk file.
-#[derive(Debug)]
-pub struct ScannedFile<'a> {
-    /// Creation time of the chunk (from the header).
-    pub created_ms: u64,
-    /// The chunk's key (from the header; empty in a version 1 header).
-    pub key: ChunkKey,
-    /// The data values of every frame up to the first one that cannot be read, in order,
-    /// decoded (so their checksums were verified once, here).
-    pub values: Vec<ValueRef<'a>>,
-    /// Records in those values (records that end in them).
-    pub records: u64,
-    /// Record bytes in those values.
-    pub bytes: u64,
-    /// Length of the file up to the end of the last readable frame.
-    pub valid_len: u64,
-    /// Why the bytes after `valid_len` cannot be read, if there are any.
-    pub tail: Option<CodecError>,
-}
-
-impl ScannedFile<'_> {
-    /// The metadata of a chunk known only from its file (a staged chunk): its complete records,
-    /// never delivered, never retried.
-    pub fn meta(&self, state: StoredState) -> ChunkMeta {
-        ChunkMeta {
-            state,
-            created_ms: self.created_ms,
-            bytes: self.bytes,
-            records: self.records,
-            storage: DataStorage::File,
-            retry: RetryState::default(),
-            delivered: DeliveredSet::new(),
-            key: self.key.clone(),
-        }
-    }
-}
-
-/// Reads a chunk file's frames up to the first one that cannot be read. The header must be
-/// intact and name `chunk`. What comes after the readable frames is reported in
-/// [`ScannedFile::tail`], not treated as an error here: for a staged chunk it is a write that
-/// was cut short by a power loss (never acknowledged), for a closed chunk it is corruption,
-/// and only the caller knows which.
-pub fn scan_chunk_file(bytes: &[u8], chunk: ChunkId) -> Result<ScannedFile<'_>, CodecError> {
-    let (created_ms, key, header_len) = read_header(bytes, chunk)?;
-    let mut scan = ScannedFile {
-        created_ms,
-        key,
-        values: Vec::new(),
-        records: 0,
-        bytes: 0,
-        valid_len: header_len as u64,
-        tail: None,
-    };
-    // Frames are kept up to the last one that ends on a record boundary: a record split over
-    // several frames counts only once all of them are readable.
-    let mut pos = header_len;
-    let (mut values, mut records, mut record_bytes) = (0usize, 0u64, 0u64);
-    let mut open_bytes = 0u64;
-    while pos < bytes.len() {
-        let rest = &bytes[pos..];
-        let Some(len) = rest.get(..FRAME_PREFIX) else {
-            scan.tail = Some(CodecError::Truncated(rest.len()));
-            break;
-        };
-        let len = u32::from_le_bytes([len[0], len[1], len[2], len[3]]) as usize;
-        let Some(value) = rest.get(FRAME_PREFIX..FRAME_PREFIX + len) else {
-            scan.tail = Some(CodecError::Malformed(format!(
-                "frame of {len} bytes runs past the end of the file"
-            )));
-            break;
-        };
-        let v = match decode_value(value) {
-            Ok(v) => v,
-            Err(e) => {
-                scan.tail = Some(e);
-                break;
-            }
-        };
-        pos += FRAME_PREFIX + len;
-        records += v.ends().len() as u64;
-        record_bytes += v.data.len() as u64;
-        open_bytes = match v.ends().last() {
-            Some(end) => (v.data.len() - end as usize) as u64,
-            None => open_bytes + v.data.len() as u64,
-        };
-        scan.values.push(v);
-        if open_bytes == 0 {
-            values = scan.values.len();
-            scan.records = records;
-            scan.bytes = record_bytes;
-            scan.valid_len = pos as u64;
-        }
-    }
-    if scan.tail.is_none() && open_bytes > 0 {
-        scan.tail = Some(CodecError::Malformed(
-            "the file ends inside a record".into(),
-        ));
-    }
-    scan.values.truncate(values);
-    Ok(scan)
-}
-
 #[cfg(test)]
 mod tests {
-    use super::super::{assemble_decoded, MAX_VALUE_DATA};
+    use super::super::{assemble_decoded, scan_chunk_file, FileEnd, StoredState, MAX_VALUE_DATA};
     use super::*;
 
     fn chunk_file(id: ChunkId, appends: &[Records]) -> Vec<u8> {
@@ -270,7 +170,7 @@ mod tests {
         b.push(b"two\n").unwrap();
         b.push(&vec![b'x'; MAX_VALUE_DATA + 1]).unwrap();
         let f = chunk_file(ChunkId(5), &[a.clone(), b.clone()]);
-        let scan = scan_chunk_file(&f, ChunkId(5)).unwrap();
+        let scan = scan_chunk_file(&f, ChunkId(5), FileEnd::MayBeTorn).unwrap();
         assert!(scan.tail.is_none());
         assert_eq!(scan.created_ms, 77);
         assert_eq!((scan.records, scan.valid_len), (3, f.len() as u64));
@@ -279,16 +179,16 @@ mod tests {
         assert_eq!(scan.bytes, all.byte_len() as u64);
         assert_eq!(assemble_decoded(scan.values, 3, scan.bytes).unwrap(), all);
         assert!(matches!(
-            scan_chunk_file(&f, ChunkId(6)),
+            scan_chunk_file(&f, ChunkId(6), FileEnd::MayBeTorn),
             Err(CodecError::Malformed(_))
         ));
         let mut bad = f.clone();
         bad[5] ^= 1;
         assert!(matches!(
-            scan_chunk_file(&bad, ChunkId(5)),
+            scan_chunk_file(&bad, ChunkId(5), FileEnd::MayBeTorn),
             Err(CodecError::Checksum { .. })
         ));
-        assert!(scan_chunk_file(&f[..10], ChunkId(5)).is_err());
+        assert!(scan_chunk_file(&f[..10], ChunkId(5), FileEnd::MayBeTorn).is_err());
     }
 
     #[test]
@@ -302,18 +202,21 @@ mod tests {
         let mut f = keyed_chunk_file_header(ChunkId(3), 77, &key);
         let header = f.len();
         encode_frames(&a, &mut f);
-        let scan = scan_chunk_file(&f, ChunkId(3)).unwrap();
+        let scan = scan_chunk_file(&f, ChunkId(3), FileEnd::MayBeTorn).unwrap();
         assert_eq!((scan.key.clone(), scan.records), (key, 1));
         assert_eq!(scan.meta(StoredState::Queued).key, scan.key);
         assert_eq!(scan.valid_len, f.len() as u64);
         for at in 4..header {
             let mut bad = f.clone();
             bad[at] ^= 0x10;
-            assert!(scan_chunk_file(&bad, ChunkId(3)).is_err(), "flip at {at}");
+            assert!(
+                scan_chunk_file(&bad, ChunkId(3), FileEnd::MayBeTorn).is_err(),
+                "flip at {at}"
+            );
         }
         for cut in 0..header {
             assert!(
-                scan_chunk_file(&f[..cut], ChunkId(3)).is_err(),
+                scan_chunk_file(&f[..cut], ChunkId(3), FileEnd::MayBeTorn).is_err(),
                 "cut at {cut}"
             );
         }
@@ -333,7 +236,7 @@ mod tests {
         longer.push(b"two\n").unwrap();
         let more = chunk_file(ChunkId(1), &[a, longer]);
         for cut in whole.len()..more.len() {
-            let scan = scan_chunk_file(&more[..cut], ChunkId(1)).unwrap();
+            let scan = scan_chunk_file(&more[..cut], ChunkId(1), FileEnd::MayBeTorn).unwrap();
             assert_eq!(scan.records, 1, "cut at {cut}");
             assert_eq!(scan.valid_len, whole.len() as u64);
             assert_eq!(scan.tail.is_some(), cut > whole.len());

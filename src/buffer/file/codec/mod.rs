@@ -1,5 +1,6 @@
 //! Byte layout of everything the file buffer stores, one file per format in the order of the
-//! contract in [`super`]: chunk files (`chunk_file.rs`: a header and framed data values), data
+//! contract in [`super`]: chunk files (`chunk_file.rs`: a header and framed data values;
+//! `scan.rs`: reading them back, corrupt frames included), data
 //! values (`value.rs`), the keys of an output's sled tree (`keys.rs`) and chunk metadata
 //! (`meta.rs`). Every decoder here treats its input as untrusted (it comes from disk) and
 //! returns a [`CodecError`] instead of panicking; `fuzz/fuzz_targets/buffer_decode.rs` holds it
@@ -12,11 +13,13 @@
 mod chunk_file;
 mod keys;
 mod meta;
+mod scan;
 mod value;
 
 pub use chunk_file::*;
 pub use keys::*;
 pub use meta::*;
+pub use scan::*;
 pub use value::*;
 
 /// Why stored bytes could not be decoded.

@@ -58,20 +58,57 @@ pub struct ValueRef<'a> {
     ends: &'a [u8],
     /// Record bytes (the last record may continue in the next value).
     pub data: &'a [u8],
+    /// Bytes cut from the front of the stored data ([`ValueRef::without_first_record`]): the
+    /// stored ends are relative to the uncut data.
+    skip: u32,
 }
 
-impl ValueRef<'_> {
-    /// Length of the stored value this was decoded from (header, ends and data).
+impl<'a> ValueRef<'a> {
+    /// Length of the stored value this was decoded from (header, ends and data), for a value
+    /// as decoded (not cut by [`ValueRef::without_first_record`] or
+    /// [`ValueRef::up_to_last_record_end`]).
     pub fn encoded_len(&self) -> usize {
         VALUE_HEADER + self.ends.len() + self.data.len()
     }
 
     /// End offsets (relative to [`ValueRef::data`]) of the records ending in this value.
     pub fn ends(&self) -> impl ExactSizeIterator<Item = u32> + '_ {
+        let skip = self.skip;
         self.ends
             .chunks_exact(4)
-            .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .map(move |b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) - skip)
     }
+
+    /// The value without the bytes up to its first record end (the end of a record whose start
+    /// was lost), or `None` if no record ends in it.
+    pub(super) fn without_first_record(self) -> Option<ValueRef<'a>> {
+        let first = self.ends().next()?;
+        Some(ValueRef {
+            ends: &self.ends[4..],
+            data: &self.data[first as usize..],
+            skip: self.skip + first,
+        })
+    }
+
+    /// The value cut after its last record end (the bytes after it belong to a record whose
+    /// end was lost), or `None` if no record ends in it.
+    pub(super) fn up_to_last_record_end(self) -> Option<ValueRef<'a>> {
+        let last = self.ends().last()?;
+        Some(ValueRef {
+            data: &self.data[..last as usize],
+            ..self
+        })
+    }
+}
+
+/// Whether a stored value of `encoded_len` bytes can hold [`MAX_VALUE_DATA`] record bytes, and
+/// so be a value that is not the last of its group commit and may end inside a record (only
+/// the last value of a group commit is shorter, and it always ends on a record end). Used when
+/// the value itself cannot be read.
+pub(super) fn may_end_inside_a_record(encoded_len: usize) -> bool {
+    encoded_len
+        .checked_sub(VALUE_HEADER + MAX_VALUE_DATA)
+        .is_some_and(|ends| ends % 4 == 0)
 }
 
 /// Decodes a data value, verifying version, checksum and offsets.
@@ -94,7 +131,11 @@ pub fn decode_value(bytes: &[u8]) -> Result<ValueRef<'_>, CodecError> {
         .filter(|&l| l <= rest.len())
         .ok_or_else(|| CodecError::Malformed(format!("{n} record ends do not fit")))?;
     let (ends, data) = rest.split_at(ends_len);
-    let value = ValueRef { ends, data };
+    let value = ValueRef {
+        ends,
+        data,
+        skip: 0,
+    };
     let mut prev = 0u32;
     for e in value.ends() {
         if e < prev || e as usize > data.len() {

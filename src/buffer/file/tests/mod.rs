@@ -31,6 +31,13 @@ fn policy(chunk: u64, total: u64, action: OverflowAction) -> BufferPolicy {
 }
 
 fn open(dir: &Path, p: &BufferPolicy) -> (Arc<Store>, FileBuffer) {
+    let store = open_store(dir);
+    let b = FileBuffer::open(Arc::clone(&store), p.clone(), Counter::default()).unwrap();
+    (store, b)
+}
+
+/// Opens the store of `dir` (waiting for a previous handle's lock, see [`open`]).
+fn open_store(dir: &Path) -> Arc<Store> {
     // A "restart" within one process: the previous handle's last clone of the database may be
     // released by the writer thread a moment after the test dropped it (a real restart is a new
     // process), so wait for sled's file lock instead of failing.
@@ -47,8 +54,7 @@ fn open(dir: &Path, p: &BufferPolicy) -> (Arc<Store>, FileBuffer) {
             Err(e) => panic!("cannot open the store: {e}"),
         }
     };
-    let b = FileBuffer::open(Arc::clone(&store), p.clone(), Counter::default()).unwrap();
-    (store, b)
+    store
 }
 
 /// Records `"<id>\n"` for ids in `ids`.
@@ -186,7 +192,7 @@ async fn concurrent_appends_share_group_commits_and_keys() {
     }
     let commits = store.group_commits() - before;
     let file = std::fs::read(chunk_file(&store.chunk_dir("out").unwrap(), ChunkId(1))).unwrap();
-    let frames = codec::scan_chunk_file(&file, ChunkId(1))
+    let frames = codec::scan_chunk_file(&file, ChunkId(1), codec::FileEnd::MayBeTorn)
         .unwrap()
         .values
         .len();
@@ -215,7 +221,7 @@ async fn records_larger_than_a_stored_value_are_split_and_rebuilt() {
     }
     let (store, b) = open(dir.path(), &p);
     let file = std::fs::read(chunk_file(&store.chunk_dir("out").unwrap(), ChunkId(1))).unwrap();
-    let scan = codec::scan_chunk_file(&file, ChunkId(1)).unwrap();
+    let scan = codec::scan_chunk_file(&file, ChunkId(1), codec::FileEnd::MayBeTorn).unwrap();
     assert_eq!(scan.values.len(), 3);
     assert!(scan
         .values
@@ -367,6 +373,7 @@ mod backlog;
 mod corruption;
 mod disk_full;
 mod faults;
+mod gaps;
 mod keys;
 mod model;
 mod no_room;
