@@ -9,6 +9,7 @@
 pub mod aws_batch;
 pub mod file;
 pub mod firehose;
+pub mod kinesis_streams;
 pub mod kpl;
 pub mod stdout;
 
@@ -181,6 +182,8 @@ pub enum OutputConfig {
     Stdout(stdout::StdoutOutputConfig),
     /// Amazon Kinesis Data Firehose (PutRecordBatch).
     Firehose(Box<firehose::FirehoseConfig>),
+    /// Amazon Kinesis Data Streams (PutRecords).
+    KinesisStreams(Box<kinesis_streams::KinesisStreamsConfig>),
 }
 
 /// Options every output has. Each output type's config embeds these fields.
@@ -205,9 +208,16 @@ impl OutputConfig {
         use crate::primitives::component::{component_type, extract_component, unknown_type};
         match component_type(figment, path)?.as_str() {
             "firehose" => Ok(OutputConfig::Firehose(extract_component(figment, path)?)),
+            "kinesis_streams" => Ok(OutputConfig::KinesisStreams(extract_component(
+                figment, path,
+            )?)),
             "file" => Ok(OutputConfig::File(extract_component(figment, path)?)),
             "stdout" => Ok(OutputConfig::Stdout(extract_component(figment, path)?)),
-            other => Err(unknown_type(path, other, &["firehose", "file", "stdout"])),
+            other => Err(unknown_type(
+                path,
+                other,
+                &["firehose", "kinesis_streams", "file", "stdout"],
+            )),
         }
     }
 
@@ -216,6 +226,7 @@ impl OutputConfig {
             OutputConfig::File(c) => c,
             OutputConfig::Stdout(c) => c,
             OutputConfig::Firehose(c) => c.as_ref(),
+            OutputConfig::KinesisStreams(c) => c.as_ref(),
         }
     }
 
@@ -247,6 +258,9 @@ impl OutputConfig {
         match self {
             OutputConfig::File(_) | OutputConfig::Stdout(_) => chunk,
             OutputConfig::Firehose(_) => chunk.min(firehose::FirehoseConfig::MAX_RECORD_BYTES),
+            OutputConfig::KinesisStreams(_) => {
+                chunk.min(kinesis_streams::KinesisStreamsConfig::MAX_RECORD_BYTES)
+            }
         }
     }
 
@@ -256,6 +270,7 @@ impl OutputConfig {
             OutputConfig::File(c) => c.problems(),
             OutputConfig::Stdout(_) => Vec::new(),
             OutputConfig::Firehose(c) => c.problems(),
+            OutputConfig::KinesisStreams(c) => c.problems(),
         }
     }
 
@@ -271,6 +286,9 @@ impl OutputConfig {
             OutputConfig::Firehose(c) => {
                 std::sync::Arc::new(firehose::FirehoseSink::build(name, c, metrics).await?)
             }
+            OutputConfig::KinesisStreams(c) => std::sync::Arc::new(
+                kinesis_streams::KinesisStreamsSink::build(name, c, metrics).await?,
+            ),
         })
     }
 }

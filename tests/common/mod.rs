@@ -7,6 +7,7 @@
 #![allow(dead_code)]
 
 pub mod fake_firehose;
+pub mod fake_kinesis;
 pub mod fake_sts;
 pub mod http_server;
 pub mod kpl;

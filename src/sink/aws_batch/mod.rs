@@ -31,7 +31,9 @@ pub mod connect;
 pub mod errors;
 pub mod metrics;
 pub mod pacing;
+pub mod settings;
 
+use std::ops::Range;
 use std::time::Instant;
 
 use async_trait::async_trait;
@@ -47,6 +49,55 @@ use self::pacing::{Pacer, PacingStatus};
 use super::{Delivery, ErrorClass, Sink, SinkError};
 use crate::aws::credentials::OutputCredentials;
 use crate::buffer::Chunk;
+
+/// Where the bytes of one service record are.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Data {
+    /// Records that are adjacent in the chunk and sent as they are: a byte range of the chunk's
+    /// record data. The common case (one record each, or a packed run with nothing delivered in
+    /// between) costs no copy and no allocation.
+    Span(Range<usize>),
+    /// Bytes made for this record: compressed, or packed from records that are not adjacent
+    /// (a previous attempt delivered some in between).
+    Owned(Vec<u8>),
+}
+
+impl Data {
+    /// Size in bytes.
+    pub fn len(&self) -> usize {
+        match self {
+            Data::Span(r) => r.len(),
+            Data::Owned(d) => d.len(),
+        }
+    }
+
+    /// True when there are no bytes.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl Data {
+    /// The bytes. `chunk` must be the chunk the record was packed from.
+    pub fn bytes<'a>(&'a self, chunk: &'a Chunk) -> &'a [u8] {
+        match self {
+            Data::Span(r) => chunk.records.as_bytes().get(r.clone()).unwrap_or(&[]),
+            Data::Owned(d) => d,
+        }
+    }
+}
+
+/// Gzips one service record on its own (`compression = "gzip"`), fast level: a consumer can
+/// decompress any record without its neighbours.
+pub fn gzip(data: &[u8]) -> std::io::Result<Vec<u8>> {
+    use std::io::Write;
+    let mut enc = flate2::write::GzEncoder::new(
+        Vec::with_capacity(data.len() / 4 + 64),
+        flate2::Compression::fast(),
+    );
+    enc.write_all(data)?;
+    enc.finish()
+}
 
 /// A chunk's records packed for one service: service records in chunk order, each carrying
 /// one or more chunk records.
@@ -170,7 +221,7 @@ impl<S: BatchPut> BatchPutSink<S> {
         &self,
         chunk: &Chunk,
         packed: &S::Packed,
-        range: std::ops::Range<usize>,
+        range: Range<usize>,
     ) -> CallOutcome {
         let mut call = Call::new(range.len());
         let size_of = |i: usize| packed.size(range.start + i);

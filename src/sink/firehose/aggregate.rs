@@ -11,12 +11,10 @@
 //! With gzip each Firehose record is compressed on its own (a consumer can decompress any
 //! record without its neighbours). The limit applies to the bytes sent, i.e. after compression.
 
-use std::io::Write;
 use std::ops::Range;
 
-use flate2::write::GzEncoder;
-
 use crate::buffer::Chunk;
+use crate::sink::aws_batch::gzip;
 
 /// Largest data blob of one Firehose record: 1,000 KiB before base64, exactly 1,024,000 bytes
 /// (not 1 MiB). Firehose counts only the data bytes; there is no partition key or other
@@ -28,32 +26,7 @@ pub const MAX_RECORD_BYTES: usize = 1_024_000;
 /// 64 KiB plus an 18-byte gzip frame) fits after compression without a second pass.
 const GZIP_SLACK_DIVISOR: usize = 256;
 
-/// Where the bytes of one Firehose record are.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Data {
-    /// Records that are adjacent in the chunk and sent as they are: a byte range of the chunk's
-    /// record data. The common case (one record each, or a packed run with nothing delivered in
-    /// between) costs no copy and no allocation.
-    Span(Range<usize>),
-    /// Bytes made for this record: compressed, or packed from records that are not adjacent
-    /// (a previous attempt delivered some in between).
-    Owned(Vec<u8>),
-}
-
-impl Data {
-    /// Size in bytes.
-    pub fn len(&self) -> usize {
-        match self {
-            Data::Span(r) => r.len(),
-            Data::Owned(d) => d.len(),
-        }
-    }
-
-    /// True when there are no bytes.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-}
+pub use crate::sink::aws_batch::Data;
 
 /// One Firehose record and the chunk records it carries.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -242,15 +215,6 @@ fn adjacent_span(chunk: &Chunk, indices: &[usize]) -> Option<Range<usize>> {
         return None;
     }
     chunk.records.byte_span(first..last + 1)
-}
-
-fn gzip(data: &[u8]) -> std::io::Result<Vec<u8>> {
-    let mut enc = GzEncoder::new(
-        Vec::with_capacity(data.len() / 4 + 64),
-        flate2::Compression::fast(),
-    );
-    enc.write_all(data)?;
-    enc.finish()
 }
 
 #[cfg(test)]

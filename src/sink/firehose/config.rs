@@ -10,6 +10,7 @@ use crate::aws::credentials::config::CredentialsConfig;
 use crate::buffer::config::BufferConfig;
 use crate::pipeline::format::FormatOptions;
 use crate::primitives::{ByteSize, ConfigDuration};
+use crate::sink::aws_batch::settings;
 use crate::sink::CommonOutput;
 
 /// Compression of each Firehose record.
@@ -146,19 +147,19 @@ impl FirehoseConfig {
         if self.delivery_stream.trim().is_empty() {
             p.push(("delivery_stream", "must not be empty".to_owned()));
         }
-        if self.region.as_deref().is_some_and(|r| r.trim().is_empty()) {
-            p.push(("region", "must not be empty".to_owned()));
-        }
-        let env_region = ["AWS_REGION", "AWS_DEFAULT_REGION"]
-            .iter()
-            .any(|v| std::env::var(v).is_ok_and(|r| !r.is_empty()));
-        if self.region.is_none() && !env_region {
-            p.push((
-                "region",
-                "not set, and neither AWS_REGION nor AWS_DEFAULT_REGION is set".to_owned(),
-            ));
-        }
-        p.extend(self.limit_problems());
+        p.extend(settings::region_problems(self.region.as_deref()));
+        p.extend(settings::sending_problems(&settings::Sending {
+            operation: "PutRecordBatch",
+            service_max_records: MAX_RECORDS_PER_CALL,
+            service_max_bytes: (MAX_BYTES_PER_CALL, "4MiB"),
+            max_records_per_call: self.max_records_per_call,
+            max_bytes_per_call: self.max_bytes_per_call,
+            max_concurrent_calls: self.max_concurrent_calls,
+            request_timeout: &self.request_timeout,
+            max_records_per_second: self.max_records_per_second,
+            max_requests_per_second: self.max_requests_per_second,
+            max_bytes_per_second: self.max_bytes_per_second,
+        }));
         if self.aggregation && !self.append_new_line {
             p.push((
                 "aggregation",
@@ -166,74 +167,12 @@ impl FirehoseConfig {
                     .to_owned(),
             ));
         }
-        p.extend(self.connection_problems());
-        p
-    }
-
-    /// Problems of the per-call limits and rates.
-    fn limit_problems(&self) -> Vec<(&'static str, String)> {
-        let mut p = Vec::new();
-        if !(1..=MAX_RECORDS_PER_CALL).contains(&self.max_records_per_call) {
-            p.push((
-                "max_records_per_call",
-                format!("must be between 1 and {MAX_RECORDS_PER_CALL} (PutRecordBatch limit)"),
-            ));
-        }
-        if self.max_bytes_per_call.0 == 0 || self.max_bytes_per_call.0 > MAX_BYTES_PER_CALL as u64 {
-            p.push((
-                "max_bytes_per_call",
-                "must be greater than 0 and at most 4MiB (PutRecordBatch limit)".to_owned(),
-            ));
-        }
-        if !(1..=64).contains(&self.max_concurrent_calls) {
-            p.push((
-                "max_concurrent_calls",
-                "must be between 1 and 64".to_owned(),
-            ));
-        }
-        if self.request_timeout.0.is_zero() {
-            p.push(("request_timeout", "must be greater than 0".to_owned()));
-        }
-        for (key, v) in [
-            ("max_records_per_second", self.max_records_per_second),
-            ("max_requests_per_second", self.max_requests_per_second),
-        ] {
-            if v.is_some_and(|v| !(v > 0.0 && v.is_finite())) {
-                p.push((key, "must be a positive number".to_owned()));
-            }
-        }
-        if self.max_bytes_per_second.is_some_and(|b| b.0 == 0) {
-            p.push(("max_bytes_per_second", "must be greater than 0".to_owned()));
-        }
-        p
-    }
-
-    /// Problems of the endpoint, proxy, TLS and credentials settings.
-    fn connection_problems(&self) -> Vec<(&'static str, String)> {
-        let mut p = Vec::new();
-        let urls = [
-            ("endpoint_url", self.endpoint_url.as_deref()),
-            ("proxy_url", self.proxy_url.as_ref().map(|u| u.expose())),
-        ];
-        for (key, url) in urls {
-            if url.is_some_and(|u| !(u.starts_with("http://") || u.starts_with("https://"))) {
-                p.push((key, "must be an http:// or https:// URL".to_owned()));
-            }
-        }
-        if let Some(ca) = &self.tls_ca_file {
-            if let Err(e) = crate::aws::http::read_ca_file(ca) {
-                p.push(("tls_ca_file", e.to_string()));
-            }
-        }
-        match &self.credentials {
-            Some(c) => p.extend(c.problems()),
-            // IRSA variables present: check them as if they had been written out.
-            None => {
-                if let Some(w) = crate::aws::credentials::config::WebIdentityConfig::from_env() {
-                    p.extend(w.problems());
-                }
-            }
-        }
+        p.extend(settings::connection_problems(
+            self.endpoint_url.as_deref(),
+            self.proxy_url.as_ref(),
+            self.tls_ca_file.as_deref(),
+            self.credentials.as_ref(),
+        ));
         p
     }
 }

@@ -1,0 +1,316 @@
+//! `type = "kinesis_streams"`: delivers chunks to an Amazon Kinesis data stream with
+//! PutRecords, the second face of the shared batch-put layer ([`crate::sink::aws_batch`]:
+//! call loop, partial-failure resends, pacing, error classes, metrics, connection setup).
+//!
+//! What is Kinesis Data Streams' own:
+//! 1. packing ([`pack`]): one Kinesis record per relay record, each with a partition key (the
+//!    `partition_key` field of the record, else a random one) and optionally an explicit hash
+//!    key; the packer is replaceable ([`Packer`]), which is how the aggregated output packs KPL
+//!    records into the same face;
+//! 2. limits: 500 records and 5 MiB per call and 1 MiB per record, where Kinesis counts data
+//!    *plus* partition key;
+//! 3. the call: PutRecords to `stream_name` or `stream_arn`, its body written in one pass by
+//!    [`request`] (held to the SDK's serializer by a test), its answer read by the SDK;
+//! 4. error codes: `ProvisionedThroughputExceededException` and `KMSThrottlingException` are
+//!    throttling, the other `KMS*` codes are configuration problems;
+//! 5. its metric families, `kinesis_…`, plus `kinesis_partition_key_missing`.
+
+pub mod config;
+pub mod pack;
+pub mod request;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use aws_sdk_kinesis::config::http::HttpResponse;
+use aws_sdk_kinesis::error::SdkError;
+use aws_sdk_kinesis::operation::put_records::{PutRecordsError, PutRecordsOutput};
+use aws_smithy_types::body::SdkBody;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+
+pub use config::KinesisStreamsConfig;
+pub use pack::{KinesisRecord, KinesisRecords, Packer, PlainPacker};
+
+use self::request::{Entry, Target};
+use super::aws_batch::batch::CallLimits;
+use super::aws_batch::call::RecordAnswer;
+use super::aws_batch::connect::{connect, BuildError, ConnectOptions};
+use super::aws_batch::metrics::{Families, Names, OutputLabels};
+use super::aws_batch::pacing::{Pacer, PacingLimits};
+use super::aws_batch::{errors, BatchPut, BatchPutSink, Sending};
+use super::firehose::Compression;
+use super::ErrorClass;
+use crate::aws::http::HttpOptions;
+use crate::buffer::Chunk;
+use crate::ops::metrics::Metrics;
+
+/// Hard PutRecords limit on records per call.
+pub const MAX_RECORDS_PER_CALL: usize = 500;
+/// Hard PutRecords limit on bytes per call, data plus partition keys (5 MiB).
+pub const MAX_BYTES_PER_CALL: usize = 5 * 1024 * 1024;
+/// Largest Kinesis record, data plus partition key (1 MiB).
+pub const MAX_RECORD_BYTES: usize = 1024 * 1024;
+
+/// The Kinesis outputs' metric families.
+pub const METRIC_NAMES: Names = Names {
+    prefix: "kinesis",
+    call_duration: "kinesis_put_records_duration_seconds",
+    service: "Kinesis Data Streams",
+    call: "PutRecords",
+    failed_count: "FailedRecordCount",
+};
+
+/// The Kinesis families of a registry (a type of its own, so that they are registered once).
+#[derive(Clone)]
+struct KinesisFamilies {
+    shared: Families,
+    missing_keys: Family<OutputLabels, Counter>,
+}
+
+impl KinesisFamilies {
+    fn register(metrics: &Metrics) -> Self {
+        let missing_keys = Family::<OutputLabels, Counter>::default();
+        metrics.register(
+            "kinesis_partition_key_missing",
+            "Records sent with a random partition key because their partition_key field was missing or not text",
+            missing_keys.clone(),
+        );
+        KinesisFamilies {
+            shared: Families::register(metrics, &METRIC_NAMES),
+            missing_keys,
+        }
+    }
+}
+
+/// Sends chunks to one Kinesis data stream. Shared by the output's flush workers.
+pub type KinesisStreamsSink = BatchPutSink<KinesisStreams>;
+
+/// The Kinesis Data Streams face: one stream, one packing step.
+pub struct KinesisStreams {
+    client: aws_sdk_kinesis::Client,
+    target: Target,
+    region: String,
+    packer: Arc<dyn Packer>,
+    missing_keys: Counter,
+}
+
+impl KinesisStreamsSink {
+    /// Builds the `kinesis_streams` output `name`: plain records.
+    pub async fn build(
+        name: &str,
+        cfg: &KinesisStreamsConfig,
+        metrics: &Arc<Metrics>,
+    ) -> Result<Self, BuildError> {
+        let packer = PlainPacker {
+            partition_key: cfg.partition_key.clone(),
+            explicit_hash_key: cfg.explicit_hash_key.clone(),
+            gzip: cfg.compression == Compression::Gzip,
+            max_record_bytes: MAX_RECORD_BYTES,
+        };
+        Self::build_with(name, cfg, Arc::new(packer), metrics).await
+    }
+
+    /// Builds a Kinesis output `name` whose records are made by `packer`.
+    pub async fn build_with(
+        name: &str,
+        cfg: &KinesisStreamsConfig,
+        packer: Arc<dyn Packer>,
+        metrics: &Arc<Metrics>,
+    ) -> Result<Self, BuildError> {
+        let conn = connect(
+            name,
+            ConnectOptions {
+                region: cfg.region.as_deref(),
+                http: &HttpOptions {
+                    tls_ca_file: cfg.tls_ca_file.clone(),
+                    proxy_url: cfg.proxy_url.clone(),
+                },
+                credentials: cfg.credentials.as_ref(),
+                request_timeout: cfg.request_timeout.0,
+            },
+            metrics,
+        )
+        .await?;
+        let mut builder = aws_sdk_kinesis::config::Builder::from(&conn.sdk);
+        if let Some(url) = &cfg.endpoint_url {
+            builder = builder.endpoint_url(url);
+        }
+        let families = metrics.component(KinesisFamilies::register);
+        let output_metrics = families.shared.for_output(name);
+        let labels = OutputLabels {
+            output: name.to_owned(),
+        };
+        let missing_keys = families.missing_keys.get_or_create(&labels).clone();
+        let pacer = Pacer::new(
+            PacingLimits {
+                records: cfg.max_records_per_second,
+                bytes: cfg.max_bytes_per_second.map(|b| b.0 as f64),
+                requests: cfg.max_requests_per_second,
+                adaptive: cfg.adaptive_pacing,
+            },
+            output_metrics.pacing.clone(),
+        );
+        let target = cfg.target();
+        let region = conn.region;
+        tracing::info!(output = name, stream = %target.as_str(), region = %region,
+            endpoint = cfg.endpoint_url.as_deref().unwrap_or("default"), credentials = %conn.credentials.description,
+            packing = %packer.describe(), compression = ?cfg.compression, "kinesis output configured");
+        let face = KinesisStreams {
+            client: aws_sdk_kinesis::Client::from_conf(builder.build()),
+            target,
+            region: region.to_string(),
+            packer,
+            missing_keys,
+        };
+        let sending = Sending {
+            limits: CallLimits {
+                max_records: cfg.max_records_per_call,
+                max_bytes: usize::try_from(cfg.max_bytes_per_call.0).unwrap_or(usize::MAX),
+            }
+            .within(CallLimits {
+                max_records: MAX_RECORDS_PER_CALL,
+                max_bytes: MAX_BYTES_PER_CALL,
+            }),
+            retries: cfg.retries_on_batch_request,
+            concurrency: cfg.max_concurrent_calls,
+        };
+        Ok(BatchPutSink::new(
+            face,
+            sending,
+            pacer,
+            output_metrics,
+            conn.credentials,
+        ))
+    }
+}
+
+/// Class of a Kinesis error code; codes both services use are in the shared table.
+pub fn class_of_code(code: &str) -> Option<ErrorClass> {
+    Some(match code {
+        "ProvisionedThroughputExceededException" | "KMSThrottlingException" => {
+            ErrorClass::Throttled
+        }
+        "KMSAccessDeniedException" => ErrorClass::AccessDenied,
+        "KMSDisabledException"
+        | "KMSInvalidStateException"
+        | "KMSNotFoundException"
+        | "KMSOptInRequired"
+        | "ResourceInUseException" => ErrorClass::InvalidArgument,
+        _ => return errors::class_of_code(code),
+    })
+}
+
+#[async_trait]
+impl BatchPut for KinesisStreams {
+    type Packed = KinesisRecords;
+    type Output = PutRecordsOutput;
+    type Error = PutRecordsError;
+
+    const OPERATION: &'static str = "PutRecords";
+
+    async fn encode(&self, chunk: &Chunk) -> KinesisRecords {
+        let packed = if self.packer.cpu_heavy() {
+            // Compression and aggregation are CPU work: keep them off the async workers.
+            let packer = Arc::clone(&self.packer);
+            let owned = chunk.clone();
+            match tokio::task::spawn_blocking(move || packer.pack(&owned)).await {
+                Ok(p) => p,
+                Err(_) => self.packer.pack(chunk),
+            }
+        } else {
+            self.packer.pack(chunk)
+        };
+        if packed.random_keys_for_missing > 0 {
+            self.missing_keys.inc_by(packed.random_keys_for_missing);
+        }
+        packed
+    }
+
+    /// One PutRecords request of the records `todo`, its body written by [`request`] and
+    /// swapped in before signing (the SDK serializes an empty record list that is dropped).
+    async fn put(
+        &self,
+        chunk: &Chunk,
+        packed: &KinesisRecords,
+        todo: &[usize],
+    ) -> Result<PutRecordsOutput, SdkError<PutRecordsError, HttpResponse>> {
+        let records = &packed.records;
+        let body = request::put_records_body(
+            &self.target,
+            todo.iter().map(|&i| {
+                let r = &records[i];
+                Entry {
+                    data: r.data.bytes(chunk),
+                    partition_key: &r.partition_key,
+                    explicit_hash_key: r.explicit_hash_key.as_deref(),
+                }
+            }),
+        );
+        let call = self.client.put_records().set_records(Some(Vec::new()));
+        let call = match &self.target {
+            Target::Name(n) => call.stream_name(n),
+            Target::Arn(a) => call.stream_arn(a),
+        };
+        call.customize()
+            .mutate_request(move |req| {
+                req.headers_mut()
+                    .insert("content-length", body.len().to_string());
+                *req.body_mut() = SdkBody::from(body.clone());
+            })
+            .send()
+            .await
+    }
+
+    fn answers(output: &PutRecordsOutput) -> impl Iterator<Item = RecordAnswer<'_>> {
+        output.records().iter().map(|r| RecordAnswer {
+            error_code: r.error_code(),
+            error_message: r.error_message(),
+        })
+    }
+
+    fn class_of_code(code: &str) -> Option<ErrorClass> {
+        class_of_code(code)
+    }
+
+    fn destination(&self) -> String {
+        format!("stream `{}` ({})", self.target.as_str(), self.region)
+    }
+
+    fn describe(&self) -> String {
+        format!(
+            "kinesis_streams stream={} region={}",
+            self.target.as_str(),
+            self.region
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kinesis_codes_are_classified_and_shared_ones_still_known() {
+        assert_eq!(
+            class_of_code("ProvisionedThroughputExceededException"),
+            Some(ErrorClass::Throttled)
+        );
+        assert_eq!(
+            class_of_code("KMSThrottlingException"),
+            Some(ErrorClass::Throttled)
+        );
+        assert_eq!(
+            class_of_code("KMSDisabledException"),
+            Some(ErrorClass::InvalidArgument)
+        );
+        assert_eq!(
+            class_of_code("ResourceNotFoundException"),
+            Some(ErrorClass::ResourceNotFound)
+        );
+        assert_eq!(class_of_code("InternalFailure"), Some(ErrorClass::Server));
+        assert!(!errors::retry_in_flush(
+            class_of_code("KMSAccessDeniedException").unwrap()
+        ));
+    }
+}
