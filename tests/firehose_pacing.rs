@@ -184,6 +184,16 @@ fn tally(calls: &[Call], from: Instant, to: Instant) -> Tally {
     }
 }
 
+/// The value of the first sample of `series` (a name with its opening brace) in `metrics`.
+fn gauge(metrics: &str, series: &str) -> f64 {
+    metrics
+        .lines()
+        .find(|l| l.starts_with(series))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no {series} in\n{metrics}"))
+}
+
 fn first_call(fake: &FakeFirehose) -> Instant {
     common::wait_for(Duration::from_secs(30), "a first call", || {
         fake.calls().first().map(|c| c.at)
@@ -271,6 +281,17 @@ fn quota_case(what: Metered, secs: u64) -> (f64, f64, f64) {
     ] {
         assert!(metrics.contains(name), "{name} missing:\n{metrics}");
     }
+    // What FirehoseRelayThrottled watches: the target limits while the quota holds the relay
+    // back, and the rate factor stays near 1 (an alert on it, as before, never fired here).
+    let target = gauge(
+        &metrics,
+        "firehose_relay_firehose_pacing_target_records_per_second{",
+    );
+    let factor = gauge(&metrics, "firehose_relay_firehose_pacing_rate_factor{");
+    assert!(
+        target > 0.0 && factor > 0.5,
+        "target {target}, rate factor {factor}"
+    );
     let end = t1 + Duration::from_secs(secs);
     sleep_until(end);
     fake.set_quota(Quota::default());

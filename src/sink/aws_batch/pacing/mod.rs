@@ -177,6 +177,9 @@ const SEND_SLICE: Duration = Duration::from_millis(10);
 /// The adaptive bucket's burst, as time at the target rate: short, so that sends are spread
 /// evenly and a one-second window never sees much more than the target (a call larger than
 /// the burst waits for a full bucket and pays off the rest, as with the configured buckets).
+/// The bucket holds at least two of the largest calls: holding exactly one, every late
+/// wake-up of the waiting caller was lost for good — on a loaded machine the relay sent 80–87 %
+/// of a 2,000 records/s target in 100-record calls (a call each 50 ms, wake-ups 5–10 ms late).
 const ADAPTIVE_BURST: Duration = Duration::from_millis(50);
 /// The caller whose turn it is re-reads the pace at least this often while it waits, so that
 /// a speed-up (or a slow-down) reaches it within this long.
@@ -220,6 +223,9 @@ struct Bucket {
     /// Negative while a call larger than the burst is being paid off.
     tokens: f64,
     last: Instant,
+    /// The bucket holds at least this many tokens (the adaptive bucket: two of the largest
+    /// calls, see [`ADAPTIVE_BURST`]).
+    min_cap: f64,
 }
 
 impl Bucket {
@@ -229,11 +235,12 @@ impl Bucket {
             burst,
             tokens,
             last: now,
+            min_cap: 1.0,
         }
     }
 
     fn cap(&self) -> f64 {
-        (self.rate * self.burst).max(1.0)
+        (self.rate * self.burst).max(self.min_cap)
     }
 
     /// Adds the tokens earned since the last refill (a burst's worth at most).
@@ -271,6 +278,9 @@ impl State {
     /// How long a call of `records` records and `bytes` bytes must still wait at `now`; when it
     /// need not, the call is counted as sent at `now`.
     fn try_send(&mut self, records: usize, bytes: usize, now: Instant) -> Duration {
+        if let Some(b) = self.adaptive.as_mut() {
+            b.min_cap = b.min_cap.max(2.0 * records as f64);
+        }
         let mut buckets = [
             (self.records.as_mut(), records as f64),
             (self.bytes.as_mut(), bytes as f64),
