@@ -12,8 +12,8 @@
 //! `ENOSPC`, `EMFILE`, a short write, a failed `fdatasync`), and which can simulate a power
 //! loss (every file cut back to what was last synced).
 //!
-//! Checked on the release binary (`cargo build --release` of a829508, the seam as it is here; the machine shared by
-//! about seven builds, load average 18):
+//! Checked on the release binary (`cargo build --release` of a829508, the seam as it is here;
+//! the machine shared by about seven builds, load average 18):
 //!
 //! * `nm -C target/release/firehose-relay | grep -ci faultfs` prints 0: the fault layer is not
 //!   in the binary.
