@@ -25,6 +25,7 @@
 //! so.
 
 mod buffer;
+mod kinesis;
 mod output;
 mod params;
 mod render;

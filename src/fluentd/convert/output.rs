@@ -1,14 +1,13 @@
-//! `<match>`: `kinesis_firehose` (fluent-plugin-kinesis), `file`, `stdout`.
+//! `<match>`: `kinesis_firehose` (fluent-plugin-kinesis), `file`, `stdout`; `kinesis_streams`
+//! is in `kinesis.rs`, sharing the helpers here.
 
 use super::params::Params;
 use super::render::Section;
 use super::{match_pattern, Cx, Why};
 use crate::fluentd::syntax::Directive;
-use crate::primitives::ByteSize;
 use crate::sink::firehose::FirehoseConfig;
 
-/// PutRecordBatch's limits, which the relay enforces.
-const MAX_RECORDS_PER_CALL: i64 = 500;
+/// PutRecordBatch's byte limit, which the relay enforces.
 const MAX_BYTES_PER_CALL: u64 = 4 << 20;
 
 impl Cx {
@@ -31,6 +30,7 @@ impl Cx {
         let ty = ps.plugin_type();
         let kind = match ty.as_deref() {
             Some("kinesis_firehose") => "firehose",
+            Some("kinesis_streams") => "kinesis_streams",
             Some("file") => "file",
             Some("stdout") => "stdout",
             Some("null") => {
@@ -44,7 +44,12 @@ impl Cx {
                 return;
             }
             other => {
-                self.unsupported_plugin(d, other, "output", "kinesis_firehose, file, stdout");
+                self.unsupported_plugin(
+                    d,
+                    other,
+                    "output",
+                    "kinesis_firehose, kinesis_streams, file, stdout",
+                );
                 return;
             }
         };
@@ -67,10 +72,12 @@ impl Cx {
         }
         match kind {
             "firehose" => self.firehose(d, &mut ps, &mut sec),
+            "kinesis_streams" => self.kinesis_streams(d, &mut ps, &mut sec),
             "file" => self.file(&mut ps, &mut sec, format),
             _ => self.stdout(&mut sec, format),
         }
-        if kind != "firehose" {
+        let aws = matches!(kind, "firehose" | "kinesis_streams");
+        if !aws {
             self.inject(d);
             for c in &d.children {
                 if !matches!(c.name.as_str(), "buffer" | "format" | "inject") {
@@ -84,7 +91,7 @@ impl Cx {
                 }
             }
         }
-        if let (true, Some(f)) = (kind == "firehose", format) {
+        if let (true, Some(f)) = (aws, format) {
             self.format_json(f, true);
         }
         self.buffer(d, buffer, &mut sec);
@@ -194,7 +201,7 @@ impl Cx {
     fn firehose(&mut self, d: &Directive, ps: &mut Params<'_>, sec: &mut Section) {
         self.firehose_destination(d, ps, sec);
         self.firehose_records(ps, sec);
-        self.firehose_calls(ps, sec);
+        self.batch_calls(ps, sec, "PutRecordBatch", MAX_BYTES_PER_CALL);
         self.firehose_differences(ps);
         self.credentials(d, ps, sec);
         self.inject(d);
@@ -226,6 +233,11 @@ impl Cx {
                 "add it",
             ),
         }
+        self.endpoint_params(ps, sec);
+    }
+
+    /// Region, endpoint, proxy, certificate checks: the same for every AWS output.
+    pub(super) fn endpoint_params(&mut self, ps: &mut Params<'_>, sec: &mut Section) {
         if let Some(p) = ps.take("region") {
             if let Some(v) = self.string(p) {
                 sec.string("region", v);
@@ -255,7 +267,7 @@ impl Cx {
     }
 
     /// How each record is written: newline, data key, compression.
-    fn firehose_records(&mut self, ps: &mut Params<'_>, sec: &mut Section) {
+    pub(super) fn firehose_records(&mut self, ps: &mut Params<'_>, sec: &mut Section) {
         if let Some(p) = ps.take("append_new_line") {
             if let Some(b) = self.boolean(p) {
                 sec.set("append_new_line", b);
@@ -281,49 +293,10 @@ impl Cx {
         }
     }
 
-    /// PutRecordBatch calls: resends and the per-call limits.
-    fn firehose_calls(&mut self, ps: &mut Params<'_>, sec: &mut Section) {
-        if let Some(p) = ps.take("retries_on_batch_request") {
-            if let Some(n) = self.count::<u32>(p) {
-                sec.set("retries_on_batch_request", i64::from(n));
-            }
-        }
-        if let Some(p) = ps.take("batch_request_max_count") {
-            if let Some(n) = self.integer(p) {
-                if (1..=MAX_RECORDS_PER_CALL).contains(&n) {
-                    sec.set("max_records_per_call", n);
-                } else {
-                    self.finding(
-                        &p.pos,
-                        "batch_request_max_count",
-                        Why::InvalidValue,
-                        &format!("{n} is outside PutRecordBatch's 1–500 records"),
-                        "use at most 500",
-                    );
-                }
-            }
-        }
-        if let Some(p) = ps.take("batch_request_max_size") {
-            if let Some(n) = self.size(p) {
-                if (1..=MAX_BYTES_PER_CALL).contains(&n) {
-                    sec.string("max_bytes_per_call", ByteSize(n).to_string());
-                } else {
-                    self.finding(
-                        &p.pos,
-                        "batch_request_max_size",
-                        Why::InvalidValue,
-                        "outside PutRecordBatch's 4 MiB",
-                        "use at most 4m",
-                    );
-                }
-            }
-        }
-    }
-
     /// Parameters the relay handles its own way (record size, dropping after retries,
     /// backoff, the plugin's debugging switches): warnings, or findings where the difference
     /// changes what is delivered.
-    fn firehose_differences(&mut self, ps: &mut Params<'_>) {
+    pub(super) fn firehose_differences(&mut self, ps: &mut Params<'_>) {
         if let Some(p) = ps.take("max_record_size") {
             if let Some(n) = self.size(p) {
                 if n < FirehoseConfig::MAX_RECORD_BYTES as u64 {
@@ -378,7 +351,7 @@ impl Cx {
     }
 
     /// `<inject>`: adding time and tag fields; only an empty section converts.
-    fn inject(&mut self, d: &Directive) {
+    pub(super) fn inject(&mut self, d: &Directive) {
         for c in d.children.iter().filter(|c| c.name == "inject") {
             if c.params.is_empty() && c.children.is_empty() {
                 continue;
@@ -396,7 +369,7 @@ impl Cx {
     /// Static keys, `<assume_role_credentials>`, `<web_identity_credentials>`,
     /// `<instance_profile_credentials>`; nothing means the default chain (the relay also reads
     /// IRSA's variables first, as the SDK's chain does).
-    fn credentials(&mut self, d: &Directive, ps: &mut Params<'_>, sec: &mut Section) {
+    pub(super) fn credentials(&mut self, d: &Directive, ps: &mut Params<'_>, sec: &mut Section) {
         let key = ps.take("aws_key_id");
         let secret = ps.take("aws_sec_key");
         let token = ps.take("aws_ses_token");
@@ -585,7 +558,7 @@ impl Cx {
 
 /// True when the text written in `value` (not what the environment gives) holds Fluentd's
 /// chunk placeholders: `${tag}`, `${tag[N]}`, `${key}`, `${$.record.key}`, or strftime's `%`.
-fn has_placeholder(value: &crate::fluentd::syntax::Value) -> bool {
+pub(super) fn has_placeholder(value: &crate::fluentd::syntax::Value) -> bool {
     value.segments.iter().any(|s| match s {
         crate::fluentd::syntax::Segment::Text(t) => t.contains("${") || t.contains('%'),
         _ => false,
