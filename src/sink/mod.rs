@@ -184,6 +184,9 @@ pub enum OutputConfig {
     Firehose(Box<firehose::FirehoseConfig>),
     /// Amazon Kinesis Data Streams (PutRecords).
     KinesisStreams(Box<kinesis_streams::KinesisStreamsConfig>),
+    /// Amazon Kinesis Data Streams (PutRecords) of KPL aggregated records: the same settings
+    /// with `fixed_partition_key` instead of `partition_key`/`explicit_hash_key`.
+    KinesisStreamsAggregated(Box<kinesis_streams::KinesisStreamsConfig>),
 }
 
 /// Options every output has. Each output type's config embeds these fields.
@@ -211,12 +214,21 @@ impl OutputConfig {
             "kinesis_streams" => Ok(OutputConfig::KinesisStreams(extract_component(
                 figment, path,
             )?)),
+            "kinesis_streams_aggregated" => Ok(OutputConfig::KinesisStreamsAggregated(
+                extract_component(figment, path)?,
+            )),
             "file" => Ok(OutputConfig::File(extract_component(figment, path)?)),
             "stdout" => Ok(OutputConfig::Stdout(extract_component(figment, path)?)),
             other => Err(unknown_type(
                 path,
                 other,
-                &["firehose", "kinesis_streams", "file", "stdout"],
+                &[
+                    "firehose",
+                    "kinesis_streams",
+                    "kinesis_streams_aggregated",
+                    "file",
+                    "stdout",
+                ],
             )),
         }
     }
@@ -226,7 +238,9 @@ impl OutputConfig {
             OutputConfig::File(c) => c,
             OutputConfig::Stdout(c) => c,
             OutputConfig::Firehose(c) => c.as_ref(),
-            OutputConfig::KinesisStreams(c) => c.as_ref(),
+            OutputConfig::KinesisStreams(c) | OutputConfig::KinesisStreamsAggregated(c) => {
+                c.as_ref()
+            }
         }
     }
 
@@ -261,6 +275,7 @@ impl OutputConfig {
             OutputConfig::KinesisStreams(_) => {
                 chunk.min(kinesis_streams::KinesisStreamsConfig::MAX_RECORD_BYTES)
             }
+            OutputConfig::KinesisStreamsAggregated(c) => chunk.min(c.max_aggregated_record_bytes()),
         }
     }
 
@@ -271,6 +286,7 @@ impl OutputConfig {
             OutputConfig::Stdout(_) => Vec::new(),
             OutputConfig::Firehose(c) => c.problems(),
             OutputConfig::KinesisStreams(c) => c.problems(),
+            OutputConfig::KinesisStreamsAggregated(c) => c.problems_as(true),
         }
     }
 
@@ -289,6 +305,9 @@ impl OutputConfig {
             OutputConfig::KinesisStreams(c) => std::sync::Arc::new(
                 kinesis_streams::KinesisStreamsSink::build(name, c, metrics).await?,
             ),
+            OutputConfig::KinesisStreamsAggregated(c) => {
+                std::sync::Arc::new(kpl::build_sink(name, c, metrics).await?)
+            }
         })
     }
 }

@@ -45,6 +45,10 @@ pub struct KinesisStreamsConfig {
     /// partition key.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub explicit_hash_key: Option<String>,
+    /// `kinesis_streams_aggregated` only: the partition key of every aggregated record (all
+    /// records to one shard). Unset: a random key per aggregated record.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fixed_partition_key: Option<String>,
     /// Endpoint override (moto, LocalStack, VPC endpoints). `AWS_ENDPOINT_URL_KINESIS` is
     /// honoured when unset.
     #[serde(default)]
@@ -148,7 +152,14 @@ impl KinesisStreamsConfig {
 
     /// Values that parse but cannot work, as (key under the output, message).
     pub fn problems(&self) -> Vec<(&'static str, String)> {
-        let mut p = Vec::new();
+        self.problems_as(false)
+    }
+
+    /// [`KinesisStreamsConfig::problems`] for `kinesis_streams` (`aggregated` false) or
+    /// `kinesis_streams_aggregated` (true), which keys records by `fixed_partition_key` or a
+    /// random key per aggregated record, never by a record field.
+    pub fn problems_as(&self, aggregated: bool) -> Vec<(&'static str, String)> {
+        let mut p = crate::sink::kpl::key_problems(self, aggregated);
         match (&self.stream_name, &self.stream_arn) {
             (None, None) => p.push((
                 "stream_name",

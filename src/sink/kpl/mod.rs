@@ -32,10 +32,12 @@
 //! [`pack_chunk`] cut a run of records into aggregated records, each as full as the limit
 //! allows, and reject (for the dead-letter directory) a record too large even alone.
 
+mod aggregated;
 mod codec;
 mod pack;
 pub mod proto;
 
+pub use aggregated::{build_sink, key_problems, AggregatedPacker};
 pub use codec::{aggregate, deaggregate, decode, encode, is_aggregated, KplError, UserRecord};
 pub use pack::{
     max_data_len, pack, pack_chunk, partition_key_problem, record_entry_len, single_record_len,
