@@ -1,7 +1,7 @@
 //! Corruption in the middle of a chunk (issue 15, defect 5): a frame whose length is intact but
 //! whose bytes fail their checksum loses only the records in it. Its bytes go to quarantine,
 //! the frames after it are kept and delivered, and it is counted as corruption, not cut as an
-//! unacknowledged append.
+//! unacknowledged append. And a torn tail cut without a quarantine copy is counted.
 
 use super::*;
 use crate::buffer::file::FileBufferCounters;
@@ -160,4 +160,40 @@ async fn a_corrupt_frame_in_a_closed_chunk_loses_only_its_records() {
     assert_eq!(quarantined(dir.path()).len(), 1);
     b.commit(c.id).await.unwrap();
     assert_eq!(drain(&b).await, Vec::<u64>::new());
+}
+
+/// A torn end of a staged chunk whose quarantine copy finds no room (here: the quarantine at
+/// its limit) is cut anyway, as it was never acknowledged, and counted
+/// (`firehose_relay_buffer_tails_cut_without_copy_total`), not only logged.
+#[tokio::test]
+async fn a_torn_tail_cut_without_a_quarantine_copy_is_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = policy(1 << 20, 1 << 20, OverflowAction::Block);
+    let path;
+    {
+        let (s, b) = open(dir.path(), &p);
+        b.append(recs(0..5)).await.unwrap();
+        path = chunk_file(&s.chunk_dir("out").unwrap(), ChunkId(1));
+    }
+    let whole = std::fs::read(&path).unwrap();
+    let mut torn = whole.clone();
+    torn.extend_from_slice(&[0x30, 0x00]);
+    std::fs::write(&path, &torn).unwrap();
+    let store = open_store(dir.path());
+    store.set_quarantine_budget(Arc::new(crate::buffer::file::space::DirBudget::new(
+        store.quarantine_dir(),
+        1,
+    )));
+    let counters = FileBufferCounters::default();
+    let b = FileBuffer::open_counted(Arc::clone(&store), p.clone(), counters.clone()).unwrap();
+    assert_eq!(
+        std::fs::read(&path).unwrap(),
+        whole,
+        "cut after the last record"
+    );
+    assert_eq!(counters.tails_cut_without_copy.get(), 1);
+    let s = b.stats();
+    assert_eq!((s.tails_cut_without_copy, s.records), (1, 5), "{s:?}");
+    assert!(quarantined(dir.path()).is_empty());
+    assert_eq!(drain(&b).await, (0..5).collect::<Vec<_>>());
 }
