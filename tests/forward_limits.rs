@@ -400,3 +400,46 @@ fn while_the_budget_is_used_up_other_connections_leave_their_messages_unread() {
     assert_eq!(relay.wait_records(4500 + 400).len(), 4500 + 400);
     assert_eq!(in_flight(), 0.0);
 }
+
+/// A gzip message's JSON is many times its bytes: with the budget free it takes what its JSON
+/// needs at once and is stored whole (its peak in the gauge), not cut into pieces of 1.5 × its
+/// compressed size.
+#[test]
+fn a_gzip_message_takes_what_its_json_needs_when_the_budget_is_free() {
+    let relay = Relay::launch(&Launch {
+        source: "in_flight_limit = \"8m\"\n",
+        http: true,
+        quiet: true,
+        ..Launch::default()
+    });
+    let mut entries = Vec::new();
+    for e in 0..10_000 {
+        let text = format!("gz-{e}-{}", "y".repeat(200));
+        entries.extend(Mp::new().arr(2).int(1).rec(&text).0);
+    }
+    let payload = forward_support::gzip(&entries);
+    let message = Mp::new()
+        .arr(3)
+        .s("t")
+        .bin(&payload)
+        .raw(&forward_support::hostile::options("gz", true))
+        .0;
+    assert!(message.len() < 100 * 1024, "{}", message.len());
+    let mut s = relay.connect();
+    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    s.write_all(&message).unwrap();
+    assert_eq!(read_reply(&mut s), Mp::new().map(1).s("ack").s("gz").0);
+    assert_eq!(relay.wait_records(10_000).len(), 10_000);
+    let metrics = relay.http_get("/metrics").1;
+    let peak = metric(&metrics, "firehose_relay_forward_in_flight_peak_bytes").unwrap();
+    // ~2.2 MB of JSON: counted whole (in pieces the peak stays at 2.5 × the ~10 KiB message).
+    assert!(
+        peak >= 2e6,
+        "peak {peak}: the message's JSON was not taken whole"
+    );
+    assert!(peak <= (8 << 20) as f64, "{peak}");
+    assert_eq!(
+        metric(&metrics, "firehose_relay_forward_in_flight_bytes"),
+        Some(0.0)
+    );
+}

@@ -28,6 +28,11 @@
 //! * a message larger than the whole budget takes all of it (and alone is read past it); its
 //!   JSON pieces are then half the budget each.
 //!
+//! A message whose JSON turns out larger than its share (a gzip payload: its JSON is many times
+//! its bytes) first tries to take the difference at once, without waiting
+//! ([`InFlight::try_grow`]), and is stored whole when it gets it; in pieces only when the budget
+//! is busy.
+//!
 //! (Each of these lengths `n` taken as [`with_json`]`(n)`.) A message that outgrows its take (an
 //! option map longer than [`SLACK`]) gives its permits back and waits for the
 //! `message_length_limit` take; its bytes already received are not counted during that wait.
@@ -113,6 +118,29 @@ impl InFlight {
     }
 }
 
+impl InFlight {
+    /// Takes `n` more bytes into `held` if they are free right now (never waits, so a message
+    /// holding some may ask: see the module's rules); false when they are not.
+    pub fn try_grow(&self, held: &mut Held, n: usize) -> bool {
+        let Ok(n32) = u32::try_from(n) else {
+            return false;
+        };
+        if n == 0 {
+            return true;
+        }
+        let Ok(more) = Arc::clone(&self.permits).try_acquire_many_owned(n32) else {
+            return false;
+        };
+        let now = self.bytes.inc_by(i64::from(n32)) + i64::from(n32);
+        self.peak.inner().fetch_max(now, Ordering::Relaxed);
+        match &mut held.permit {
+            Some(p) => p.merge(more),
+            None => held.permit = Some(more),
+        }
+        true
+    }
+}
+
 /// Bytes of the budget held; given back when dropped.
 pub struct Held {
     permit: Option<OwnedSemaphorePermit>,
@@ -195,6 +223,22 @@ mod tests {
         drop(first);
         assert_eq!(b.bytes.get(), 0);
         assert_eq!(b.peak.get(), 850);
+    }
+
+    #[tokio::test]
+    async fn growing_takes_only_bytes_free_at_once() {
+        let b = budget(1000);
+        let mut held = b.take(600).await;
+        assert!(!b.try_grow(&mut held, 500));
+        assert_eq!((held.len(), b.bytes.get()), (600, 600));
+        assert!(b.try_grow(&mut held, 400));
+        assert_eq!(
+            (held.len(), b.bytes.get(), b.peak.get()),
+            (1000, 1000, 1000)
+        );
+        drop(held);
+        assert_eq!(b.permits.available_permits(), 1000);
+        assert_eq!(b.bytes.get(), 0);
     }
 
     #[tokio::test]

@@ -117,7 +117,7 @@ impl Default for ForwardConfig {
             label: None,
             listen: "0.0.0.0:24224".to_owned(),
             message_length_limit: ByteSize::mib(32),
-            in_flight_limit: ByteSize::mib(8),
+            in_flight_limit: ByteSize::mib(2),
             decompression_size_limit: ByteSize::mib(256),
             record_size_limit: None,
             skip_invalid_event: true,

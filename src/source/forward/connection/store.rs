@@ -10,7 +10,7 @@ use super::{Conn, ConnError, Shared};
 use crate::event::{EventBatch, EventTime, Oversized};
 use crate::source::forward::budget::Held;
 use crate::source::forward::decode::{
-    decode_bounded, decode_small, DecodeError, DecodeOptions, Events, Message,
+    decode_bounded, decode_message, decode_small, DecodeError, DecodeOptions, Events, Message,
 };
 
 /// Messages larger than this, or whose gzip payload inflates to more, are decoded on the
@@ -49,6 +49,11 @@ fn piece_limit(held: usize, frame_len: usize, budget: usize) -> usize {
     } else {
         rest.max(MIN_PIECE)
     }
+}
+
+/// Bytes of JSON text (with newlines) of a decoded message.
+fn checked_text(events: &Events) -> usize {
+    events.batch.json_bytes() + events.batch.len()
 }
 
 /// Stores one decoded message; resolves to its ack when stored, `None` when there is nothing to
@@ -129,15 +134,21 @@ where
         opts: &Arc<DecodeOptions>,
     ) -> Result<Option<(Decoded, Held)>, ConnError> {
         let now = EventTime::now();
-        let limit = piece_limit(held.len(), frame.len(), self.shared.in_flight.limit());
-        let fits = |m: &Result<Message, DecodeError>| match m {
-            Ok(Message::Events(e)) => e.batch.json_bytes() + e.batch.len() < limit,
+        let budget = &self.shared.in_flight;
+        let limit = piece_limit(held.len(), frame.len(), budget.limit());
+        // JSON beyond what the message holds for it, when free at once, is taken rather than
+        // cutting the message (a gzip message's JSON is many times its bytes).
+        let mut fits = |m: &Result<Message, DecodeError>| match m {
+            Ok(Message::Events(e)) => {
+                let json = e.batch.held_bytes();
+                json < limit || budget.try_grow(&mut held, json - limit)
+            }
             _ => true,
         };
         let inline = if frame.len() > OFFLOAD_BYTES {
             None
         } else {
-            decode_small(&frame, opts, now, OFFLOAD_BYTES).filter(fits)
+            decode_small(&frame, opts, now, OFFLOAD_BYTES).filter(&mut fits)
         };
         let whole = match inline {
             Some(decoded) => decoded,
@@ -147,22 +158,31 @@ where
                 let task_opts = Arc::clone(opts);
                 let task_frame = frame.clone();
                 let checked = tokio::task::spawn_blocking(move || {
-                    let mut pieces = 0usize;
+                    let mut text = 0usize;
                     let mut oversized = Vec::new();
                     let last = decode_bounded(&task_frame, &task_opts, now, limit, &mut |b| {
-                        pieces += 1;
+                        text += b.json_bytes() + b.len();
                         oversized.extend_from_slice(b.oversized());
                         Ok(())
                     });
-                    (last, pieces, oversized)
+                    (last, text, oversized)
                 })
                 .await
                 .map_err(|e| ConnError::Internal(e.to_string()))?;
                 match checked {
-                    (Ok(Message::Events(last)), 1.., oversized) => {
-                        self.report(&last, &oversized);
-                        let decoded = self.in_pieces(frame, opts, now, limit);
-                        return Ok(Some((decoded, held)));
+                    (Ok(Message::Events(last)), earlier @ 1.., oversized) => {
+                        // Whole, its text may take up to twice its length (it grows by doubling).
+                        let text = 2 * (checked_text(&last) + earlier);
+                        if budget.try_grow(&mut held, text.saturating_sub(limit)) {
+                            let (opts, frame) = (Arc::clone(opts), frame.clone());
+                            tokio::task::spawn_blocking(move || decode_message(&frame, &opts, now))
+                                .await
+                                .map_err(|e| ConnError::Internal(e.to_string()))?
+                        } else {
+                            self.report(&last, &oversized);
+                            let decoded = self.in_pieces(frame, opts, now, limit);
+                            return Ok(Some((decoded, held)));
+                        }
                     }
                     (last, _, _) => last,
                 }
