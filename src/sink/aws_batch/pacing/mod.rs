@@ -106,19 +106,22 @@
 //!
 //! # Measured
 //!
-//! Through the debug binary against the fake endpoint (`tests/firehose_pacing.rs`, a sample
-//! source at 15,000 records/s, 8 flush workers, 100-record calls, 20 s under the quota with its
-//! first, unthrottled second; 2026-12-03, two cores shared with other builds):
+//! Through the debug binary against the fake endpoint (`tests/firehose_pacing.rs`: 8 flush
+//! workers, 100-record calls, a stream metered from the relay's first call at a third of what
+//! the relay delivers unmetered, fed at twice the quota; 30 s from the first call, start-up
+//! included; 2026-12-03, load average 14–18 on two cores):
 //!
-//! * records quota 5,000/s: 97 % of it delivered, 4.6 % of sent records throttled (the first
-//!   second alone: 44 %); with 500-record calls against 10,000/s: 90.8–91.1 %, 2.1–4.4 %;
-//! * bytes quota 250,000 B/s: 95 %, 2.3 % throttled;
-//! * 2 % of records and 5 % of requests failing: 0.61–0.80× the same run's unthrottled rate;
-//! * after a 12 s outage: 90 % of the rate before within 1.9–2.6 s.
+//! * records quota (1,800–3,100/s): 92.9–97.1 % of it delivered, 1.0–1.9 % of sent records
+//!   throttled (six runs; the first second 4–13 %, where the window-based first cut alone
+//!   threw away 43 % of each of the first two seconds and ended at 7–9 % over 20 s);
+//! * bytes quota (84,000–140,000 B/s): 95.8–97.2 %, 1.2–1.5 % in four runs, 86 %, 3.7 % in one;
+//! * 2 % of records and 5 % of requests failing: 0.45–0.68× the same run's unthrottled rate,
+//!   and the same (0.58–0.68×) with adaptive pacing off: the call loop's backoff before
+//!   resending a call's few refused records holds the workers, not the pacing;
+//! * after a 12 s outage: 90 % of the rate before within 2.0–2.6 s.
 //!
 //! The 60 s runs of `cargo bench --bench e2e -- --scenario pacing` (500-record calls against
-//! 20,000 records/s, a 30 s outage) are still to be recorded in benches/README.md: they could
-//! not be run in the session that wrote this (see there).
+//! 20,000 records/s, a 30 s outage) are in benches/README.md.
 //!
 //! The controller this replaces doubled a spacing between calls on every throttled call (up to
 //! 500 ms) and shrank it by 10 % per clean call: against 2 % of records failing it stayed at the
