@@ -42,7 +42,7 @@ impl KinesisStreamsConfig {
     }
 
     /// Largest formatted record `kinesis_streams_aggregated` takes at intake: one that fits
-    /// alone in an aggregated record of 1 MiB with its partition key (1,048,513 bytes under a
+    /// alone in an aggregated record of 1 MiB with its partition key (1,048,480 bytes under a
     /// random key). With gzip the record's compressed size decides, when it is packed.
     pub fn max_aggregated_record_bytes(&self) -> usize {
         if self.compression == Compression::Gzip {

@@ -115,6 +115,11 @@ fn broken_records_are_refused_with_the_reason() {
 
 #[test]
 fn a_record_filling_the_limit_exactly_fits_and_one_byte_more_is_rejected() {
+    // The figure the README and the intake limit's docs give: 96 bytes of overhead.
+    assert_eq!(
+        max_data_len(RANDOM_KEY_LEN, MAX_RECORD_BYTES),
+        Some(1_048_480)
+    );
     for keys in [
         PartitionKeys::Random,
         PartitionKeys::Fixed("k".into()),
