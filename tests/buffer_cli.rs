@@ -73,6 +73,18 @@ flush_interval = "1s"
         text.contains("output=local") && text.contains("physical_bytes_on_disk="),
         "{text}"
     );
+    // The store's health (issue 15): ok on a volume with room, with the room it sees.
+    let health = text
+        .lines()
+        .find(|l| l.starts_with("storage="))
+        .unwrap_or_else(|| panic!("no storage health line:\n{text}"));
+    assert!(
+        health.starts_with("storage=ok\t")
+            && health.contains("available_bytes=")
+            && health.contains("reserve_bytes=")
+            && health.contains("ballast="),
+        "{health}"
+    );
 }
 
 #[test]
