@@ -13,13 +13,15 @@ use crate::sink::kinesis_streams::{MAX_BYTES_PER_CALL, MAX_RECORD_BYTES};
 const MAX_RECORDS_PER_CALL: i64 = 500;
 
 impl Cx {
-    /// `kinesis_streams`: the stream, the partition key field, then what it shares with
-    /// `kinesis_firehose` (endpoint, records, calls, credentials).
+    /// `kinesis_streams` and `kinesis_streams_aggregated` (`aggregated`): the stream, the
+    /// partition key (a record field, or the aggregated records' fixed key), then what they
+    /// share with `kinesis_firehose` (endpoint, records, calls, credentials).
     pub(super) fn kinesis_streams(
         &mut self,
         d: &Directive,
         ps: &mut Params<'_>,
         sec: &mut Section,
+        aggregated: bool,
     ) {
         match ps.take("stream_name") {
             Some(p) => {
@@ -45,14 +47,37 @@ impl Cx {
                 "add it",
             ),
         }
-        if let Some(p) = ps.take("partition_key") {
+        let key = if aggregated {
+            "fixed_partition_key"
+        } else {
+            "partition_key"
+        };
+        if let Some(p) = ps.take(key) {
             if let Some(v) = self.string(p) {
-                sec.string("partition_key", v);
+                sec.string(key, v);
+            }
+        }
+        if aggregated {
+            // The plugin's limits count user records in its one aggregated record per call; the
+            // relay fills aggregated records up to 1 MiB and calls up to 500 of them and 5 MiB.
+            for name in ["batch_request_max_count", "batch_request_max_size"] {
+                if let Some(p) = ps.take(name) {
+                    self.warn(&p.pos, format!("{name} is not converted: the relay packs aggregated records up to the 1 MiB Kinesis record limit and sends up to 500 of them (5 MiB) per PutRecords call"));
+                }
             }
         }
         self.endpoint_params(ps, sec);
         self.firehose_records(ps, sec);
-        self.batch_calls(ps, sec, "PutRecords", MAX_BYTES_PER_CALL as u64);
+        if aggregated {
+            // Its own resends; the limits were taken above.
+            if let Some(p) = ps.take("retries_on_batch_request") {
+                if let Some(n) = self.count::<u32>(p) {
+                    sec.set("retries_on_batch_request", i64::from(n));
+                }
+            }
+        } else {
+            self.batch_calls(ps, sec, "PutRecords", MAX_BYTES_PER_CALL as u64);
+        }
         if let Some(p) = ps.take("max_record_size") {
             if let Some(n) = self.size(p) {
                 if n < MAX_RECORD_BYTES as u64 {
@@ -161,6 +186,19 @@ mod tests {
             "{:?}",
             cfg.problems()
         );
+    }
+
+    #[test]
+    fn kinesis_streams_aggregated_converts_with_its_fixed_key() {
+        let text = "<match **>\n  @type kinesis_streams_aggregated\n  stream_name agg\n  region eu-west-1\n  fixed_partition_key k1\n  batch_request_max_count 100000\n</match>\n";
+        let c = convert(&parse_str(text, "fluent.conf").unwrap());
+        assert!(c.findings.is_empty(), "{:?}", c.findings);
+        let t: toml::Table = c.toml.parse().unwrap();
+        let o = &t["outputs"].as_table().unwrap().values().next().unwrap();
+        assert_eq!(o["type"].as_str(), Some("kinesis_streams_aggregated"));
+        assert_eq!(o["stream_name"].as_str(), Some("agg"));
+        assert_eq!(o["fixed_partition_key"].as_str(), Some("k1"));
+        assert!(o.get("max_records_per_call").is_none());
     }
 
     #[test]

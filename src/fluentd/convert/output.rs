@@ -31,6 +31,7 @@ impl Cx {
         let kind = match ty.as_deref() {
             Some("kinesis_firehose") => "firehose",
             Some("kinesis_streams") => "kinesis_streams",
+            Some("kinesis_streams_aggregated") => "kinesis_streams_aggregated",
             Some("file") => "file",
             Some("stdout") => "stdout",
             Some("null") => {
@@ -48,7 +49,7 @@ impl Cx {
                     d,
                     other,
                     "output",
-                    "kinesis_firehose, kinesis_streams, file, stdout",
+                    "kinesis_firehose, kinesis_streams, kinesis_streams_aggregated, file, stdout",
                 );
                 return;
             }
@@ -72,11 +73,15 @@ impl Cx {
         }
         match kind {
             "firehose" => self.firehose(d, &mut ps, &mut sec),
-            "kinesis_streams" => self.kinesis_streams(d, &mut ps, &mut sec),
+            "kinesis_streams" => self.kinesis_streams(d, &mut ps, &mut sec, false),
+            "kinesis_streams_aggregated" => self.kinesis_streams(d, &mut ps, &mut sec, true),
             "file" => self.file(&mut ps, &mut sec, format),
             _ => self.stdout(&mut sec, format),
         }
-        let aws = matches!(kind, "firehose" | "kinesis_streams");
+        let aws = matches!(
+            kind,
+            "firehose" | "kinesis_streams" | "kinesis_streams_aggregated"
+        );
         if !aws {
             self.inject(d);
             for c in &d.children {
