@@ -27,6 +27,7 @@ fn dead_letters(data: &Path) {
             output: "fh",
             reason: "retry_timeout exceeded",
             tag: None,
+            stream: None,
             attempts: 3,
             created_ms: Some(1),
             records: &records,

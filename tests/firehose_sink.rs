@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::fake_firehose::{FakeFirehose, Fault};
-use firehose_relay::buffer::{Chunk, ChunkId, Records};
+use firehose_relay::buffer::{Chunk, ChunkId, ChunkKey, Records};
 use firehose_relay::ops::metrics::Metrics;
 use firehose_relay::sink::firehose::{FirehoseConfig, FirehoseSink};
 use firehose_relay::sink::{Delivery, ErrorClass, Sink};
@@ -463,4 +463,84 @@ async fn throttling_is_counted_and_slows_the_output_down() {
         ),
         "{text}"
     );
+}
+
+#[tokio::test]
+async fn the_stream_name_is_resolved_per_chunk_from_its_tag_and_time_slot() {
+    let fake = FakeFirehose::http();
+    fake.create_stream("logs-web-20261203")
+        .create_stream("logs-db-20261203")
+        .allow_key("AKIDSTATICTEST", "not-a-secret");
+    let text = format!(
+        r#"
+delivery_stream = "logs-${{tag[1]}}-%Y%m%d"
+region = "us-east-1"
+endpoint_url = "{url}"
+request_timeout = "2s"
+retries_on_batch_request = 0
+[buffer]
+chunk_keys = ["tag", "time"]
+timekey = "1d"
+timekey_use_utc = true
+[credentials]
+type = "static"
+access_key_id = "AKIDSTATICTEST"
+secret_access_key = "not-a-secret"
+"#,
+        url = fake.url
+    );
+    let cfg: FirehoseConfig = toml::from_str(&text).unwrap();
+    assert!(cfg.problems().is_empty(), "{:?}", cfg.problems());
+    let metrics = Arc::new(Metrics::new());
+    let sink = FirehoseSink::build("fh", &cfg, &metrics).await.unwrap();
+    // 2026-12-03 00:00 UTC, the day slot of both chunks.
+    let slot = 1_796_256_000;
+    let keyed = |tag: &str, n: usize| {
+        chunk(&records(n, 50)).with_key(ChunkKey {
+            tag: Some(tag.to_owned()),
+            timekey: Some(slot),
+        })
+    };
+    for (tag, n) in [("app.web", 3), ("app.db", 2), ("app.web", 1)] {
+        let c = keyed(tag, n);
+        let d = sink.deliver(&c).await;
+        assert!(d.error.is_none(), "{:?}", d.error);
+        assert_eq!(d.delivered.count(), n);
+        assert_eq!(
+            sink.destination_of(&c).as_deref(),
+            Some(&*format!("logs-{}-20261203", &tag[4..]))
+        );
+    }
+    let per_stream: BTreeMap<String, usize> =
+        fake.calls().iter().fold(BTreeMap::new(), |mut m, c| {
+            *m.entry(c.stream.clone()).or_default() += c.records.len();
+            m
+        });
+    let want: BTreeMap<String, usize> = [("logs-db-20261203", 2), ("logs-web-20261203", 4)]
+        .map(|(s, n)| (s.to_owned(), n))
+        .into();
+    assert_eq!(per_stream, want);
+    // /status and the metrics name the resolved streams.
+    let status: Vec<(String, u64)> = sink
+        .streams()
+        .into_iter()
+        .map(|s| (s.stream, s.records_delivered))
+        .collect();
+    assert_eq!(
+        status,
+        [
+            ("logs-db-20261203".to_owned(), 2),
+            ("logs-web-20261203".to_owned(), 4)
+        ]
+    );
+    let text = metrics.render();
+    assert!(
+        text.contains(r#"firehose_relay_stream_records_delivered_total{output="fh",stream="logs-web-20261203"} 4"#),
+        "{text}"
+    );
+    // A tag without the part: resolved to nothing (as Fluentd), and the error names the stream.
+    let d = sink.deliver(&keyed("single", 1)).await;
+    let e = d.error.expect("no such stream");
+    assert_eq!(e.class, ErrorClass::ResourceNotFound);
+    assert!(e.message.contains("logs--20261203"), "{}", e.message);
 }

@@ -141,11 +141,14 @@ impl Worker {
         let name = self.output.name.clone();
         let created = chunk.created_ms;
         let reason_for_entry = reason.clone();
+        let tag = chunk.key.tag.clone();
+        let stream = self.output.sink.destination_of(chunk);
         let written = tokio::task::spawn_blocking(move || {
             dl.write(NewEntry {
                 output: &name,
                 reason: &reason_for_entry,
-                tag: None,
+                tag: tag.as_deref(),
+                stream: stream.as_deref(),
                 attempts: failures,
                 created_ms: Some(created),
                 records: &rest,
@@ -198,11 +201,18 @@ impl Worker {
         let name = self.output.name.clone();
         let (created, records) = (chunk.created_ms, chunk.records.clone());
         let rejected = rejected.to_vec();
+        let tag = chunk.key.tag.clone();
+        let stream = self.output.sink.destination_of(chunk);
         let count = tokio::task::spawn_blocking(move || {
             let items = rejected
                 .iter()
                 .filter_map(|(i, reason)| Some((reason.as_str(), records.get(*i)?)));
-            dl.write_by_reason(&name, None, Some(created), items)
+            dl.write_by_reason(
+                &name,
+                (tag.as_deref(), stream.as_deref()),
+                Some(created),
+                items,
+            )
         })
         .await
         .map_err(std::io::Error::other)??;

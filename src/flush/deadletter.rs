@@ -46,8 +46,13 @@ pub struct EntryMeta {
     pub output: String,
     /// Why they were dead-lettered.
     pub reason: String,
-    /// Tag of the records, when known (records rejected at intake).
+    /// Tag of the records, when known (records rejected at intake, chunks of an output with
+    /// chunk key `tag`).
     pub tag: Option<String>,
+    /// The stream the records were meant for, when the output resolves it per chunk (a stream
+    /// name with placeholders).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stream: Option<String>,
     /// Failed delivery attempts.
     pub attempts: u32,
     /// When the chunk was created (Unix ms), if it came from a chunk.
@@ -154,6 +159,8 @@ pub struct NewEntry<'a> {
     pub reason: &'a str,
     /// Tag, if known.
     pub tag: Option<&'a str>,
+    /// The resolved stream, when the output resolves it per chunk.
+    pub stream: Option<&'a str>,
     /// Failed attempts.
     pub attempts: u32,
     /// Chunk creation time, if any.
@@ -223,6 +230,7 @@ impl DeadLetter {
             output: entry.output.to_owned(),
             reason: entry.reason.to_owned(),
             tag: entry.tag.map(str::to_owned),
+            stream: entry.stream.map(str::to_owned),
             attempts: entry.attempts,
             created_ms: entry.created_ms,
             dead_lettered_ms: now,
@@ -251,11 +259,11 @@ impl DeadLetter {
     pub fn write_by_reason<'a>(
         &self,
         output: &str,
-        tag: Option<&str>,
+        (tag, stream): (Option<&str>, Option<&str>),
         created_ms: Option<u64>,
         rejected: impl IntoIterator<Item = (&'a str, &'a [u8])>,
     ) -> std::io::Result<u64> {
-        self.write_grouped(output, tag, created_ms, false, rejected)
+        self.write_grouped(output, (tag, stream), created_ms, false, rejected)
     }
 
     /// Like [`DeadLetter::write_by_reason`], for descriptions of records too large to keep.
@@ -265,13 +273,13 @@ impl DeadLetter {
         tag: Option<&str>,
         described: impl IntoIterator<Item = (&'a str, &'a [u8])>,
     ) -> std::io::Result<u64> {
-        self.write_grouped(output, tag, None, true, described)
+        self.write_grouped(output, (tag, None), None, true, described)
     }
 
     fn write_grouped<'a>(
         &self,
         output: &str,
-        tag: Option<&str>,
+        (tag, stream): (Option<&str>, Option<&str>),
         created_ms: Option<u64>,
         truncated: bool,
         rejected: impl IntoIterator<Item = (&'a str, &'a [u8])>,
@@ -293,6 +301,7 @@ impl DeadLetter {
                 output,
                 reason,
                 tag,
+                stream,
                 attempts: 0,
                 created_ms,
                 records,
@@ -405,6 +414,7 @@ mod tests {
             output: "fh",
             reason: "retry_timeout exceeded",
             tag: Some("app"),
+            stream: None,
             attempts: 9,
             created_ms: Some(5),
             records: &records,
@@ -435,6 +445,7 @@ mod tests {
                     output,
                     reason: "r",
                     tag: None,
+                    stream: None,
                     attempts: 0,
                     created_ms: None,
                     records: &records,
@@ -469,6 +480,7 @@ mod tests {
             output,
             reason: "retry_timeout exceeded",
             tag: None,
+            stream: None,
             attempts: 3,
             created_ms: Some(42),
             records,

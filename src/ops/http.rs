@@ -167,6 +167,10 @@ pub struct OutputStatus {
     /// Adaptive pacing (Firehose outputs with `adaptive_pacing`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pacing: Option<crate::sink::aws_batch::pacing::PacingStatus>,
+    /// Records delivered per resolved stream name (outputs whose stream name has
+    /// placeholders; at most 100 names, the rest under `_other`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub streams: Vec<crate::sink::stream_name::StreamStatus>,
 }
 
 /// The `/status` document.
@@ -241,6 +245,7 @@ impl HttpState {
                     chunks_in_retry: s.retrying_chunks,
                     last_delivery_unix: (last > 0).then_some(last),
                     credential_expiry_unix: o.sink.credential_expiry_ms().map(|ms| ms / 1000),
+                    streams: o.sink.streams(),
                     buffer: s,
                 },
             );

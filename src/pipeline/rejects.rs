@@ -83,7 +83,7 @@ impl Rejects {
             .whole
             .iter()
             .filter_map(|(reason, i)| Some((reason.as_str(), batch.line(*i)?.as_bytes())));
-        let mut n = dl.write_by_reason(output, tag, None, whole)?;
+        let mut n = dl.write_by_reason(output, (tag, None), None, whole)?;
         let described = self
             .described
             .iter()

@@ -12,6 +12,7 @@ pub mod firehose;
 pub mod kinesis_streams;
 pub mod kpl;
 pub mod stdout;
+pub mod stream_name;
 
 use async_trait::async_trait;
 
@@ -164,6 +165,18 @@ pub trait Sink: Send + Sync {
     /// When the sink's credentials expire (Unix ms), for `/status`; `None` when it has none.
     fn credential_expiry_ms(&self) -> Option<u64> {
         None
+    }
+
+    /// Where `chunk`'s records go, when the sink resolves it per chunk (a stream name with
+    /// placeholders): named in dead-letter entries.
+    fn destination_of(&self, _chunk: &Chunk) -> Option<String> {
+        None
+    }
+
+    /// Records delivered per resolved stream name, for `/status` (empty when the name does not
+    /// depend on the chunk).
+    fn streams(&self) -> Vec<stream_name::StreamStatus> {
+        Vec::new()
     }
 
     /// The adaptive pacing's state, for `/status`; `None` when the sink has none.

@@ -153,6 +153,25 @@ pub trait BatchPut: Send + Sync + 'static {
     /// The destination, for logs and errors: ``stream `logs` (eu-west-1)``.
     fn destination(&self) -> String;
 
+    /// The destination of `chunk` (its stream name resolved from the chunk's key), for logs,
+    /// errors and dead-letter entries. Default: [`BatchPut::destination`].
+    fn destination_of(&self, _chunk: &Chunk) -> String {
+        self.destination()
+    }
+
+    /// The resolved stream name of `chunk`, when it depends on the chunk.
+    fn resolved_stream(&self, _chunk: &Chunk) -> Option<String> {
+        None
+    }
+
+    /// `records` of `chunk` were delivered (per-stream counts). Default: nothing.
+    fn delivered(&self, _chunk: &Chunk, _records: usize) {}
+
+    /// Records delivered per resolved stream, for `/status`.
+    fn streams(&self) -> Vec<crate::sink::stream_name::StreamStatus> {
+        Vec::new()
+    }
+
     /// A short description for logs (`firehose stream=logs region=eu-west-1`).
     fn describe(&self) -> String;
 }
@@ -246,12 +265,12 @@ impl<S: BatchPut> BatchPutSink<S> {
                         }
                         Some(refusal) => {
                             self.pacer.on_answer(sent, refusal.throttled, sent_at);
-                            self.refused(refusal)
+                            self.refused(chunk, refusal)
                         }
                     }
                 }
                 Err(e) => {
-                    let error = self.call_failed(&e, call.todo().len(), sent_at);
+                    let error = self.call_failed(chunk, &e, call.todo().len(), sent_at);
                     if !errors::retry_in_flush(error.class) {
                         return CallOutcome::of(call, Some(error));
                     }
@@ -262,7 +281,7 @@ impl<S: BatchPut> BatchPutSink<S> {
             if attempt > self.sending.retries {
                 return CallOutcome::of(call, Some(error));
             }
-            tracing::debug!(destination = %self.service.destination(), attempt, pending = call.todo().len(), error = %error, "resending within the flush");
+            tracing::debug!(destination = %self.service.destination_of(chunk), attempt, pending = call.todo().len(), error = %error, "resending within the flush");
             self.pacer.backoff(backoff(attempt)).await;
         }
     }
@@ -277,13 +296,13 @@ impl<S: BatchPut> BatchPutSink<S> {
     }
 
     /// The error of an answer that refused some records (pacing has seen the answer).
-    fn refused(&self, refusal: Refusal) -> SinkError {
+    fn refused(&self, chunk: &Chunk, refusal: Refusal) -> SinkError {
         SinkError::new(
             refusal.class,
             format!(
                 "{} to {}: {} of {} records failed, first: {}",
                 S::OPERATION,
-                self.service.destination(),
+                self.service.destination_of(chunk),
                 refusal.failed,
                 refusal.sent,
                 refusal.detail
@@ -295,6 +314,7 @@ impl<S: BatchPut> BatchPutSink<S> {
     /// pacing, and rejected credentials ask for a refresh at once.
     fn call_failed(
         &self,
+        chunk: &Chunk,
         e: &SdkError<S::Error, HttpResponse>,
         records: usize,
         sent_at: tokio::time::Instant,
@@ -318,7 +338,7 @@ impl<S: BatchPut> BatchPutSink<S> {
             format!(
                 "{} to {}: {}",
                 S::OPERATION,
-                self.service.destination(),
+                self.service.destination_of(chunk),
                 errors::describe(e)
             ),
         )
@@ -358,11 +378,20 @@ impl<S: BatchPut> Sink for BatchPutSink<S> {
                 delivery.error.get_or_insert(e);
             }
         }
+        self.service.delivered(chunk, delivery.delivered.count());
         delivery
     }
 
     fn describe(&self) -> String {
         self.service.describe()
+    }
+
+    fn destination_of(&self, chunk: &Chunk) -> Option<String> {
+        self.service.resolved_stream(chunk)
+    }
+
+    fn streams(&self) -> Vec<crate::sink::stream_name::StreamStatus> {
+        self.service.streams()
     }
 
     fn pacing_status(&self) -> Option<PacingStatus> {

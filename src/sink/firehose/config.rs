@@ -173,6 +173,11 @@ impl FirehoseConfig {
             self.tls_ca_file.as_deref(),
             self.credentials.as_ref(),
         ));
+        for problem in
+            crate::sink::stream_name::StreamName::problems(&self.delivery_stream, &self.buffer)
+        {
+            p.push(("delivery_stream", problem));
+        }
         p
     }
 }

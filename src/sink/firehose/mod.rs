@@ -14,6 +14,7 @@ pub mod config;
 pub mod request;
 pub mod response;
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -31,8 +32,10 @@ use super::aws_batch::connect::{connect, ConnectOptions};
 use super::aws_batch::metrics::{Families, Names};
 use super::aws_batch::pacing::{Pacer, PacingLimits};
 use super::aws_batch::{BatchPut, BatchPutSink, PackedChunk, Sending};
+use super::stream_name::{StreamFamily, StreamName, StreamStatus, StreamTracker};
 use crate::aws::http::HttpOptions;
 use crate::buffer::Chunk;
+use crate::ops::logging::Throttle;
 use crate::ops::metrics::Metrics;
 
 pub use super::aws_batch::connect::BuildError as FirehoseBuildError;
@@ -58,12 +61,35 @@ struct FirehoseFamilies(Families);
 /// Sends chunks to one delivery stream. Shared by the output's flush workers.
 pub type FirehoseSink = BatchPutSink<Firehose>;
 
-/// The Firehose face: one delivery stream.
+/// The Firehose face: one delivery stream, or one per chunk key when the name has
+/// placeholders ([`StreamName`]).
 pub struct Firehose {
     client: aws_sdk_firehose::Client,
-    stream: String,
+    stream: StreamName,
     region: String,
     encoder: Encoder,
+    /// Deliveries per resolved stream (templated names only).
+    streams: Option<StreamTracker>,
+    /// Warnings about tag parts a tag does not have (at most one per 10 s).
+    missing_part_log: Throttle,
+}
+
+impl Firehose {
+    /// The delivery stream of `chunk`.
+    fn stream_of(&self, chunk: &Chunk) -> Cow<'_, str> {
+        if !self.stream.is_templated() {
+            return Cow::Borrowed(self.stream.template());
+        }
+        let (name, missing) = self.stream.resolve(&chunk.key);
+        if let Some(part) = missing {
+            if let Some(suppressed) = self.missing_part_log.allow() {
+                tracing::warn!(template = self.stream.template(), tag = chunk.key.tag.as_deref().unwrap_or(""),
+                    placeholder = %part, stream = %name, suppressed,
+                    "the tag has no such part; the placeholder was replaced with nothing (as Fluentd does)");
+            }
+        }
+        Cow::Owned(name)
+    }
 }
 
 impl FirehoseSink {
@@ -108,9 +134,15 @@ impl FirehoseSink {
         tracing::info!(output = name, stream = %cfg.delivery_stream, region = %region,
             endpoint = cfg.endpoint_url.as_deref().unwrap_or("default"), credentials = %conn.credentials.description,
             aggregation = cfg.aggregation, compression = ?cfg.compression, "firehose output configured");
+        let stream = StreamName::new(&cfg.delivery_stream, &cfg.buffer);
+        let streams = stream
+            .is_templated()
+            .then(|| StreamTracker::new(name, StreamFamily::of(metrics)));
         let face = Firehose {
             client: aws_sdk_firehose::Client::from_conf(builder.build()),
-            stream: cfg.delivery_stream.clone(),
+            stream,
+            streams,
+            missing_part_log: Throttle::new(std::time::Duration::from_secs(10)),
             region: region.to_string(),
             encoder: Encoder {
                 aggregation: cfg.aggregation,
@@ -191,13 +223,12 @@ impl BatchPut for Firehose {
         todo: &[usize],
     ) -> Result<PutRecordBatchOutput, SdkError<PutRecordBatchError, HttpResponse>> {
         let records = &packed.records;
-        let body = request::put_record_batch_body(
-            &self.stream,
-            todo.iter().map(|&i| records[i].bytes(chunk)),
-        );
+        let stream = self.stream_of(chunk);
+        let body =
+            request::put_record_batch_body(&stream, todo.iter().map(|&i| records[i].bytes(chunk)));
         self.client
             .put_record_batch()
-            .delivery_stream_name(&self.stream)
+            .delivery_stream_name(stream)
             .set_records(Some(Vec::new()))
             .customize()
             .mutate_request(move |req| {
@@ -218,10 +249,37 @@ impl BatchPut for Firehose {
     }
 
     fn destination(&self) -> String {
-        format!("stream `{}` ({})", self.stream, self.region)
+        format!("stream `{}` ({})", self.stream.template(), self.region)
+    }
+
+    fn destination_of(&self, chunk: &Chunk) -> String {
+        format!("stream `{}` ({})", self.stream_of(chunk), self.region)
+    }
+
+    fn resolved_stream(&self, chunk: &Chunk) -> Option<String> {
+        self.stream
+            .is_templated()
+            .then(|| self.stream_of(chunk).into_owned())
+    }
+
+    fn delivered(&self, chunk: &Chunk, records: usize) {
+        if let Some(t) = &self.streams {
+            t.delivered(&self.stream_of(chunk), records);
+        }
+    }
+
+    fn streams(&self) -> Vec<StreamStatus> {
+        self.streams
+            .as_ref()
+            .map(StreamTracker::status)
+            .unwrap_or_default()
     }
 
     fn describe(&self) -> String {
-        format!("firehose stream={} region={}", self.stream, self.region)
+        format!(
+            "firehose stream={} region={}",
+            self.stream.template(),
+            self.region
+        )
     }
 }
