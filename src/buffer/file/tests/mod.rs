@@ -351,7 +351,20 @@ async fn inspect_reports_a_stopped_relays_queue_and_dumps_records() {
         let (_s, b) = open(dir.path(), &p);
         b.append(recs(0..15)).await.unwrap();
     }
-    let store = Store::open_existing(dir.path(), 1 << 20).unwrap();
+    // As in `open`: the writer thread may release the previous handle's lock a moment later.
+    let start = std::time::Instant::now();
+    let store = loop {
+        match Store::open_existing(dir.path(), 1 << 20) {
+            Ok(s) => break s,
+            Err(e)
+                if e.to_string().contains("could not acquire lock")
+                    && start.elapsed() < Duration::from_secs(5) =>
+            {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            Err(e) => panic!("cannot open the store: {e}"),
+        }
+    };
     let report = super::inspect::stats(&store).unwrap();
     assert_eq!(report.len(), 1);
     let r = &report[0];
