@@ -29,15 +29,15 @@ fn rss_mib(pid: u32) -> f64 {
 }
 
 /// What one loaded relay did.
-struct Run {
-    rate: f64,
-    cpu_per_million: f64,
-    peak_rss: f64,
-    now: String,
+pub struct Run {
+    pub rate: f64,
+    pub cpu_per_million: f64,
+    pub peak_rss: f64,
+    pub now: String,
 }
 
 /// Loads a started relay with `k.records` over `k.connections` and measures it.
-fn load_relay(
+pub fn load_relay(
     rt: &tokio::runtime::Runtime,
     k: &Knobs,
     load: &Arc<Load>,
