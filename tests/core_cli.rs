@@ -491,7 +491,7 @@ fn unknown_keys_and_types_get_a_plain_list_and_the_nearest_valid_name() {
     let err = String::from_utf8_lossy(&check(&conf, &[]).stderr).into_owned();
     assert!(
         err.contains(
-            "unknown type `firehos`, did you mean `firehose`? (valid: firehose, file, stdout)"
+            "unknown type `firehos`, did you mean `firehose`? (valid: firehose, kinesis_streams, kinesis_streams_aggregated, file, stdout)"
         ),
         "{err}"
     );
