@@ -529,19 +529,26 @@ fn check_taken(case: &Taken) {
         for (got, want) in sender.join().expect("sender") {
             assert_eq!(got, want, "{name}: every message acknowledged");
         }
-        let records = common::wait_for(Duration::from_secs(60), "the good records", || {
-            let r = relay.records();
-            let good: std::collections::BTreeSet<_> = r
-                .iter()
-                .filter_map(|r| {
-                    r["msg"]
-                        .as_str()
-                        .filter(|m| m.starts_with("good-"))
-                        .map(str::to_owned)
-                })
-                .collect();
-            (good.len() >= case.good).then_some(r)
-        });
+        // The bystander's record may sit in another chunk than the good ones, delivered by
+        // another flush worker in any order: wait for all of them.
+        let records = common::wait_for(
+            Duration::from_secs(60),
+            "the good records and the bystander's",
+            || {
+                let r = relay.records();
+                let good: std::collections::BTreeSet<_> = r
+                    .iter()
+                    .filter_map(|r| {
+                        r["msg"]
+                            .as_str()
+                            .filter(|m| m.starts_with("good-"))
+                            .map(str::to_owned)
+                    })
+                    .collect();
+                let bystander = r.iter().any(|r| r["msg"] == "bystander");
+                (good.len() >= case.good && bystander).then_some(r)
+            },
+        );
         assert!(
             records.iter().any(|r| r["msg"] == "bystander"),
             "{name}: bystander stored"
