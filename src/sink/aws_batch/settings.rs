@@ -3,6 +3,8 @@
 
 use std::path::Path;
 
+use super::batch::CallLimits;
+use super::pacing::PacingLimits;
 use crate::aws::credentials::config::CredentialsConfig;
 use crate::primitives::{ByteSize, ConfigDuration, SecretUrl};
 
@@ -50,6 +52,39 @@ pub struct Sending<'a> {
     pub max_requests_per_second: Option<f64>,
     /// `max_bytes_per_second`.
     pub max_bytes_per_second: Option<ByteSize>,
+    /// `retries_on_batch_request`.
+    pub retries_on_batch_request: u32,
+    /// `adaptive_pacing`.
+    pub adaptive_pacing: bool,
+}
+
+impl Sending<'_> {
+    /// What the call loop uses: the configured per-call limits within the service's, the
+    /// resends and the concurrency.
+    pub fn call_settings(&self) -> super::Sending {
+        super::Sending {
+            limits: CallLimits {
+                max_records: self.max_records_per_call,
+                max_bytes: usize::try_from(self.max_bytes_per_call.0).unwrap_or(usize::MAX),
+            }
+            .within(CallLimits {
+                max_records: self.service_max_records,
+                max_bytes: self.service_max_bytes.0,
+            }),
+            retries: self.retries_on_batch_request,
+            concurrency: self.max_concurrent_calls,
+        }
+    }
+
+    /// What the pacer is given: the output-wide rates and whether it adapts to throttling.
+    pub fn pacing_limits(&self) -> PacingLimits {
+        PacingLimits {
+            records: self.max_records_per_second,
+            bytes: self.max_bytes_per_second.map(|b| b.0 as f64),
+            requests: self.max_requests_per_second,
+            adaptive: self.adaptive_pacing,
+        }
+    }
 }
 
 /// Problems of the per-call limits and rates.

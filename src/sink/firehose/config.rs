@@ -141,14 +141,10 @@ impl FirehoseConfig {
     /// Largest formatted record accepted at intake (Firehose's per-record limit).
     pub const MAX_RECORD_BYTES: usize = MAX_RECORD_BYTES;
 
-    /// Values that parse but cannot work, as (key under the output, message).
-    pub fn problems(&self) -> Vec<(&'static str, String)> {
-        let mut p = Vec::new();
-        if self.delivery_stream.trim().is_empty() {
-            p.push(("delivery_stream", "must not be empty".to_owned()));
-        }
-        p.extend(settings::region_problems(self.region.as_deref()));
-        p.extend(settings::sending_problems(&settings::Sending {
+    /// The per-call and rate settings, with PutRecordBatch's own limits: checked by `problems()` and
+    /// turned into the call loop's and the pacer's settings when the output is built.
+    pub fn sending(&self) -> settings::Sending<'_> {
+        settings::Sending {
             operation: "PutRecordBatch",
             service_max_records: MAX_RECORDS_PER_CALL,
             service_max_bytes: (MAX_BYTES_PER_CALL, "4MiB"),
@@ -159,7 +155,19 @@ impl FirehoseConfig {
             max_records_per_second: self.max_records_per_second,
             max_requests_per_second: self.max_requests_per_second,
             max_bytes_per_second: self.max_bytes_per_second,
-        }));
+            retries_on_batch_request: self.retries_on_batch_request,
+            adaptive_pacing: self.adaptive_pacing,
+        }
+    }
+
+    /// Values that parse but cannot work, as (key under the output, message).
+    pub fn problems(&self) -> Vec<(&'static str, String)> {
+        let mut p = Vec::new();
+        if self.delivery_stream.trim().is_empty() {
+            p.push(("delivery_stream", "must not be empty".to_owned()));
+        }
+        p.extend(settings::region_problems(self.region.as_deref()));
+        p.extend(settings::sending_problems(&self.sending()));
         if self.aggregation && !self.append_new_line {
             p.push((
                 "aggregation",

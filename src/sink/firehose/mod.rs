@@ -26,12 +26,11 @@ use aws_smithy_types::body::SdkBody;
 pub use config::{Compression, FirehoseConfig};
 
 use self::aggregate::{Encoded, Encoder, Packed, MAX_RECORD_BYTES};
-use super::aws_batch::batch::CallLimits;
 use super::aws_batch::call::RecordAnswer;
 use super::aws_batch::connect::{connect, ConnectOptions};
 use super::aws_batch::metrics::{Families, Names};
-use super::aws_batch::pacing::{Pacer, PacingLimits};
-use super::aws_batch::{BatchPut, BatchPutSink, PackedChunk, Sending};
+use super::aws_batch::pacing::Pacer;
+use super::aws_batch::{BatchPut, BatchPutSink, PackedChunk};
 use super::stream_name::{StreamFamily, StreamName, StreamStatus, StreamTracker};
 use crate::aws::http::HttpOptions;
 use crate::buffer::Chunk;
@@ -121,15 +120,8 @@ impl FirehoseSink {
             .component(|m| FirehoseFamilies(Families::register(m, &METRIC_NAMES)))
             .0;
         let output_metrics = families.for_output(name);
-        let pacer = Pacer::new(
-            PacingLimits {
-                records: cfg.max_records_per_second,
-                bytes: cfg.max_bytes_per_second.map(|b| b.0 as f64),
-                requests: cfg.max_requests_per_second,
-                adaptive: cfg.adaptive_pacing,
-            },
-            output_metrics.pacing.clone(),
-        );
+        let sending = cfg.sending();
+        let pacer = Pacer::new(sending.pacing_limits(), output_metrics.pacing.clone());
         let region = conn.region;
         tracing::info!(output = name, stream = %cfg.delivery_stream, region = %region,
             endpoint = cfg.endpoint_url.as_deref().unwrap_or("default"), credentials = %conn.credentials.description,
@@ -150,21 +142,9 @@ impl FirehoseSink {
                 max_record_bytes: MAX_RECORD_BYTES,
             },
         };
-        let sending = Sending {
-            limits: CallLimits {
-                max_records: cfg.max_records_per_call,
-                max_bytes: usize::try_from(cfg.max_bytes_per_call.0).unwrap_or(usize::MAX),
-            }
-            .within(CallLimits {
-                max_records: MAX_RECORDS_PER_CALL,
-                max_bytes: MAX_BYTES_PER_CALL,
-            }),
-            retries: cfg.retries_on_batch_request,
-            concurrency: cfg.max_concurrent_calls,
-        };
         Ok(BatchPutSink::new(
             face,
-            sending,
+            sending.call_settings(),
             pacer,
             output_metrics,
             conn.credentials,

@@ -150,6 +150,25 @@ impl KinesisStreamsConfig {
         }
     }
 
+    /// The per-call and rate settings, with PutRecords's own limits: checked by `problems()` and
+    /// turned into the call loop's and the pacer's settings when the output is built.
+    pub fn sending(&self) -> settings::Sending<'_> {
+        settings::Sending {
+            operation: "PutRecords",
+            service_max_records: MAX_RECORDS_PER_CALL,
+            service_max_bytes: (MAX_BYTES_PER_CALL, "5MiB"),
+            max_records_per_call: self.max_records_per_call,
+            max_bytes_per_call: self.max_bytes_per_call,
+            max_concurrent_calls: self.max_concurrent_calls,
+            request_timeout: &self.request_timeout,
+            max_records_per_second: self.max_records_per_second,
+            max_requests_per_second: self.max_requests_per_second,
+            max_bytes_per_second: self.max_bytes_per_second,
+            retries_on_batch_request: self.retries_on_batch_request,
+            adaptive_pacing: self.adaptive_pacing,
+        }
+    }
+
     /// Values that parse but cannot work, as (key under the output, message).
     pub fn problems(&self) -> Vec<(&'static str, String)> {
         self.problems_as(false)
@@ -193,18 +212,7 @@ impl KinesisStreamsConfig {
             }
         }
         p.extend(settings::region_problems(self.region.as_deref()));
-        p.extend(settings::sending_problems(&settings::Sending {
-            operation: "PutRecords",
-            service_max_records: MAX_RECORDS_PER_CALL,
-            service_max_bytes: (MAX_BYTES_PER_CALL, "5MiB"),
-            max_records_per_call: self.max_records_per_call,
-            max_bytes_per_call: self.max_bytes_per_call,
-            max_concurrent_calls: self.max_concurrent_calls,
-            request_timeout: &self.request_timeout,
-            max_records_per_second: self.max_records_per_second,
-            max_requests_per_second: self.max_requests_per_second,
-            max_bytes_per_second: self.max_bytes_per_second,
-        }));
+        p.extend(settings::sending_problems(&self.sending()));
         p.extend(settings::connection_problems(
             self.endpoint_url.as_deref(),
             self.proxy_url.as_ref(),

@@ -33,12 +33,11 @@ pub use config::KinesisStreamsConfig;
 pub use pack::{KinesisRecord, KinesisRecords, Packer, PlainPacker};
 
 use self::request::{Entry, Target};
-use super::aws_batch::batch::CallLimits;
 use super::aws_batch::call::RecordAnswer;
 use super::aws_batch::connect::{connect, BuildError, ConnectOptions};
 use super::aws_batch::metrics::{Families, Names, OutputLabels};
-use super::aws_batch::pacing::{Pacer, PacingLimits};
-use super::aws_batch::{errors, BatchPut, BatchPutSink, Sending};
+use super::aws_batch::pacing::Pacer;
+use super::aws_batch::{errors, BatchPut, BatchPutSink};
 use super::firehose::Compression;
 use super::ErrorClass;
 use crate::aws::http::HttpOptions;
@@ -142,15 +141,8 @@ impl KinesisStreamsSink {
             output: name.to_owned(),
         };
         let missing_keys = families.missing_keys.get_or_create(&labels).clone();
-        let pacer = Pacer::new(
-            PacingLimits {
-                records: cfg.max_records_per_second,
-                bytes: cfg.max_bytes_per_second.map(|b| b.0 as f64),
-                requests: cfg.max_requests_per_second,
-                adaptive: cfg.adaptive_pacing,
-            },
-            output_metrics.pacing.clone(),
-        );
+        let sending = cfg.sending();
+        let pacer = Pacer::new(sending.pacing_limits(), output_metrics.pacing.clone());
         let target = cfg.target();
         let region = conn.region;
         tracing::info!(output = name, stream = %target.as_str(), region = %region,
@@ -163,21 +155,9 @@ impl KinesisStreamsSink {
             packer,
             missing_keys,
         };
-        let sending = Sending {
-            limits: CallLimits {
-                max_records: cfg.max_records_per_call,
-                max_bytes: usize::try_from(cfg.max_bytes_per_call.0).unwrap_or(usize::MAX),
-            }
-            .within(CallLimits {
-                max_records: MAX_RECORDS_PER_CALL,
-                max_bytes: MAX_BYTES_PER_CALL,
-            }),
-            retries: cfg.retries_on_batch_request,
-            concurrency: cfg.max_concurrent_calls,
-        };
         Ok(BatchPutSink::new(
             face,
-            sending,
+            sending.call_settings(),
             pacer,
             output_metrics,
             conn.credentials,
