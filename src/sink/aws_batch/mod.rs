@@ -27,6 +27,8 @@
 
 pub mod batch;
 pub mod call;
+#[cfg(test)]
+pub mod capture;
 pub mod connect;
 pub mod errors;
 pub mod metrics;

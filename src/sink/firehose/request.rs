@@ -99,26 +99,6 @@ mod tests {
         );
     }
 
-    /// Captures the body the SDK is about to send, then stops the call (no network needed).
-    #[derive(Debug, Default, Clone)]
-    struct Capture(std::sync::Arc<std::sync::Mutex<Option<Vec<u8>>>>);
-
-    impl aws_smithy_runtime_api::client::interceptors::Intercept for Capture {
-        fn name(&self) -> &'static str {
-            "Capture"
-        }
-
-        fn read_before_transmit(
-            &self,
-            context: &aws_smithy_runtime_api::client::interceptors::context::BeforeTransmitInterceptorContextRef<'_>,
-            _: &aws_smithy_runtime_api::client::runtime_components::RuntimeComponents,
-            _: &mut aws_smithy_types::config_bag::ConfigBag,
-        ) -> Result<(), aws_smithy_runtime_api::box_error::BoxError> {
-            *self.0.lock().unwrap() = context.request().body().bytes().map(<[u8]>::to_vec);
-            Err("captured".into())
-        }
-    }
-
     /// The SDK's own serializer must produce the same document: if a future SDK changed the
     /// protocol, this fails instead of production.
     #[tokio::test]
@@ -129,7 +109,7 @@ mod tests {
         let data: Vec<Vec<u8>> = (0..50u8)
             .map(|n| (0..n).map(|k| k.wrapping_mul(37) ^ n).collect())
             .collect();
-        let capture = Capture::default();
+        let capture = crate::sink::aws_batch::capture::Capture::default();
         let conf = aws_sdk_firehose::Config::builder()
             .behavior_version(aws_sdk_firehose::config::BehaviorVersion::latest())
             .region(aws_sdk_firehose::config::Region::new("eu-west-1"))
@@ -154,12 +134,7 @@ mod tests {
             .set_records(Some(records))
             .send()
             .await;
-        let sdk_body = capture
-            .0
-            .lock()
-            .unwrap()
-            .take()
-            .expect("the SDK built a body");
+        let sdk_body = capture.take().expect("the SDK built a body");
         let ours = put_record_batch_body("stream-1", data.iter().map(Vec::as_slice));
         assert_eq!(
             serde_json::from_slice::<serde_json::Value>(&sdk_body).unwrap(),

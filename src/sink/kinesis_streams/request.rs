@@ -127,31 +127,11 @@ mod tests {
         );
     }
 
-    /// Captures the body the SDK is about to send, then stops the call (no network needed).
-    #[derive(Debug, Default, Clone)]
-    struct Capture(std::sync::Arc<std::sync::Mutex<Option<Vec<u8>>>>);
-
-    impl aws_smithy_runtime_api::client::interceptors::Intercept for Capture {
-        fn name(&self) -> &'static str {
-            "Capture"
-        }
-
-        fn read_before_transmit(
-            &self,
-            context: &aws_smithy_runtime_api::client::interceptors::context::BeforeTransmitInterceptorContextRef<'_>,
-            _: &aws_smithy_runtime_api::client::runtime_components::RuntimeComponents,
-            _: &mut aws_smithy_types::config_bag::ConfigBag,
-        ) -> Result<(), aws_smithy_runtime_api::box_error::BoxError> {
-            *self.0.lock().unwrap() = context.request().body().bytes().map(<[u8]>::to_vec);
-            Err("captured".into())
-        }
-    }
-
     async fn sdk_body(target: &Target, records: &[(Vec<u8>, String, Option<String>)]) -> Vec<u8> {
         use aws_sdk_kinesis::primitives::Blob;
         use aws_sdk_kinesis::types::PutRecordsRequestEntry;
 
-        let capture = Capture::default();
+        let capture = crate::sink::aws_batch::capture::Capture::default();
         let conf = aws_sdk_kinesis::Config::builder()
             .behavior_version(aws_sdk_kinesis::config::BehaviorVersion::latest())
             .region(aws_sdk_kinesis::config::Region::new("eu-west-1"))
@@ -178,7 +158,7 @@ mod tests {
             Target::Arn(a) => call.stream_arn(a),
         };
         let _ = call.send().await;
-        let body = capture.0.lock().unwrap().take();
+        let body = capture.take();
         body.expect("the SDK built a body")
     }
 
