@@ -339,19 +339,17 @@ fn unsupported_parts_are_listed_by_convert_and_refused_by_check_and_run() {
 }
 
 #[test]
-fn chunk_keys_and_stream_placeholders_are_reported_not_converted_wrong() {
+fn chunk_keys_and_stream_placeholders_convert() {
     let (_tmp, conf) = fixture("tag_placeholders");
     let dir = conf.parent().unwrap();
     let out = relay_cmd(dir, &["convert", "fluent.conf"], &[]);
-    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
-    assert_eq!(
-        report_lines(&text(&out.stderr)),
-        [
-            "fluent.conf:9: delivery_stream_name: unsupported parameter",
-            "fluent.conf:10: <buffer tag>: unsupported parameter",
-        ]
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let toml = text(&out.stdout);
+    assert!(
+        toml.contains(r#"delivery_stream = "logs-${tag}""#),
+        "{toml}"
     );
-    assert!(!text(&out.stdout).contains("${tag}"));
+    assert!(toml.contains(r#"chunk_keys = ["tag"]"#), "{toml}");
 }
 
 #[test]

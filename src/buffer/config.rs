@@ -40,8 +40,8 @@ pub enum FlushMode {
     Interval,
     /// Every append is queued at once.
     Immediate,
-    /// Only full chunks are queued (and everything at shutdown). Fluentd's `lazy` flushes per
-    /// timekey; we have no time chunk keys, so a chunk simply waits until it is full.
+    /// Only full chunks are queued (and everything at shutdown), and with a time chunk key a
+    /// slot's chunks once the slot ended `timekey_wait` ago (Fluentd's `lazy`).
     Lazy,
 }
 

@@ -1,7 +1,8 @@
 //! `<match>` with `@type kinesis_streams` (fluent-plugin-kinesis) → `type = "kinesis_streams"`,
 //! and the batch-call parameters every fluent-plugin-kinesis output shares.
 
-use super::output::has_placeholder;
+use super::buffer::Keys;
+use super::output::Placeholders;
 use super::params::Params;
 use super::render::Section;
 use super::{Cx, Why};
@@ -22,11 +23,12 @@ impl Cx {
         ps: &mut Params<'_>,
         sec: &mut Section,
         aggregated: bool,
+        _keys: Keys,
     ) {
         match ps.take("stream_name") {
             Some(p) => {
                 if let Some(v) = self.string(p) {
-                    if has_placeholder(&p.value) {
+                    if Placeholders::of(&p.value) != Placeholders::default() {
                         self.finding(
                             &p.pos,
                             "stream_name",

@@ -12,9 +12,11 @@
 //!   like Fluentd's); `<label @FLUENT_LOG>` and `<match fluent.**>` (Fluentd's own logs) and
 //!   `<system>` are reported.
 //! * `<buffer>` (module `buffer`): every parameter the relay has, same name and meaning; `path` of
-//!   a file buffer becomes the relay's `data_dir` (one database for all outputs). Chunk keys
-//!   (`<buffer tag>`) and placeholders in stream names are reported: the relay keeps one chunk
-//!   sequence per output.
+//!   a file buffer becomes the relay's `data_dir` (one database for all outputs). The chunk keys
+//!   `tag` and `time` become `chunk_keys` with `timekey*`, and `flush_mode` takes Fluentd's
+//!   default for them; record-field chunk keys are reported. Placeholders in stream names
+//!   (`${tag}`, `${tag[N]}`, strftime) convert when their chunk key is there; without it
+//!   Fluentd would send to a stream literally named so, which is reported.
 //!
 //! What is reported is a [`Finding`] (file, line, why, what to do instead): a conversion with
 //! findings is not faithful, and `convert` exits 1, `run`/`check` refuse it. What converts with

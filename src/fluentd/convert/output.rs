@@ -1,10 +1,13 @@
 //! `<match>`: `kinesis_firehose` (fluent-plugin-kinesis), `file`, `stdout`; `kinesis_streams`
 //! is in `kinesis.rs`, sharing the helpers here.
 
+use super::buffer::Keys;
 use super::params::Params;
 use super::render::Section;
 use super::{match_pattern, Cx, Why};
-use crate::fluentd::syntax::Directive;
+use crate::buffer::key::KeyZone;
+use crate::fluentd::syntax::{Directive, Param, Segment, Value};
+use crate::primitives::interpolate::placeholder_len;
 use crate::sink::firehose::FirehoseConfig;
 
 /// PutRecordBatch's byte limit, which the relay enforces.
@@ -71,10 +74,11 @@ impl Cx {
                 _ => {}
             }
         }
+        let keys = Keys::of(buffer);
         match kind {
-            "firehose" => self.firehose(d, &mut ps, &mut sec),
-            "kinesis_streams" => self.kinesis_streams(d, &mut ps, &mut sec, false),
-            "kinesis_streams_aggregated" => self.kinesis_streams(d, &mut ps, &mut sec, true),
+            "firehose" => self.firehose(d, &mut ps, &mut sec, keys),
+            "kinesis_streams" => self.kinesis_streams(d, &mut ps, &mut sec, false, keys),
+            "kinesis_streams_aggregated" => self.kinesis_streams(d, &mut ps, &mut sec, true, keys),
             "file" => self.file(&mut ps, &mut sec, format),
             _ => self.stdout(&mut sec, format),
         }
@@ -203,8 +207,8 @@ impl Cx {
         }
     }
 
-    fn firehose(&mut self, d: &Directive, ps: &mut Params<'_>, sec: &mut Section) {
-        self.firehose_destination(d, ps, sec);
+    fn firehose(&mut self, d: &Directive, ps: &mut Params<'_>, sec: &mut Section, keys: Keys) {
+        self.firehose_destination(d, ps, sec, keys);
         self.firehose_records(ps, sec);
         self.batch_calls(ps, sec, "PutRecordBatch", MAX_BYTES_PER_CALL);
         self.firehose_differences(ps);
@@ -213,21 +217,17 @@ impl Cx {
     }
 
     /// Where records go: stream, region, endpoint, proxy, certificate checks.
-    fn firehose_destination(&mut self, d: &Directive, ps: &mut Params<'_>, sec: &mut Section) {
+    fn firehose_destination(
+        &mut self,
+        d: &Directive,
+        ps: &mut Params<'_>,
+        sec: &mut Section,
+        keys: Keys,
+    ) {
         match ps.take("delivery_stream_name") {
             Some(p) => {
-                if let Some(v) = self.string(p) {
-                    if has_placeholder(&p.value) {
-                        self.finding(
-                            &p.pos,
-                            "delivery_stream_name",
-                            Why::UnsupportedParameter,
-                            &format!("placeholders in the stream name (`{v}`) are not supported yet: the relay sends each output to one stream"),
-                            "write one <match> per stream with a fixed delivery_stream_name",
-                        );
-                    } else {
-                        sec.string("delivery_stream", v);
-                    }
+                if let Some(v) = self.stream_name(p, keys, "Firehose") {
+                    sec.string("delivery_stream", v);
                 }
             }
             None => self.finding(
@@ -239,6 +239,56 @@ impl Cx {
             ),
         }
         self.endpoint_params(ps, sec);
+    }
+
+    /// A stream name (`delivery_stream_name`, `stream_name`) with Fluentd's chunk placeholders,
+    /// which fluent-plugin-kinesis resolves per chunk with `extract_placeholders`: strftime
+    /// (`%Y%m%d`) with `time` in the chunk keys, `${tag}` / `${tag[N]}` with `tag`. The relay
+    /// resolves the same ones the same way. Without their chunk key Fluentd leaves them as
+    /// written (the plugin does not check), so every call would name a stream that cannot
+    /// exist; that, `${key}` of record-field chunk keys and `${chunk_id}` are reported.
+    /// `service` names the destination in the report.
+    pub(super) fn stream_name(&mut self, p: &Param, keys: Keys, service: &str) -> Option<String> {
+        let v = self.string(p)?;
+        let found = Placeholders::of(&p.value);
+        let before = self.findings.len();
+        let cannot = format!("so every chunk would go to the stream literally named `{v}`, which {service} refuses (a stream name is letters, digits, `_`, `.` and `-`)");
+        if found.tag && !keys.tag {
+            self.finding(
+                &p.pos,
+                &p.key,
+                Why::InvalidValue,
+                &format!("`{v}` has tag placeholders, but chunk key 'tag' is not configured: Fluentd does not replace them then, {cannot}"),
+                "add tag to the buffer's chunk keys: <buffer tag>",
+            );
+        }
+        if found.time && !keys.time {
+            self.finding(
+                &p.pos,
+                &p.key,
+                Why::InvalidValue,
+                &format!("`{v}` has timestamp placeholders, but chunk key 'time' is not configured: Fluentd does not format them then, {cannot}"),
+                "add time to the buffer's chunk keys with a timekey: <buffer time> and timekey 1d (or 1h)",
+            );
+        } else if found.time && KeyZone::Utc.strftime(0, &v).is_none() {
+            self.finding(
+                &p.pos,
+                &p.key,
+                Why::InvalidValue,
+                &format!("`{v}` has a `%` that is not a strftime directive the relay knows"),
+                "use strftime's %Y %m %d %H %M %S (write %% for a `%`)",
+            );
+        }
+        for other in &found.other {
+            self.finding(
+                &p.pos,
+                &p.key,
+                Why::UnsupportedParameter,
+                &format!("placeholder `{other}` in `{v}`: the relay resolves ${{tag}}, ${{tag[N]}} and strftime only (no record-field chunk keys, no chunk id)"),
+                "build the name from the tag and time instead",
+            );
+        }
+        (self.findings.len() == before).then_some(v)
     }
 
     /// Region, endpoint, proxy, certificate checks: the same for every AWS output.
@@ -561,11 +611,36 @@ impl Cx {
     }
 }
 
-/// True when the text written in `value` (not what the environment gives) holds Fluentd's
-/// chunk placeholders: `${tag}`, `${tag[N]}`, `${key}`, `${$.record.key}`, or strftime's `%`.
-pub(super) fn has_placeholder(value: &crate::fluentd::syntax::Value) -> bool {
-    value.segments.iter().any(|s| match s {
-        crate::fluentd::syntax::Segment::Text(t) => t.contains("${") || t.contains('%'),
-        _ => false,
-    })
+/// The chunk placeholders written in a value (what the environment gives is not looked at).
+#[derive(Debug, Default, PartialEq, Eq)]
+pub(super) struct Placeholders {
+    /// `${tag}` or `${tag[N]}`.
+    pub(super) tag: bool,
+    /// A `%` (strftime).
+    pub(super) time: bool,
+    /// Any other `${...}`: record-field keys, `${chunk_id}`.
+    pub(super) other: Vec<String>,
+}
+
+impl Placeholders {
+    pub(super) fn of(value: &Value) -> Placeholders {
+        let mut found = Placeholders::default();
+        for s in &value.segments {
+            let Segment::Text(t) = s else { continue };
+            found.time |= t.contains('%');
+            let mut rest = t.as_str();
+            while let Some(i) = rest.find("${") {
+                let at = &rest[i..];
+                if let Some(n) = placeholder_len(at) {
+                    found.tag = true;
+                    rest = &at[n..];
+                } else {
+                    let n = at.find('}').map_or(at.len(), |e| e + 1);
+                    found.other.push(at[..n].to_owned());
+                    rest = &at[n..];
+                }
+            }
+        }
+        found
+    }
 }

@@ -51,6 +51,11 @@ impl Section {
         }
     }
 
+    /// Removes `key`, if set.
+    pub(super) fn remove(&mut self, key: &str) {
+        self.entries.retain(|(k, _)| k != key);
+    }
+
     pub(super) fn string(&mut self, key: &str, value: impl Into<String>) {
         self.set(key, toml::Value::String(value.into()));
     }

@@ -209,7 +209,7 @@ fn what_does_not_convert_is_reported_with_line_reason_and_advice() {
 </match>
 <match app.**>
   @type kinesis_firehose
-  delivery_stream_name logs-${tag}
+  delivery_stream_name logs-${tag}-%Y
   region eu-west-1
   ssl_verify_peer false
   compression zlib
@@ -218,7 +218,7 @@ fn what_does_not_convert_is_reported_with_line_reason_and_advice() {
   <inject>
     time_key time
   </inject>
-  <buffer tag>
+  <buffer tag, $.user>
     flush_interval 500ms
   </buffer>
 </match>
@@ -234,7 +234,7 @@ fn what_does_not_convert_is_reported_with_line_reason_and_advice() {
             (4, "<source> @type tail".into(), Why::UnsupportedPlugin),
             (11, "bogus".into(), Why::UnsupportedParameter),
             (13, "<match fluent.**>".into(), Why::UnsupportedPlugin),
-            (18, "delivery_stream_name".into(), Why::UnsupportedParameter),
+            (18, "delivery_stream_name".into(), Why::InvalidValue),
             (
                 20,
                 "ssl_verify_peer false".into(),
@@ -243,7 +243,11 @@ fn what_does_not_convert_is_reported_with_line_reason_and_advice() {
             (21, "compression".into(), Why::UnsupportedParameter),
             (22, "aws_key_id".into(), Why::UnsupportedParameter),
             (24, "<inject>".into(), Why::UnsupportedParameter),
-            (27, "<buffer tag>".into(), Why::UnsupportedParameter),
+            (
+                27,
+                "<buffer tag, $.user> chunk key `$.user`".into(),
+                Why::UnsupportedParameter
+            ),
             (28, "flush_interval".into(), Why::InvalidValue),
             (
                 31,
@@ -428,19 +432,296 @@ fn file_and_stdout_outputs_need_json_lines_to_be_faithful() {
     );
 }
 
+/// The relay loads `c`'s TOML (its own validation agrees with the converter's).
+fn loads(c: &Conversion) -> crate::config::Config {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("relay.toml");
+    std::fs::write(&path, &c.toml).unwrap();
+    crate::config::Config::load(&crate::config::ConfigSource { file: Some(path) })
+        .unwrap_or_else(|e| panic!("{e}\n{}", c.toml))
+}
+
+fn firehose_with(stream: &str, buffer: &str) -> Conversion {
+    conv(&format!(
+        "<source>\n @type sample\n tag a\n</source>\n<match **>\n @type kinesis_firehose\n region r\n delivery_stream_name {stream}\n{buffer}</match>\n"
+    ))
+}
+
 #[test]
-fn placeholders_are_reported_but_environment_defaults_are_not() {
-    for (value, placeholder) in [
-        ("logs-${tag}", true),
-        ("logs-${tag[1]}", true),
-        ("logs-%Y%m%d", true),
-        ("\"#{ENV['S'] || 'logs'}\"", false),
-        ("\"#{ENV.fetch('S', 'x')}-cost$\"", false),
+fn placeholders_without_their_chunk_key_are_reported_as_fluentd_would_send_them() {
+    for (value, buffer, finding) in [
+        (
+            "logs-${tag}",
+            "",
+            Some((Why::InvalidValue, "chunk key 'tag' is not configured")),
+        ),
+        (
+            "logs-${tag[1]}",
+            " <buffer>\n </buffer>\n",
+            Some((Why::InvalidValue, "chunk key 'tag' is not configured")),
+        ),
+        (
+            "logs-%Y%m%d",
+            " <buffer tag>\n </buffer>\n",
+            Some((Why::InvalidValue, "chunk key 'time' is not configured")),
+        ),
+        (
+            "logs-${chunk_id}",
+            " <buffer tag>\n </buffer>\n",
+            Some((Why::UnsupportedParameter, "placeholder `${chunk_id}`")),
+        ),
+        (
+            "logs-${user}",
+            " <buffer tag>\n </buffer>\n",
+            Some((Why::UnsupportedParameter, "placeholder `${user}`")),
+        ),
+        (
+            "logs-%Q",
+            " <buffer time>\n  timekey 1h\n </buffer>\n",
+            Some((Why::InvalidValue, "not a strftime directive")),
+        ),
+        ("logs-${tag}", " <buffer tag>\n </buffer>\n", None),
+        (
+            "logs-${tag[-1]}-%Y%m%d",
+            " <buffer time,tag>\n  timekey 1d\n </buffer>\n",
+            None,
+        ),
+        ("\"#{ENV['S'] || 'logs'}\"", "", None),
+        ("\"#{ENV.fetch('S', 'x')}-cost$\"", "", None),
     ] {
-        let c = conv(&format!(
-            "<match **>\n @type kinesis_firehose\n region r\n delivery_stream_name {value}\n</match>\n"
-        ));
-        assert_eq!(!c.is_faithful(), placeholder, "{value}: {}", c.report());
+        let c = firehose_with(value, buffer);
+        let found: Vec<(Why, &str)> = c
+            .findings
+            .iter()
+            .filter(|f| f.subject == "delivery_stream_name")
+            .map(|f| (f.why, f.reason.as_str()))
+            .collect();
+        match finding {
+            Some((why, text)) => {
+                assert_eq!(found.len(), 1, "{value}: {}", c.report());
+                assert_eq!(found[0].0, why, "{value}: {}", c.report());
+                assert!(found[0].1.contains(text), "{value}: {}", c.report());
+                // What Fluentd would do: send to the name as written.
+                if why == Why::InvalidValue && !text.contains("strftime") {
+                    assert!(found[0].1.contains("literally named"), "{}", found[0].1);
+                }
+                assert!(!c.toml.contains("delivery_stream ="), "{}", c.toml);
+            }
+            None => {
+                assert!(c.is_faithful(), "{value}: {}", c.report());
+                loads(&c);
+            }
+        }
+    }
+}
+
+#[test]
+fn a_tag_chunk_key_and_tag_placeholders_convert() {
+    let c = firehose_with(
+        "logs-${tag[1]}.${tag}",
+        " <buffer tag>\n  @type memory\n  flush_interval 5s\n </buffer>\n",
+    );
+    assert!(c.is_faithful(), "{}", c.report());
+    let t = table(&c);
+    assert_eq!(
+        at(&t, "outputs.firehose.delivery_stream").as_str(),
+        Some("logs-${tag[1]}.${tag}")
+    );
+    assert_eq!(
+        at(&t, "outputs.firehose.buffer.chunk_keys"),
+        &toml::Value::Array(vec!["tag".into()])
+    );
+    // Without a time key Fluentd's default flush mode is interval, the relay's too.
+    assert!(!c.toml.contains("flush_mode"), "{}", c.toml);
+    assert_eq!(
+        at(&t, "outputs.firehose.buffer.flush_interval").as_str(),
+        Some("5s")
+    );
+    assert!(
+        c.warnings
+            .iter()
+            .any(|w| w.message.contains("max_open_chunks")),
+        "{:?}",
+        c.warnings
+    );
+    let cfg = loads(&c);
+    let out = &cfg.outputs["firehose"];
+    assert!(out.buffer().key_rule().tag);
+    // A repeated key is one key (Fluentd deletes every "tag" from the list).
+    let c = firehose_with("s", " <buffer tag , tag>\n </buffer>\n");
+    assert!(c.is_faithful(), "{}", c.report());
+    assert_eq!(
+        at(&table(&c), "outputs.firehose.buffer.chunk_keys"),
+        &toml::Value::Array(vec!["tag".into()])
+    );
+}
+
+#[test]
+fn a_time_chunk_key_converts_with_its_timekeys_and_fluentds_lazy_default() {
+    let c = firehose_with(
+        "logs-${tag}-%Y%m%d%H",
+        " <buffer tag, time>\n  timekey 1h\n  timekey_wait 5m\n  timekey_use_utc true\n </buffer>\n",
+    );
+    assert!(c.is_faithful(), "{}", c.report());
+    let t = table(&c);
+    let b = |k: &str| at(&t, &format!("outputs.firehose.buffer.{k}")).clone();
+    assert_eq!(
+        b("chunk_keys"),
+        toml::Value::Array(vec!["tag".into(), "time".into()])
+    );
+    assert_eq!(b("timekey").as_str(), Some("1h"));
+    assert_eq!(b("timekey_wait").as_str(), Some("5m"));
+    assert_eq!(b("timekey_use_utc").as_bool(), Some(true));
+    assert_eq!(b("flush_mode").as_str(), Some("lazy"));
+    let cfg = loads(&c);
+    let rule = cfg.outputs["firehose"].buffer().key_rule();
+    assert_eq!((rule.tag, rule.timekey_secs), (true, Some(3600)));
+    assert_eq!(rule.zone, Some(crate::buffer::key::KeyZone::Utc));
+
+    // flush_mode written: kept; `default` is lazy with a time key.
+    for (mode, want) in [
+        ("interval", "interval"),
+        ("default", "lazy"),
+        ("immediate", "immediate"),
+    ] {
+        let c = firehose_with(
+            "s",
+            &format!(" <buffer time>\n  timekey 1d\n  flush_mode {mode}\n </buffer>\n"),
+        );
+        assert!(c.is_faithful(), "{}", c.report());
+        assert_eq!(
+            at(&table(&c), "outputs.firehose.buffer.flush_mode").as_str(),
+            Some(want)
+        );
+        loads(&c);
+    }
+    // flush_interval with the default (lazy) mode: Fluentd ignores it with a warning.
+    let c = firehose_with(
+        "s",
+        " <buffer time>\n  timekey 1d\n  flush_interval 10s\n </buffer>\n",
+    );
+    assert!(c.is_faithful(), "{}", c.report());
+    assert!(!c.toml.contains("flush_interval"), "{}", c.toml);
+    assert!(
+        c.warnings
+            .iter()
+            .any(|w| w.pos.line == 11 && w.message.contains("flush_interval is not converted")),
+        "{:?}",
+        c.warnings
+    );
+    // ... and refuses it with a non-interval mode written.
+    let c = firehose_with(
+        "s",
+        " <buffer time>\n  timekey 1d\n  flush_mode lazy\n  flush_interval 10s\n </buffer>\n",
+    );
+    assert_eq!(
+        subjects(&c),
+        [(12, "flush_interval".into(), Why::InvalidValue)],
+        "{}",
+        c.report()
+    );
+    // With the interval mode the time key only keeps chunks apart.
+    let c = firehose_with(
+        "s",
+        " <buffer time>\n  timekey 1d\n  flush_mode interval\n  flush_interval 10s\n </buffer>\n",
+    );
+    assert!(c.is_faithful(), "{}", c.report());
+    assert_eq!(
+        at(&table(&c), "outputs.firehose.buffer.flush_interval").as_str(),
+        Some("10s")
+    );
+}
+
+#[test]
+fn time_keys_need_a_timekey_and_zones_are_offsets() {
+    // `time` without timekey: Fluentd's own error.
+    let c = firehose_with("s", " <buffer time>\n </buffer>\n");
+    assert_eq!(
+        subjects(&c),
+        [(9, "<buffer time>".into(), Why::InvalidValue)]
+    );
+    assert!(c.findings[0]
+        .reason
+        .contains("but timekey is not configured"));
+    for bad in ["0", "1.5"] {
+        let c = firehose_with(
+            "s",
+            &format!(" <buffer time>\n  timekey {bad}\n </buffer>\n"),
+        );
+        assert_eq!(
+            subjects(&c),
+            [(10, "timekey".into(), Why::InvalidValue)],
+            "{bad}"
+        );
+    }
+    // Without `time`, Fluentd ignores the timekey parameters; so does the conversion.
+    let c = firehose_with(
+        "s",
+        " <buffer tag>\n  timekey 1h\n  timekey_zone Asia/Tokyo\n </buffer>\n",
+    );
+    assert!(c.is_faithful(), "{}", c.report());
+    assert!(!c.toml.contains("timekey"), "{}", c.toml);
+    assert_eq!(
+        c.warnings
+            .iter()
+            .filter(|w| w.message.contains("only with `time`"))
+            .count(),
+        2,
+        "{:?}",
+        c.warnings
+    );
+    loads(&c);
+    // Fixed offsets convert; a named zone is reported with what to write instead.
+    let c = firehose_with(
+        "logs-%Y%m%d",
+        " <buffer time>\n  timekey 1d\n  timekey_zone +09:00\n </buffer>\n",
+    );
+    assert!(c.is_faithful(), "{}", c.report());
+    assert_eq!(
+        at(&table(&c), "outputs.firehose.buffer.timekey_zone").as_str(),
+        Some("+09:00")
+    );
+    loads(&c);
+    let c = firehose_with(
+        "s",
+        " <buffer time>\n  timekey 1d\n  timekey_zone Asia/Tokyo\n </buffer>\n",
+    );
+    assert_eq!(
+        subjects(&c),
+        [(11, "timekey_zone".into(), Why::UnsupportedParameter)]
+    );
+    assert!(c.findings[0].advice.contains("+09:00"), "{}", c.report());
+    let c = firehose_with(
+        "s",
+        " <buffer time>\n  timekey 1d\n  timekey_zone +25:00\n </buffer>\n",
+    );
+    assert_eq!(
+        subjects(&c),
+        [(11, "timekey_zone".into(), Why::InvalidValue)]
+    );
+    // timekey_use_utc wins over a zone, as in Fluentd.
+    let c = firehose_with("s", " <buffer time>\n  timekey 1d\n  timekey_zone Asia/Tokyo\n  timekey_use_utc true\n </buffer>\n");
+    assert!(c.is_faithful(), "{}", c.report());
+    assert!(!c.toml.contains("timekey_zone"), "{}", c.toml);
+    assert_eq!(
+        loads(&c).outputs["firehose"].buffer().key_rule().zone,
+        Some(crate::buffer::key::KeyZone::Utc)
+    );
+}
+
+#[test]
+fn record_field_chunk_keys_are_reported() {
+    for (arg, why) in [
+        ("$.kubernetes.namespace", Why::UnsupportedParameter),
+        ("tag, user_id", Why::UnsupportedParameter),
+        ("$['a']", Why::InvalidValue),
+        ("a/b", Why::InvalidValue),
+    ] {
+        let c = firehose_with("s", &format!(" <buffer {arg}>\n </buffer>\n"));
+        assert_eq!(c.findings.len(), 1, "{arg}: {}", c.report());
+        assert_eq!(c.findings[0].why, why, "{arg}: {}", c.report());
+        assert!(c.findings[0].subject.contains("chunk key"), "{arg}");
+        assert!(table(&c).get("outputs").is_some());
     }
 }
 
