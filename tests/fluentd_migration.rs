@@ -338,18 +338,65 @@ fn unsupported_parts_are_listed_by_convert_and_refused_by_check_and_run() {
     assert!(aws.fh.calls().is_empty());
 }
 
+/// `<buffer tag>` + `logs-${tag}`, and `<buffer tag, time>` + `archive-${tag[1]}-%Y%m%d` with
+/// Fluentd's default lazy flush: sample events and fluent-logger's events reach the streams
+/// their tag (and event time) name; a day's slot goes out once the day is over, today's at
+/// shutdown.
 #[test]
-fn chunk_keys_and_stream_placeholders_convert() {
-    let (_tmp, conf) = fixture("tag_placeholders");
-    let dir = conf.parent().unwrap();
-    let out = relay_cmd(dir, &["convert", "fluent.conf"], &[]);
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
-    let toml = text(&out.stdout);
+fn chunk_keys_and_stream_placeholders_run_per_tag_and_day() {
+    let (tmp, conf) = fixture("tag_placeholders");
+    let dir = conf.parent().unwrap().to_path_buf();
+    // fluent-logger sends py.logger now and on 2020-09-13 (UTC), and py.int on 2020-09-13.
+    let today = format!("archive-logger-{}", chrono::Utc::now().format("%Y%m%d"));
+    let streams = [
+        "logs-app.web",
+        "logs-app.db",
+        "archive-logger-20200913",
+        "archive-int-20200913",
+        today.as_str(),
+    ];
+    let aws = Aws::start(tmp.path(), &streams);
+    let env = aws.env(tmp.path());
+    let toml = {
+        let out = relay_cmd(&dir, &["convert", "fluent.conf"], &env);
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+        text(&out.stdout)
+    };
     assert!(
         toml.contains(r#"delivery_stream = "logs-${tag}""#),
         "{toml}"
     );
-    assert!(toml.contains(r#"chunk_keys = ["tag"]"#), "{toml}");
+    assert!(toml.contains(r#"chunk_keys = ["tag", "time"]"#), "{toml}");
+    assert!(toml.contains(r#"flush_mode = "lazy""#), "{toml}");
+    let mut relay = convert_check_and_start(&conf, &env);
+    let addr = common::wait_forward_addr(&dir, &mut relay, "forward");
+    forward_client(&["logger", &addr.port().to_string()]);
+    wait_records(&aws, "records under their tag's and day's stream", |r| {
+        has(r, "logs-app.web", "from web")
+            && has(r, "logs-app.db", "from db")
+            && has(r, "archive-logger-20200913", "logger-2")
+            && has(r, "archive-int-20200913", "logger-3")
+    });
+    // Today's slot is not over: lazy keeps it until shutdown (flush_at_shutdown).
+    assert!(!has(&aws.records(), &today, "logger-1"));
+    stop(relay, &dir);
+    let records = aws.records();
+    assert!(has(&records, &today, "logger-1"), "{records:?}");
+    aws.assert_signed_with_web_identity("fluentd-tags");
+    for (stream, record) in &records {
+        let want = if record.contains("from web") {
+            "logs-app.web"
+        } else if record.contains("from db") {
+            "logs-app.db"
+        } else if record.contains("logger-2") {
+            "archive-logger-20200913"
+        } else if record.contains("logger-3") {
+            "archive-int-20200913"
+        } else {
+            today.as_str()
+        };
+        assert_eq!(stream, want, "{record}");
+    }
 }
 
 #[test]
