@@ -10,9 +10,11 @@
 //! 2. [`batch`] splits them into calls within the service's record and byte limits;
 //! 3. each call waits for [`pacing`], is sent, and when the service accepts only part of it
 //!    (a failed count above zero, which comes with HTTP 200) only the failed records are sent
-//!    again ([`call`]), with backoff, up to `retries_on_batch_request` times; failed calls
-//!    (throttling, 5xx, timeouts, connection errors) are retried the same way, while
-//!    configuration and IAM errors ([`errors`]) stop the attempt at once;
+//!    again, up to `retries_on_batch_request` times, each after its own backoff and in a later
+//!    call of the chunk while the rest of it keeps going ([`call`]: records back off, not the
+//!    flush worker); records of failed calls (throttling, 5xx, timeouts, connection errors)
+//!    are resent the same way, calls failing in a row back off the worker, and configuration
+//!    and IAM errors ([`errors`]) stop the attempt at once;
 //! 4. every chunk record whose service record was confirmed goes into `Delivery::delivered`
 //!    (made durable by the flush worker, so a crash never resends it); the rest stay in the
 //!    buffer and are retried on the chunk's schedule. Nothing is dropped.
@@ -34,6 +36,8 @@ pub mod errors;
 pub mod metrics;
 pub mod pacing;
 pub mod settings;
+#[cfg(test)]
+mod tests;
 
 use std::ops::Range;
 use std::time::Instant;
@@ -42,10 +46,11 @@ use async_trait::async_trait;
 use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
 use aws_smithy_runtime_api::client::result::SdkError;
 use aws_smithy_types::error::metadata::ProvideErrorMetadata;
+use futures::stream::FuturesUnordered;
 use futures::StreamExt;
 
 use self::batch::CallLimits;
-use self::call::{backoff, Call, RecordAnswer, Refusal};
+use self::call::{ChunkCalls, Next, RecordAnswer, Refusal};
 use self::metrics::OutputMetrics;
 use self::pacing::{Pacer, PacingStatus};
 use super::{Delivery, ErrorClass, Sink, SinkError};
@@ -198,22 +203,44 @@ pub struct BatchPutSink<S: BatchPut> {
     credentials: OutputCredentials,
 }
 
-/// The outcome of sending one call's records (with its resends).
-struct CallOutcome {
-    confirmed: Vec<bool>,
-    error: Option<SinkError>,
-}
-
-impl CallOutcome {
-    fn of(call: Call, error: Option<SinkError>) -> Self {
-        CallOutcome {
-            confirmed: call.into_confirmed(),
-            error,
-        }
-    }
+/// The outcome of one call.
+enum Attempt {
+    /// A 200 answer; `refused` lists what it refused, with the error describing it.
+    Answered {
+        todo: Vec<usize>,
+        refused: Option<(Vec<usize>, SinkError)>,
+    },
+    /// The call failed as a whole; `retry` when its class is retried within the flush.
+    Failed {
+        todo: Vec<usize>,
+        error: SinkError,
+        retry: bool,
+    },
 }
 
 impl<S: BatchPut> BatchPutSink<S> {
+    /// Reports the outcome of a call to the chunk's bookkeeping.
+    fn settle(&self, chunk: &Chunk, calls: &mut ChunkCalls, attempt: Attempt) {
+        let now = tokio::time::Instant::now();
+        let error = match attempt {
+            Attempt::Answered { todo, refused } => match refused {
+                None => {
+                    calls.answered(&todo, None, now);
+                    return;
+                }
+                Some((failed, error)) => {
+                    calls.answered(&todo, Some((&failed, error.clone())), now);
+                    error
+                }
+            },
+            Attempt::Failed { todo, error, retry } => {
+                calls.failed(&todo, error.clone(), retry, now);
+                error
+            }
+        };
+        tracing::debug!(destination = %self.service.destination_of(chunk), waiting = calls.waiting(), in_flight = calls.in_flight(), error = %error, "resending within the flush");
+    }
+
     /// A sink of `service`; `pacer` and `metrics` are the output's.
     pub fn new(
         service: S,
@@ -236,76 +263,56 @@ impl<S: BatchPut> BatchPutSink<S> {
         &self.service
     }
 
-    /// Sends the records `range` of `packed` as one call, resending what is refused or fails
-    /// with backoff up to `retries_on_batch_request` times; reports which were confirmed.
-    async fn send_call(
-        &self,
-        chunk: &Chunk,
-        packed: &S::Packed,
-        range: Range<usize>,
-    ) -> CallOutcome {
-        let mut call = Call::new(range.len());
-        let size_of = |i: usize| packed.size(range.start + i);
-        let class_of = |code: &str| S::class_of_code(code).unwrap_or(ErrorClass::Server);
-        let mut attempt: u32 = 0;
-        loop {
-            self.pace(&call, &size_of).await;
-            let sent_at = tokio::time::Instant::now();
-            let todo: Vec<usize> = call.todo().iter().map(|&i| range.start + i).collect();
-            let started = Instant::now();
-            let result = self.service.put(chunk, packed, &todo).await;
-            self.metrics
-                .call_duration
-                .observe(started.elapsed().as_secs_f64());
-            let error = match result {
-                Ok(out) => {
-                    let sent = call.todo().len();
-                    match call.tally(S::answers(&out), size_of, class_of, &self.metrics) {
-                        None => {
-                            self.pacer.on_answer(sent, 0, sent_at);
-                            return CallOutcome::of(call, None);
-                        }
-                        Some(refusal) => {
-                            self.pacer.on_answer(sent, refusal.throttled, sent_at);
-                            self.refused(chunk, refusal)
-                        }
-                    }
-                }
-                Err(e) => {
-                    let error = self.call_failed(chunk, &e, call.todo().len(), sent_at);
-                    if !errors::retry_in_flush(error.class) {
-                        return CallOutcome::of(call, Some(error));
-                    }
-                    error
-                }
-            };
-            attempt += 1;
-            if attempt > self.sending.retries {
-                return CallOutcome::of(call, Some(error));
+    /// Sends the records `todo` of `packed` in one call (after pacing lets it go) and sorts
+    /// the answer.
+    async fn attempt(&self, chunk: &Chunk, packed: &S::Packed, todo: Vec<usize>) -> Attempt {
+        self.pace(packed, &todo).await;
+        let sent_at = tokio::time::Instant::now();
+        let started = Instant::now();
+        let result = self.service.put(chunk, packed, &todo).await;
+        self.metrics
+            .call_duration
+            .observe(started.elapsed().as_secs_f64());
+        match result {
+            Ok(out) => {
+                let size_of = |i: usize| packed.size(i);
+                let class_of = |code: &str| S::class_of_code(code).unwrap_or(ErrorClass::Server);
+                let refusal =
+                    call::tally(&todo, S::answers(&out), size_of, class_of, &self.metrics);
+                let throttled = refusal.as_ref().map_or(0, |r| r.throttled);
+                self.pacer.on_answer(todo.len(), throttled, sent_at);
+                let refused = refusal.map(|r| {
+                    let error = self.refused(chunk, &r);
+                    (r.failed, error)
+                });
+                Attempt::Answered { todo, refused }
             }
-            tracing::debug!(destination = %self.service.destination_of(chunk), attempt, pending = call.todo().len(), error = %error, "resending within the flush");
-            self.pacer.backoff(backoff(attempt)).await;
+            Err(e) => {
+                let error = self.call_failed(chunk, &e, todo.len(), sent_at);
+                let retry = errors::retry_in_flush(error.class);
+                Attempt::Failed { todo, error, retry }
+            }
         }
     }
 
-    /// Waits until pacing lets the next attempt of `call` go.
-    async fn pace(&self, call: &Call, size_of: &impl Fn(usize) -> usize) {
-        let bytes: usize = call.todo().iter().map(|&i| size_of(i)).sum();
-        let waited = self.pacer.acquire(call.todo().len(), bytes).await;
+    /// Waits until pacing lets a call of the records `todo` go.
+    async fn pace(&self, packed: &S::Packed, todo: &[usize]) {
+        let bytes: usize = todo.iter().map(|&i| packed.size(i)).sum();
+        let waited = self.pacer.acquire(todo.len(), bytes).await;
         if !waited.is_zero() {
             self.metrics.pacing_wait.inc_by(waited.as_secs_f64());
         }
     }
 
     /// The error of an answer that refused some records (pacing has seen the answer).
-    fn refused(&self, chunk: &Chunk, refusal: Refusal) -> SinkError {
+    fn refused(&self, chunk: &Chunk, refusal: &Refusal) -> SinkError {
         SinkError::new(
             refusal.class,
             format!(
                 "{} to {}: {} of {} records failed, first: {}",
                 S::OPERATION,
                 self.service.destination_of(chunk),
-                refusal.failed,
+                refusal.failed.len(),
                 refusal.sent,
                 refusal.detail
             ),
@@ -355,31 +362,53 @@ impl<S: BatchPut> Sink for BatchPutSink<S> {
             rejected: packed.rejected().to_vec(),
             ..Default::default()
         };
-        let calls = self
-            .sending
-            .limits
-            .split((0..packed.len()).map(|i| packed.size(i)));
-        // Up to `max_concurrent_calls` calls of this chunk in flight; each reports which of its
-        // records were confirmed, and whatever failed stays pending for the chunk's next attempt.
+        let sizes = (0..packed.len()).map(|i| packed.size(i)).collect();
+        let mut calls = ChunkCalls::new(sizes, self.sending.limits, self.sending.retries);
+        // Up to `max_concurrent_calls` calls of this chunk in flight. Refused records and the
+        // records of failed calls wait for their own due time and ride in a later call, while
+        // the rest of the chunk keeps going (`call`'s module docs); whatever is still not
+        // confirmed at the end stays pending for the chunk's next attempt.
         let packed = &packed;
-        let mut outcomes = futures::stream::iter(calls)
-            .map(|range| async move {
-                let outcome = self.send_call(chunk, packed, range.clone()).await;
-                (range, outcome)
-            })
-            .buffer_unordered(self.sending.concurrency.max(1));
-        while let Some((range, outcome)) = outcomes.next().await {
-            for (k, ok) in outcome.confirmed.iter().enumerate() {
-                if *ok {
-                    for &i in packed.chunk_indices(range.start + k) {
-                        delivery.delivered.insert(i);
+        let mut in_flight = FuturesUnordered::new();
+        let concurrency = self.sending.concurrency.max(1);
+        loop {
+            let now = tokio::time::Instant::now();
+            let next = if in_flight.len() >= concurrency {
+                Next::Answer
+            } else {
+                calls.next(now)
+            };
+            match next {
+                Next::Send(todo) => in_flight.push(self.attempt(chunk, packed, todo)),
+                Next::Done => break,
+                Next::Answer => match in_flight.next().await {
+                    Some(attempt) => self.settle(chunk, &mut calls, attempt),
+                    None => break,
+                },
+                Next::Until(t) => {
+                    let wait = t.saturating_duration_since(now);
+                    tokio::select! {
+                        Some(attempt) = in_flight.next(), if !in_flight.is_empty() => {
+                            self.settle(chunk, &mut calls, attempt);
+                        }
+                        recovered = self.pacer.backoff(wait) => {
+                            if recovered {
+                                calls.recovered(tokio::time::Instant::now());
+                            }
+                        }
                     }
                 }
             }
-            if let Some(e) = outcome.error {
-                delivery.error.get_or_insert(e);
+        }
+        let (confirmed, error) = calls.finish();
+        for (k, ok) in confirmed.iter().enumerate() {
+            if *ok {
+                for &i in packed.chunk_indices(k) {
+                    delivery.delivered.insert(i);
+                }
             }
         }
+        delivery.error = error;
         self.service.delivered(chunk, delivery.delivered.count());
         delivery
     }

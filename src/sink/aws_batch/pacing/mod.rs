@@ -412,13 +412,13 @@ impl Pacer {
     }
 
     /// Sleeps `backoff` before a resend, or less when Firehose accepts records again after an
-    /// outage: calls backing off up to 5 s each would otherwise hold the workers after the
-    /// recovery (the target, halved during the outage, still spaces them).
-    pub async fn backoff(&self, backoff: Duration) {
+    /// outage (then returns true): records backing off up to 5 s each would otherwise wait
+    /// after the recovery (the target, halved during the outage, still spaces the calls).
+    pub async fn backoff(&self, backoff: Duration) -> bool {
         let recovered = self.recovered.notified();
         tokio::select! {
-            () = tokio::time::sleep(backoff) => {}
-            () = recovered => {}
+            () = tokio::time::sleep(backoff) => false,
+            () = recovered => true,
         }
     }
 
