@@ -3,7 +3,8 @@
 //! read beyond that, and no message body read before it took its bytes of the source's
 //! `in_flight_limit` (see [`super::budget`]): that is the backpressure, the client's TCP window
 //! fills up when the buffer blocks. Acks go out in message order. The read buffer is sized for
-//! the message being read and let go once it is framed, so an idle connection holds a few KiB.
+//! the message being read and let go once it is framed; a connection waiting for a message holds
+//! none until its first bytes arrive (see [`FIRST_READ`]).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -37,6 +38,11 @@ pub const PING_LENGTH_LIMIT: usize = 4096;
 /// message; the bound keeps per-connection memory at a few messages, and once it is reached the
 /// connection stops reading (backpressure through TCP, as before).
 const PIPELINE_DEPTH: usize = 4;
+/// Most bytes read before a message has a read buffer: a connection waiting for its next
+/// message waits with this small array (part of its task) instead of a [`PROBE`]-sized buffer,
+/// so an idle connection holds no read buffer. The rest of the message follows in the next read
+/// (one more `read` per message).
+const FIRST_READ: usize = 64;
 
 /// Why a connection ended early.
 #[derive(Debug, thiserror::Error)]
@@ -271,15 +277,11 @@ where
             let wait_until =
                 deadline.or_else(|| self.shared.idle_timeout.map(|d| Instant::now() + d));
             let room = self.room();
-            if self.buf.capacity() - self.buf.len() < room {
-                // Room for the whole message when its length is known, in one allocation:
-                // growing by `room` would double the buffer (and copy it) near its end.
-                let known = match self.took {
-                    true => (self.framer.at_least() + SLACK).min(self.wire),
-                    false => 0,
-                };
-                self.buf
-                    .reserve(room.max(known.saturating_sub(self.buf.len())));
+            // Between messages nothing is buffered: the first bytes are awaited in `first`, so
+            // that a connection waiting for its next message holds no read buffer.
+            let waiting = self.buf.is_empty();
+            if !waiting {
+                self.reserve(room);
             }
             let expired = async {
                 match wait_until {
@@ -287,7 +289,15 @@ where
                     None => std::future::pending().await,
                 }
             };
+            let mut first = [0u8; FIRST_READ];
             let mut limited = (&mut self.stream).take(room as u64);
+            let buf = &mut self.buf;
+            let read_some = async {
+                match waiting {
+                    true => limited.read(&mut first).await,
+                    false => limited.read_buf(buf).await,
+                }
+            };
             let read = tokio::select! {
                 _ = self.shutdown.recv() => return Ok(None),
                 _ = expired => {
@@ -297,8 +307,12 @@ where
                     tracing::debug!(source = %self.shared.name, "closing idle forward connection");
                     return Ok(None);
                 }
-                r = limited.read_buf(&mut self.buf) => r?,
+                r = read_some => r?,
             };
+            if waiting && read > 0 {
+                self.reserve(room);
+                self.buf.extend_from_slice(&first[..read]);
+            }
             if read == 0 {
                 return if self.buf.is_empty() {
                     Ok(None)
@@ -306,6 +320,20 @@ where
                     Err(ConnError::Truncated(self.buf.len()))
                 };
             }
+        }
+    }
+
+    /// Makes room in the read buffer for a read of up to `room` bytes: for the whole message
+    /// when its length is known, in one allocation (growing by `room` would double the buffer,
+    /// and copy it, near its end).
+    fn reserve(&mut self, room: usize) {
+        if self.buf.capacity() - self.buf.len() < room {
+            let known = match self.took {
+                true => (self.framer.at_least() + SLACK).min(self.wire),
+                false => 0,
+            };
+            self.buf
+                .reserve(room.max(known.saturating_sub(self.buf.len())));
         }
     }
 
@@ -361,3 +389,6 @@ where
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests;
