@@ -38,6 +38,50 @@ struct Buffer {
     retry_max_times: Option<u32>,
     retry_forever: Option<bool>,
     overflow_action: Option<&'static str>,
+    /// `<buffer tag>`.
+    tag: bool,
+    /// `<buffer time>` and its parameters.
+    time: Option<TimeKey>,
+    /// `time` written before `tag`.
+    time_first: bool,
+    /// `flush_mode` as written (`default` too).
+    flush_mode: Option<&'static str>,
+}
+
+#[derive(Debug, Clone)]
+struct TimeKey {
+    /// As written, and in seconds.
+    timekey: (&'static str, u32),
+    wait_s: Option<u32>,
+    use_utc: Option<bool>,
+    zone: Option<&'static str>,
+}
+
+impl Buffer {
+    /// The flush mode Fluentd takes: `default` (or none) is `lazy` with a time key.
+    fn effective_mode(&self) -> Option<&'static str> {
+        match self.flush_mode {
+            Some("default") | None if self.time.is_some() => Some("lazy"),
+            Some("default") => Some("interval"),
+            m => m,
+        }
+    }
+
+    /// `<buffer ARG>`.
+    fn arg(&self) -> String {
+        let mut keys = Vec::new();
+        if self.tag {
+            keys.push("tag");
+        }
+        if self.time.is_some() {
+            if self.time_first {
+                keys.insert(0, "time");
+            } else {
+                keys.push("time");
+            }
+        }
+        keys.join(", ")
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -50,6 +94,26 @@ enum Output {
         buffer: Option<Buffer>,
     },
     Stdout,
+}
+
+fn time_key() -> impl Strategy<Value = TimeKey> {
+    (
+        prop_oneof![
+            Just(("60", 60)),
+            Just(("300", 300)),
+            Just(("1h", 3600)),
+            Just(("1d", 86_400))
+        ],
+        proptest::option::of(0u32..1200),
+        proptest::option::of(any::<bool>()),
+        proptest::option::of(prop_oneof![Just("+09:00"), Just("-0500"), Just("UTC")]),
+    )
+        .prop_map(|(timekey, wait_s, use_utc, zone)| TimeKey {
+            timekey,
+            wait_s,
+            use_utc,
+            zone,
+        })
 }
 
 #[derive(Debug, Clone)]
@@ -90,16 +154,40 @@ fn buffer() -> impl Strategy<Value = Buffer> {
             Just("block"),
             Just("drop_oldest_chunk")
         ]),
+        (
+            any::<bool>(),
+            proptest::option::of(time_key()),
+            any::<bool>(),
+            proptest::option::of(prop_oneof![
+                Just("default"),
+                Just("interval"),
+                Just("immediate"),
+                Just("lazy")
+            ]),
+        ),
     )
-        .prop_map(|(file, fi, cl, ftc, rmt, rf, oa)| Buffer {
-            file,
-            flush_interval_s: fi,
-            chunk_limit_kib: cl,
-            flush_thread_count: ftc,
-            retry_max_times: rmt,
-            retry_forever: rf,
-            overflow_action: oa,
-        })
+        .prop_map(
+            |(file, fi, cl, ftc, rmt, rf, oa, (tag, time, time_first, flush_mode))| {
+                let mut b = Buffer {
+                    file,
+                    flush_interval_s: fi,
+                    chunk_limit_kib: cl,
+                    flush_thread_count: ftc,
+                    retry_max_times: rmt,
+                    retry_forever: rf,
+                    overflow_action: oa,
+                    tag,
+                    time,
+                    time_first,
+                    flush_mode,
+                };
+                // Fluentd refuses (or ignores) a flush_interval the mode does not use.
+                if b.effective_mode().is_some_and(|m| m != "interval") {
+                    b.flush_interval_s = None;
+                }
+                b
+            },
+        )
 }
 
 fn output() -> impl Strategy<Value = Output> {
@@ -110,13 +198,25 @@ fn output() -> impl Strategy<Value = Output> {
             proptest::option::of(0u32..20),
             proptest::option::of(1u32..=500),
             proptest::option::of(buffer()),
+            proptest::option::of(prop_oneof![Just("${tag}"), Just("${tag[0]}"), Just("${tag[-1]}")]),
+            proptest::option::of(prop_oneof![Just("%Y%m%d"), Just("%Y-%m-%d-%H")]),
         )
-            .prop_map(|(stream, append_new_line, retries, max_count, buffer)| Output::Firehose {
-                stream,
-                append_new_line,
-                retries,
-                max_count,
-                buffer,
+            .prop_map(|(mut stream, append_new_line, retries, max_count, buffer, tag_ph, time_ph)| {
+                // Placeholders only with their chunk key (without it the conversion is refused).
+                let keys = buffer.as_ref().map_or((false, false), |b| (b.tag, b.time.is_some()));
+                if let (Some(p), true) = (tag_ph, keys.0) {
+                    stream = format!("{stream}-{p}");
+                }
+                if let (Some(p), true) = (time_ph, keys.1) {
+                    stream = format!("{stream}-{p}");
+                }
+                Output::Firehose {
+                    stream,
+                    append_new_line,
+                    retries,
+                    max_count,
+                    buffer,
+                }
             }),
         1 => Just(Output::Stdout),
     ]
@@ -379,6 +479,7 @@ impl Model {
                         if let Some(v) = b.overflow_action {
                             let _ = writeln!(s, "overflow_action = \"{v}\"");
                         }
+                        expected_keys(&mut s, b);
                     }
                 }
             }
@@ -412,7 +513,7 @@ fn fluent_output(s: &mut String, i: usize, pat: &str, out: &Output) {
                 let _ = writeln!(s, "  batch_request_max_count {m}");
             }
             if let Some(b) = buffer {
-                s.push_str("  <buffer>\n");
+                let _ = writeln!(s, "  <buffer {}>", b.arg());
                 match b.file {
                     Some(true) => {
                         let _ = writeln!(s, "    @type file\n    path {}", buffer_path(i));
@@ -438,11 +539,60 @@ fn fluent_output(s: &mut String, i: usize, pat: &str, out: &Output) {
                 if let Some(v) = b.overflow_action {
                     let _ = writeln!(s, "    overflow_action {v}");
                 }
+                if let Some(m) = b.flush_mode {
+                    let _ = writeln!(s, "    flush_mode {m}");
+                }
+                if let Some(t) = &b.time {
+                    let _ = writeln!(s, "    timekey {}", t.timekey.0);
+                    if let Some(w) = t.wait_s {
+                        let _ = writeln!(s, "    timekey_wait {w}");
+                    }
+                    if let Some(u) = t.use_utc {
+                        let _ = writeln!(s, "    timekey_use_utc {u}");
+                    }
+                    if let Some(z) = t.zone {
+                        let _ = writeln!(s, "    timekey_zone {z}");
+                    }
+                }
                 s.push_str("  </buffer>\n");
             }
         }
     }
     s.push_str("</match>\n");
+}
+
+/// The relay's chunk keys, `timekey*` and `flush_mode` for `b`, written from the model.
+fn expected_keys(s: &mut String, b: &Buffer) {
+    let mut keys = Vec::new();
+    if b.tag {
+        keys.push("\"tag\"");
+    }
+    if b.time.is_some() {
+        if b.time_first {
+            keys.insert(0, "\"time\"");
+        } else {
+            keys.push("\"time\"");
+        }
+    }
+    if !keys.is_empty() {
+        let _ = writeln!(s, "chunk_keys = [{}]", keys.join(", "));
+    }
+    if let Some(m) = b.effective_mode() {
+        let _ = writeln!(s, "flush_mode = \"{m}\"");
+    }
+    if let Some(t) = &b.time {
+        let _ = writeln!(s, "timekey = \"{}s\"", t.timekey.1);
+        if let Some(w) = t.wait_s {
+            let _ = writeln!(s, "timekey_wait = \"{w}s\"");
+        }
+        match (t.use_utc, t.zone) {
+            (Some(true), _) => s.push_str("timekey_use_utc = true\n"),
+            (_, Some(z)) => {
+                let _ = writeln!(s, "timekey_zone = \"{z}\"");
+            }
+            _ => {}
+        }
+    }
 }
 
 fn load(path: &Path) -> Config {
@@ -508,6 +658,9 @@ fn line() -> impl Strategy<Value = String> {
         Just(("label @ERROR", "")),
         Just(("buffer", "@type file\npath /tmp/b")),
         Just(("buffer tag", "")),
+        Just(("buffer tag, time", "timekey 1h")),
+        Just(("buffer time", "timekey_zone Asia/Tokyo")),
+        Just(("buffer $.x, tag", "")),
         Just(("security", "shared_key k")),
         Just(("user", "username u\npassword p")),
         Just(("client", "network 10.0.0.0/8")),
@@ -547,6 +700,11 @@ fn line() -> impl Strategy<Value = String> {
         Just("chunk_limit_size"),
         Just("queue_limit_length"),
         Just("flush_mode"),
+        Just("timekey"),
+        Just("timekey_wait"),
+        Just("timekey_use_utc"),
+        Just("timekey_zone"),
+        Just("stream_name"),
         Just("duration_seconds"),
         Just("aws_key_id"),
         Just("aws_sec_key"),
@@ -564,6 +722,9 @@ fn line() -> impl Strategy<Value = String> {
         Just("\"#{Time.now}\"".to_owned()),
         Just("{\"k\":[1,null]}".to_owned()),
         Just("[{\"a\":1},{\"b\":2}]".to_owned()),
+        Just("logs-${tag[1]}-%Y%m%d".to_owned()),
+        Just("${chunk_id}-${tag}".to_owned()),
+        Just("+09:00".to_owned()),
         "[ -~]{0,12}",
     ];
     let param = (keys, values).prop_map(|(k, v)| format!("{k} {v}"));
