@@ -15,16 +15,25 @@ use data_commands::{buffer_dump, buffer_stats, dead_letter_list, dead_letter_rep
 /// frees buffers of a few hundred KiB per message and per Firehose call: by default glibc serves
 /// those with a fresh `mmap` each time (page faults were ~15 % of CPU in the e2e profile) and
 /// gives every thread its own arena (RSS grows with threads). Measured in `benches/e2e.rs`;
-/// mimalloc was faster still but doubled RSS, which a pod's memory limit cannot afford.
+/// mimalloc was faster still but doubled RSS, which a pod's memory limit cannot afford. A
+/// parameter whose glibc variable is set (`MALLOC_MMAP_THRESHOLD_`, `MALLOC_TRIM_THRESHOLD_`,
+/// `MALLOC_ARENA_MAX`) is left as that variable says.
 #[allow(unsafe_code)]
 fn tune_allocator() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: mallopt only changes allocator parameters; it is called once, single-threaded,
-    // before any allocation-heavy work, with documented parameter names and sane values.
-    unsafe {
-        libc::mallopt(libc::M_MMAP_THRESHOLD, 8 << 20);
-        libc::mallopt(libc::M_TRIM_THRESHOLD, 32 << 20);
-        libc::mallopt(libc::M_ARENA_MAX, 4);
+    for (param, variable, value) in [
+        (libc::M_MMAP_THRESHOLD, "MALLOC_MMAP_THRESHOLD_", 8 << 20),
+        (libc::M_TRIM_THRESHOLD, "MALLOC_TRIM_THRESHOLD_", 32 << 20),
+        (libc::M_ARENA_MAX, "MALLOC_ARENA_MAX", 4),
+    ] {
+        if std::env::var_os(variable).is_none() {
+            // SAFETY: mallopt only changes allocator parameters; it is called once,
+            // single-threaded, before any allocation-heavy work, with documented parameter
+            // names and sane values.
+            unsafe {
+                libc::mallopt(param, value);
+            }
+        }
     }
 }
 

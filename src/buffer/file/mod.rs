@@ -8,8 +8,9 @@
 //! Under `data_dir/buffer/` ([`store::Store`]), shared by every output:
 //!
 //! * one sled database holding **metadata only**: one tree per output, named `output/<name>`,
-//!   opened with an explicit `segment_size` of 8 MiB and a bounded page cache
-//!   (`storage.cache_capacity`);
+//!   opened with a bounded page cache (`storage.cache_capacity`) and a `segment_size` of
+//!   1 MiB when it is created (a database keeps the size it was created with: 8 MiB for those
+//!   of earlier releases; `store::segment_size_of`);
 //! * `chunks/<output>/<chunk id, 16 hex digits>.chunk`: one **chunk file** per chunk with its
 //!   records (`<output>` is the output name with bytes other than `[A-Za-z0-9_-]` written as
 //!   `%XX`).
@@ -203,9 +204,9 @@
 //!
 //! * every value stays far below sled's blob threshold (a quarter of `segment_size`; larger
 //!   values become blob files that nothing fsyncs): a chunk closes at
-//!   `codec::MAX_CHUNK_RECORDS` (2 Mi) records whatever `chunk_limit_records` says, so a
+//!   `codec::MAX_CHUNK_RECORDS` (256 Ki) records whatever `chunk_limit_records` says, so a
 //!   metadata value, delivered-record bitset included, is at most `codec::MAX_META_VALUE`
-//!   (289 KiB);
+//!   (37 KiB, a sixteenth of the 1 MiB segment);
 //! * when the writer stops it flushes sled and `fsync`s its file itself. sled's `Drop` ends
 //!   with `sync_all().unwrap()`, which panics on a failing disk: if our sync fails the writer
 //!   leaks its handle on the database so that sled's `Drop` never runs, and logs the error;

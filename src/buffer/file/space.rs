@@ -49,9 +49,9 @@ pub fn reserve_for(total: u64) -> u64 {
 }
 
 /// The ballast for a reserve of `reserve` bytes: the reserve plus what sled may write when it
-/// opens (the rest of its last segment, up to [`super::store::SEGMENT_SIZE`]).
+/// opens (the rest of its last segment, up to [`super::store::MAX_SEGMENT_SIZE`]).
 pub fn ballast_size(reserve: u64) -> u64 {
-    reserve + super::store::SEGMENT_SIZE as u64
+    reserve + super::store::MAX_SEGMENT_SIZE as u64
 }
 
 /// Whether the buffer's storage takes appends, as `/status` and `buffer stats` show it

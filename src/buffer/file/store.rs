@@ -17,13 +17,50 @@ use crate::buffer::records::RecordsTooLarge;
 use crate::buffer::{ChunkId, DeliveredSet, Records, RetryState};
 use crate::fsutil::{path_component, Filesystem, Fs, OpenMode};
 
-/// sled's segment size. Measured with sled 0.34 when record data still went to sled (values of
-/// ~20–200 KB, FIFO, 2 GB written through a database with 20 MB live): with the default
-/// (512 KiB), ~200 KB values became blob files that were never reclaimed (6 GB of blobs);
-/// with 8 MiB and values ≤ 256 KiB the database stayed at ~4× the live data (75–92 MB).
-/// Record data no longer goes to sled, but chunks written by the first release may still hold
-/// such values.
-pub const SEGMENT_SIZE: usize = 8 << 20;
+/// sled's segment size for a new database. sled keeps the segment being written in an I/O
+/// buffer of this size that becomes resident as the log fills it, and holds it until the
+/// segment is full: with the 8 MiB of earlier releases, a relay that ran for a while held up to
+/// 8 MiB (16 while a full one was written out) for metadata of a few KiB (measured: the
+/// buffer's mapping resident in step with the `db` file, 3.8 MiB after 12,000 chunks). The
+/// metadata is small ([`codec::MAX_META_VALUE`] is at most a sixteenth of this, far below the
+/// blob threshold of a quarter).
+///
+/// sled refuses to open a database with another segment size than it was created with, so a
+/// database keeps its own: see [`segment_size_of`].
+pub const SEGMENT_SIZE: usize = 1 << 20;
+
+/// sled's segment size in every database created before [`SEGMENT_SIZE`] became 1 MiB. Chosen
+/// when record data still went to sled (values of ~20–200 KB, FIFO, 2 GB written through a
+/// database with 20 MB live): with sled's default (512 KiB), ~200 KB values became blob files
+/// that were never reclaimed (6 GB of blobs); with 8 MiB and values ≤ 256 KiB the database
+/// stayed at ~4× the live data (75–92 MB). Chunks written by the first release may still hold
+/// such values: only databases of those releases can, and they keep this size.
+pub const LEGACY_SEGMENT_SIZE: usize = 8 << 20;
+
+/// The largest segment size a database of ours has: what sled may write when it opens.
+pub const MAX_SEGMENT_SIZE: usize = LEGACY_SEGMENT_SIZE;
+
+/// The segment size to open the sled database in `db_dir` with: the one its `conf` file
+/// records (sled writes it on creation and refuses any other), else [`LEGACY_SEGMENT_SIZE`] if
+/// there is a `db` file with data (only earlier releases left one without a readable `conf`),
+/// else [`SEGMENT_SIZE`] for a new database.
+pub fn segment_size_of(db_dir: &Path) -> usize {
+    // sled's format: `segment_size: N`, `use_compression: ...`, `version: ...` lines, then a
+    // crc32 (checked by sled itself when it opens).
+    let recorded = std::fs::read(db_dir.join("conf")).ok().and_then(|conf| {
+        let text = String::from_utf8_lossy(&conf[..conf.len().saturating_sub(4)]).into_owned();
+        text.lines()
+            .find_map(|l| l.strip_prefix("segment_size: "))
+            .and_then(|v| v.trim().parse::<usize>().ok())
+    });
+    match recorded {
+        Some(n) if n.is_power_of_two() && (256..=1 << 24).contains(&n) => n,
+        _ => match std::fs::metadata(db_dir.join("db")) {
+            Ok(m) if m.len() > 0 => LEGACY_SEGMENT_SIZE,
+            _ => SEGMENT_SIZE,
+        },
+    }
+}
 
 /// Name of the directory of chunk files, under the database directory.
 pub const CHUNKS_DIR: &str = "chunks";
@@ -194,7 +231,7 @@ impl Store {
         let db = sled::Config::new()
             .path(&path)
             .cache_capacity(cache_capacity)
-            .segment_size(SEGMENT_SIZE)
+            .segment_size(segment_size_of(&path))
             // Our writer flushes after every group; sled's timer would only add writes.
             .flush_every_ms(None)
             .open()?;

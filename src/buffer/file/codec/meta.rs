@@ -27,10 +27,13 @@ pub const META_V3: u8 = 3;
 const META_HEADER: usize = 5;
 /// Most records a chunk of the file buffer holds (whatever `chunk_limit_records` says), so
 /// that its metadata stays small for sled: the delivered-record bitset of a full chunk is
-/// 32 Ki words, and a metadata value at most [`MAX_META_VALUE`] (289 KiB). sled 0.34 writes values above
-/// about a quarter of its segment size (8 MiB: [`SEGMENT_SIZE`](super::super::store::SEGMENT_SIZE))
-/// as separate blob files that nothing fsyncs; every value stays at least 4 times below that.
-pub const MAX_CHUNK_RECORDS: u64 = 1 << 21;
+/// 4 Ki words, and a metadata value at most [`MAX_META_VALUE`] (37 KiB). sled 0.34 writes values
+/// above about a quarter of its segment size (1 MiB in a new database:
+/// [`SEGMENT_SIZE`](super::super::store::SEGMENT_SIZE)) as separate blob files that nothing
+/// fsyncs; every value stays at least 4 times below that. (It was 2 Mi records with the 8 MiB
+/// segments of earlier releases; a chunk of theirs with more records is still read, delivered
+/// and its metadata written back into their database, which keeps 8 MiB segments.)
+pub const MAX_CHUNK_RECORDS: u64 = 1 << 18;
 
 /// The largest metadata value written: the bitset of [`MAX_CHUNK_RECORDS`] (64-bit words, at
 /// most 9 bytes each in bincode's variable-length encoding) plus the rest.

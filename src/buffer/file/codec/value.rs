@@ -14,9 +14,10 @@ pub const VALUE_V1: u8 = 1;
 /// Largest data value the writer produces (record data of chunks written by the first release
 /// went to sled in such values). Measured with sled 0.34: with the default 512 KiB
 /// `segment_size`, ~200 KB values became separate blob files that were never reclaimed after
-/// removal (6 GB of blobs for 20 MB live data); values far below `segment_size` (8 MiB, see
-/// [`SEGMENT_SIZE`](super::super::store::SEGMENT_SIZE)) never become blobs, whose durability and
-/// reclamation we cannot control. Chunk files reuse the same value format, so frames keep
+/// removal (6 GB of blobs for 20 MB live data); values far below `segment_size` (8 MiB in the
+/// databases that hold such values, see
+/// [`LEGACY_SEGMENT_SIZE`](super::super::store::LEGACY_SEGMENT_SIZE)) never become blobs, whose
+/// durability and reclamation we cannot control. Chunk files reuse the same value format, so frames keep
 /// this bound too.
 pub const MAX_VALUE_DATA: usize = 256 * 1024;
 

@@ -387,6 +387,7 @@ mod corruption;
 mod disk_full;
 mod faults;
 mod gaps;
+mod geometry;
 mod keys;
 mod model;
 mod no_room;
