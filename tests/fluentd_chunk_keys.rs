@@ -5,6 +5,11 @@
 //!   tags while Firehose is down (so some chunks are closed and retrying, their key in the
 //!   metadata, and some still open, their key in the chunk file's header), is killed with
 //!   SIGKILL, and restarted: every acknowledged record reaches the stream of its own tag.
+//! * `dead_letters_keep_the_key_and_replay_resolves_the_stream`: with `chunk_keys = ["tag",
+//!   "time"]` and `delivery_stream = "logs-${tag}-%Y%m%d"`, a record the output cannot format
+//!   (dead-lettered at intake) and a chunk whose retries ran out during an outage are
+//!   dead-lettered with their tag, time slot and resolved stream; `dead-letter replay` gives
+//!   them back their key, and the restarted relay delivers them to that stream.
 
 mod common;
 mod forward_support;
@@ -23,6 +28,18 @@ const TAGS: [&str; 3] = ["app.web", "app.db", "app.api"];
 
 /// A forward source and a Firehose output whose stream is named after the chunk's tag.
 fn config(dir: &Path, fh: &FakeFirehose) -> PathBuf {
+    keyed_config(
+        dir,
+        fh,
+        "logs-${tag}",
+        "chunk_keys = [\"tag\"]\nretry_forever = true",
+        "",
+    )
+}
+
+/// Like [`config`] with stream name `stream`, `keys` (and other lines) in the buffer section
+/// and `output` in the output's.
+fn keyed_config(dir: &Path, fh: &FakeFirehose, stream: &str, keys: &str, output: &str) -> PathBuf {
     let d = dir.display();
     common::write_config(
         dir,
@@ -40,36 +57,44 @@ type = "firehose"
 match = "**"
 region = "us-east-1"
 endpoint_url = "{url}"
-delivery_stream = "logs-${{tag}}"
+delivery_stream = "{stream}"
 request_timeout = "2s"
 retries_on_batch_request = 0
+{output}
 [outputs.fh.credentials]
 type = "static"
 access_key_id = "AKIDSTATICTEST"
 secret_access_key = "not-a-secret"
 [outputs.fh.buffer]
 type = "file"
-chunk_keys = ["tag"]
 flush_interval = "300ms"
 flush_thread_interval = "20ms"
 retry_wait = "200ms"
 retry_max_interval = "500ms"
-retry_forever = true
+{keys}
 "#,
             url = fh.url
         ),
     )
 }
 
-/// One forward message of `tag` with records `{"id": N, "tag": tag}`.
-fn message(tag: &str, chunk: &str, ids: &[u64]) -> Vec<u8> {
-    let now = i64::try_from(
+fn now() -> i64 {
+    i64::try_from(
         std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap()
             .as_secs(),
     )
-    .unwrap();
+    .unwrap()
+}
+
+/// One forward message of `tag` with records `{"id": N, "tag": tag}`.
+fn message(tag: &str, chunk: &str, ids: &[u64]) -> Vec<u8> {
+    timed_message(tag, chunk, ids, now())
+}
+
+/// Like [`message`], at Unix time `time`.
+fn timed_message(tag: &str, chunk: &str, ids: &[u64], now: i64) -> Vec<u8> {
     let mut m = Mp::new().arr(3).s(tag).arr(ids.len() as u32);
     for id in ids {
         m = m
@@ -86,8 +111,12 @@ fn message(tag: &str, chunk: &str, ids: &[u64]) -> Vec<u8> {
 
 /// Sends `ids` of `tag` and waits for the ack.
 fn send_acked(s: &mut TcpStream, tag: &str, ids: &[u64]) {
+    send_acked_message(s, tag, ids, message(tag, &format!("{tag}-{}", ids[0]), ids));
+}
+
+fn send_acked_message(s: &mut TcpStream, tag: &str, ids: &[u64], message: Vec<u8>) {
     let chunk = format!("{tag}-{}", ids[0]);
-    s.write_all(&message(tag, &chunk, ids)).unwrap();
+    s.write_all(&message).unwrap();
     let want = Mp::new().map(1).s("ack").s(&chunk).0;
     let mut got = vec![0u8; want.len()];
     s.read_exact(&mut got).unwrap();
@@ -188,5 +217,114 @@ fn kill_9_with_keyed_chunks_on_disk_delivers_every_record_to_its_tags_stream() {
         }
     }
     assert_eq!(all.len(), TAGS.len(), "{:?}", all.keys());
+    assert!(fh.refusals().is_empty(), "{:?}", fh.refusals());
+}
+
+/// The dead-letter entries' metadata under `data`.
+fn dead_letters(data: &Path) -> Vec<serde_json::Value> {
+    let mut out = Vec::new();
+    let Ok(dirs) = std::fs::read_dir(data.join("dead-letter")) else {
+        return out;
+    };
+    for d in dirs {
+        for f in std::fs::read_dir(d.unwrap().path()).unwrap() {
+            let p = f.unwrap().path();
+            if p.extension().is_some_and(|e| e == "json") {
+                out.push(serde_json::from_slice(&std::fs::read(&p).unwrap()).unwrap());
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn dead_letters_keep_the_key_and_replay_resolves_the_stream() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let data = dir.join("data");
+    let fh = FakeFirehose::http();
+    fh.allow_key("AKIDSTATICTEST", "not-a-secret");
+    // 2020-09-13 12:26:40 UTC: its day slot names the stream.
+    let (time, stream) = (1_600_000_000, "logs-app.web-20200913");
+    fh.create_stream(stream);
+    fh.set_outage(true);
+    let conf = keyed_config(
+        dir,
+        &fh,
+        "logs-${tag}-%Y%m%d",
+        "chunk_keys = [\"tag\", \"time\"]\ntimekey = \"1d\"\ntimekey_use_utc = true\nretry_max_times = 1",
+        "data_key = \"tag\"",
+    );
+    let mut relay = KillOnDrop(common::spawn_relay(&conf, &[]));
+    let addr = common::wait_forward_addr(dir, &mut relay, "fwd");
+    let mut s = TcpStream::connect(addr).unwrap();
+    // Formatted with data_key "tag": these go to a chunk, whose retries run out.
+    let ids: Vec<u64> = (1..=5).collect();
+    send_acked_message(
+        &mut s,
+        "app.web",
+        &ids,
+        timed_message("app.web", "app.web-1", &ids, time),
+    );
+    // A record without the data_key field: dead-lettered at intake.
+    let odd = Mp::new()
+        .arr(3)
+        .s("app.web")
+        .arr(1)
+        .arr(2)
+        .int(time)
+        .map(1)
+        .s("other")
+        .s("no data key")
+        .map(1)
+        .s("chunk")
+        .s("odd-1")
+        .0;
+    send_acked_message(&mut s, "odd", &[1], odd);
+    let entries = common::wait_for(Duration::from_secs(30), "two dead-letter entries", || {
+        let e = dead_letters(&data);
+        (e.len() == 2).then_some(e)
+    });
+    common::sigterm(&relay);
+    common::wait_exit(&mut relay, Duration::from_secs(30));
+    for e in &entries {
+        assert_eq!(e["tag"], "app.web", "{e}");
+        assert_eq!(e["stream"], stream, "{e}");
+        assert_eq!(e["timekey"], 1_599_955_200, "{e}");
+    }
+    assert_eq!(
+        entries
+            .iter()
+            .map(|e| e["records"].as_u64().unwrap())
+            .sum::<u64>(),
+        6
+    );
+    assert!(delivered(&fh).is_empty());
+
+    let out = std::process::Command::new(common::relay_bin())
+        .args(["dead-letter", "replay", "--data-dir"])
+        .arg(&data)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    fh.set_outage(false);
+    let _relay = KillOnDrop(common::spawn_relay(&conf, &[]));
+    let calls = common::wait_for(Duration::from_secs(60), "the replayed records", || {
+        let n: usize = fh
+            .calls()
+            .iter()
+            .map(|c| c.accepted.iter().filter(|a| **a).count())
+            .sum();
+        (n == 6).then(|| fh.calls())
+    });
+    assert!(
+        calls.iter().all(|c| c.stream == stream),
+        "{:?}",
+        calls.iter().map(|c| &c.stream).collect::<Vec<_>>()
+    );
     assert!(fh.refusals().is_empty(), "{:?}", fh.refusals());
 }

@@ -141,18 +141,19 @@ impl Worker {
         let name = self.output.name.clone();
         let created = chunk.created_ms;
         let reason_for_entry = reason.clone();
-        let tag = chunk.key.tag.clone();
+        let key = chunk.key.clone();
         let stream = self.output.sink.destination_of(chunk);
         let written = tokio::task::spawn_blocking(move || {
-            dl.write(NewEntry {
+            let entry = NewEntry {
                 output: &name,
                 reason: &reason_for_entry,
-                tag: tag.as_deref(),
+                tag: key.tag.as_deref(),
                 stream: stream.as_deref(),
                 attempts: failures,
                 created_ms: Some(created),
                 records: &rest,
-            })
+            };
+            dl.write_in_slot(entry, key.timekey)
         })
         .await
         .map_err(std::io::Error::other)
@@ -201,18 +202,13 @@ impl Worker {
         let name = self.output.name.clone();
         let (created, records) = (chunk.created_ms, chunk.records.clone());
         let rejected = rejected.to_vec();
-        let tag = chunk.key.tag.clone();
+        let key = chunk.key.clone();
         let stream = self.output.sink.destination_of(chunk);
         let count = tokio::task::spawn_blocking(move || {
             let items = rejected
                 .iter()
                 .filter_map(|(i, reason)| Some((reason.as_str(), records.get(*i)?)));
-            dl.write_by_reason(
-                &name,
-                (tag.as_deref(), stream.as_deref()),
-                Some(created),
-                items,
-            )
+            dl.write_by_reason(&name, (&key, stream.as_deref()), Some(created), items)
         })
         .await
         .map_err(std::io::Error::other)??;

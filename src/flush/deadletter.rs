@@ -36,7 +36,7 @@ use serde::{Deserialize, Serialize};
 use crate::buffer::file::space::{DirBudget, DirUsage, DEFAULT_DIR_LIMIT};
 use crate::buffer::file::store::QUARANTINE_DIR;
 use crate::buffer::file::{Store, StoreError};
-use crate::buffer::{now_ms, ChunkId, Records};
+use crate::buffer::{now_ms, ChunkId, ChunkKey, Records};
 use crate::fsutil::{path_component, write_atomic};
 
 /// Metadata of one dead-letter entry.
@@ -53,6 +53,11 @@ pub struct EntryMeta {
     /// name with placeholders).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stream: Option<String>,
+    /// Start of the records' time slot (Unix seconds), when their output keeps chunks apart by
+    /// time (chunk key `time`): with the tag, the key `dead-letter replay` gives them back, so
+    /// the stream name resolves as it did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timekey: Option<i64>,
     /// Failed delivery attempts.
     pub attempts: u32,
     /// When the chunk was created (Unix ms), if it came from a chunk.
@@ -212,16 +217,31 @@ impl DeadLetter {
 
     /// Writes an entry durably; returns the metadata path.
     pub fn write(&self, entry: NewEntry<'_>) -> std::io::Result<PathBuf> {
-        self.write_entry(entry, false)
+        self.write_entry(entry, None, false)
+    }
+
+    /// Like [`DeadLetter::write`], for records of the time slot starting at `timekey` (Unix
+    /// seconds) of an output with chunk key `time`.
+    pub fn write_in_slot(
+        &self,
+        entry: NewEntry<'_>,
+        timekey: Option<i64>,
+    ) -> std::io::Result<PathBuf> {
+        self.write_entry(entry, timekey, false)
     }
 
     /// Writes an entry of descriptions of records too large to keep (marked `truncated`, which
     /// replay skips); returns the metadata path.
     pub fn write_descriptions(&self, entry: NewEntry<'_>) -> std::io::Result<PathBuf> {
-        self.write_entry(entry, true)
+        self.write_entry(entry, None, true)
     }
 
-    fn write_entry(&self, entry: NewEntry<'_>, truncated: bool) -> std::io::Result<PathBuf> {
+    fn write_entry(
+        &self,
+        entry: NewEntry<'_>,
+        timekey: Option<i64>,
+        truncated: bool,
+    ) -> std::io::Result<PathBuf> {
         let dir = self.root.join(path_component(entry.output));
         let now = now_ms();
         let seq = self.seq.fetch_add(1, Ordering::Relaxed);
@@ -231,6 +251,7 @@ impl DeadLetter {
             reason: entry.reason.to_owned(),
             tag: entry.tag.map(str::to_owned),
             stream: entry.stream.map(str::to_owned),
+            timekey,
             attempts: entry.attempts,
             created_ms: entry.created_ms,
             dead_lettered_ms: now,
@@ -254,32 +275,33 @@ impl DeadLetter {
         Ok(meta_path)
     }
 
-    /// Writes `rejected` (reason, record bytes) as one entry per distinct reason, so each entry's
-    /// metadata says why its records could not be delivered. Returns the number of records.
+    /// Writes `rejected` (reason, record) as one entry per reason, all of chunk key `key` (its
+    /// tag and time slot, recorded for replay) going to `stream` (when resolved per chunk);
+    /// returns the number of records written.
     pub fn write_by_reason<'a>(
         &self,
         output: &str,
-        (tag, stream): (Option<&str>, Option<&str>),
+        (key, stream): (&ChunkKey, Option<&str>),
         created_ms: Option<u64>,
         rejected: impl IntoIterator<Item = (&'a str, &'a [u8])>,
     ) -> std::io::Result<u64> {
-        self.write_grouped(output, (tag, stream), created_ms, false, rejected)
+        self.write_grouped(output, (key, stream), created_ms, false, rejected)
     }
 
     /// Like [`DeadLetter::write_by_reason`], for descriptions of records too large to keep.
     pub fn write_descriptions_by_reason<'a>(
         &self,
         output: &str,
-        tag: Option<&str>,
+        (key, stream): (&ChunkKey, Option<&str>),
         described: impl IntoIterator<Item = (&'a str, &'a [u8])>,
     ) -> std::io::Result<u64> {
-        self.write_grouped(output, (tag, None), None, true, described)
+        self.write_grouped(output, (key, stream), None, true, described)
     }
 
     fn write_grouped<'a>(
         &self,
         output: &str,
-        (tag, stream): (Option<&str>, Option<&str>),
+        (key, stream): (&ChunkKey, Option<&str>),
         created_ms: Option<u64>,
         truncated: bool,
         rejected: impl IntoIterator<Item = (&'a str, &'a [u8])>,
@@ -300,13 +322,13 @@ impl DeadLetter {
             let entry = NewEntry {
                 output,
                 reason,
-                tag,
+                tag: key.tag.as_deref(),
                 stream,
                 attempts: 0,
                 created_ms,
                 records,
             };
-            self.write_entry(entry, truncated)?;
+            self.write_entry(entry, key.timekey, truncated)?;
             count += records.len() as u64;
         }
         Ok(count)
@@ -375,8 +397,14 @@ impl DeadLetter {
         let records = Self::read_records(entry)?;
         let count = records.len() as u64;
         let created = entry.meta.created_ms.unwrap_or(entry.meta.dead_lettered_ms);
+        // The records' tag and time slot, so that a stream name with placeholders resolves as
+        // it did (an output without chunk keys ignores them).
+        let key = ChunkKey {
+            tag: entry.meta.tag.clone(),
+            timekey: entry.meta.timekey,
+        };
         let chunk = store
-            .import_chunk(&entry.meta.output, records, created)
+            .import_chunk(&entry.meta.output, records, created, &key)
             .map_err(|source| ReplayError::Store {
                 path: entry.meta_path.clone(),
                 source,

@@ -28,7 +28,7 @@ use std::time::Duration;
 
 use self::filter::Filter;
 use self::format::Formatter;
-use self::rejects::Rejects;
+use self::rejects::{Naming, Rejects};
 use self::route_cache::RouteCache;
 use self::router::TagPattern;
 use crate::buffer::key::KeyRule;
@@ -284,7 +284,11 @@ impl Pipeline {
         }
         let dead_letter = Arc::clone(&self.dead_letter);
         let name = output.name.clone();
-        tokio::task::spawn_blocking(move || rejects.write(&dead_letter, &name, &batch))
+        let naming = Naming {
+            rule: output.config.buffer().key_rule(),
+            stream: output.config.stream_name(),
+        };
+        tokio::task::spawn_blocking(move || rejects.write(&dead_letter, &name, &batch, &naming))
             .await
             .map_err(|e| EmitError::DeadLetter(std::io::Error::other(e)))?
             .map_err(EmitError::DeadLetter)?;

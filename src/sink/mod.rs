@@ -277,6 +277,19 @@ impl OutputConfig {
         self.common().format()
     }
 
+    /// The stream name of an output that names its destination per chunk (placeholders
+    /// resolved from the chunk key, [`stream_name`]), for dead-letter entries written before
+    /// the records reach a chunk.
+    pub fn stream_name(&self) -> Option<stream_name::StreamName> {
+        let name = match self {
+            OutputConfig::Firehose(c) => {
+                stream_name::StreamName::new(&c.delivery_stream, &c.buffer)
+            }
+            _ => return None,
+        };
+        name.is_templated().then_some(name)
+    }
+
     /// Largest formatted record this output takes: what its destination accepts (Firehose:
     /// 1,024,000 bytes) and what fits in one of its chunks (`chunk_limit_size`: a record is
     /// never split). Larger records are dead-lettered at intake, one by one.

@@ -462,13 +462,14 @@ impl Store {
         rx.recv().map_err(|_| StoreError::WriterGone)?
     }
 
-    /// Durably adds `records` to output `output` as one new queued chunk (dead-letter replay on
-    /// a stopped relay). Returns the new chunk's id.
+    /// Durably adds `records` to output `output` as one new queued chunk of key `key`
+    /// (dead-letter replay on a stopped relay). Returns the new chunk's id.
     pub fn import_chunk(
         &self,
         output: &str,
         records: Records,
         created_ms: u64,
+        key: &crate::buffer::ChunkKey,
     ) -> Result<ChunkId, StoreError> {
         let tree = self.tree(output)?;
         let dir = self.chunk_dir(output)?;
@@ -481,12 +482,12 @@ impl Store {
             storage: DataStorage::File,
             retry: RetryState::default(),
             delivered: DeliveredSet::new(),
-            key: crate::buffer::ChunkKey::default(),
+            key: key.clone(),
         };
         let ops = vec![
             Op::Create {
                 chunk: id,
-                header: codec::chunk_file_header(id, created_ms).to_vec(),
+                header: codec::keyed_chunk_file_header(id, created_ms, key),
             },
             Op::Append { chunk: id, records },
             Op::PutMeta {

@@ -336,7 +336,9 @@ async fn dead_letter_import_adds_a_queued_chunk_after_the_existing_ones() {
         let (s, b) = open(dir.path(), &p);
         b.append(recs(0..5)).await.unwrap();
         drop(b);
-        let id = s.import_chunk("out", recs(100..103), 7).unwrap();
+        let id = s
+            .import_chunk("out", recs(100..103), 7, &Default::default())
+            .unwrap();
         assert_eq!(id, ChunkId(2));
     }
     let (_s, b) = open(dir.path(), &p);
