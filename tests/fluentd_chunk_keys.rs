@@ -328,3 +328,126 @@ fn dead_letters_keep_the_key_and_replay_resolves_the_stream() {
     );
     assert!(fh.refusals().is_empty(), "{:?}", fh.refusals());
 }
+
+/// `stream_name` placeholders of `kinesis_streams` and `kinesis_streams_aggregated`: resolved
+/// per chunk like Firehose's `delivery_stream`, and refused without their chunk key.
+#[test]
+fn kinesis_stream_names_resolve_per_chunk_for_both_kinesis_outputs() {
+    use common::fake_kinesis::FakeKinesis;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let fk = FakeKinesis::http();
+    fk.allow_key("AKIDSTATICTEST", "not-a-secret");
+    for s in ["k-web", "k-db", "agg-x-20200913"] {
+        fk.create_stream(s, 2);
+    }
+    let d = dir.display();
+    let output = |name: &str, ty: &str, pattern: &str, stream: &str, keys: &str| {
+        format!(
+            r#"
+[outputs.{name}]
+type = "{ty}"
+match = "{pattern}"
+region = "eu-west-1"
+endpoint_url = "{url}"
+stream_name = "{stream}"
+request_timeout = "2s"
+[outputs.{name}.credentials]
+type = "static"
+access_key_id = "AKIDSTATICTEST"
+secret_access_key = "not-a-secret"
+[outputs.{name}.buffer]
+type = "file"
+flush_interval = "300ms"
+flush_thread_interval = "20ms"
+{keys}
+"#,
+            url = fk.url
+        )
+    };
+    let head = format!(
+        "data_dir = \"{d}/data\"\nshutdown_timeout = \"5s\"\n[http]\nlisten = \"\"\n[sources.fwd]\ntype = \"forward\"\nlisten = \"127.0.0.1:0\"\n"
+    );
+    // Without "tag" in chunk_keys the placeholder is refused, naming the key.
+    let bad = common::write_config(
+        dir,
+        &format!(
+            "{head}{}",
+            output("ks", "kinesis_streams", "app.**", "k-${tag[1]}", "")
+        ),
+    );
+    let out = std::process::Command::new(common::relay_bin())
+        .args(["check", "--config"])
+        .arg(&bad)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("outputs.ks.stream_name") && err.contains("chunk key \"tag\""),
+        "{err}"
+    );
+
+    let conf = common::write_config(
+        dir,
+        &format!(
+            "{head}{}{}",
+            output(
+                "ks",
+                "kinesis_streams",
+                "app.**",
+                "k-${tag[1]}",
+                "chunk_keys = [\"tag\"]"
+            ),
+            output(
+                "agg",
+                "kinesis_streams_aggregated",
+                "agg.**",
+                "agg-${tag[-1]}-%Y%m%d",
+                "chunk_keys = [\"tag\", \"time\"]\ntimekey = \"1d\"\ntimekey_use_utc = true"
+            )
+        ),
+    );
+    let mut relay = KillOnDrop(common::spawn_relay(&conf, &[]));
+    let addr = common::wait_forward_addr(dir, &mut relay, "fwd");
+    let mut s = TcpStream::connect(addr).unwrap();
+    send_acked(&mut s, "app.web", &[1, 2, 3]);
+    send_acked(&mut s, "app.db", &[4, 5]);
+    send_acked_message(
+        &mut s,
+        "agg.x",
+        &[6, 7],
+        timed_message("agg.x", "agg.x-6", &[6, 7], 1_600_000_000),
+    );
+    common::wait_for(Duration::from_secs(30), "records on every stream", || {
+        let counts: Vec<usize> = ["k-web", "k-db", "agg-x-20200913"]
+            .iter()
+            .map(|s| fk.accepted(s).len())
+            .collect();
+        (counts[0] == 3 && counts[1] == 2 && counts[2] >= 1).then_some(())
+    });
+    for (stream, tag) in [("k-web", "app.web"), ("k-db", "app.db")] {
+        for r in fk.accepted(stream) {
+            let v: serde_json::Value = serde_json::from_slice(&r.data).unwrap();
+            assert_eq!(v["tag"], tag, "{stream}");
+        }
+    }
+    let agg: Vec<u8> = fk
+        .accepted("agg-x-20200913")
+        .into_iter()
+        .flat_map(|r| r.data)
+        .collect();
+    let agg = String::from_utf8_lossy(&agg);
+    assert!(
+        agg.contains(r#""id":6"#) && agg.contains(r#""id":7"#),
+        "{agg}"
+    );
+    assert!(fk.refusals().is_empty(), "{:?}", fk.refusals());
+    let called: BTreeSet<String> = fk.calls().into_iter().map(|c| c.stream).collect();
+    assert_eq!(
+        called,
+        ["agg-x-20200913", "k-db", "k-web"]
+            .map(str::to_owned)
+            .into()
+    );
+}

@@ -285,6 +285,12 @@ impl OutputConfig {
             OutputConfig::Firehose(c) => {
                 stream_name::StreamName::new(&c.delivery_stream, &c.buffer)
             }
+            OutputConfig::KinesisStreams(c) | OutputConfig::KinesisStreamsAggregated(c) => {
+                match (&c.stream_name, &c.stream_arn) {
+                    (Some(n), None) => stream_name::StreamName::new(n, &c.buffer),
+                    _ => return None,
+                }
+            }
             _ => return None,
         };
         name.is_templated().then_some(name)

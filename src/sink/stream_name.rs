@@ -10,7 +10,10 @@
 //!    too) and a warning is logged.
 //!
 //! A placeholder whose chunk key is not configured is a config error ([`StreamName::problems`]),
-//! as Fluentd's `placeholder_validate!` makes it one.
+//! as Fluentd's `placeholder_validate!` makes it one (fluent-plugin-kinesis does not call it:
+//! Fluentd would send to the name as written, which the service refuses).
+//!
+//! The Firehose output's `delivery_stream` and the Kinesis outputs' `stream_name` use it.
 
 use prometheus_client::metrics::counter::Counter;
 
@@ -124,6 +127,28 @@ impl StreamName {
             }
         }
         (out, missing)
+    }
+
+    /// The name for the chunk of `key` for a sink to call: the template itself when it has no
+    /// placeholders; a tag part the tag does not have is logged (at most once per `log`'s
+    /// interval) and replaced with nothing, as Fluentd does.
+    pub fn resolve_logged(
+        &self,
+        key: &ChunkKey,
+        log: &crate::ops::logging::Throttle,
+    ) -> std::borrow::Cow<'_, str> {
+        if !self.is_templated() {
+            return std::borrow::Cow::Borrowed(&self.template);
+        }
+        let (name, missing) = self.resolve(key);
+        if let Some(part) = missing {
+            if let Some(suppressed) = log.allow() {
+                tracing::warn!(template = %self.template, tag = key.tag.as_deref().unwrap_or(""),
+                    placeholder = %part, stream = %name, suppressed,
+                    "the tag has no such part; the placeholder was replaced with nothing (as Fluentd does)");
+            }
+        }
+        std::borrow::Cow::Owned(name)
     }
 
     /// Why the template cannot work with `buffer`'s chunk keys (as `(key, message)` of the

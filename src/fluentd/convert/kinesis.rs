@@ -2,7 +2,6 @@
 //! and the batch-call parameters every fluent-plugin-kinesis output shares.
 
 use super::buffer::Keys;
-use super::output::Placeholders;
 use super::params::Params;
 use super::render::Section;
 use super::{Cx, Why};
@@ -23,22 +22,12 @@ impl Cx {
         ps: &mut Params<'_>,
         sec: &mut Section,
         aggregated: bool,
-        _keys: Keys,
+        keys: Keys,
     ) {
         match ps.take("stream_name") {
             Some(p) => {
-                if let Some(v) = self.string(p) {
-                    if Placeholders::of(&p.value) != Placeholders::default() {
-                        self.finding(
-                            &p.pos,
-                            "stream_name",
-                            Why::UnsupportedParameter,
-                            &format!("placeholders in the stream name (`{v}`) are not supported: the relay sends each output to one stream"),
-                            "write one <match> per stream with a fixed stream_name",
-                        );
-                    } else {
-                        sec.string("stream_name", v);
-                    }
+                if let Some(v) = self.stream_name(p, keys, "Kinesis Data Streams") {
+                    sec.string("stream_name", v);
                 }
             }
             None => self.finding(
@@ -212,8 +201,9 @@ mod tests {
             .iter()
             .map(|f| (f.subject.as_str(), f.why))
             .collect();
+        // `${tag}` without <buffer tag>: Fluentd would send to the stream literally named so.
         assert!(
-            whys.contains(&("stream_name", Why::UnsupportedParameter)),
+            whys.contains(&("stream_name", Why::InvalidValue)),
             "{whys:?}"
         );
         assert!(
@@ -227,5 +217,18 @@ mod tests {
             "{:?}",
             c.findings
         );
+    }
+
+    #[test]
+    fn stream_name_placeholders_convert_with_their_chunk_keys() {
+        for ty in ["kinesis_streams", "kinesis_streams_aggregated"] {
+            let text = format!("<match **>\n  @type {ty}\n  region r\n  stream_name logs-${{tag[1]}}-%Y%m%d\n  <buffer tag, time>\n    timekey 1h\n  </buffer>\n</match>\n");
+            let c = convert(&parse_str(&text, "fluent.conf").unwrap());
+            assert!(c.findings.is_empty(), "{ty}: {:?}", c.findings);
+            let t: toml::Table = c.toml.parse().unwrap();
+            let o = &t["outputs"].as_table().unwrap().values().next().unwrap();
+            assert_eq!(o["stream_name"].as_str(), Some("logs-${tag[1]}-%Y%m%d"));
+            assert_eq!(o["buffer"]["flush_mode"].as_str(), Some("lazy"));
+        }
     }
 }

@@ -197,6 +197,11 @@ impl KinesisStreamsConfig {
             )),
             _ => {}
         }
+        if let (Some(n), None) = (&self.stream_name, &self.stream_arn) {
+            for problem in crate::sink::stream_name::StreamName::problems(n, &self.buffer) {
+                p.push(("stream_name", problem));
+            }
+        }
         for (key, field) in [
             ("partition_key", &self.partition_key),
             ("explicit_hash_key", &self.explicit_hash_key),

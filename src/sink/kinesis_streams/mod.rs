@@ -10,7 +10,10 @@
 //! 2. limits: 500 records and 5 MiB per call and 1 MiB per record, where Kinesis counts data
 //!    *plus* partition key;
 //! 3. the call: PutRecords to `stream_name` or `stream_arn`, its body written in one pass by
-//!    [`request`] (held to the SDK's serializer by a test), its answer read by the SDK;
+//!    [`request`] (held to the SDK's serializer by a test), its answer read by the SDK; a
+//!    `stream_name` with Fluentd's placeholders (`${tag}`, `${tag[N]}`, strftime) is resolved
+//!    per chunk from its key, as the Firehose output's `delivery_stream` is
+//!    ([`crate::sink::stream_name`]: validation, `/status` and per-stream metrics the same);
 //! 4. error codes: `ProvisionedThroughputExceededException` and `KMSThrottlingException` are
 //!    throttling, the other `KMS*` codes are configuration problems;
 //! 5. its metric families, `kinesis_…`, plus `kinesis_partition_key_missing`.
@@ -19,6 +22,7 @@ pub mod config;
 pub mod pack;
 pub mod request;
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -39,9 +43,11 @@ use super::aws_batch::metrics::{Families, Names, OutputLabels};
 use super::aws_batch::pacing::Pacer;
 use super::aws_batch::{errors, BatchPut, BatchPutSink};
 use super::firehose::Compression;
+use super::stream_name::{StreamFamily, StreamName, StreamStatus, StreamTracker};
 use super::ErrorClass;
 use crate::aws::http::HttpOptions;
 use crate::buffer::Chunk;
+use crate::ops::logging::Throttle;
 use crate::ops::metrics::Metrics;
 
 /// Hard PutRecords limit on records per call.
@@ -85,13 +91,32 @@ impl KinesisFamilies {
 /// Sends chunks to one Kinesis data stream. Shared by the output's flush workers.
 pub type KinesisStreamsSink = BatchPutSink<KinesisStreams>;
 
-/// The Kinesis Data Streams face: one stream, one packing step.
+/// The Kinesis Data Streams face: one stream (or one per chunk key, for a `stream_name` with
+/// placeholders), one packing step.
 pub struct KinesisStreams {
     client: aws_sdk_kinesis::Client,
     target: Target,
+    /// `stream_name` when it has placeholders, resolved per chunk.
+    named: Option<StreamName>,
+    /// Deliveries per resolved stream (with `named`).
+    streams: Option<StreamTracker>,
+    missing_part_log: Throttle,
     region: String,
     packer: Arc<dyn Packer>,
     missing_keys: Counter,
+}
+
+impl KinesisStreams {
+    /// Where `chunk`'s records go.
+    fn target_of(&self, chunk: &Chunk) -> Cow<'_, Target> {
+        match &self.named {
+            Some(n) => Cow::Owned(Target::Name(
+                n.resolve_logged(&chunk.key, &self.missing_part_log)
+                    .into_owned(),
+            )),
+            None => Cow::Borrowed(&self.target),
+        }
+    }
 }
 
 impl KinesisStreamsSink {
@@ -148,9 +173,21 @@ impl KinesisStreamsSink {
         tracing::info!(output = name, stream = %target.as_str(), region = %region,
             endpoint = cfg.endpoint_url.as_deref().unwrap_or("default"), credentials = %conn.credentials.description,
             packing = %packer.describe(), compression = ?cfg.compression, "kinesis output configured");
+        let named = cfg
+            .stream_name
+            .as_deref()
+            .filter(|_| cfg.stream_arn.is_none())
+            .map(|n| StreamName::new(n, &cfg.buffer))
+            .filter(StreamName::is_templated);
+        let streams = named
+            .as_ref()
+            .map(|_| StreamTracker::new(name, StreamFamily::of(metrics)));
         let face = KinesisStreams {
             client: aws_sdk_kinesis::Client::from_conf(builder.build()),
             target,
+            named,
+            streams,
+            missing_part_log: Throttle::new(std::time::Duration::from_secs(10)),
             region: region.to_string(),
             packer,
             missing_keys,
@@ -216,8 +253,9 @@ impl BatchPut for KinesisStreams {
         todo: &[usize],
     ) -> Result<PutRecordsOutput, SdkError<PutRecordsError, HttpResponse>> {
         let records = &packed.records;
+        let target = self.target_of(chunk);
         let body = request::put_records_body(
-            &self.target,
+            &target,
             todo.iter().map(|&i| {
                 let r = &records[i];
                 Entry {
@@ -228,7 +266,7 @@ impl BatchPut for KinesisStreams {
             }),
         );
         let call = self.client.put_records().set_records(Some(Vec::new()));
-        let call = match &self.target {
+        let call = match target.as_ref() {
             Target::Name(n) => call.stream_name(n),
             Target::Arn(a) => call.stream_arn(a),
         };
@@ -255,6 +293,33 @@ impl BatchPut for KinesisStreams {
 
     fn destination(&self) -> String {
         format!("stream `{}` ({})", self.target.as_str(), self.region)
+    }
+
+    fn destination_of(&self, chunk: &Chunk) -> String {
+        format!(
+            "stream `{}` ({})",
+            self.target_of(chunk).as_str(),
+            self.region
+        )
+    }
+
+    fn resolved_stream(&self, chunk: &Chunk) -> Option<String> {
+        self.named
+            .as_ref()
+            .map(|_| self.target_of(chunk).as_str().to_owned())
+    }
+
+    fn delivered(&self, chunk: &Chunk, records: usize) {
+        if let Some(t) = &self.streams {
+            t.delivered(self.target_of(chunk).as_str(), records);
+        }
+    }
+
+    fn streams(&self) -> Vec<StreamStatus> {
+        self.streams
+            .as_ref()
+            .map(StreamTracker::status)
+            .unwrap_or_default()
     }
 
     fn describe(&self) -> String {
