@@ -84,12 +84,17 @@ pub async fn run(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>, shutd
         .clone();
     open.inc();
     let result = match &shared.acceptor {
+        // Boxed: TLS state is several KiB, which a plain connection's task would otherwise hold
+        // too (a task is as large as its largest state).
         Some(acceptor) => {
-            match tokio::time::timeout(shared.message_timeout, acceptor.accept(stream)).await {
-                Ok(Ok(tls)) => serve(tls, peer, &shared, shutdown).await,
-                Ok(Err(e)) => Err(ConnError::Tls(e.to_string())),
-                Err(_) => Err(ConnError::Tls("timed out".to_owned())),
-            }
+            Box::pin(async {
+                match tokio::time::timeout(shared.message_timeout, acceptor.accept(stream)).await {
+                    Ok(Ok(tls)) => serve(tls, peer, &shared, shutdown).await,
+                    Ok(Err(e)) => Err(ConnError::Tls(e.to_string())),
+                    Err(_) => Err(ConnError::Tls("timed out".to_owned())),
+                }
+            })
+            .await
         }
         None => serve(stream, peer, &shared, shutdown).await,
     };
@@ -165,7 +170,11 @@ where
             frame = conn.next_frame(false), if reading && storing.len() < PIPELINE_DEPTH => {
                 match frame {
                     Ok(Some((frame, held))) => match conn.decode(frame, held, &opts).await {
-                        Ok(Some((events, held))) => storing.push_back(store(shared, events, held)),
+                        // Boxed: the queue keeps a slot as large as its future even
+                        // when empty, so an idle connection would hold one.
+                        Ok(Some((events, held))) => {
+                            storing.push_back(Box::pin(store(shared, events, held)))
+                        }
                         Ok(None) => {}
                         Err(e) => break Err(e),
                     },
