@@ -366,7 +366,7 @@ flush_thread_interval = "20ms"
         )
     };
     let head = format!(
-        "data_dir = \"{d}/data\"\nshutdown_timeout = \"5s\"\n[http]\nlisten = \"\"\n[sources.fwd]\ntype = \"forward\"\nlisten = \"127.0.0.1:0\"\n"
+        "data_dir = \"{d}/data\"\nshutdown_timeout = \"5s\"\n[http]\nlisten = \"127.0.0.1:0\"\n[sources.fwd]\ntype = \"forward\"\nlisten = \"127.0.0.1:0\"\n"
     );
     // Without "tag" in chunk_keys the placeholder is refused, naming the key.
     let bad = common::write_config(
@@ -410,6 +410,7 @@ flush_thread_interval = "20ms"
     );
     let mut relay = KillOnDrop(common::spawn_relay(&conf, &[]));
     let addr = common::wait_forward_addr(dir, &mut relay, "fwd");
+    let http = common::wait_http_addr(dir, &mut relay).port();
     let mut s = TcpStream::connect(addr).unwrap();
     send_acked(&mut s, "app.web", &[1, 2, 3]);
     send_acked(&mut s, "app.db", &[4, 5]);
@@ -443,6 +444,21 @@ flush_thread_interval = "20ms"
         "{agg}"
     );
     assert!(fk.refusals().is_empty(), "{:?}", fk.refusals());
+    // Metrics and /status name the resolved streams (counted once the answer is read).
+    let lines: Vec<String> = [("ks", "k-web", 3), ("ks", "k-db", 2), ("agg", "agg-x-20200913", 2)]
+        .iter()
+        .map(|(output, stream, n)| {
+            format!("firehose_relay_stream_records_delivered_total{{output=\"{output}\",stream=\"{stream}\"}} {n}")
+        })
+        .collect();
+    common::wait_for(Duration::from_secs(10), "per-stream metrics", || {
+        let (_, metrics) = common::http_get(http, "/metrics");
+        lines.iter().all(|l| metrics.contains(l)).then_some(())
+    });
+    let (_, status) = common::http_get(http, "/status");
+    let status: serde_json::Value = serde_json::from_str(&status).unwrap();
+    let streams = &status["outputs"]["ks"]["streams"];
+    assert_eq!(streams.as_array().map(Vec::len), Some(2), "{status}");
     let called: BTreeSet<String> = fk.calls().into_iter().map(|c| c.stream).collect();
     assert_eq!(
         called,
