@@ -17,19 +17,20 @@
 //! * **a record refused inside a 200 answer** waits for *its own* due time and then rides in
 //!   the next call, ahead of the chunk's records not sent yet (calls stay within the
 //!   per-call limits, and each call carries its records in chunk order). Meanwhile the worker
-//!   keeps sending the rest of the chunk. The first resend of a record whose call was mostly
-//!   accepted (at most [`MAX_BASELINE`] of it refused: the share of rate-independent failures
-//!   pacing learns to ignore) is due at once; each later resend, and every resend after a call
-//!   refused beyond that share, backs off exponentially ([`backoff`]: 50–100 ms doubling to
-//!   5 s) per record;
+//!   keeps sending the rest of the chunk. When its call was mostly accepted (at most
+//!   [`MAX_BASELINE`] of it refused: the share of rate-independent failures pacing learns to
+//!   ignore; or it was the only record refused), its first [`PROMPT_RESENDS`] resends are due at once and the later ones back off
+//!   exponentially ([`backoff`]: 50–100 ms doubling to 5 s) per record; when the call was
+//!   refused beyond that share, every resend backs off;
 //! * **a whole call that fails** (5xx, a throttling error for the call, a timeout, a
-//!   connection error) puts its records back with the same per-record backoff, and the worker
-//!   carries on; but when two or more calls fail in a row without an answer in between, the
-//!   service itself is in trouble, so only one call is in flight and each waits
+//!   connection error) alone among answered calls is treated the same way (its records ride in
+//!   the next call), and the worker carries on; but when two or more calls fail in a row
+//!   without an answer in between, the service itself is in trouble: their records back off
+//!   from the first resend, only one call is in flight, and each waits
 //!   [`backoff`]`(failures - 1)` after the last failure, exponentially, as a lone call's resends
-//!   did; and after more than `retries_on_batch_request` failed calls in a row the flush ends
-//!   (the rest goes back to the buffer and the chunk's retry schedule takes over, so an outage
-//!   does not keep a large chunk's worker for minutes);
+//!   did; after more than `retries_on_batch_request` failed calls in a row the flush ends (the
+//!   rest goes back to the buffer and the chunk's retry schedule takes over, so an outage does
+//!   not keep a large chunk's worker for minutes);
 //! * configuration and IAM errors end the flush at once.
 //!
 //! Why: the resend backoff used to hold the worker, one call at a time. With 2 % of records
@@ -80,19 +81,25 @@ fn backoff_with(attempt: u32, jitter: f64) -> Duration {
     d.mul_f64(jitter)
 }
 
-/// How long a record refused inside a 200 answer waits before it is sent again: it was sent
-/// `sends` times, and `share` of its call was refused. A call mostly accepted (a share a
-/// rate-independent failure explains) has its refused records sent again at once the first
-/// time, then backing off; a call refused beyond that backs off from the first resend.
-/// `jitter` as for [`backoff_with`].
-fn resend_delay(sends: u32, share: f64, jitter: f64) -> Duration {
-    if share <= MAX_BASELINE {
-        match sends {
-            0 | 1 => Duration::ZERO,
-            n => backoff_with(n - 1, jitter),
-        }
-    } else {
-        backoff_with(sends, jitter)
+/// Resends of a record, after isolated failures, that go out with the next call before its
+/// resends back off. With a share `p` of records refused whatever the rate, a record needs
+/// its `k`-th resend with probability `p^k`: at 2 %, a chunk of 10,000 records has 4 records
+/// refused twice and 0.08 refused three times, and a flush ends only when its last resend is
+/// due, so with one prompt resend nearly every chunk ended with a 50–100 ms wait (longer than
+/// a release build takes for the whole chunk), with two, 8 % of them.
+const PROMPT_RESENDS: u32 = 2;
+
+/// How long a record waits before it is sent again: it was sent `sends` times, and it failed
+/// in an `isolated` way (a call mostly accepted, or a lone failed call among answered ones,
+/// which a rate-independent failure explains) or not (a call refused beyond
+/// [`MAX_BASELINE`], failed calls in a row). Isolated: the first [`PROMPT_RESENDS`] resends
+/// at once, then backing off; otherwise backing off from the first resend. `jitter` as for
+/// [`backoff_with`].
+fn resend_delay(sends: u32, isolated: bool, jitter: f64) -> Duration {
+    match (isolated, sends) {
+        (true, n) if n <= PROMPT_RESENDS => Duration::ZERO,
+        (true, n) => backoff_with(n - PROMPT_RESENDS, jitter),
+        (false, n) => backoff_with(n, jitter),
     }
 }
 
@@ -324,12 +331,14 @@ impl ChunkCalls {
         let Some((failed, error)) = refusal else {
             return;
         };
+        // One refused record (a resend often goes alone), or a small share of the call.
         let share = failed.len() as f64 / todo.len().max(1) as f64;
+        let isolated = failed.len() == 1 || share <= MAX_BASELINE;
         // One jitter for the call: its records are due together and ride in one call.
         let jitter = jitter();
         for &i in failed {
             self.confirmed[i] = false;
-            let delay = resend_delay(self.sends[i], share, jitter);
+            let delay = resend_delay(self.sends[i], isolated, jitter);
             self.again(i, now + delay, &error);
         }
     }
@@ -354,9 +363,12 @@ impl ChunkCalls {
         if self.failed_calls >= 2 {
             self.gate = Some(now + backoff(self.failed_calls - 1));
         }
+        // A lone failed call among answered ones: its records ride in the next call.
+        let isolated = self.failed_calls == 1;
         let jitter = jitter();
         for &i in todo {
-            self.again(i, now + backoff_with(self.sends[i], jitter), &error);
+            let delay = resend_delay(self.sends[i], isolated, jitter);
+            self.again(i, now + delay, &error);
         }
     }
 
@@ -489,10 +501,14 @@ mod tests {
         let mut want = vec![7, 57];
         want.extend(200..250);
         assert_eq!(third, want);
-        // Refused again: now it backs off (50-100 ms), and the worker has nothing else to send.
+        // Refused again: the second resend goes at once too, alone (nothing else is left).
         c.answered(&third, Some((&[7], error(ErrorClass::Server))), now);
+        let fourth = send(&mut c, now);
+        assert_eq!(fourth, vec![7]);
+        // A third time: now it backs off (50-100 ms), and the worker has nothing else to send.
+        c.answered(&fourth, Some((&[7], error(ErrorClass::Server))), now);
         let Next::Until(due) = c.next(now) else {
-            panic!("the second resend waits")
+            panic!("the third resend waits")
         };
         let wait = due - now;
         assert!(
@@ -524,7 +540,8 @@ mod tests {
 
     #[test]
     fn a_record_is_sent_at_most_retries_plus_one_times_and_the_rest_is_delivered() {
-        let mut now = Instant::now();
+        let start = Instant::now();
+        let mut now = start;
         let mut c = calls(20, 100, 3);
         let mut sent = 0;
         loop {
@@ -542,6 +559,10 @@ mod tests {
             }
         }
         assert_eq!(sent, 4, "the first send and 3 resends");
+        assert!(
+            now - start >= Duration::from_millis(50),
+            "the third resend backed off"
+        );
         let (confirmed, error) = c.finish();
         assert_eq!(confirmed.iter().filter(|c| !**c).count(), 1);
         assert!(!confirmed[4]);
@@ -554,10 +575,10 @@ mod tests {
         let mut c = calls(1000, 100, 8);
         let a = send(&mut c, now);
         let b = send(&mut c, now);
-        // A lone 500: its records back off, the worker carries on at once.
+        // A lone 500: its records ride in the next call, at once.
         c.failed(&a, error(ErrorClass::Server), true, now);
         let next = send(&mut c, now);
-        assert_eq!(next[0], 200, "fresh records go on");
+        assert_eq!(next, a);
         // A second failure in a row: one call at a time, after a backoff.
         c.failed(&b, error(ErrorClass::Server), true, now);
         assert_eq!(c.next(now), Next::Answer, "a call is still in flight");
@@ -621,7 +642,9 @@ mod tests {
         let mut c = calls(100, 100, 8);
         let a = send(&mut c, now);
         c.failed(&a, error(ErrorClass::Throttled), true, now);
-        assert!(matches!(c.next(now), Next::Until(_)));
+        assert_eq!(send(&mut c, now), a, "a lone failure: sent again at once");
+        c.failed(&a, error(ErrorClass::Throttled), true, now);
+        assert!(matches!(c.next(now), Next::Until(_)), "two in a row: wait");
         c.recovered(now);
         assert_eq!(send(&mut c, now), a);
     }

