@@ -84,9 +84,38 @@ impl Buffer {
     }
 }
 
+/// Which fluent-plugin-kinesis output: they share the parameters modelled here.
+#[derive(Debug, Clone, Copy)]
+enum Kind {
+    Firehose,
+    Streams,
+    Aggregated,
+}
+
+impl Kind {
+    /// (`@type`, its stream parameter) in fluent.conf.
+    fn fluent(self) -> (&'static str, &'static str) {
+        match self {
+            Kind::Firehose => ("kinesis_firehose", "delivery_stream_name"),
+            Kind::Streams => ("kinesis_streams", "stream_name"),
+            Kind::Aggregated => ("kinesis_streams_aggregated", "stream_name"),
+        }
+    }
+
+    /// (`type`, its stream key) in the relay's TOML.
+    fn relay(self) -> (&'static str, &'static str) {
+        match self {
+            Kind::Firehose => ("firehose", "delivery_stream"),
+            Kind::Streams => ("kinesis_streams", "stream_name"),
+            Kind::Aggregated => ("kinesis_streams_aggregated", "stream_name"),
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 enum Output {
     Firehose {
+        kind: Kind,
         stream: String,
         append_new_line: Option<bool>,
         retries: Option<u32>,
@@ -200,8 +229,9 @@ fn output() -> impl Strategy<Value = Output> {
             proptest::option::of(buffer()),
             proptest::option::of(prop_oneof![Just("${tag}"), Just("${tag[0]}"), Just("${tag[-1]}")]),
             proptest::option::of(prop_oneof![Just("%Y%m%d"), Just("%Y-%m-%d-%H")]),
+            prop_oneof![2 => Just(Kind::Firehose), 1 => Just(Kind::Streams), 1 => Just(Kind::Aggregated)],
         )
-            .prop_map(|(mut stream, append_new_line, retries, max_count, buffer, tag_ph, time_ph)| {
+            .prop_map(|(mut stream, append_new_line, retries, max_count, buffer, tag_ph, time_ph, kind)| {
                 // Placeholders only with their chunk key (without it the conversion is refused).
                 let keys = buffer.as_ref().map_or((false, false), |b| (b.tag, b.time.is_some()));
                 if let (Some(p), true) = (tag_ph, keys.0) {
@@ -211,6 +241,7 @@ fn output() -> impl Strategy<Value = Output> {
                     stream = format!("{stream}-{p}");
                 }
                 Output::Firehose {
+                    kind,
                     stream,
                     append_new_line,
                     retries,
@@ -440,20 +471,26 @@ impl Model {
             match out {
                 Output::Stdout => s.push_str("type = \"stdout\"\n"),
                 Output::Firehose {
+                    kind,
                     stream,
                     append_new_line,
                     retries,
                     max_count,
                     buffer,
                 } => {
-                    let _ = writeln!(s, "type = \"firehose\"\nregion = \"eu-west-1\"\ndelivery_stream = \"{stream}\"");
+                    let (ty, key) = kind.relay();
+                    let _ = writeln!(
+                        s,
+                        "type = \"{ty}\"\nregion = \"eu-west-1\"\n{key} = \"{stream}\""
+                    );
                     if let Some(b) = append_new_line {
                         let _ = writeln!(s, "append_new_line = {b}");
                     }
                     if let Some(r) = retries {
                         let _ = writeln!(s, "retries_on_batch_request = {r}");
                     }
-                    if let Some(m) = max_count {
+                    // The aggregated output packs its own calls: the count is not converted.
+                    if let (Some(m), false) = (max_count, matches!(kind, Kind::Aggregated)) {
                         let _ = writeln!(s, "max_records_per_call = {m}");
                     }
                     if let Some(b) = buffer {
@@ -493,16 +530,15 @@ fn fluent_output(s: &mut String, i: usize, pat: &str, out: &Output) {
     match out {
         Output::Stdout => s.push_str("  @type stdout\n  <format>\n    @type json\n  </format>\n"),
         Output::Firehose {
+            kind,
             stream,
             append_new_line,
             retries,
             max_count,
             buffer,
         } => {
-            let _ = writeln!(
-                s,
-                "  @type kinesis_firehose\n  region eu-west-1\n  delivery_stream_name {stream}"
-            );
+            let (ty, key) = kind.fluent();
+            let _ = writeln!(s, "  @type {ty}\n  region eu-west-1\n  {key} {stream}");
             if let Some(b) = append_new_line {
                 let _ = writeln!(s, "  append_new_line {b}");
             }
