@@ -27,6 +27,7 @@
 //! so.
 
 mod buffer;
+mod credentials;
 mod kinesis;
 mod output;
 mod params;
