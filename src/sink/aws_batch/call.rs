@@ -23,11 +23,11 @@
 //!   exponentially ([`backoff`]: 50–100 ms doubling to 5 s) per record; when the call was
 //!   refused beyond that share, every resend backs off;
 //! * **a whole call that fails** (5xx, a throttling error for the call, a timeout, a
-//!   connection error) alone among answered calls is treated the same way (its records ride in
-//!   the next call), and the worker carries on; but when two or more calls fail in a row
-//!   without an answer in between, the service itself is in trouble: their records back off
-//!   from the first resend, only one call is in flight, and each waits
-//!   [`backoff`]`(failures - 1)` after the last failure, exponentially, as a lone call's resends
+//!   connection error) among answered calls is treated the same way (its records ride in the
+//!   next call), and the worker carries on; but when [`FAILING_IN_A_ROW`] or more calls fail
+//!   in a row without an answer in between, the service itself is in trouble: their records
+//!   back off from the first resend, only one call is in flight, and each waits a [`backoff`]
+//!   growing with the failures after the last one, exponentially, as a lone call's resends
 //!   did; after more than `retries_on_batch_request` failed calls in a row the flush ends (the
 //!   rest goes back to the buffer and the chunk's retry schedule takes over, so an outage does
 //!   not keep a large chunk's worker for minutes);
@@ -82,12 +82,18 @@ fn backoff_with(attempt: u32, jitter: f64) -> Duration {
 }
 
 /// Resends of a record, after isolated failures, that go out with the next call before its
-/// resends back off. With a share `p` of records refused whatever the rate, a record needs
-/// its `k`-th resend with probability `p^k`: at 2 %, a chunk of 10,000 records has 4 records
-/// refused twice and 0.08 refused three times, and a flush ends only when its last resend is
-/// due, so with one prompt resend nearly every chunk ended with a 50–100 ms wait (longer than
-/// a release build takes for the whole chunk), with two, 8 % of them.
-const PROMPT_RESENDS: u32 = 2;
+/// resends back off. A flush ends only when its last resend is due, so a backoff at the end
+/// of a chunk holds the worker. With 2 % of records refused and 5 % of calls failing, a send
+/// fails about 7 % of the time and a chunk of 5,000 records has 1.7 records failing a third
+/// time, 0.12 a fourth and 0.008 a fifth: with one or two prompt resends most chunks ended
+/// with a 50–100 ms wait (a release build sends the whole chunk in ~10 ms), with four under
+/// 1 % of them.
+const PROMPT_RESENDS: u32 = 4;
+
+/// Calls failing in a row (without an answer in between) that show the service in trouble
+/// rather than a rate-independent failure: with 5 % of calls failing at random, two of a
+/// chunk's ~12 calls fail in a row in 3 % of chunks, three in 0.15 %.
+const FAILING_IN_A_ROW: u32 = 3;
 
 /// How long a record waits before it is sent again: it was sent `sends` times, and it failed
 /// in an `isolated` way (a call mostly accepted, or a lone failed call among answered ones,
@@ -220,7 +226,7 @@ pub struct ChunkCalls {
     resend: BTreeMap<usize, Instant>,
     /// Whole calls failed since the last answer.
     failed_calls: u32,
-    /// No call before this (after two or more failed calls in a row).
+    /// No call before this (after [`FAILING_IN_A_ROW`] or more failed calls in a row).
     gate: Option<Instant>,
     in_flight: usize,
     /// Set when the flush ends early (a configuration error, or too many failed calls).
@@ -266,7 +272,7 @@ impl ChunkCalls {
             return idle;
         }
         // The service fails whole calls: one call at a time, each after a backoff.
-        if self.failed_calls >= 2 && self.in_flight > 0 {
+        if self.failed_calls >= FAILING_IN_A_ROW && self.in_flight > 0 {
             return Next::Answer;
         }
         if let Some(gate) = self.gate.filter(|g| *g > now) {
@@ -331,9 +337,9 @@ impl ChunkCalls {
         let Some((failed, error)) = refusal else {
             return;
         };
-        // One refused record (a resend often goes alone), or a small share of the call.
-        let share = failed.len() as f64 / todo.len().max(1) as f64;
-        let isolated = failed.len() == 1 || share <= MAX_BASELINE;
+        // At most one record more than the baseline share of the call: small calls (resends
+        // often go in a few) refuse a large share of themselves by chance.
+        let isolated = failed.len() as f64 <= 1.0 + MAX_BASELINE * todo.len() as f64;
         // One jitter for the call: its records are due together and ride in one call.
         let jitter = jitter();
         for &i in failed {
@@ -360,11 +366,11 @@ impl ChunkCalls {
             self.error = Some(error);
             return;
         }
-        if self.failed_calls >= 2 {
-            self.gate = Some(now + backoff(self.failed_calls - 1));
+        if self.failed_calls >= FAILING_IN_A_ROW {
+            self.gate = Some(now + backoff(self.failed_calls + 1 - FAILING_IN_A_ROW));
         }
-        // A lone failed call among answered ones: its records ride in the next call.
-        let isolated = self.failed_calls == 1;
+        // A failed call among answered ones: its records ride in the next call.
+        let isolated = self.failed_calls < FAILING_IN_A_ROW;
         let jitter = jitter();
         for &i in todo {
             let delay = resend_delay(self.sends[i], isolated, jitter);
@@ -501,14 +507,15 @@ mod tests {
         let mut want = vec![7, 57];
         want.extend(200..250);
         assert_eq!(third, want);
-        // Refused again: the second resend goes at once too, alone (nothing else is left).
+        // Refused again: the next resends go at once too, alone (nothing else is left).
         c.answered(&third, Some((&[7], error(ErrorClass::Server))), now);
-        let fourth = send(&mut c, now);
-        assert_eq!(fourth, vec![7]);
-        // A third time: now it backs off (50-100 ms), and the worker has nothing else to send.
-        c.answered(&fourth, Some((&[7], error(ErrorClass::Server))), now);
+        for _ in 1..PROMPT_RESENDS {
+            assert_eq!(send(&mut c, now), vec![7]);
+            c.answered(&[7], Some((&[7], error(ErrorClass::Server))), now);
+        }
+        // Once more: now it backs off (50-100 ms), and the worker has nothing else to send.
         let Next::Until(due) = c.next(now) else {
-            panic!("the third resend waits")
+            panic!("the resend after the prompt ones waits")
         };
         let wait = due - now;
         assert!(
@@ -542,7 +549,7 @@ mod tests {
     fn a_record_is_sent_at_most_retries_plus_one_times_and_the_rest_is_delivered() {
         let start = Instant::now();
         let mut now = start;
-        let mut c = calls(20, 100, 3);
+        let mut c = calls(20, 100, 6);
         let mut sent = 0;
         loop {
             match c.next(now) {
@@ -558,10 +565,10 @@ mod tests {
                 Next::Done => break,
             }
         }
-        assert_eq!(sent, 4, "the first send and 3 resends");
+        assert_eq!(sent, 7, "the first send and 6 resends");
         assert!(
             now - start >= Duration::from_millis(50),
-            "the third resend backed off"
+            "the resends after the prompt ones backed off"
         );
         let (confirmed, error) = c.finish();
         assert_eq!(confirmed.iter().filter(|c| !**c).count(), 1);
@@ -579,12 +586,16 @@ mod tests {
         c.failed(&a, error(ErrorClass::Server), true, now);
         let next = send(&mut c, now);
         assert_eq!(next, a);
-        // A second failure in a row: one call at a time, after a backoff.
+        // A second failure in a row may still be chance (5 % of calls failing at random).
         c.failed(&b, error(ErrorClass::Server), true, now);
-        assert_eq!(c.next(now), Next::Answer, "a call is still in flight");
+        let next2 = send(&mut c, now);
+        assert_eq!(next2, b);
+        // A third: one call at a time, after a backoff.
         c.failed(&next, error(ErrorClass::Server), true, now);
+        assert_eq!(c.next(now), Next::Answer, "a call is still in flight");
+        c.failed(&next2, error(ErrorClass::Server), true, now);
         let Next::Until(gate) = c.next(now) else {
-            panic!("three failed calls in a row: wait")
+            panic!("four failed calls in a row: wait")
         };
         // backoff(2): 100-200 ms.
         let wait = gate - now;
@@ -644,7 +655,12 @@ mod tests {
         c.failed(&a, error(ErrorClass::Throttled), true, now);
         assert_eq!(send(&mut c, now), a, "a lone failure: sent again at once");
         c.failed(&a, error(ErrorClass::Throttled), true, now);
-        assert!(matches!(c.next(now), Next::Until(_)), "two in a row: wait");
+        assert_eq!(send(&mut c, now), a, "two in a row: still at once");
+        c.failed(&a, error(ErrorClass::Throttled), true, now);
+        assert!(
+            matches!(c.next(now), Next::Until(_)),
+            "three in a row: wait"
+        );
         c.recovered(now);
         assert_eq!(send(&mut c, now), a);
     }
