@@ -17,7 +17,7 @@ use data_commands::{buffer_dump, buffer_stats, dead_letter_list, dead_letter_rep
 /// gives every thread its own arena (RSS grows with threads). Measured in `benches/e2e.rs`;
 /// mimalloc was faster still but doubled RSS, which a pod's memory limit cannot afford. Two
 /// arenas rather than four: with 8 flush workers peak RSS was 7–10 MiB lower (e.g. 256 clients
-/// 50.5–57.1 MiB against 63.9–68.1, three runs each alternating, no CPU per record difference
+/// 50.5–57.1 MiB against 63.9–68.1, four runs each alternating, no CPU per record difference
 /// within the noise; one arena measured the same as two). A
 /// parameter whose glibc variable is set (`MALLOC_MMAP_THRESHOLD_`, `MALLOC_TRIM_THRESHOLD_`,
 /// `MALLOC_ARENA_MAX`) is left as that variable says.
