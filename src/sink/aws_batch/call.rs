@@ -38,7 +38,8 @@
 //! key), nearly every 100-record call has a record to resend, and each call's 50–100 ms sleep
 //! before resending it bounded a worker to about one call per backoff: the relay delivered
 //! 0.001× its unthrottled rate in release (2,507 against 2,249,496 records/s) and 0.45–0.68×
-//! in a loaded debug build. A backoff is meant to spare the service a record (or a call) that
+//! in a loaded debug build; now 0.61× in release (1,118,894 against 1,829,458 records/s, the
+//! bench's numbers and steps are in benches/README.md). A backoff is meant to spare the service a record (or a call) that
 //! just failed, not to stop the records that did not; and the *rate* of everything sent,
 //! resends included, is pacing's job ([`super::pacing`]), which sees every answer.
 //!
