@@ -67,8 +67,8 @@ impl Buffer {
         }
     }
 
-    /// `<buffer ARG>`.
-    fn arg(&self) -> String {
+    /// The chunk keys, in the order the generated `<buffer ARG>` writes them.
+    fn keys(&self) -> Vec<&'static str> {
         let mut keys = Vec::new();
         if self.tag {
             keys.push("tag");
@@ -80,7 +80,12 @@ impl Buffer {
                 keys.push("time");
             }
         }
-        keys.join(", ")
+        keys
+    }
+
+    /// `<buffer ARG>`.
+    fn arg(&self) -> String {
+        self.keys().join(", ")
     }
 }
 
@@ -599,17 +604,7 @@ fn fluent_output(s: &mut String, i: usize, pat: &str, out: &Output) {
 
 /// The relay's chunk keys, `timekey*` and `flush_mode` for `b`, written from the model.
 fn expected_keys(s: &mut String, b: &Buffer) {
-    let mut keys = Vec::new();
-    if b.tag {
-        keys.push("\"tag\"");
-    }
-    if b.time.is_some() {
-        if b.time_first {
-            keys.insert(0, "\"time\"");
-        } else {
-            keys.push("\"time\"");
-        }
-    }
+    let keys: Vec<String> = b.keys().iter().map(|k| format!("{k:?}")).collect();
     if !keys.is_empty() {
         let _ = writeln!(s, "chunk_keys = [{}]", keys.join(", "));
     }
