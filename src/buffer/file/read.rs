@@ -1,6 +1,7 @@
 //! Reading a chunk's records back, verified: from its chunk file, or from the sled values of a
 //! chunk written by the first release. Used when a flush worker takes a chunk and by
-//! `buffer dump`.
+//! `buffer dump`. A chunk file's records are built in the buffer the file was read into
+//! ([`InPlace`]), not copied out of it; a first-release chunk's sled values are copied.
 
 use std::ops::Range;
 use std::path::Path;
@@ -9,6 +10,7 @@ use sled::Tree;
 
 use super::codec::{self, chunk_data_prefix, ChunkMeta, DataStorage, FileEnd, StoredState};
 use super::store::StoreError;
+use crate::buffer::records::{BadFrame, RecordsTooLarge};
 use crate::buffer::{ChunkId, Records};
 use crate::fsutil::Filesystem;
 
@@ -85,32 +87,160 @@ pub(crate) fn read_chunk(
         }
         _ => ReadError::Storage(StoreError::io(format!("read {}", path.display()), e)),
     })?;
+    from_file(bytes, id, meta)
+}
+
+/// A chunk's records from its file's bytes, `bytes` (as [`read_chunk`]), built in that same
+/// buffer: after the scan has verified every frame, each frame's record bytes are moved left
+/// over the frame headers ([`InPlace`]) and the buffer is truncated to them.
+fn from_file(bytes: Vec<u8>, id: ChunkId, meta: Option<&ChunkMeta>) -> Result<ReadBack, ReadError> {
+    let corrupt = |e: codec::CodecError| ReadError::Corrupt(e.to_string());
     match meta.filter(|m| m.state == StoredState::Queued) {
         Some(meta) => {
             // A closed chunk's file was complete and synced before it closed.
             let scan = codec::scan_chunk_file(&bytes, id, FileEnd::Complete).map_err(corrupt)?;
             let gap = scan.gaps.first().cloned();
-            let closed = codec::assemble_closed(scan, meta.records, meta.bytes).map_err(corrupt)?;
-            let lost = gap.filter(|_| !closed.lost.is_empty()).map(|g| LostFrames {
-                records: closed.lost.clone(),
-                frames: g.bad_frames,
-                at: g.start..g.end,
-                bytes: bytes[g.start as usize..g.end as usize].to_vec(),
-                error: g.error,
-            });
+            let plan = InPlace::new(&bytes, meta.records);
+            let (plan, lost_records) =
+                codec::assemble_closed_into(scan, meta.records, meta.bytes, plan)
+                    .map_err(corrupt)?;
+            let lost = gap
+                .filter(|_| !lost_records.is_empty())
+                .map(|g| LostFrames {
+                    records: lost_records.clone(),
+                    frames: g.bad_frames,
+                    at: g.start..g.end,
+                    bytes: bytes[g.start as usize..g.end as usize].to_vec(),
+                    error: g.error,
+                });
             Ok(ReadBack {
-                records: closed.records,
+                records: plan.finish(bytes)?,
                 lost,
             })
         }
         None => {
             let scan = codec::scan_chunk_file(&bytes, id, FileEnd::MayBeTorn).map_err(corrupt)?;
-            let (records, bytes) = (scan.records, scan.bytes);
-            let records = codec::assemble_decoded(scan.values, records, bytes).map_err(corrupt)?;
+            let (records, record_bytes) = (scan.records, scan.bytes);
+            let plan = InPlace::new(&bytes, records);
+            let plan = codec::assemble_decoded_into(scan.values, records, record_bytes, plan)
+                .map_err(corrupt)?;
             Ok(ReadBack {
-                records,
+                records: plan.finish(bytes)?,
                 lost: None,
             })
         }
     }
 }
+
+/// A chunk's records as a plan to build them inside the chunk file's own buffer (a
+/// [`codec::RecordSink`]): the record ends, and where each frame's record bytes are in the
+/// file. The frames are in file order and every frame's bytes come after its header, so when
+/// [`InPlace::finish`] moves each frame's bytes left to follow the previous frame's, the
+/// destination never passes a source not yet moved.
+///
+/// Why: a flush worker reads a chunk whole (up to the 1 MiB chunk limit); assembling a copy of
+/// its records ([`codec::assemble_decoded`]) held the file and the copy at once, about 2 MiB
+/// per worker while it read. With 8 flush workers the copies alone can add 8 MiB to the
+/// relay's peak (8 workers peaked at 42-65 MiB in the release e2e `clients` scenario before
+/// this change, against a 56 MiB goal; benches/README "Many clients: memory"). In place, a
+/// chunk read back costs one buffer, the file's, plus its record ends.
+pub(crate) struct InPlace {
+    /// Address of the file buffer's first byte: a frame's bytes are a subslice of it.
+    file_at: usize,
+    file_len: usize,
+    /// (file offset, length) of each frame's record bytes, in order.
+    moves: Vec<(usize, usize)>,
+    /// File offset just after the last frame's record bytes.
+    moved_to: usize,
+    ends: Vec<u32>,
+    byte_len: usize,
+}
+
+impl InPlace {
+    fn new(file: &[u8], records: u64) -> Self {
+        let cap_records = usize::try_from(records).unwrap_or(0).min(1 << 24);
+        InPlace {
+            file_at: file.as_ptr() as usize,
+            file_len: file.len(),
+            moves: Vec::new(),
+            moved_to: 0,
+            ends: Vec::with_capacity(cap_records),
+            byte_len: 0,
+        }
+    }
+
+    /// Moves the record bytes into place in `file` (the buffer this plan was made for) and
+    /// makes them the records.
+    fn finish(self, mut file: Vec<u8>) -> Result<Records, ReadError> {
+        debug_assert_eq!(
+            (file.as_ptr() as usize, file.len()),
+            (self.file_at, self.file_len)
+        );
+        let mut to = 0;
+        for (from, len) in self.moves {
+            file.copy_within(from..from + len, to);
+            to += len;
+        }
+        file.truncate(to);
+        Records::from_parts(file, self.ends)
+            .ok_or_else(|| ReadError::Corrupt("record ends do not fit the chunk's data".into()))
+    }
+}
+
+impl<'a> codec::RecordSink<'a> for InPlace {
+    fn extend_sealed(
+        &mut self,
+        data: &'a [u8],
+        ends: impl Iterator<Item = u32>,
+    ) -> Result<(), codec::CodecError> {
+        // Records::extend_sealed's checks and errors, without the copy.
+        let base = self.byte_len;
+        if u32::try_from(base + data.len()).is_err() {
+            return Err(codec::CodecError::Malformed(RecordsTooLarge.to_string()));
+        }
+        let at = (data.as_ptr() as usize).wrapping_sub(self.file_at);
+        let inside = at >= self.moved_to && at <= self.file_len && data.len() <= self.file_len - at;
+        if !inside && !data.is_empty() {
+            // Values come from scanning this buffer, in order: never.
+            return Err(codec::CodecError::Malformed(
+                "frame data outside the chunk file, or out of order".into(),
+            ));
+        }
+        let mark = self.ends.len();
+        let mut prev = self.ends.last().map_or(0, |&e| e as usize);
+        for e in ends {
+            let end = base + e as usize;
+            if end < prev || e as usize > data.len() {
+                self.ends.truncate(mark);
+                return Err(codec::CodecError::Malformed(BadFrame::End(e).to_string()));
+            }
+            prev = end;
+            self.ends.push(end as u32);
+        }
+        if !data.is_empty() {
+            self.moves.push((at, data.len()));
+            self.moved_to = at + data.len();
+        }
+        self.byte_len += data.len();
+        Ok(())
+    }
+    fn seal(&mut self) -> Result<(), codec::CodecError> {
+        let end = u32::try_from(self.byte_len)
+            .map_err(|_| codec::CodecError::Malformed(RecordsTooLarge.to_string()))?;
+        self.ends.push(end);
+        Ok(())
+    }
+    fn record_count(&self) -> usize {
+        self.ends.len()
+    }
+    fn byte_len(&self) -> usize {
+        self.byte_len
+    }
+    fn last_end(&self) -> usize {
+        self.ends.last().map_or(0, |&e| e as usize)
+    }
+}
+
+#[cfg(test)]
+#[path = "read_tests.rs"]
+mod tests;

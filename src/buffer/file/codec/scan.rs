@@ -8,7 +8,7 @@ use std::ops::Range;
 use super::chunk_file::{read_header, FRAME_PREFIX};
 use super::meta::{ChunkMeta, DataStorage, StoredState};
 use super::value::{decode_value, may_end_inside_a_record, ValueRef};
-use super::{assemble_decoded, CodecError};
+use super::{assemble_decoded_into, CodecError, RecordSink};
 use crate::buffer::{ChunkId, ChunkKey, DeliveredSet, Records, RetryState};
 
 /// What a chunk file's end can be, which decides what an unreadable frame at its end is.
@@ -331,6 +331,20 @@ pub fn assemble_closed(
     expect_records: u64,
     expect_bytes: u64,
 ) -> Result<ClosedRecords, CodecError> {
+    let cap_records = usize::try_from(expect_records).unwrap_or(0).min(1 << 24);
+    let records = Records::with_capacity(cap_records, scan.bytes as usize);
+    let (records, lost) = assemble_closed_into(scan, expect_records, expect_bytes, records)?;
+    Ok(ClosedRecords { records, lost })
+}
+
+/// [`assemble_closed`] into any [`RecordSink`]: the records, and the indices of those lost in
+/// a gap ([`ClosedRecords::lost`]).
+pub fn assemble_closed_into<'a, S: RecordSink<'a>>(
+    scan: ScannedFile<'a>,
+    expect_records: u64,
+    expect_bytes: u64,
+    mut records: S,
+) -> Result<(S, Range<u64>), CodecError> {
     if let Some(e) = scan.tail {
         return Err(e);
     }
@@ -347,11 +361,8 @@ pub fn assemble_closed(
     if lost == 0 {
         // No record lost: gaps, if any, were found and counted when a staged chunk was
         // recovered (its metadata counts only what was kept), or held no record.
-        let records = assemble_decoded(scan.values, expect_records, expect_bytes)?;
-        return Ok(ClosedRecords {
-            records,
-            lost: 0..0,
-        });
+        let records = assemble_decoded_into(scan.values, expect_records, expect_bytes, records)?;
+        return Ok((records, 0..0));
     }
     let gap = match scan.gaps.as_slice() {
         [_] if scan.records == 0 => {
@@ -376,39 +387,31 @@ pub fn assemble_closed(
             )))
         }
     };
-    let cap_records = usize::try_from(expect_records).unwrap_or(0).min(1 << 24);
-    let mut records = Records::with_capacity(cap_records, scan.bytes as usize);
-    let placeholders = |records: &mut Records| -> Result<(), CodecError> {
+    let placeholders = |records: &mut S| -> Result<(), CodecError> {
         for _ in 0..lost {
-            records
-                .seal()
-                .map_err(|e| CodecError::Malformed(e.to_string()))?;
+            records.seal()?;
         }
         Ok(())
     };
-    let (values_before, values) = (gap.values_before, scan.values.len());
+    let (values_before, records_before) = (gap.values_before, gap.records_before);
+    let values = scan.values.len();
     for (i, value) in scan.values.into_iter().enumerate() {
         if i == values_before {
             placeholders(&mut records)?;
         }
-        records
-            .extend_sealed(value.data, value.ends())
-            .map_err(|e| CodecError::Malformed(e.to_string()))?;
+        let ends = value.ends();
+        records.extend_sealed(value.data, ends)?;
     }
     if values_before >= values {
         placeholders(&mut records)?;
     }
-    let sealed = records.ends().last().map_or(0, |&e| e as usize);
-    if records.len() as u64 != expect_records || sealed != records.byte_len() {
+    if records.record_count() as u64 != expect_records || records.last_end() != records.byte_len() {
         return Err(CodecError::Malformed(format!(
             "chunk data around a gap holds {} records, metadata says {expect_records}",
-            records.len()
+            records.record_count()
         )));
     }
-    Ok(ClosedRecords {
-        records,
-        lost: gap.records_before..gap.records_before + lost,
-    })
+    Ok((records, records_before..records_before + lost))
 }
 
 #[cfg(test)]

@@ -210,28 +210,81 @@ pub fn assemble_decoded<'a>(
         .unwrap_or(0)
         .min(u32::MAX as usize);
     let cap_records = usize::try_from(expect_records).unwrap_or(0).min(1 << 24);
-    let mut records = Records::with_capacity(cap_records, cap_bytes);
+    let records = Records::with_capacity(cap_records, cap_bytes);
+    assemble_decoded_into(values, expect_records, expect_bytes, records)
+}
+
+/// Where [`assemble_decoded_into`] and [`assemble_closed_into`](super::assemble_closed_into)
+/// put a chunk's records: [`Records`] (a copy of every value's bytes), or a plan of where the
+/// bytes are in the buffer the values borrow from, to move them there
+/// (`buffer::file::read::InPlace`). Both check the record ends the same way.
+pub trait RecordSink<'a> {
+    /// [`Records::extend_sealed`]; an error is the chunk's.
+    fn extend_sealed(
+        &mut self,
+        data: &'a [u8],
+        ends: impl Iterator<Item = u32>,
+    ) -> Result<(), CodecError>;
+    /// [`Records::seal`] (an empty record, for a record lost in a gap).
+    fn seal(&mut self) -> Result<(), CodecError>;
+    /// Records so far.
+    fn record_count(&self) -> usize;
+    /// Bytes so far.
+    fn byte_len(&self) -> usize;
+    /// End of the last record so far (0 if none).
+    fn last_end(&self) -> usize;
+}
+
+impl<'a> RecordSink<'a> for Records {
+    fn extend_sealed(
+        &mut self,
+        data: &'a [u8],
+        ends: impl Iterator<Item = u32>,
+    ) -> Result<(), CodecError> {
+        Records::extend_sealed(self, data, ends).map_err(|e| CodecError::Malformed(e.to_string()))
+    }
+    fn seal(&mut self) -> Result<(), CodecError> {
+        Records::seal(self).map_err(|e| CodecError::Malformed(e.to_string()))
+    }
+    fn record_count(&self) -> usize {
+        Records::len(self)
+    }
+    fn byte_len(&self) -> usize {
+        Records::byte_len(self)
+    }
+    fn last_end(&self) -> usize {
+        self.ends().last().map_or(0, |&e| e as usize)
+    }
+}
+
+/// [`assemble_decoded`] into any [`RecordSink`].
+pub fn assemble_decoded_into<'a, S: RecordSink<'a>>(
+    values: impl IntoIterator<Item = ValueRef<'a>>,
+    expect_records: u64,
+    expect_bytes: u64,
+    mut records: S,
+) -> Result<S, CodecError> {
     for value in values {
         if (records.byte_len() + value.data.len()) as u64 > expect_bytes {
             return Err(CodecError::Malformed(format!(
                 "chunk data exceeds the {expect_bytes} bytes its metadata records"
             )));
         }
-        records
-            .extend_sealed(value.data, value.ends())
-            .map_err(|e| CodecError::Malformed(e.to_string()))?;
+        let ends = value.ends();
+        records.extend_sealed(value.data, ends)?;
     }
-    let sealed = records.ends().last().copied().unwrap_or(0) as usize;
+    let sealed = records.last_end();
     if sealed != records.byte_len() {
         return Err(CodecError::Malformed(format!(
             "{} bytes after the last record end",
             records.byte_len() - sealed
         )));
     }
-    if records.len() as u64 != expect_records || records.byte_len() as u64 != expect_bytes {
+    if records.record_count() as u64 != expect_records || records.byte_len() as u64 != expect_bytes
+    {
         return Err(CodecError::Malformed(format!(
             "chunk data holds {} records / {} bytes, metadata says {expect_records} / {expect_bytes}",
-            records.len(),
+            records.record_count(),
             records.byte_len()
         )));
     }
