@@ -1,6 +1,6 @@
-//! The layout rule from the crate docs, kept by a test because new code breaks it easily: no
-//! source file under `src/` is over 600 lines, test modules (`tests.rs`, `prop_tests.rs`, files
-//! under a `tests/` directory) excepted. A file that grows past it is split into modules with
+//! The layout rules, kept by tests because new code breaks them easily: the top level holds only
+//! what the README names, and no source file under `src/` is over 600 lines, test modules
+//! (`tests.rs`, `prop_tests.rs`, files under a `tests/` directory) excepted. A file that grows past it is split into modules with
 //! one job each (see how `buffer/file/queue/append.rs` or `sink/aws_batch/pacing/` did it).
 
 use std::path::{Path, PathBuf};
@@ -51,5 +51,45 @@ fn no_source_file_is_over_600_lines() {
         too_long.is_empty(),
         "split these into modules with one job each (limit {MAX_LINES} lines):\n  {}",
         too_long.join("\n  ")
+    );
+}
+
+/// The top level of the repository holds what the README names (`Cargo.toml`, `src/`, `conf/`,
+/// `tests/`, `fuzz/`, `benches/`, `Dockerfile`, `README.md`, `.ci/`) and what tools need there
+/// (`Cargo.lock`, git's files, a default `target/`); anything else (a proptest regression
+/// directory written by a test, a scratch file) belongs inside one of them.
+#[test]
+fn the_top_level_holds_only_what_the_readme_names() {
+    const ALLOWED: &[&str] = &[
+        "Cargo.toml",
+        "Cargo.lock",
+        "src",
+        "conf",
+        "tests",
+        "fuzz",
+        "benches",
+        "Dockerfile",
+        "README.md",
+        ".ci",
+        ".git",
+        ".gitignore",
+        ".dockerignore",
+        "target",
+    ];
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut extra: Vec<String> = std::fs::read_dir(root)
+        .expect("read the repository's top level")
+        .map(|e| {
+            e.expect("directory entry")
+                .file_name()
+                .to_string_lossy()
+                .into_owned()
+        })
+        .filter(|name| !ALLOWED.contains(&name.as_str()))
+        .collect();
+    extra.sort();
+    assert!(
+        extra.is_empty(),
+        "move these into src/, tests/, benches/ or conf/ (or give them a place in the README): {extra:?}"
     );
 }

@@ -131,7 +131,15 @@ fn damaged(mut f: Vec<u8>, d: &Option<Damage>) -> Vec<u8> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(96))]
+    // Regression seeds live next to this file (read_tests.proptest-regressions), not in a
+    // top-level directory of their own.
+    #![proptest_config(ProptestConfig {
+        cases: 96,
+        failure_persistence: Some(Box::new(
+            proptest::test_runner::FileFailurePersistence::WithSource("proptest-regressions"),
+        )),
+        ..ProptestConfig::default()
+    })]
 
     /// Records split across frames, torn tails, corrupt frames (gaps), damaged headers: in
     /// place or copied, the same records, the same lost frames, the same errors.
