@@ -6,35 +6,17 @@ use std::ops::Range;
 use proptest::prelude::*;
 
 use super::super::codec::{
-    assemble_closed, assemble_decoded, chunk_file_header, encode_frames, scan_chunk_file,
+    assemble_closed, assemble_decoded, scan_chunk_file,
+    test_files::{self, frames},
     CodecError, FileEnd, StoredState, CHUNK_HEADER_LEN, MAX_VALUE_DATA,
 };
 use super::*;
 
 const ID: ChunkId = ChunkId(9);
 
-/// A chunk file with one group commit per element of `appends`.
+/// Chunk `ID`'s file with one group commit per element of `appends`.
 fn chunk_file(appends: &[Vec<Vec<u8>>]) -> Vec<u8> {
-    let mut f = chunk_file_header(ID, 77).to_vec();
-    for a in appends {
-        let mut r = Records::new();
-        for rec in a {
-            r.push(rec).unwrap();
-        }
-        encode_frames(&r, &mut f);
-    }
-    f
-}
-
-/// File offsets of the frames of `f`.
-fn frames(f: &[u8]) -> Vec<usize> {
-    let mut at = CHUNK_HEADER_LEN;
-    let mut out = Vec::new();
-    while at + 4 <= f.len() {
-        out.push(at);
-        at += 4 + u32::from_le_bytes(f[at..at + 4].try_into().unwrap()) as usize;
-    }
-    out
+    test_files::chunk_file(ID, appends)
 }
 
 type Lost = (Range<u64>, u32, Range<u64>, Vec<u8>, CodecError);

@@ -16,6 +16,9 @@ mod meta;
 mod scan;
 mod value;
 
+#[cfg(test)]
+pub(crate) mod test_files;
+
 pub use chunk_file::*;
 pub use keys::*;
 pub use meta::*;

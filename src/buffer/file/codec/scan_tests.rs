@@ -1,32 +1,13 @@
 //! Corrupt frames in the middle of a chunk file (issue 15, defect 5): a frame whose length is
 //! intact but whose bytes fail their checksum is a gap; the frames after it are kept.
 
-use super::super::chunk_file::FRAME_PREFIX;
+use super::super::test_files::{self, frames};
 use super::super::*;
 use super::*;
 
-/// A chunk file with one group commit per element of `appends`, each a list of records.
+/// Chunk 1's file with one group commit per element of `appends`.
 fn chunk_file(appends: &[Vec<Vec<u8>>]) -> Vec<u8> {
-    let mut f = chunk_file_header(ChunkId(1), 77).to_vec();
-    for a in appends {
-        let mut r = Records::new();
-        for rec in a {
-            r.push(rec).unwrap();
-        }
-        encode_frames(&r, &mut f);
-    }
-    f
-}
-
-/// File offsets of the frames of `f`.
-fn frames(f: &[u8]) -> Vec<usize> {
-    let mut at = CHUNK_HEADER_LEN;
-    let mut out = Vec::new();
-    while at < f.len() {
-        out.push(at);
-        at += FRAME_PREFIX + u32::from_le_bytes(f[at..at + 4].try_into().unwrap()) as usize;
-    }
-    out
+    test_files::chunk_file(ChunkId(1), appends)
 }
 
 /// Flips a bit in the value of the frame at `at` (its length prefix stays intact).

@@ -1,0 +1,28 @@
+//! Chunk files built for tests of the readers (`scan_tests.rs`, `read_tests.rs`).
+
+use super::{chunk_file_header, encode_frames, CHUNK_HEADER_LEN, FRAME_PREFIX};
+use crate::buffer::{ChunkId, Records};
+
+/// Chunk `id`'s file with one group commit per element of `appends`, each a list of records.
+pub fn chunk_file(id: ChunkId, appends: &[Vec<Vec<u8>>]) -> Vec<u8> {
+    let mut f = chunk_file_header(id, 77).to_vec();
+    for a in appends {
+        let mut r = Records::new();
+        for rec in a {
+            r.push(rec).unwrap();
+        }
+        encode_frames(&r, &mut f);
+    }
+    f
+}
+
+/// File offsets of the frames of `f` (a torn last frame included while its length is there).
+pub fn frames(f: &[u8]) -> Vec<usize> {
+    let mut at = CHUNK_HEADER_LEN;
+    let mut out = Vec::new();
+    while at + FRAME_PREFIX <= f.len() {
+        out.push(at);
+        at += FRAME_PREFIX + u32::from_le_bytes(f[at..at + 4].try_into().unwrap()) as usize;
+    }
+    out
+}
