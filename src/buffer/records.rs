@@ -110,18 +110,7 @@ impl Records {
         if u32::try_from(base + data.len()).is_err() {
             return Err(RecordsTooLarge.into());
         }
-        let mark = self.ends.len();
-        let mut prev = self.ends.last().map_or(0, |&e| e as usize);
-        for e in ends {
-            let end = base + e as usize;
-            if end < prev || e as usize > data.len() {
-                self.ends.truncate(mark);
-                return Err(BadFrame::End(e));
-            }
-            prev = end;
-            // Cannot overflow: checked above that all of `data` fits.
-            self.ends.push(end as u32);
-        }
+        push_frame_ends(&mut self.ends, base, data.len(), ends)?;
         self.data.extend_from_slice(data);
         Ok(())
     }
@@ -199,6 +188,32 @@ impl Records {
     pub fn into_parts(self) -> (Vec<u8>, Vec<u32>) {
         (self.data, self.ends)
     }
+}
+
+/// Appends to `ends` the record ends of a frame whose `data_len` bytes start at offset `base` of
+/// the records' data (`frame_ends`: ascending offsets into the frame), checking them as
+/// [`Records::extend_sealed`] does; on an error `ends` is left as it was. The caller has checked
+/// that `base + data_len` fits in a `u32`. Shared with the file buffer's read-back in place,
+/// which places frames without copying them.
+pub(crate) fn push_frame_ends(
+    ends: &mut Vec<u32>,
+    base: usize,
+    data_len: usize,
+    frame_ends: impl Iterator<Item = u32>,
+) -> Result<(), BadFrame> {
+    let mark = ends.len();
+    let mut prev = ends.last().map_or(0, |&e| e as usize);
+    for e in frame_ends {
+        let end = base + e as usize;
+        if end < prev || e as usize > data_len {
+            ends.truncate(mark);
+            return Err(BadFrame::End(e));
+        }
+        prev = end;
+        // Cannot overflow: the caller checked that all of the frame fits.
+        ends.push(end as u32);
+    }
+    Ok(())
 }
 
 #[cfg(test)]

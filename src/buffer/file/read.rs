@@ -10,7 +10,7 @@ use sled::Tree;
 
 use super::codec::{self, chunk_data_prefix, ChunkMeta, DataStorage, FileEnd, StoredState};
 use super::store::StoreError;
-use crate::buffer::records::{BadFrame, RecordsTooLarge};
+use crate::buffer::records::{push_frame_ends, RecordsTooLarge};
 use crate::buffer::{ChunkId, Records};
 use crate::fsutil::Filesystem;
 
@@ -208,17 +208,8 @@ impl<'a> codec::RecordSink<'a> for InPlace {
                 "frame data outside the chunk file, or out of order".into(),
             ));
         }
-        let mark = self.ends.len();
-        let mut prev = self.ends.last().map_or(0, |&e| e as usize);
-        for e in ends {
-            let end = base + e as usize;
-            if end < prev || e as usize > data.len() {
-                self.ends.truncate(mark);
-                return Err(codec::CodecError::Malformed(BadFrame::End(e).to_string()));
-            }
-            prev = end;
-            self.ends.push(end as u32);
-        }
+        push_frame_ends(&mut self.ends, base, data.len(), ends)
+            .map_err(|e| codec::CodecError::Malformed(e.to_string()))?;
         if !data.is_empty() {
             self.moves.push((at, data.len()));
             self.moved_to = at + data.len();
