@@ -513,6 +513,19 @@ fn peak_rss_mib(pid: u32) -> f64 {
         .unwrap_or(0.0)
 }
 
+/// What every scenario runs against: the runtime, the generated load, the fake endpoint (and
+/// its port), the directory relays keep their files in and the CA the fake's certificate
+/// chains to.
+#[derive(Clone, Copy)]
+struct Bench<'a> {
+    rt: &'a tokio::runtime::Runtime,
+    load: &'a Arc<Load>,
+    fake: &'a Arc<Fake>,
+    fake_port: u16,
+    dir: &'a Path,
+    ca: &'a Path,
+}
+
 struct Relay {
     child: Child,
     forward_port: u16,
@@ -729,6 +742,14 @@ fn main() {
         fake_handler(Arc::clone(&fake)),
     ));
     let load = Arc::new(Load::new(k.per_message, k.record_size));
+    let bench = Bench {
+        rt: &rt,
+        load: &load,
+        fake: &fake,
+        fake_port: fake_addr.port(),
+        dir: tmp.path(),
+        ca: &ca_path,
+    };
     let rec_bytes = load.json_bytes_per_record as f64;
     println!(
         "e2e: {k:?}, {} JSON bytes per record",
@@ -851,49 +872,17 @@ fn main() {
     }
 
     if k.scenario == "clients" {
-        clients::clients(
-            &rt,
-            &k,
-            &load,
-            &fake,
-            fake_addr.port(),
-            tmp.path(),
-            &ca_path,
-        );
+        clients::clients(&bench, &k);
     }
     if k.scenario == "streams" {
-        streams::streams(
-            &rt,
-            &k,
-            &load,
-            &fake,
-            fake_addr.port(),
-            tmp.path(),
-            &ca_path,
-        );
+        streams::streams(&bench, &k);
     }
     if k.scenario == "idle" {
-        clients::idle(
-            &rt,
-            &k,
-            &load,
-            &fake,
-            fake_addr.port(),
-            tmp.path(),
-            &ca_path,
-        );
+        clients::idle(&bench, &k);
     }
 
     if k.scenario == "pacing" || k.scenario == "all" {
-        pacing_scenarios(
-            &k,
-            &rt,
-            tmp.path(),
-            &fake,
-            fake_addr.port(),
-            &ca_path,
-            &load,
-        );
+        pacing_scenarios(&bench, &k);
     }
 }
 
@@ -902,16 +891,15 @@ fn main() {
 /// `pacing_secs` against the quota, throttled fraction of the records sent), rate-independent
 /// failures (2 % of records, 5 % of requests; delivered/s against the same run's unthrottled
 /// rate), and an outage (`outage_secs`; how soon the rate is back to 90 % of the rate before).
-#[allow(clippy::too_many_arguments)]
-fn pacing_scenarios(
-    k: &Knobs,
-    rt: &tokio::runtime::Runtime,
-    dir: &Path,
-    fake: &Arc<Fake>,
-    fake_port: u16,
-    ca: &Path,
-    load: &Arc<Load>,
-) {
+fn pacing_scenarios(bench: &Bench<'_>, k: &Knobs) {
+    let Bench {
+        rt,
+        load,
+        fake,
+        fake_port,
+        dir,
+        ca,
+    } = *bench;
     let kk = Knobs {
         workers: 8,
         ..k.clone()

@@ -14,8 +14,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::{
-    cpu_seconds, generator_ceiling, peak_rss_mib, rss_breakdown, run_load, wait_records, Fake,
-    Knobs, Load, Relay,
+    cpu_seconds, generator_ceiling, peak_rss_mib, rss_breakdown, run_load, wait_records, Bench,
+    Fake, Knobs, Load, Relay,
 };
 
 /// Current resident set size (`VmRSS`) of `pid`, in MiB.
@@ -60,15 +60,15 @@ pub fn load_relay(
 }
 
 /// The `clients` scenario.
-pub fn clients(
-    rt: &tokio::runtime::Runtime,
-    k: &Knobs,
-    load: &Arc<Load>,
-    fake: &Arc<Fake>,
-    fake_port: u16,
-    tmp: &std::path::Path,
-    ca: &std::path::Path,
-) {
+pub fn clients(bench: &Bench<'_>, k: &Knobs) {
+    let Bench {
+        rt,
+        load,
+        fake,
+        fake_port,
+        dir: tmp,
+        ca,
+    } = *bench;
     println!(
         "clients: {} records per case, window {}, busy connections {:?}",
         k.records, k.window, k.clients
@@ -109,15 +109,15 @@ pub fn clients(
 }
 
 /// The `idle` scenario.
-pub fn idle(
-    rt: &tokio::runtime::Runtime,
-    k: &Knobs,
-    load: &Arc<Load>,
-    fake: &Arc<Fake>,
-    fake_port: u16,
-    tmp: &std::path::Path,
-    ca: &std::path::Path,
-) {
+pub fn idle(bench: &Bench<'_>, k: &Knobs) {
+    let Bench {
+        rt,
+        load,
+        fake,
+        fake_port,
+        dir: tmp,
+        ca,
+    } = *bench;
     let relay = Relay::start(tmp, fake_port, ca, k, "", "");
     let pid = relay.child.id();
     std::thread::sleep(Duration::from_secs(2));

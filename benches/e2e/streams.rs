@@ -13,12 +13,11 @@
 //! pessimistic.
 
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
 
 use base64::Engine as _;
 
 use super::clients::load_relay;
-use super::{http_server, Fake, Knobs, Load, Relay};
+use super::{http_server, Bench, Fake, Knobs, Relay};
 
 /// The fake's answer to one PutRecords call: every record accepted. Counts Kinesis records in
 /// `kinesis_records` and user records (those inside aggregated records too) in `records`.
@@ -69,15 +68,15 @@ pub fn put_records_reply(fake: &Fake, body: &[u8]) -> http_server::Reply {
 }
 
 /// The `streams` scenario.
-pub fn streams(
-    rt: &tokio::runtime::Runtime,
-    k: &Knobs,
-    load: &Arc<Load>,
-    fake: &Arc<Fake>,
-    fake_port: u16,
-    tmp: &std::path::Path,
-    ca: &std::path::Path,
-) {
+pub fn streams(bench: &Bench<'_>, k: &Knobs) {
+    let Bench {
+        rt,
+        load,
+        fake,
+        fake_port,
+        dir: tmp,
+        ca,
+    } = *bench;
     println!(
         "streams: {} records of {} JSON bytes per output, {} connection(s), window {}, {} workers",
         k.records, load.json_bytes_per_record, k.connections, k.window, k.workers
