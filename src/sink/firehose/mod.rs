@@ -76,18 +76,8 @@ pub struct Firehose {
 impl Firehose {
     /// The delivery stream of `chunk`.
     fn stream_of(&self, chunk: &Chunk) -> Cow<'_, str> {
-        if !self.stream.is_templated() {
-            return Cow::Borrowed(self.stream.template());
-        }
-        let (name, missing) = self.stream.resolve(&chunk.key);
-        if let Some(part) = missing {
-            if let Some(suppressed) = self.missing_part_log.allow() {
-                tracing::warn!(template = self.stream.template(), tag = chunk.key.tag.as_deref().unwrap_or(""),
-                    placeholder = %part, stream = %name, suppressed,
-                    "the tag has no such part; the placeholder was replaced with nothing (as Fluentd does)");
-            }
-        }
-        Cow::Owned(name)
+        self.stream
+            .resolve_logged(&chunk.key, &self.missing_part_log)
     }
 }
 
