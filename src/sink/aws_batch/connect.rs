@@ -1,6 +1,7 @@
 //! What every batch-put output sets up the same way before its first call: the region, the
 //! HTTP client (`tls_ca_file`, `proxy_url`), the credentials (with `web_identity` and its
-//! refresher) and the SDK configuration (the SDK's own retries off, one attempt's timeout).
+//! refresher) and the SDK configuration (the SDK's own retries and stall detection off, one
+//! attempt's timeout).
 //! The service's face then builds its own SDK client from [`Connection::sdk`], adding its
 //! `endpoint_url`; `AWS_ENDPOINT_URL_<SERVICE>` is read by the SDK when none is set.
 
@@ -8,6 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use aws_config::retry::RetryConfig;
+use aws_config::stalled_stream_protection::StalledStreamProtectionConfig;
 use aws_config::timeout::TimeoutConfig;
 use aws_config::{BehaviorVersion, Region, SdkConfig};
 
@@ -80,6 +82,11 @@ pub async fn connect(
         .region(region.clone())
         .http_client(http)
         .retry_config(RetryConfig::disabled())
+        // Every attempt, the upload of its body and the read of its answer included, is bounded
+        // by `request_timeout` (the attempt timeout below), so a stalled call fails anyway. The
+        // SDK's stall detection wraps both bodies in a throughput meter checked on every poll:
+        // 1.5 % of the relay's CPU in the e2e bench's profile (benches/README.md, "calls").
+        .stalled_stream_protection(StalledStreamProtectionConfig::disabled())
         .timeout_config(
             TimeoutConfig::builder()
                 .operation_attempt_timeout(timeout)

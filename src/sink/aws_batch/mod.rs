@@ -35,6 +35,7 @@ pub mod connect;
 pub mod errors;
 pub mod metrics;
 pub mod pacing;
+pub mod prebuilt;
 pub mod settings;
 #[cfg(test)]
 mod tests;

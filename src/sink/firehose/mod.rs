@@ -21,7 +21,6 @@ use async_trait::async_trait;
 use aws_sdk_firehose::config::http::HttpResponse;
 use aws_sdk_firehose::error::SdkError;
 use aws_sdk_firehose::operation::put_record_batch::{PutRecordBatchError, PutRecordBatchOutput};
-use aws_smithy_types::body::SdkBody;
 
 pub use config::{Compression, FirehoseConfig};
 
@@ -30,6 +29,7 @@ use super::aws_batch::call::RecordAnswer;
 use super::aws_batch::connect::{connect, ConnectOptions};
 use super::aws_batch::metrics::{Families, Names};
 use super::aws_batch::pacing::Pacer;
+use super::aws_batch::prebuilt::{self, PrebuiltBody};
 use super::aws_batch::{BatchPut, BatchPutSink, PackedChunk};
 use super::stream_name::{StreamFamily, StreamName, StreamStatus, StreamTracker};
 use crate::aws::http::HttpOptions;
@@ -102,7 +102,12 @@ impl FirehoseSink {
             metrics,
         )
         .await?;
-        let mut builder = aws_sdk_firehose::config::Builder::from(&conn.sdk);
+        // Both interceptors are the client's, not each call's (`aws_batch::prebuilt` on why).
+        let mut builder = aws_sdk_firehose::config::Builder::from(&conn.sdk)
+            .interceptor(PrebuiltBody {
+                operation: "PutRecordBatch",
+            })
+            .interceptor(response::FastResponses);
         if let Some(url) = &cfg.endpoint_url {
             builder = builder.endpoint_url(url);
         }
@@ -183,9 +188,10 @@ impl BatchPut for Firehose {
 
     /// One PutRecordBatch request of the records `todo`.
     ///
-    /// The body is written here in one pass and swapped in before signing (see [`request`]);
-    /// the SDK serializes an empty record list that is thrown away. Successful responses are
-    /// read by [`response`], without the record ids.
+    /// The body is written here in one pass and swapped in before signing by the client's
+    /// [`PrebuiltBody`] (see [`request`]); the SDK serializes an empty record list that is
+    /// thrown away. Successful responses are read by [`response`], without the record
+    /// ids.
     async fn put(
         &self,
         chunk: &Chunk,
@@ -196,19 +202,13 @@ impl BatchPut for Firehose {
         let stream = self.stream_of(chunk);
         let body =
             request::put_record_batch_body(&stream, todo.iter().map(|&i| records[i].bytes(chunk)));
-        self.client
+        let call = self
+            .client
             .put_record_batch()
             .delivery_stream_name(stream)
             .set_records(Some(Vec::new()))
-            .customize()
-            .mutate_request(move |req| {
-                req.headers_mut()
-                    .insert("content-length", body.len().to_string());
-                *req.body_mut() = SdkBody::from(body.clone());
-            })
-            .interceptor(response::FastResponses)
-            .send()
-            .await
+            .send();
+        prebuilt::with_body(body, call).await
     }
 
     fn answers(output: &PutRecordBatchOutput) -> impl Iterator<Item = RecordAnswer<'_>> {

@@ -5,8 +5,8 @@
 //! three copies and several allocations per record, about a tenth of the relay's CPU at
 //! 200-byte records. This module writes the same awsJson1.1 document
 //! (`{"DeliveryStreamName":…,"Records":[{"Data":"<base64>"},…]}`) straight from the records
-//! into one exactly-sized buffer, and [`super::FirehoseSink`] swaps it in with the SDK's
-//! `mutate_request` hook, which runs *before* signing: SigV4 signs exactly these bytes, and
+//! into one exactly-sized buffer, and [`super::FirehoseSink`]'s client swaps it in before
+//! signing ([`crate::sink::aws_batch::prebuilt`]): SigV4 signs exactly these bytes, and
 //! everything else (endpoint resolution, credentials, timeouts, response parsing, error
 //! classification) stays the SDK's. A test checks the document against the SDK's own
 //! serialization of the same records, so a protocol change cannot slip by unnoticed.
@@ -63,6 +63,7 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sink::aws_batch::prebuilt::{with_body, PrebuiltBody};
 
     fn parse(body: &Bytes) -> serde_json::Value {
         serde_json::from_slice(body).expect("the body is valid JSON")
@@ -97,6 +98,56 @@ mod tests {
             parse(&body),
             serde_json::json!({"DeliveryStreamName": "we\"ird\\name\u{1}é", "Records": []})
         );
+    }
+
+    /// A client with [`PrebuiltBody`] and a capture of what would be sent.
+    fn client_with(capture: &crate::sink::aws_batch::capture::Capture) -> aws_sdk_firehose::Client {
+        let conf = aws_sdk_firehose::Config::builder()
+            .behavior_version(aws_sdk_firehose::config::BehaviorVersion::latest())
+            .region(aws_sdk_firehose::config::Region::new("eu-west-1"))
+            .credentials_provider(aws_sdk_firehose::config::Credentials::new(
+                "AKID", "SECRET", None, None, "test",
+            ))
+            .interceptor(PrebuiltBody {
+                operation: "PutRecordBatch",
+            })
+            .interceptor(capture.clone())
+            .build();
+        aws_sdk_firehose::Client::from_conf(conf)
+    }
+
+    #[tokio::test]
+    async fn the_client_sends_the_prebuilt_body_of_the_call() {
+        let capture = crate::sink::aws_batch::capture::Capture::default();
+        let client = client_with(&capture);
+        for records in [&[&b"one"[..], b"two"][..], &[b"three"]] {
+            let body = put_record_batch_body("s", records.iter().copied());
+            let call = client
+                .put_record_batch()
+                .delivery_stream_name("s")
+                .set_records(Some(Vec::new()))
+                .send();
+            let _ = with_body(body.clone(), call).await;
+            assert_eq!(capture.take().as_deref(), Some(&body[..]));
+        }
+    }
+
+    #[tokio::test]
+    async fn a_call_without_its_prebuilt_body_is_not_sent() {
+        let capture = crate::sink::aws_batch::capture::Capture::default();
+        let client = client_with(&capture);
+        let e = client
+            .put_record_batch()
+            .delivery_stream_name("s")
+            .set_records(Some(Vec::new()))
+            .send()
+            .await
+            .unwrap_err();
+        assert!(
+            format!("{:?}", e).contains("without its prebuilt body"),
+            "{e:?}"
+        );
+        assert_eq!(capture.take(), None, "nothing was sent");
     }
 
     /// The SDK's own serializer must produce the same document: if a future SDK changed the

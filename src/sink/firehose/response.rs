@@ -4,7 +4,7 @@
 //! production), and the SDK's schema-driven deserializer allocates a `String` per record id
 //! through dynamic dispatch per field: 7 % of the relay's CPU in the end-to-end profile. The
 //! relay never uses record ids, only the per-record error codes. [`FastResponses`] is an
-//! interceptor added to each PutRecordBatch call; when the response is an HTTP 200 it puts a
+//! interceptor of the Firehose client; when a PutRecordBatch response is an HTTP 200 it puts a
 //! deserializer of its own in front of the SDK's, in the call's own config layer. That
 //! deserializer reads the body with `serde_json` (borrowed, record ids skipped) into the
 //! SDK's own output type, so the sink's logic does not change. Error responses (throttling,
@@ -30,14 +30,16 @@ use aws_smithy_runtime_api::client::interceptors::context::{
     BeforeDeserializationInterceptorContextRef, Output, OutputOrError,
 };
 use aws_smithy_runtime_api::client::interceptors::Intercept;
-use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
 use aws_smithy_runtime_api::client::orchestrator::OrchestratorError;
+use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
 use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
 use aws_smithy_runtime_api::client::ser_de::{DeserializeResponse, SharedResponseDeserializer};
 use aws_smithy_types::config_bag::ConfigBag;
 
-/// Interceptor for one PutRecordBatch call: installs its own deserializer when the response is an
-/// HTTP 200. Only for PutRecordBatch: the output it builds is that operation's.
+use crate::sink::aws_batch::prebuilt::is_operation;
+
+/// Interceptor of the Firehose client: installs its own deserializer when the response to a
+/// PutRecordBatch call is an HTTP 200 (only then: the output it builds is that operation's).
 #[derive(Debug, Default)]
 pub struct FastResponses;
 
@@ -52,7 +54,7 @@ impl Intercept for FastResponses {
         _runtime_components: &RuntimeComponents,
         cfg: &mut ConfigBag,
     ) -> Result<(), BoxError> {
-        if context.response().status().as_u16() == 200 {
+        if context.response().status().as_u16() == 200 && is_operation(cfg, "PutRecordBatch") {
             cfg.interceptor_state()
                 .store_put(SharedResponseDeserializer::new(Deserializer));
         }
@@ -85,12 +87,45 @@ impl DeserializeResponse for Deserializer {
 /// The body of a successful PutRecordBatch response, as far as the relay reads it.
 #[derive(serde::Deserialize)]
 #[serde(rename_all = "PascalCase")]
-struct Body<'a> {
+struct Body {
     failed_put_count: i32,
     #[serde(default)]
     encrypted: Option<bool>,
-    #[serde(borrow)]
-    request_responses: Vec<Entry<'a>>,
+    request_responses: Entries,
+}
+
+/// The entries of a result, read straight into the SDK's type: no list of borrowed entries
+/// in between, and room for a full call's entries from the start.
+struct Entries(Vec<PutRecordBatchResponseEntry>);
+
+impl<'de> serde::Deserialize<'de> for Entries {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct List;
+        impl<'de> serde::de::Visitor<'de> for List {
+            type Value = Entries;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a list of PutRecordBatch response entries")
+            }
+
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<Self::Value, A::Error> {
+                let mut entries = Vec::with_capacity(super::MAX_RECORDS_PER_CALL);
+                while let Some(e) = seq.next_element::<Entry<'de>>()? {
+                    entries.push(
+                        PutRecordBatchResponseEntry::builder()
+                            .set_error_code(e.error_code.map(Cow::into_owned))
+                            .set_error_message(e.error_message.map(Cow::into_owned))
+                            .build(),
+                    );
+                }
+                Ok(Entries(entries))
+            }
+        }
+        d.deserialize_seq(List)
+    }
 }
 
 /// One entry; `RecordId` is skipped without being copied.
@@ -106,21 +141,11 @@ struct Entry<'a> {
 /// The SDK output for a 200 body (any JSON spelling of a PutRecordBatch result), or `None` if
 /// the body is not one. Entries carry no record id: the relay never uses it.
 fn parse_success(body: &[u8]) -> Option<PutRecordBatchOutput> {
-    let body: Body<'_> = serde_json::from_slice(body).ok()?;
-    let entries = body
-        .request_responses
-        .into_iter()
-        .map(|e| {
-            PutRecordBatchResponseEntry::builder()
-                .set_error_code(e.error_code.map(Cow::into_owned))
-                .set_error_message(e.error_message.map(Cow::into_owned))
-                .build()
-        })
-        .collect();
+    let body: Body = serde_json::from_slice(body).ok()?;
     PutRecordBatchOutput::builder()
         .failed_put_count(body.failed_put_count)
         .set_encrypted(body.encrypted)
-        .set_request_responses(Some(entries))
+        .set_request_responses(Some(body.request_responses.0))
         .build()
         .ok()
 }
@@ -190,6 +215,13 @@ mod tests {
         ] {
             assert!(parse_success(body).is_some(), "{}", String::from_utf8_lossy(body));
         }
+        // A full call's entries and more (the list grows past its first room).
+        for n in [0, 1, 500, 501, 1200] {
+            let entries = vec![r#"{"RecordId":"x"}"#; n].join(",");
+            let body = format!(r#"{{"FailedPutCount":0,"RequestResponses":[{entries}]}}"#);
+            let out = parse_success(body.as_bytes()).unwrap();
+            assert_eq!(out.request_responses().len(), n);
+        }
         // And what is not a valid result is refused.
         for body in [
             &br#"{"FailedPutCount":01,"RequestResponses":[]}"#[..],
@@ -197,6 +229,10 @@ mod tests {
             br#"{"FailedPutCount":9999999999,"RequestResponses":[]}"#,
             br#"{"FailedPutCount":0,"RequestResponses":[{"RecordId":"a"}]"#,
             b"{\"FailedPutCount\":0,\"RequestResponses\":[{\"RecordId\":\"a\x01\"}]}",
+            br#"{"FailedPutCount":0,"RequestResponses":[{"RecordId":"a"},1]}"#,
+            br#"{"FailedPutCount":0,"RequestResponses":{"RecordId":"a"}}"#,
+            br#"{"FailedPutCount":0,"RequestResponses":[{"RecordId":"a"},]}"#,
+            br#"{"FailedPutCount":1,"RequestResponses":[{"ErrorCode":5}]}"#,
         ] {
             assert!(
                 parse_success(body).is_none(),

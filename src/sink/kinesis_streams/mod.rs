@@ -29,7 +29,6 @@ use async_trait::async_trait;
 use aws_sdk_kinesis::config::http::HttpResponse;
 use aws_sdk_kinesis::error::SdkError;
 use aws_sdk_kinesis::operation::put_records::{PutRecordsError, PutRecordsOutput};
-use aws_smithy_types::body::SdkBody;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 
@@ -41,6 +40,7 @@ use super::aws_batch::call::RecordAnswer;
 use super::aws_batch::connect::{connect, BuildError, ConnectOptions};
 use super::aws_batch::metrics::{Families, Names, OutputLabels};
 use super::aws_batch::pacing::Pacer;
+use super::aws_batch::prebuilt::{self, PrebuiltBody};
 use super::aws_batch::{errors, BatchPut, BatchPutSink};
 use super::firehose::Compression;
 use super::stream_name::{StreamFamily, StreamName, StreamStatus, StreamTracker};
@@ -156,7 +156,12 @@ impl KinesisStreamsSink {
             metrics,
         )
         .await?;
-        let mut builder = aws_sdk_kinesis::config::Builder::from(&conn.sdk);
+        // The body swap is the client's, not each call's (`aws_batch::prebuilt` on why).
+        let mut builder = aws_sdk_kinesis::config::Builder::from(&conn.sdk).interceptor(
+            PrebuiltBody {
+                operation: "PutRecords",
+            },
+        );
         if let Some(url) = &cfg.endpoint_url {
             builder = builder.endpoint_url(url);
         }
@@ -270,14 +275,7 @@ impl BatchPut for KinesisStreams {
             Target::Name(n) => call.stream_name(n),
             Target::Arn(a) => call.stream_arn(a),
         };
-        call.customize()
-            .mutate_request(move |req| {
-                req.headers_mut()
-                    .insert("content-length", body.len().to_string());
-                *req.body_mut() = SdkBody::from(body.clone());
-            })
-            .send()
-            .await
+        prebuilt::with_body(body, call.send()).await
     }
 
     fn answers(output: &PutRecordsOutput) -> impl Iterator<Item = RecordAnswer<'_>> {
