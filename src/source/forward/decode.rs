@@ -32,7 +32,6 @@ pub use pieces::{decode_bounded, decode_stream};
 use super::msgpack::{Cursor, Item};
 use super::transcode;
 use crate::event::{EventBatch, EventTime, Oversized};
-use crate::json_text;
 
 /// Why a message was rejected. The connection that sent it is closed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -244,6 +243,7 @@ fn decode(
         now,
         out: &mut out,
         pieces,
+        repeats: transcode::Repeats::default(),
     };
     sink.body(&mut cur, options.compressed, budget)?;
     Ok(Message::Events(out))
@@ -344,6 +344,8 @@ struct EventSink<'o, 'p> {
     out: &'o mut Events,
     /// Set when the output is handed out in pieces ([`decode_bounded`]).
     pieces: Option<pieces::Pieces<'p>>,
+    /// The last record's strings (see [`transcode::Repeats`]).
+    repeats: transcode::Repeats,
 }
 
 impl EventSink<'_, '_> {
@@ -472,12 +474,13 @@ impl EventSink<'_, '_> {
         let limit = self.opts.record_size_limit;
         let batch = &mut self.out.batch;
         let text_start = batch.raw_start();
-        let written = write_record(
+        let written = transcode::write_record(
             cur,
             n,
             batch.raw_json_mut(),
             text_start.saturating_add(limit),
             &self.opts.extra_fields,
+            &mut self.repeats,
         );
         match written {
             Ok(()) => {
@@ -526,7 +529,14 @@ impl EventSink<'_, '_> {
         let limit = self.opts.record_size_limit;
         let mut text = String::new();
         // It cannot complete: the record goes on beyond `head`. What it wrote is the prefix.
-        let _ = write_record(&mut cur, n, &mut text, limit, &self.opts.extra_fields);
+        let _ = transcode::write_record(
+            &mut cur,
+            n,
+            &mut text,
+            limit,
+            &self.opts.extra_fields,
+            &mut transcode::Repeats::default(),
+        );
         Ok(Some(Oversized {
             time,
             received_bytes: 0,
@@ -534,50 +544,6 @@ impl EventSink<'_, '_> {
             prefix: Oversized::prefix_of(&text),
         }))
     }
-}
-
-/// Writes the JSON object of a record map of `n` pairs (header already read) into `out`,
-/// `extra` fields replacing the record's own of the same name, keeping `out` within `limit`.
-fn write_record(
-    cur: &mut Cursor<'_>,
-    n: u32,
-    out: &mut String,
-    limit: usize,
-    extra: &[(String, String)],
-) -> Result<(), DecodeError> {
-    out.push('{');
-    let mut first = true;
-    for _ in 0..n {
-        let key = cur.next_item()?;
-        if let Item::Str(k) = key {
-            if extra.iter().any(|(name, _)| name.as_bytes() == k) {
-                cur.skip_values(1)?;
-                continue;
-            }
-        }
-        if !first {
-            out.push(',');
-        }
-        first = false;
-        transcode::write_key(cur, key, out, 1, limit)?;
-        out.push(':');
-        let value = cur.next_item()?;
-        transcode::write_item(cur, value, out, 1, limit)?;
-    }
-    for (name, value) in extra {
-        if !first {
-            out.push(',');
-        }
-        first = false;
-        json_text::write_escaped(out, name);
-        out.push(':');
-        json_text::write_escaped(out, value);
-    }
-    out.push('}');
-    if out.len() > limit {
-        return Err(DecodeError::RecordTooLarge);
-    }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -20,6 +20,11 @@
 //! checked before it is written (its JSON is at least as long as its bytes) and containers after
 //! each element, so a record is never materialised beyond its bound: at most one string's
 //! escaping (up to 6 bytes per byte of what was still allowed) goes past it.
+//!
+//! A record's keys, and its short string values, are mostly the bytes of the record before
+//! (a log stream's records share their fields): [`Repeats`] keeps the JSON text of each
+//! position's string from the last record, and a string equal to it is written from there,
+//! without checking its UTF-8 or looking for bytes to escape again.
 
 use base64::Engine;
 
@@ -29,6 +34,122 @@ use crate::json_text::{write_bytes_as_string, write_escaped};
 
 /// Deepest array/map nesting accepted inside a record.
 pub const MAX_DEPTH: usize = 64;
+
+/// Positions of a record remembered by [`Repeats`]: a key and a value each for its first
+/// `MAX_REPEAT_SLOTS / 2` fields.
+const MAX_REPEAT_SLOTS: usize = 64;
+/// Longest string [`Repeats`] remembers: longer ones are seldom repeated (messages), and
+/// comparing them costs about what checking them does.
+const MAX_REPEAT_LEN: usize = 64;
+/// A position whose string changed this many times more often than it repeated is no
+/// longer remembered (a value that differs in every record: copying it would be wasted).
+const MAX_REPEAT_MISSES: u32 = 8;
+
+/// The strings of the last record at each position (key or value of its N-th field) with
+/// their JSON text. Kept for one message.
+#[derive(Default)]
+pub struct Repeats {
+    slots: Vec<Slot>,
+}
+
+#[derive(Default)]
+struct Slot {
+    bytes: Vec<u8>,
+    json: String,
+    /// Times the string differed from the last one, less the times it repeated.
+    misses: u32,
+}
+
+impl Repeats {
+    /// Writes `b` (a str or bin, key or value) as a JSON string into `out`, from the text
+    /// remembered at `slot` when it is the same string; `out` stays within `limit`.
+    fn write(
+        &mut self,
+        slot: usize,
+        b: &[u8],
+        out: &mut String,
+        limit: usize,
+    ) -> Result<(), DecodeError> {
+        if slot >= MAX_REPEAT_SLOTS || b.len() > MAX_REPEAT_LEN {
+            room(out, limit, b.len() + 2)?;
+            write_bytes_as_string(out, b);
+            return Ok(());
+        }
+        if self.slots.len() <= slot {
+            self.slots.resize_with(slot + 1, Slot::default);
+        }
+        let s = &mut self.slots[slot];
+        // The same check as the string's own below, so that a record past its limit stops at
+        // the same place either way.
+        room(out, limit, b.len() + 2)?;
+        if s.bytes == b && !s.json.is_empty() {
+            out.push_str(&s.json);
+            s.misses = s.misses.saturating_sub(1);
+            return Ok(());
+        }
+        let start = out.len();
+        write_bytes_as_string(out, b);
+        if s.misses < MAX_REPEAT_MISSES {
+            s.misses += 1;
+            s.bytes.clear();
+            s.bytes.extend_from_slice(b);
+            s.json.clear();
+            s.json.push_str(&out[start..]);
+        }
+        Ok(())
+    }
+}
+
+/// Writes the JSON object of a record map of `n` pairs (header already read) into `out`,
+/// `extra` fields replacing the record's own of the same name, keeping `out` within `limit`.
+/// Its top-level string keys and values go through `repeats`.
+pub fn write_record(
+    cur: &mut Cursor<'_>,
+    n: u32,
+    out: &mut String,
+    limit: usize,
+    extra: &[(String, String)],
+    repeats: &mut Repeats,
+) -> Result<(), DecodeError> {
+    out.push('{');
+    let mut first = true;
+    for i in 0..n as usize {
+        let key = cur.next_item()?;
+        if let Item::Str(k) = key {
+            if extra.iter().any(|(name, _)| name.as_bytes() == k) {
+                cur.skip_values(1)?;
+                continue;
+            }
+        }
+        if !first {
+            out.push(',');
+        }
+        first = false;
+        match key {
+            Item::Str(b) | Item::Bin(b) => repeats.write(2 * i, b, out, limit)?,
+            other => key_text(cur, other, out, 1, false, limit)?,
+        }
+        out.push(':');
+        match cur.next_item()? {
+            Item::Str(b) | Item::Bin(b) => repeats.write(2 * i + 1, b, out, limit)?,
+            value => write_value(cur, value, out, 1, false, limit)?,
+        }
+    }
+    for (name, value) in extra {
+        if !first {
+            out.push(',');
+        }
+        first = false;
+        write_escaped(out, name);
+        out.push(':');
+        write_escaped(out, value);
+    }
+    out.push('}');
+    if out.len() > limit {
+        return Err(DecodeError::RecordTooLarge);
+    }
+    Ok(())
+}
 
 fn write_f64(out: &mut String, v: f64) {
     if v.is_finite() {
@@ -150,16 +271,6 @@ fn enter(depth: usize) -> Result<usize, DecodeError> {
 
 /// Writes a map key: strings as they are, anything else as its JSON text in a string; `out`
 /// stays within `limit` bytes.
-pub fn write_key(
-    cur: &mut Cursor<'_>,
-    key: Item<'_>,
-    out: &mut String,
-    depth: usize,
-    limit: usize,
-) -> Result<(), DecodeError> {
-    key_text(cur, key, out, depth, false, limit)
-}
-
 fn key_text(
     cur: &mut Cursor<'_>,
     key: Item<'_>,
@@ -295,5 +406,145 @@ mod tests {
             transcode(&bytes),
             Err(DecodeError::TooDeep { limit: MAX_DEPTH })
         );
+    }
+
+    mod repeats {
+        use super::*;
+        use proptest::prelude::*;
+
+        /// A msgpack str (`bin` false) or bin of `b`.
+        fn string(out: &mut Vec<u8>, b: &[u8], bin: bool) {
+            out.extend([if bin { 0xc4 } else { 0xd9 }, b.len() as u8]);
+            out.extend(b);
+        }
+
+        #[derive(Debug, Clone)]
+        enum Value {
+            Str(Vec<u8>),
+            Bin(Vec<u8>),
+            Int(u8),
+            Nil,
+            Map(Vec<(Vec<u8>, Vec<u8>)>),
+        }
+
+        fn encode(out: &mut Vec<u8>, v: &Value) {
+            match v {
+                Value::Str(b) => string(out, b, false),
+                Value::Bin(b) => string(out, b, true),
+                Value::Int(i) => out.push(i & 0x7f),
+                Value::Nil => out.push(0xc0),
+                Value::Map(pairs) => {
+                    out.push(0x80 | pairs.len() as u8);
+                    for (k, v) in pairs {
+                        string(out, k, false);
+                        string(out, v, false);
+                    }
+                }
+            }
+        }
+
+        /// Few distinct strings, so that records repeat each other's: plain, needing escapes,
+        /// invalid UTF-8, multi-byte, longer than what is remembered, and arbitrary.
+        fn text() -> impl Strategy<Value = Vec<u8>> {
+            prop_oneof![
+                Just(b"message".to_vec()),
+                Just(b"a\"b\\".to_vec()),
+                Just(vec![0xff, b'x', 0xc3]),
+                Just("h\u{e9}\u{1f600}".as_bytes().to_vec()),
+                Just(vec![1, b'\n']),
+                Just(Vec::new()),
+                Just(vec![b'k'; MAX_REPEAT_LEN + 1]),
+                proptest::collection::vec(any::<u8>(), 0..6),
+            ]
+        }
+
+        fn value() -> impl Strategy<Value = Value> {
+            prop_oneof![
+                text().prop_map(Value::Str),
+                text().prop_map(Value::Bin),
+                any::<u8>().prop_map(Value::Int),
+                Just(Value::Nil),
+                proptest::collection::vec((text(), text()), 0..3).prop_map(Value::Map),
+            ]
+        }
+
+        /// A record map: keys are str, bin or int.
+        fn record() -> impl Strategy<Value = Vec<u8>> {
+            proptest::collection::vec((value(), value()), 0..6).prop_map(|fields| {
+                let mut out = vec![0x80 | fields.len() as u8];
+                for (k, v) in &fields {
+                    let k = match k {
+                        Value::Map(_) | Value::Nil => Value::Int(7),
+                        k => k.clone(),
+                    };
+                    encode(&mut out, &k);
+                    encode(&mut out, v);
+                }
+                out
+            })
+        }
+
+        /// Writes each record after the text of the ones before (as a batch does), within
+        /// `limit` bytes of its own, through `repeats` or, when `None`, a fresh one each.
+        fn write_all(
+            records: &[Vec<u8>],
+            limit: usize,
+            mut repeats: Option<&mut Repeats>,
+        ) -> Vec<(Result<(), DecodeError>, String)> {
+            let mut out = String::new();
+            let extra = [("host".to_owned(), "relay".to_owned())];
+            let mut results = Vec::new();
+            for r in records {
+                let mut cur = Cursor::new(r);
+                let Ok(Item::Map(n)) = cur.next_item() else {
+                    panic!("not a map")
+                };
+                let start = out.len();
+                let mut fresh = Repeats::default();
+                let repeats = repeats.as_deref_mut().unwrap_or(&mut fresh);
+                let res = write_record(
+                    &mut cur,
+                    n,
+                    &mut out,
+                    start.saturating_add(limit),
+                    &extra,
+                    repeats,
+                );
+                results.push((res, out[start..].to_owned()));
+            }
+            results
+        }
+
+        proptest! {
+            /// Records written with the strings of the ones before remembered are written
+            /// exactly as without (text, errors, and the text up to an error), whatever the
+            /// strings, their positions and the record size limit.
+            #[test]
+            fn remembered_strings_change_nothing(
+                records in proptest::collection::vec(record(), 1..12),
+                limit in prop_oneof![Just(usize::MAX), 4usize..160],
+            ) {
+                let mut repeats = Repeats::default();
+                let shared = write_all(&records, limit, Some(&mut repeats));
+                prop_assert_eq!(shared, write_all(&records, limit, None));
+            }
+        }
+
+        #[test]
+        fn a_repeated_string_is_written_from_the_last_record() {
+            // {"k\"": "v"} twice, then {"k\"": "w"}.
+            let rec = |v: u8| vec![0x81, 0xa2, b'k', b'"', 0xa1, v];
+            let mut repeats = Repeats::default();
+            let mut out = String::new();
+            for v in [b'v', b'v', b'w'] {
+                let r = rec(v);
+                let mut cur = Cursor::new(&r);
+                assert_eq!(cur.next_item(), Ok(Item::Map(1)));
+                write_record(&mut cur, 1, &mut out, usize::MAX, &[], &mut repeats).unwrap();
+            }
+            assert_eq!(out, r#"{"k\"":"v"}{"k\"":"v"}{"k\"":"w"}"#);
+            assert_eq!(repeats.slots[0].json, r#""k\"""#);
+            assert_eq!(repeats.slots[1].json, r#""w""#);
+        }
     }
 }
