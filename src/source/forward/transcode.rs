@@ -516,6 +516,16 @@ mod tests {
         }
 
         proptest! {
+            // Regression seeds live next to this file, not in a top-level directory.
+            #![proptest_config(ProptestConfig {
+                failure_persistence: Some(Box::new(
+                    proptest::test_runner::FileFailurePersistence::WithSource(
+                        "proptest-regressions",
+                    ),
+                )),
+                ..ProptestConfig::default()
+            })]
+
             /// Records written with the strings of the ones before remembered are written
             /// exactly as without (text, errors, and the text up to an error), whatever the
             /// strings, their positions and the record size limit.
