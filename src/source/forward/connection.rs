@@ -5,6 +5,17 @@
 //! fills up when the buffer blocks. Acks go out in message order. The read buffer is sized for
 //! the message being read and let go once it is framed; a connection waiting for a message holds
 //! none until its first bytes arrive (see [`FIRST_READ`]).
+//!
+//! A connection reads about twice per message: what is left of a message once its length is
+//! known, then its option map with the next message's first bytes. Counted with `perf stat -e
+//! syscalls:sys_enter_recvfrom` on the e2e bench (1 connection, 1,000 records of 200 bytes per
+//! message) and per socket with `strace`: 2.0 forward reads per message; the other ~14
+//! `recvfrom` per message are the TLS reads of the Firehose responses (about 7 per call, 2 calls
+//! per 1,000 records). So waking the
+//! connection only once a message has arrived (`SO_RCVLOWAT` set to the bytes still missing)
+//! has nothing to save: tried (2 `setsockopt` per message), it left the `recvfrom` count as it
+//! was (16,286 against 16,279 per million records) and would need `unsafe` (no crate of the
+//! tree sets the option).
 
 use std::net::SocketAddr;
 use std::sync::Arc;

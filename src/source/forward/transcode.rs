@@ -24,7 +24,10 @@
 //! A record's keys, and its short string values, are mostly the bytes of the record before
 //! (a log stream's records share their fields): [`Repeats`] keeps the JSON text of each
 //! position's string from the last record, and a string equal to it is written from there,
-//! without checking its UTF-8 or looking for bytes to escape again.
+//! without checking its UTF-8 or looking for bytes to escape again. That made decoding about
+//! 40 % cheaper (`benches/forward_decode.rs`, 1,000 records of seven short fields: 319–391 µs
+//! → 187–229 µs per message, alternating runs; the e2e bench's relay under `perf`, records of
+//! three fields and a 155-byte message: 243 → 138 ms of decoding per million records).
 
 use base64::Engine;
 
