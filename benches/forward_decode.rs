@@ -1,6 +1,8 @@
 //! Decoding forward messages into an `EventBatch` (msgpack → JSON text), the per-event cost
 //! of the forward source: PackedForward with 1,000 records of about 200 bytes of JSON each,
-//! plain and gzip-compressed. Reported per record (records/s) and per input byte (MB/s).
+//! plain and gzip-compressed, and 1,000 records shaped as Fluent Bit's Kubernetes filter leaves
+//! them (a log line and the pod's metadata in a nested map). Reported per record (records/s)
+//! and per input byte (MB/s).
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughput};
 use firehose_relay::event::EventTime;
@@ -36,7 +38,54 @@ fn entry(out: &mut Vec<u8>, i: usize) {
     enc::write_f64(out, 12.5 + i as f64).unwrap();
 }
 
-fn packed_message(compress: bool) -> Vec<u8> {
+/// One entry shaped as Fluent Bit's Kubernetes filter leaves it (~600 bytes of JSON): a log
+/// line, and a nested map of the pod's metadata that repeats from record to record.
+fn nested_entry(out: &mut Vec<u8>, i: usize) {
+    enc::write_array_len(out, 2).unwrap();
+    enc::write_ext_meta(out, 8, 0).unwrap();
+    out.extend_from_slice(&1_700_000_000u32.to_be_bytes());
+    out.extend_from_slice(&(i as u32).to_be_bytes());
+    enc::write_map_len(out, 4).unwrap();
+    enc::write_str(out, "log").unwrap();
+    let log = format!(
+        "2026-12-03T10:00:{:02}.123Z INFO request {i} completed in 12 ms",
+        i % 60
+    );
+    enc::write_str(out, &log).unwrap();
+    enc::write_str(out, "stream").unwrap();
+    enc::write_str(out, "stdout").unwrap();
+    enc::write_str(out, "time").unwrap();
+    enc::write_str(out, "2026-12-03T10:00:00.123456789Z").unwrap();
+    enc::write_str(out, "kubernetes").unwrap();
+    let meta = [
+        ("pod_name", "checkout-7d9f8b6c5d-x2k4q"),
+        ("namespace_name", "shop"),
+        ("pod_id", "0b7e3f0e-3c1a-4a57-9d0c-2f6f1e9b8a11"),
+        ("host", "ip-10-0-12-34.ec2.internal"),
+        ("container_name", "checkout"),
+        ("docker_id", "4f1c2a9e8b7d6c5f4e3d2c1b0a9f8e7d"),
+        (
+            "container_image",
+            "registry.example.com/shop/checkout:1.42.0",
+        ),
+    ];
+    enc::write_map_len(out, meta.len() as u32 + 1).unwrap();
+    for (k, v) in meta {
+        enc::write_str(out, k).unwrap();
+        enc::write_str(out, v).unwrap();
+    }
+    enc::write_str(out, "labels").unwrap();
+    enc::write_map_len(out, 2).unwrap();
+    for (k, v) in [("app", "checkout"), ("pod-template-hash", "7d9f8b6c5d")] {
+        enc::write_str(out, k).unwrap();
+        enc::write_str(out, v).unwrap();
+    }
+}
+
+/// Writes the `i`-th `[time, record]` entry of a message.
+type Entry = fn(&mut Vec<u8>, usize);
+
+fn packed_message(compress: bool, entry: Entry) -> Vec<u8> {
     let mut payload = Vec::new();
     for i in 0..RECORDS {
         entry(&mut payload, i);
@@ -70,8 +119,13 @@ fn decode(msg: &[u8], opts: &DecodeOptions) -> usize {
 
 fn bench(c: &mut Criterion) {
     let opts = DecodeOptions::default();
-    for (name, compress) in [("packed", false), ("packed_gzip", true)] {
-        let msg = packed_message(compress);
+    let shapes: [(&str, bool, Entry); 3] = [
+        ("packed", false, entry),
+        ("packed_gzip", true, entry),
+        ("packed_kubernetes", false, nested_entry),
+    ];
+    for (name, compress, entry) in shapes {
+        let msg = packed_message(compress, entry);
         let json = decode(&msg, &opts);
         eprintln!(
             "{name}: message {} bytes, {RECORDS} records, {} bytes of JSON ({} per record)",
