@@ -157,11 +157,10 @@ impl KinesisStreamsSink {
         )
         .await?;
         // The body swap is the client's, not each call's (`aws_batch::prebuilt` on why).
-        let mut builder = aws_sdk_kinesis::config::Builder::from(&conn.sdk).interceptor(
-            PrebuiltBody {
+        let mut builder =
+            aws_sdk_kinesis::config::Builder::from(&conn.sdk).interceptor(PrebuiltBody {
                 operation: "PutRecords",
-            },
-        );
+            });
         if let Some(url) = &cfg.endpoint_url {
             builder = builder.endpoint_url(url);
         }
