@@ -30,6 +30,8 @@
 
 #[path = "e2e/clients.rs"]
 mod clients;
+#[path = "common/firehose_answers.rs"]
+mod firehose_answers;
 #[path = "../tests/common/http_server.rs"]
 #[allow(dead_code)]
 mod http_server;
@@ -366,31 +368,11 @@ fn fake_handler(fake: Arc<Fake>) -> http_server::Handler {
             fake.records.fetch_add(n - refused, Ordering::Relaxed);
             fake.sent.fetch_add(n, Ordering::Relaxed);
             fake.throttled.fetch_add(refused, Ordering::Relaxed);
-            // Record ids as long as real ones (56+ characters), so that reading the response
-            // costs the relay what it costs in production.
-            let mut out = String::with_capacity(64 + n as usize * 72);
-            out.push_str(r#"{"FailedPutCount":"#);
-            out.push_str(itoa::Buffer::new().format(refused));
-            out.push_str(r#","Encrypted":false,"RequestResponses":["#);
-            for (j, f) in failed.iter().enumerate() {
-                if j > 0 {
-                    out.push(',');
-                }
-                if *f {
-                    out.push_str(r#"{"ErrorCode":"ServiceUnavailableException","ErrorMessage":"Slow down."}"#);
-                } else {
-                    out.push_str(
-                        r#"{"RecordId":"49543463076548007577105092703039560359975228518395"#,
-                    );
-                    out.push_str(itoa::Buffer::new().format(100_000 + j));
-                    out.push_str(r#""}"#);
-                }
-            }
-            out.push_str("]}");
+            let body = firehose_answers::put_record_batch_answer(&failed);
             http_server::Reply::Response {
                 status: 200,
                 content_type: "application/x-amz-json-1.1",
-                body: out.into_bytes(),
+                body,
             }
         })
     })

@@ -14,6 +14,8 @@
 //! time the thread waits for a core), and the allocation count is exact; both make an A/B of
 //! two builds readable when the e2e bench's process CPU varies by ±30 %.
 
+#[path = "common/firehose_answers.rs"]
+mod firehose_answers;
 #[path = "../tests/common/http_server.rs"]
 #[allow(dead_code)]
 mod http_server;
@@ -23,7 +25,6 @@ use std::cell::Cell;
 use std::sync::Arc;
 use std::time::Duration;
 
-use firehose_relay::buffer::{Chunk, ChunkId, Records};
 use firehose_relay::ops::metrics::Metrics;
 use firehose_relay::sink::firehose::{FirehoseConfig, FirehoseSink};
 use firehose_relay::sink::Sink;
@@ -95,37 +96,16 @@ fn thread_cpu() -> Duration {
     Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
 }
 
-fn chunk() -> Chunk {
-    let mut r = Records::new();
-    for i in 0..RECORDS_PER_CHUNK {
-        let mut rec = format!("{{\"seq\":{i},\"msg\":\"").into_bytes();
-        rec.resize(RECORD_BYTES - 3, b'x');
-        rec.extend_from_slice(b"\"}\n");
-        r.push(&rec).unwrap();
-    }
-    Chunk::new(ChunkId(1), 0, r)
-}
-
 /// Answers every record of a call, as Firehose spells it (record ids as long as real ones).
 fn handler() -> http_server::Handler {
     Arc::new(|req: http_server::Request| {
         Box::pin(async move {
             let n = memchr::memmem::find_iter(&req.body, b"{\"Data\":\"").count();
-            let mut out = String::with_capacity(64 + n * 72);
-            out.push_str(r#"{"FailedPutCount":0,"Encrypted":false,"RequestResponses":["#);
-            for j in 0..n {
-                if j > 0 {
-                    out.push(',');
-                }
-                out.push_str(r#"{"RecordId":"49543463076548007577105092703039560359975228518395"#);
-                out.push_str(&(100_000 + j).to_string());
-                out.push_str(r#""}"#);
-            }
-            out.push_str("]}");
+            let body = firehose_answers::put_record_batch_answer(&vec![false; n]);
             http_server::Reply::Response {
                 status: 200,
                 content_type: "application/x-amz-json-1.1",
-                body: out.into_bytes(),
+                body,
             }
         })
     })
@@ -165,7 +145,7 @@ fn main() {
             &Arc::new(Metrics::new()),
         ))
         .unwrap();
-    let chunk = chunk();
+    let chunk = firehose_answers::chunk(RECORDS_PER_CHUNK, RECORD_BYTES);
     let deliver = |n: usize| {
         rt.block_on(async {
             for _ in 0..n {

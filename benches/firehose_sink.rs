@@ -6,6 +6,8 @@
 #[path = "../tests/common/fake_firehose.rs"]
 #[allow(dead_code)]
 mod fake_firehose;
+#[path = "common/firehose_answers.rs"]
+mod firehose_answers;
 #[path = "../tests/common/http_server.rs"]
 #[allow(dead_code)]
 mod http_server;
@@ -16,24 +18,12 @@ mod sigv4;
 use std::sync::Arc;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use firehose_relay::buffer::{Chunk, ChunkId, Records};
 use firehose_relay::ops::metrics::Metrics;
 use firehose_relay::sink::firehose::{FirehoseConfig, FirehoseSink};
 use firehose_relay::sink::Sink;
 
 const RECORDS_PER_CHUNK: usize = 5_000;
 const RECORD_BYTES: usize = 200;
-
-fn chunk() -> Chunk {
-    let mut r = Records::new();
-    for i in 0..RECORDS_PER_CHUNK {
-        let mut rec = format!("{{\"seq\":{i},\"msg\":\"").into_bytes();
-        rec.resize(RECORD_BYTES - 3, b'x');
-        rec.extend_from_slice(b"\"}\n");
-        r.push(&rec).unwrap();
-    }
-    Chunk::new(ChunkId(1), 0, r)
-}
 
 fn bench(c: &mut Criterion) {
     let fake = fake_firehose::FakeFirehose::http();
@@ -43,7 +33,7 @@ fn bench(c: &mut Criterion) {
         .enable_all()
         .build()
         .unwrap();
-    let chunk = Arc::new(chunk());
+    let chunk = Arc::new(firehose_answers::chunk(RECORDS_PER_CHUNK, RECORD_BYTES));
     let mut group = c.benchmark_group("firehose_sink");
     group.sample_size(10);
     for aggregation in [false, true] {
