@@ -422,12 +422,14 @@ fn rates(a: &Sample, b: &Sample) -> (f64, f64, f64) {
     )
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+/// `N` distinct free ports on 127.0.0.1: all are bound before any is released, since a port
+/// released by one call can be handed out again by the next (a relay given the same port for
+/// two listeners does not start).
+fn free_ports<const N: usize>() -> [u16; N] {
+    let listeners: Vec<_> = (0..N)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
+        .collect();
+    std::array::from_fn(|i| listeners[i].local_addr().unwrap().port())
 }
 
 fn clock_ticks() -> f64 {
@@ -525,8 +527,7 @@ impl Relay {
         extra_output: &str,
         extra_buffer: &str,
     ) -> Relay {
-        let forward_port = free_port();
-        let http_port = free_port();
+        let [forward_port, http_port] = free_ports();
         let conf = format!(
             r#"
 data_dir = "{data}"
@@ -601,7 +602,7 @@ flush_thread_burst_interval = "0s"
             }
             Err(_) => Command::new(env!("CARGO_BIN_EXE_firehose-relay")),
         };
-        let child = cmd
+        let mut child = cmd
             .args(["run", "--config"])
             .arg(&conf_path)
             .env("RUST_LOG", "warn")
@@ -613,6 +614,12 @@ flush_thread_burst_interval = "0s"
             .expect("start the relay");
         let start = Instant::now();
         while std::net::TcpStream::connect(("127.0.0.1", forward_port)).is_err() {
+            if let Some(status) = child.try_wait().unwrap() {
+                panic!(
+                    "relay exited ({status}) before listening: {}",
+                    std::fs::read_to_string(dir.join("relay.log")).unwrap_or_default()
+                );
+            }
             assert!(
                 start.elapsed() < Duration::from_secs(30),
                 "relay did not start; see {}",
