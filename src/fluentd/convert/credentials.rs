@@ -94,11 +94,7 @@ impl Cx {
 
     fn sts_common(&mut self, ps: &mut Params<'_>, s: &mut Section, keys: &[&'static str]) {
         for key in keys {
-            if let Some(p) = ps.take(key) {
-                if let Some(v) = self.string(p) {
-                    s.string(key, v);
-                }
-            }
+            self.copy_string(ps, key, s, key);
         }
         if let Some(p) = ps.take("duration_seconds") {
             if let Some(n) = self.integer(p) {
@@ -115,16 +111,8 @@ impl Cx {
                 }
             }
         }
-        if let Some(p) = ps.take("sts_endpoint_url") {
-            if let Some(v) = self.string(p) {
-                s.string("sts_endpoint_url", v);
-            }
-        }
-        if let Some(p) = ps.take("sts_region") {
-            if let Some(v) = self.string(p) {
-                s.string("sts_region", v);
-            }
-        }
+        self.copy_string(ps, "sts_endpoint_url", s, "sts_endpoint_url");
+        self.copy_string(ps, "sts_region", s, "sts_region");
         if let Some(p) = ps.take("sts_http_proxy") {
             self.finding(
                 &p.pos,

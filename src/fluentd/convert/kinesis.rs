@@ -43,11 +43,7 @@ impl Cx {
         } else {
             "partition_key"
         };
-        if let Some(p) = ps.take(key) {
-            if let Some(v) = self.string(p) {
-                sec.string(key, v);
-            }
-        }
+        self.copy_string(ps, key, sec, key);
         if aggregated {
             // The plugin's limits count user records in its one aggregated record per call; the
             // relay fills aggregated records up to 1 MiB and calls up to 500 of them and 5 MiB.

@@ -293,21 +293,9 @@ impl Cx {
 
     /// Region, endpoint, proxy, certificate checks: the same for every AWS output.
     pub(super) fn endpoint_params(&mut self, ps: &mut Params<'_>, sec: &mut Section) {
-        if let Some(p) = ps.take("region") {
-            if let Some(v) = self.string(p) {
-                sec.string("region", v);
-            }
-        }
-        if let Some(p) = ps.take("endpoint") {
-            if let Some(v) = self.string(p) {
-                sec.string("endpoint_url", v);
-            }
-        }
-        if let Some(p) = ps.take("http_proxy") {
-            if let Some(v) = self.string(p) {
-                sec.string("proxy_url", v);
-            }
-        }
+        self.copy_string(ps, "region", sec, "region");
+        self.copy_string(ps, "endpoint", sec, "endpoint_url");
+        self.copy_string(ps, "http_proxy", sec, "proxy_url");
         if let Some(p) = ps.take("ssl_verify_peer") {
             if self.boolean(p) == Some(false) {
                 self.finding(
@@ -328,11 +316,7 @@ impl Cx {
                 sec.set("append_new_line", b);
             }
         }
-        if let Some(p) = ps.take("data_key") {
-            if let Some(v) = self.string(p) {
-                sec.string("data_key", v);
-            }
-        }
+        self.copy_string(ps, "data_key", sec, "data_key");
         if let Some(p) = ps.take("compression") {
             match p.value.literal().as_deref().map(str::trim) {
                 Some("gzip") => sec.string("compression", "gzip"),

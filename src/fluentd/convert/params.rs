@@ -3,6 +3,7 @@
 
 use std::collections::BTreeSet;
 
+use super::render::Section;
 use super::{Cx, Why};
 use crate::fluentd::syntax::{Directive, Param};
 use crate::fluentd::types::{self, TypeError};
@@ -81,6 +82,20 @@ impl Cx {
                 );
                 None
             }
+        }
+    }
+
+    /// Moves string parameter `key` (if given) into `sec` as `to`; Ruby the relay cannot
+    /// evaluate is a finding instead ([`Cx::string`]).
+    pub(super) fn copy_string<'d>(
+        &mut self,
+        ps: &mut Params<'d>,
+        key: &'d str,
+        sec: &mut Section,
+        to: &str,
+    ) {
+        if let Some(v) = ps.take(key).and_then(|p| self.string(p)) {
+            sec.string(to, v);
         }
     }
 

@@ -21,11 +21,7 @@ impl Cx {
         let name = self.name(d, kind);
         let mut sec = Section::new(&d.pos, d.describe(), format!("sources.{name}"));
         sec.string("type", kind);
-        if let Some(p) = ps.take("@label") {
-            if let Some(l) = self.string(p) {
-                sec.string("label", l);
-            }
-        }
+        self.copy_string(&mut ps, "@label", &mut sec, "label");
         if let Some(p) = ps.take("@log_level") {
             self.warn(
                 &p.pos,
