@@ -64,6 +64,9 @@ pub trait Filesystem: Send + Sync + 'static {
     fn open(&self, path: &Path, mode: OpenMode) -> io::Result<File>;
     /// Writes all of `data` to `file` (which is `path`), at its position.
     fn write_all(&self, file: &mut File, path: &Path, data: &[u8]) -> io::Result<()>;
+    /// Writes all of `data` to `file` (which is `path`) at `offset` (`pwrite(2)`): how a
+    /// reused chunk file is overwritten in place.
+    fn write_all_at(&self, file: &File, path: &Path, data: &[u8], offset: u64) -> io::Result<()>;
     /// `fdatasync(2)` of `file`.
     fn sync_data(&self, file: &File, path: &Path) -> io::Result<()>;
     /// `fsync(2)` of `file`.
@@ -155,6 +158,10 @@ impl Filesystem for RealFs {
     #[inline]
     fn write_all(&self, file: &mut File, _path: &Path, data: &[u8]) -> io::Result<()> {
         io::Write::write_all(file, data)
+    }
+    #[inline]
+    fn write_all_at(&self, file: &File, _path: &Path, data: &[u8], offset: u64) -> io::Result<()> {
+        std::os::unix::fs::FileExt::write_all_at(file, data, offset)
     }
     #[inline]
     fn sync_data(&self, file: &File, _path: &Path) -> io::Result<()> {

@@ -276,6 +276,7 @@ impl Buffer for MemoryBuffer {
             corrupt_frames: 0,
             tails_cut_without_copy: 0,
             storage: Default::default(),
+            reuse_pool: Default::default(),
             // Nothing survives a restart in memory.
             backlog: Default::default(),
         }

@@ -219,6 +219,23 @@ pub struct BufferStats {
     /// Whether the storage takes appends (file buffer; a memory buffer is always ok): ok,
     /// full (appends refused until there is room) or failed (restart to recover), with why.
     pub storage: file::space::StorageHealth,
+    /// The data directory's files of purged chunks kept for reuse (file buffer; the same for
+    /// every output of one `data_dir`).
+    pub reuse_pool: ReusePool,
+}
+
+/// Files of purged chunks kept to be overwritten by new chunks instead of deleted and created
+/// again (`src/buffer/file/writer/pool.rs`): disk in use that holds no chunk, bounded.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct ReusePool {
+    /// Files in the pool now.
+    pub files: u64,
+    /// Their bytes (at most 64 MiB).
+    pub bytes: u64,
+    /// Chunks created in a reused file since start.
+    pub reused_chunks: u64,
+    /// Chunks created in a new file since start (the pool had no file for them).
+    pub new_files: u64,
 }
 
 /// Chunks recovered from disk at startup and not delivered (or dead-lettered) yet.

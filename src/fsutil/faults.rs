@@ -75,6 +75,9 @@ struct Plan {
     synced: BTreeMap<PathBuf, u64>,
     /// Files written (or cut) since their last successful sync.
     dirty: BTreeSet<PathBuf>,
+    /// Bytes overwritten in place since the file's last successful sync, as they were (offset,
+    /// old bytes), oldest first: a power loss puts them back.
+    overwritten: BTreeMap<PathBuf, Vec<(u64, Vec<u8>)>>,
 }
 
 /// The real file system, plus faults and a power-loss simulation. `Default` is a plain
@@ -136,17 +139,26 @@ impl FaultFs {
     }
 
     /// Simulates a power loss (call it with the store closed): every file written through this
-    /// file system since its last successful `fdatasync`/`fsync` is cut back to the length it
-    /// had then (to nothing if it was never synced). Returns the files cut.
+    /// file system since its last successful `fdatasync`/`fsync` gets back the bytes it
+    /// overwrote in place since then and is cut back to the length it had then (to nothing if
+    /// it was never synced). Returns the files changed.
     pub fn power_loss(&self) -> Vec<PathBuf> {
         let Some(mut p) = self.plan() else {
             return Vec::new();
         };
         let mut cut = Vec::new();
+        let mut overwritten = std::mem::take(&mut p.overwritten);
         for path in std::mem::take(&mut p.dirty) {
             let len = p.synced.get(&path).copied().unwrap_or(0);
             if let Ok(f) = std::fs::OpenOptions::new().write(true).open(&path) {
+                let mut changed = false;
+                for (at, old) in overwritten.remove(&path).unwrap_or_default().iter().rev() {
+                    changed |= std::os::unix::fs::FileExt::write_all_at(&f, old, *at).is_ok();
+                }
                 if f.metadata().is_ok_and(|m| m.len() > len) && f.set_len(len).is_ok() {
+                    changed = true;
+                }
+                if changed {
                     cut.push(path);
                 }
             }
@@ -196,6 +208,27 @@ impl FaultFs {
             let len = file.metadata().map(|m| m.len()).unwrap_or(0);
             p.synced.insert(path.to_owned(), len);
             p.dirty.remove(path);
+            p.overwritten.remove(path);
+        }
+    }
+
+    /// Keeps the bytes a write of `len` bytes at `offset` is about to overwrite, for
+    /// [`FaultFs::power_loss`].
+    fn keep_overwritten(&self, file: &File, path: &Path, offset: u64, len: usize) {
+        let Some(mut p) = self.plan() else { return };
+        let end = len_of(file).min(offset + len as u64);
+        if end <= offset {
+            return;
+        }
+        let mut old = vec![0; (end - offset) as usize];
+        // `file` may be open for writing only.
+        let read = File::open(path)
+            .and_then(|f| std::os::unix::fs::FileExt::read_exact_at(&f, &mut old, offset));
+        if read.is_ok() {
+            p.overwritten
+                .entry(path.to_owned())
+                .or_default()
+                .push((offset, old));
         }
     }
 }
@@ -230,6 +263,22 @@ impl Filesystem for FaultFs {
                 RealFs.write_all(file, path, &data[..data.len() / 2])?;
                 Err(io::Error::from_raw_os_error(e))
             }
+            Some(f) => Err(err(f)),
+        }
+    }
+
+    fn write_all_at(&self, file: &File, path: &Path, data: &[u8], offset: u64) -> io::Result<()> {
+        let fault = self.check(FsOp::Write, path);
+        self.dirty(path, || len_of(file));
+        let n = match fault {
+            None => data.len(),
+            Some(Fault::ShortWrite(_)) => data.len() / 2,
+            Some(_) => 0,
+        };
+        self.keep_overwritten(file, path, offset, n);
+        RealFs.write_all_at(file, path, &data[..n], offset)?;
+        match fault {
+            None => Ok(()),
             Some(f) => Err(err(f)),
         }
     }
@@ -287,6 +336,9 @@ impl Filesystem for FaultFs {
             }
             if p.dirty.remove(from) {
                 p.dirty.insert(to.to_owned());
+            }
+            if let Some(old) = p.overwritten.remove(from) {
+                p.overwritten.insert(to.to_owned(), old);
             }
         }
         Ok(())

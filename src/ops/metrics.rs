@@ -67,6 +67,8 @@ pub struct Metrics {
     /// Health of an output's buffer storage: 1 for the current `state` (`ok`, `full`,
     /// `failed`), 0 for the others.
     pub buffer_storage_state: Family<Labels, Gauge>,
+    /// Bytes of purged chunks' files kept for reuse in the output's `data_dir`.
+    pub buffer_reuse_pool_bytes: Family<Labels, Gauge>,
     /// Bytes, limit and refused writes of the dead-letter and quarantine directories, by
     /// `dir` (`dead_letter`, `quarantine`) and `kind` (`bytes`, `limit_bytes`).
     pub dir_bytes: Family<Labels, Gauge>,
@@ -105,6 +107,7 @@ impl Metrics {
             buffer_chunks_closed_early: Family::default(),
             ready: Gauge::default(),
             buffer_storage_state: Family::default(),
+            buffer_reuse_pool_bytes: Family::default(),
             dir_bytes: Family::default(),
             dir_refused_writes: Family::default(),
             registry: Mutex::new(Registry::default()),
@@ -230,6 +233,11 @@ impl Metrics {
             self.buffer_storage_state.clone(),
         );
         registry.register(
+            "buffer_reuse_pool_bytes",
+            "Bytes of purged chunks' files kept to be overwritten by new chunks (at most 64 MiB per data_dir, the same for each of its file-buffered outputs; emptied when the volume is full)",
+            self.buffer_reuse_pool_bytes.clone(),
+        );
+        registry.register(
             "ready",
             "1 while /readyz answers 200 (buffers recovered, sources listening, not shutting down, no buffer above ready_max_buffer_fill), else 0",
             self.ready.clone(),
@@ -304,6 +312,9 @@ impl Metrics {
         self.buffer_chunks_closed_early
             .get_or_create(&labels)
             .set(clamp(s.closed_early_chunks));
+        self.buffer_reuse_pool_bytes
+            .get_or_create(&labels)
+            .set(clamp(s.reuse_pool.bytes));
         let current = s.storage.state();
         for state in ["ok", "full", "failed"] {
             let mut l = labels.clone();

@@ -482,6 +482,7 @@ impl Inner {
             tails_cut_without_copy: st.tails_cut_without_copy,
             backlog: st.replay.as_ref().map(|r| r.left).unwrap_or_default(),
             storage: self.store.health(),
+            reuse_pool: self.store.reuse_pool(),
             ..BufferStats::default()
         };
         for e in st.chunks.values() {

@@ -237,6 +237,17 @@ fn recover_staged(
             store.submit_wait(tree, dir, vec![Op::Purge { chunk: id }])?;
             return Ok(None);
         }
+        // A file taken from the pool of purged chunks' files (renamed to this chunk's name)
+        // whose first write never reached the disk: it still holds the older chunk it was,
+        // whose metadata is durably gone. Nothing of this chunk was acknowledged.
+        Err(codec::CodecError::OtherChunk { found, .. })
+            if found < id && tree.get(meta_key(found))?.is_none() =>
+        {
+            tracing::info!(output, chunk = %id, previous = %found,
+                "buffer: a reused chunk file still holds its previous chunk (the new chunk's first write was cut short, never acknowledged); removed");
+            store.submit_wait(tree, dir, vec![Op::Purge { chunk: id }])?;
+            return Ok(None);
+        }
         Err(e) => {
             let reason = format!("unreadable chunk file: {e}");
             if quarantine_or_keep(store, tree, dir, output, id, &reason)? {
@@ -263,7 +274,10 @@ fn recover_staged(
         }
     }
     if let Some(why) = &scan.tail {
-        if !cut_tail(store, &path, &bytes, scan.valid_len, output, id, why)? {
+        let tail = bytes
+            .get(scan.valid_len as usize..scan.data_end as usize)
+            .unwrap_or_default();
+        if !cut_tail(store, &path, tail, scan.valid_len, output, id, why)? {
             rec.tails_cut_without_copy += 1;
         }
     }
@@ -351,21 +365,21 @@ fn quarantine_gaps(
     Ok(())
 }
 
-/// Cuts a staged chunk's file after its last complete record. The bytes after it are the
-/// append that was being written when the relay stopped (never acknowledged: an append is
-/// acknowledged only after its fdatasync), unless the disk corrupted them; either way they
-/// are kept in quarantine, not silently dropped. Returns whether they were (false: no room,
-/// described in the log instead).
+/// Cuts a staged chunk's file after its last complete record. The bytes after it, `tail` (up to
+/// the end of the chunk's data: in a reused file, the previous chunk's bytes after that are not
+/// copied), are the append that was being written when the relay stopped (never acknowledged:
+/// an append is acknowledged only after its fdatasync), unless the disk corrupted them; either
+/// way they are kept in quarantine, not silently dropped. Returns whether they were (false: no
+/// room, described in the log instead).
 fn cut_tail(
     store: &Store,
     path: &Path,
-    bytes: &[u8],
+    tail: &[u8],
     valid_len: u64,
     output: &str,
     id: ChunkId,
     why: &codec::CodecError,
 ) -> Result<bool, StoreError> {
-    let tail = bytes.get(valid_len as usize..).unwrap_or_default();
     let reason =
         format!("incomplete end of a staged chunk's file ({why}); the chunk itself is kept");
     let kept = store

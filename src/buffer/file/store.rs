@@ -204,6 +204,7 @@ pub struct Store {
     writer_id: Option<ThreadId>,
     failed: Arc<OnceLock<StoreError>>,
     commits: Arc<AtomicU64>,
+    pool: Arc<writer::pool::PoolCounters>,
     fs: Fs,
     space: Arc<Space>,
     quarantine: Mutex<Arc<DirBudget>>,
@@ -267,6 +268,7 @@ impl Store {
         let writer_db = db.clone();
         let writer_failed = Arc::clone(&failed);
         let commits = Arc::new(AtomicU64::new(0));
+        let pool = Arc::new(writer::pool::PoolCounters::default());
         let writer_commits = Arc::clone(&commits);
         let writer = writer::Writer {
             space: Arc::clone(&space),
@@ -275,6 +277,7 @@ impl Store {
             db_file_path,
             fs: fs.clone(),
             purge_markers: Vec::new(),
+            pool: writer::pool::Pool::new(Arc::clone(&pool)),
             failed: writer_failed,
             commits: writer_commits,
             unsynced_since: None,
@@ -292,6 +295,7 @@ impl Store {
             writer: Mutex::new(Some(handle)),
             failed,
             commits,
+            pool,
             fs,
             quarantine: Mutex::new(Arc::new(DirBudget::new(
                 data_dir.join(QUARANTINE_DIR),
@@ -408,6 +412,12 @@ impl Store {
     /// by far less than N.
     pub fn group_commits(&self) -> u64 {
         self.commits.load(Ordering::Relaxed)
+    }
+
+    /// The pool of purged chunks' files kept for reuse: its size now and how often new chunks
+    /// found a file in it.
+    pub fn reuse_pool(&self) -> crate::buffer::ReusePool {
+        self.pool.snapshot()
     }
 
     /// Physical size of the database and chunk files (what the volume must hold).

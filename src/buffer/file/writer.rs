@@ -45,8 +45,10 @@ use crate::buffer::{ChunkId, Records};
 use crate::fsutil::{Filesystem, Fs, OpenMode};
 
 mod group;
+pub(crate) mod pool;
 
 use group::{by_output, into_parts, without_data, OutputGroup, Part};
+use pool::Pool;
 
 /// A group stops collecting requests once it holds this many record bytes, bounding the
 /// writer's memory under a flood of appends.
@@ -140,9 +142,11 @@ pub(crate) struct Writer {
     pub unsynced_since: Option<Instant>,
     /// Reused buffer for the bytes of one file write.
     pub frames: Vec<u8>,
-    /// `.purged` files of purges whose metadata removal is not durable yet: deleted after the
-    /// next successful database sync.
+    /// `.purged` files of purges whose metadata removal is not durable yet: offered to the
+    /// pool (or deleted) after the next successful database sync.
     pub purge_markers: Vec<PathBuf>,
+    /// Files of purged chunks kept for new chunks, and where reused chunks end.
+    pub pool: Pool,
 }
 
 impl Writer {
@@ -269,19 +273,16 @@ impl Writer {
         self.fs
             .sync_data(&self.db_file, &self.db_file_path)
             .map_err(|e| StoreError::io("fdatasync of the buffer database", e))?;
-        // The metadata of these purges is durably gone: their markers are no longer needed. A
-        // marker that cannot be deleted (or whose deletion a crash undoes) is deleted by
-        // recovery; it never names a chunk with metadata.
+        // The metadata of these purges is durably gone: their markers are no longer needed as
+        // markers. They are kept for reuse (while the volume has room and the pool's bounds
+        // allow) or deleted.
         let freed = !self.purge_markers.is_empty();
-        for marker in self.purge_markers.drain(..) {
-            match self.fs.remove_file(&marker) {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => tracing::warn!(file = %marker.display(), error = %e,
-                    "buffer: cannot delete the marker of a finished purge; recovery will"),
-            }
+        let keep = !self.space.is_full();
+        let mut deleted = false;
+        for marker in std::mem::take(&mut self.purge_markers) {
+            deleted |= !self.pool.offer(&self.fs, marker, keep);
         }
-        if freed {
+        if freed && deleted {
             // Purges made room: appends may resume, the ballast may come back.
             self.space.recheck(true);
         }
@@ -370,12 +371,22 @@ impl Writer {
             .sum();
         if data_bytes > 0 || outputs.iter().any(|o| !o.created.is_empty()) {
             if let Some(reason) = self.space.refuse(data_bytes) {
+                // The pool's files are room the volume needs more.
+                self.pool.empty(&self.fs);
                 return Err(StoreError::no_room(reason));
             }
         }
         let mut written: Written = Vec::new();
+        let mut ends = Vec::new();
         for out in outputs {
-            let step = write_files(&self.fs, out, &mut self.frames, &mut written).and_then(|()| {
+            let mut files = Files {
+                fs: &self.fs,
+                pool: &mut self.pool,
+                frames: &mut self.frames,
+                written: &mut written,
+                ends: &mut ends,
+            };
+            let step = files.write(out).and_then(|()| {
                 if out.created.is_empty() {
                     return Ok(());
                 }
@@ -385,6 +396,7 @@ impl Writer {
             });
             if let Err(e) = step {
                 if e.is_no_room() {
+                    self.pool.empty(&self.fs);
                     undo_written(&self.fs, &written)?;
                     if e.is_storage_full() {
                         self.space.out_of_space(e.to_string());
@@ -395,6 +407,14 @@ impl Writer {
                 return Err(e);
             }
         }
+        for (dir, chunk, end) in ends {
+            self.pool.set_end(&dir, chunk, end);
+        }
+        for out in outputs {
+            for chunk in &out.sealed {
+                self.pool.forget(&out.dir, *chunk);
+            }
+        }
         Ok(())
     }
 
@@ -403,6 +423,7 @@ impl Writer {
     fn remove_purged(&mut self, outputs: &[OutputGroup]) -> Result<(), StoreError> {
         for out in outputs {
             for &chunk in &out.purged {
+                self.pool.forget(&out.dir, chunk);
                 let (path, marker) = (chunk_file(&out.dir, chunk), purged_file(&out.dir, chunk));
                 match self.fs.rename(&path, &marker) {
                     Ok(()) => self.purge_markers.push(marker),
@@ -468,55 +489,131 @@ fn io_dir_sync(dir: &Path, e: std::io::Error) -> StoreError {
     }
 }
 
-/// Creates and appends to the chunk files of one output, then fdatasyncs each of them;
-/// notes in `written` what it changed, before changing it.
-fn write_files(
-    fs: &Fs,
-    out: &OutputGroup,
-    frames: &mut Vec<u8>,
-    written: &mut Written,
-) -> Result<(), StoreError> {
-    let touched: BTreeSet<ChunkId> = out
-        .created
-        .keys()
-        .chain(out.appended.keys())
-        .copied()
-        .collect();
-    for chunk in touched {
-        let path: PathBuf = chunk_file(&out.dir, chunk);
-        frames.clear();
-        let created = out.created.get(&chunk);
-        if let Some(header) = created {
-            frames.extend_from_slice(header);
-        }
-        if let Some(records) = out.appended.get(&chunk) {
-            codec::encode_frames(records, frames);
-        }
-        let mut file = if created.is_some() {
-            let file = fs
-                .open(&path, OpenMode::CreateNew)
-                .map_err(|e| io_write("create", &path, e))?;
-            written.push((path.clone(), None));
-            file
-        } else {
-            let file = fs
-                .open(&path, OpenMode::Append)
-                .map_err(|e| io_write("open", &path, e))?;
-            let len = file
-                .metadata()
-                .map_err(|e| io_error("stat", &path, e))?
-                .len();
-            written.push((path.clone(), Some(len)));
-            file
-        };
-        fs.write_all(&mut file, &path, frames)
+/// Where [`Files::write`] writes a chunk's frames.
+enum Target {
+    /// At the end of the file (`O_APPEND`): a file created for the chunk.
+    Append,
+    /// At this offset: a reused file, whose data ends before the file does.
+    At(u64),
+}
+
+/// Step 1 for one output at a time: what the writer lends it, and where it notes what it
+/// changed.
+struct Files<'a> {
+    fs: &'a Fs,
+    pool: &'a mut Pool,
+    frames: &'a mut Vec<u8>,
+    /// What was changed, before changing it, for [`undo_written`].
+    written: &'a mut Written,
+    /// New ends of reused chunks, recorded in the pool once the whole step succeeded.
+    ends: &'a mut Vec<(Arc<std::path::Path>, ChunkId, u64)>,
+}
+
+impl Files<'_> {
+    /// Creates (or takes from the pool) and appends to the chunk files of one output, then
+    /// fdatasyncs each of them.
+    fn write(&mut self, out: &OutputGroup) -> Result<(), StoreError> {
+        let touched: BTreeSet<ChunkId> = out
+            .created
+            .keys()
+            .chain(out.appended.keys())
+            .copied()
+            .collect();
+        for chunk in touched {
+            let path: PathBuf = chunk_file(&out.dir, chunk);
+            let created = out.created.get(&chunk);
+            let (mut file, target) = match created {
+                Some(_) => self.create(&out.dir, &path)?,
+                None => self.open(&out.dir, chunk, &path)?,
+            };
+            // A reused file's header and frames name the chunk (chunk file format 3 and 4).
+            let reused = matches!(target, Target::At(_));
+            self.frames.clear();
+            match created {
+                Some(header) if reused => self.frames.extend(codec::bound_header(header)),
+                Some(header) => self.frames.extend_from_slice(header),
+                None => {}
+            }
+            if let Some(records) = out.appended.get(&chunk) {
+                if reused {
+                    codec::encode_bound_frames(records, chunk, self.frames);
+                } else {
+                    codec::encode_frames(records, self.frames);
+                }
+            }
+            match target {
+                Target::Append => self.fs.write_all(&mut file, &path, self.frames),
+                Target::At(at) => self.fs.write_all_at(&file, &path, self.frames, at),
+            }
             .map_err(|e| io_write("write", &path, e))?;
-        // Never a lack of room: a failed fdatasync poisons the store (the kernel may have
-        // dropped the dirty pages; retrying and succeeding would prove nothing).
-        fs.sync_data(&file, &path)
-            .map_err(|e| io_error("fdatasync", &path, e))?;
+            // Never a lack of room: a failed fdatasync poisons the store (the kernel may have
+            // dropped the dirty pages; retrying and succeeding would prove nothing).
+            self.fs
+                .sync_data(&file, &path)
+                .map_err(|e| io_error("fdatasync", &path, e))?;
+            if let Target::At(at) = target {
+                let end = at + self.frames.len() as u64;
+                self.ends.push((Arc::clone(&out.dir), chunk, end));
+            }
+        }
+        Ok(())
     }
-    Ok(())
+
+    /// The file of a new chunk: a free file of the pool renamed to its name, overwritten from
+    /// the start, or else a new file.
+    fn create(&mut self, dir: &Path, path: &Path) -> Result<(File, Target), StoreError> {
+        if let Some(free) = self.pool.take(dir) {
+            match self.fs.rename(&free, path) {
+                Ok(()) => {
+                    self.written.push((path.to_owned(), None));
+                    let file = self
+                        .fs
+                        .open(path, OpenMode::Write)
+                        .map_err(|e| io_write("open", path, e))?;
+                    self.pool.count_created(true);
+                    return Ok((file, Target::At(0)));
+                }
+                // Gone (deleted by hand): a new file instead.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(io_write("rename", &free, e)),
+            }
+        }
+        let file = self
+            .fs
+            .open(path, OpenMode::CreateNew)
+            .map_err(|e| io_write("create", path, e))?;
+        self.written.push((path.to_owned(), None));
+        self.pool.count_created(false);
+        Ok((file, Target::Append))
+    }
+
+    /// The file of a chunk appended to: at its data's end if it is a reused file, else at the
+    /// end of the file.
+    fn open(
+        &mut self,
+        dir: &Arc<Path>,
+        chunk: ChunkId,
+        path: &Path,
+    ) -> Result<(File, Target), StoreError> {
+        if let Some(end) = self.pool.end(dir, chunk) {
+            let file = self
+                .fs
+                .open(path, OpenMode::Write)
+                .map_err(|e| io_write("open", path, e))?;
+            self.written.push((path.to_owned(), Some(end)));
+            return Ok((file, Target::At(end)));
+        }
+        let file = self
+            .fs
+            .open(path, OpenMode::Append)
+            .map_err(|e| io_write("open", path, e))?;
+        let len = file
+            .metadata()
+            .map_err(|e| io_error("stat", path, e))?
+            .len();
+        self.written.push((path.to_owned(), Some(len)));
+        Ok((file, Target::Append))
+    }
 }
 
 /// Applies one group's metadata changes to `tree`, atomically. A single change is applied on

@@ -45,6 +45,14 @@ pub enum CodecError {
     /// The checksum matched but the contents are inconsistent (a bug, or a forged value).
     #[error("malformed value: {0}")]
     Malformed(String),
+    /// A chunk file whose (intact) header names another chunk than the one its name says.
+    #[error("chunk file of chunk {found} found where chunk {expected} belongs")]
+    OtherChunk {
+        /// The chunk the header names.
+        found: crate::buffer::ChunkId,
+        /// The chunk the file's name says.
+        expected: crate::buffer::ChunkId,
+    },
     /// A key of unexpected length or prefix.
     #[error("malformed key of {0} bytes")]
     BadKey(usize),

@@ -5,9 +5,9 @@
 
 use std::ops::Range;
 
-use super::chunk_file::{read_header, FRAME_PREFIX};
+use super::chunk_file::{read_header, BOUND_FRAME_PREFIX, FRAME_PREFIX};
 use super::meta::{ChunkMeta, DataStorage, StoredState};
-use super::value::{decode_value, may_end_inside_a_record, ValueRef};
+use super::value::{decode_bound_value, may_end_inside_a_record, ValueRef};
 use super::{assemble_decoded_into, CodecError, RecordSink};
 use crate::buffer::{ChunkId, ChunkKey, DeliveredSet, Records, RetryState};
 
@@ -66,6 +66,11 @@ pub struct ScannedFile<'a> {
     pub bytes: u64,
     /// Length of the file up to the end of the last readable frame that ends a record.
     pub valid_len: u64,
+    /// Where this chunk's bytes end: the file's length, or in a file reused from a purged
+    /// chunk (format 3 and 4) the first offset past `valid_len` where no frame of this chunk
+    /// starts; what follows is the previous occupant's, never read. A [`ScannedFile::tail`]
+    /// lies between `valid_len` and here.
+    pub data_end: u64,
     /// Corrupt frames in the middle of the file, in file order; the values after each are kept.
     pub gaps: Vec<Gap>,
     /// Why the bytes after `valid_len` cannot be read, if there are any (and they are not a
@@ -99,21 +104,51 @@ enum Frame<'a> {
     /// Its length fits the file but its value does not decode; the next frame (if any) starts
     /// at `next`.
     Bad(CodecError, usize),
+    /// In a reused file (frames bound to their chunk): no frame of this chunk starts here (the
+    /// bytes name another chunk and do not check as this chunk's, or are fewer than a frame's
+    /// prefix). The end of this chunk's data.
+    Foreign,
 }
 
-fn frame_at(bytes: &[u8], pos: usize) -> Frame<'_> {
+/// The frame at `pos`; `bound` is the chunk of a file whose frames name it (format 3 and 4).
+fn frame_at(bytes: &[u8], pos: usize, bound: Option<ChunkId>) -> Frame<'_> {
     let rest = &bytes[pos..];
-    let Some(len) = rest.get(..FRAME_PREFIX) else {
-        return Frame::Cut(CodecError::Truncated(rest.len()));
+    let prefix = if bound.is_some() {
+        BOUND_FRAME_PREFIX
+    } else {
+        FRAME_PREFIX
     };
-    let len = u32::from_le_bytes([len[0], len[1], len[2], len[3]]) as usize;
-    let Some(value) = rest.get(FRAME_PREFIX..FRAME_PREFIX + len) else {
+    // Fewer bytes than a frame's prefix at the end of the file: a write cut short, or in a
+    // reused file the previous chunk's last bytes.
+    let Some(head) = rest.get(..prefix) else {
+        return match bound {
+            Some(_) => Frame::Foreign,
+            None => Frame::Cut(CodecError::Truncated(rest.len())),
+        };
+    };
+    let len = u32::from_le_bytes([head[0], head[1], head[2], head[3]]) as usize;
+    let value = rest.get(prefix..prefix.saturating_add(len));
+    let next = pos + prefix + len;
+    let chunk = bound.map(|c| c.0);
+    if let Some(id) = chunk {
+        let named = u64::from_le_bytes([
+            head[4], head[5], head[6], head[7], head[8], head[9], head[10], head[11],
+        ]);
+        if named != id {
+            // Another chunk's frame, or stale bytes, unless it is this chunk's frame with a
+            // damaged id that still checks as this chunk's (the crc covers our id).
+            return match value.map(|v| decode_bound_value(v, chunk)) {
+                Some(Ok(v)) => Frame::Good(v, next),
+                _ => Frame::Foreign,
+            };
+        }
+    }
+    let Some(value) = value else {
         return Frame::Cut(CodecError::Malformed(format!(
             "frame of {len} bytes runs past the end of the file"
         )));
     };
-    let next = pos + FRAME_PREFIX + len;
-    match decode_value(value) {
+    match decode_bound_value(value, chunk) {
         Ok(v) => Frame::Good(v, next),
         Err(e) => Frame::Bad(e, next),
     }
@@ -241,15 +276,17 @@ pub fn scan_chunk_file(
     chunk: ChunkId,
     end: FileEnd,
 ) -> Result<ScannedFile<'_>, CodecError> {
-    let (created_ms, key, header_len) = read_header(bytes, chunk)?;
+    let header = read_header(bytes, chunk)?;
+    let bound = header.bound.then_some(chunk);
     let mut scan = Scan {
         out: ScannedFile {
-            created_ms,
-            key,
+            created_ms: header.created_ms,
+            key: header.key,
             values: Vec::new(),
             records: 0,
             bytes: 0,
-            valid_len: header_len as u64,
+            valid_len: header.len as u64,
+            data_end: bytes.len() as u64,
             gaps: Vec::new(),
             tail: None,
         },
@@ -258,9 +295,14 @@ pub fn scan_chunk_file(
     };
     // Values are kept up to the last record end: a record split over several frames counts
     // only once all of them are readable.
-    let mut pos = header_len;
+    let prefix = if header.bound {
+        BOUND_FRAME_PREFIX
+    } else {
+        FRAME_PREFIX
+    };
+    let mut pos = header.len;
     'frames: while pos < bytes.len() {
-        let (error, mut next) = match frame_at(bytes, pos) {
+        let (error, mut next) = match frame_at(bytes, pos, bound) {
             Frame::Good(v, next) => {
                 scan.good(v, pos, next);
                 pos = next;
@@ -270,28 +312,38 @@ pub fn scan_chunk_file(
                 scan.out.tail = Some(e);
                 break;
             }
+            Frame::Foreign => {
+                scan.out.data_end = pos as u64;
+                break;
+            }
             Frame::Bad(e, next) => (e, next),
         };
         // An unreadable frame: a gap if the frames after it (past any further unreadable
-        // ones) decode where the lengths say, else the tail.
-        let (mut bad_frames, mut last_len) = (1, next - pos - FRAME_PREFIX);
+        // ones) decode where the lengths say, else the tail. The end of this chunk's data
+        // (the end of the file, or a reused file's stale bytes) after it is the end of a
+        // complete file: a gap there too.
+        let (mut bad_frames, mut last_len) = (1, next - pos - prefix);
         loop {
-            if next == bytes.len() {
-                if end == FileEnd::Complete {
-                    scan.gap(error, pos, next, bad_frames, last_len);
-                } else {
-                    scan.out.tail = Some(error);
+            let following = (next < bytes.len()).then(|| frame_at(bytes, next, bound));
+            match following {
+                None | Some(Frame::Foreign) => {
+                    if following.is_some() {
+                        scan.out.data_end = next as u64;
+                    }
+                    if end == FileEnd::Complete {
+                        scan.gap(error, pos, next, bad_frames, last_len);
+                    } else {
+                        scan.out.tail = Some(error);
+                    }
+                    break 'frames;
                 }
-                break 'frames;
-            }
-            match frame_at(bytes, next) {
-                Frame::Good(..) => break,
-                Frame::Cut(_) => {
+                Some(Frame::Good(..)) => break,
+                Some(Frame::Cut(_)) => {
                     scan.out.tail = Some(error);
                     break 'frames;
                 }
-                Frame::Bad(_, after) => {
-                    (bad_frames, last_len) = (bad_frames + 1, after - next - FRAME_PREFIX);
+                Some(Frame::Bad(_, after)) => {
+                    (bad_frames, last_len) = (bad_frames + 1, after - next - prefix);
                     next = after;
                 }
             }

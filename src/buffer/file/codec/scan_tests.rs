@@ -215,3 +215,75 @@ fn a_corrupt_length_or_a_gap_with_nothing_whole_after_it_is_a_tail() {
     assert_eq!((scan.records, scan.bytes, scan.values.len()), (0, 0, 0));
     assert_eq!(scan.valid_len, CHUNK_HEADER_LEN as u64);
 }
+
+/// `new` written over `old` from the start, the file keeping the longer length: a reused file.
+fn overwrite(old: &[u8], new: &[u8]) -> Vec<u8> {
+    let mut f = old.to_vec();
+    f.resize(f.len().max(new.len()), 0);
+    f[..new.len()].copy_from_slice(new);
+    f
+}
+
+fn record_lists() -> impl proptest::strategy::Strategy<Value = Vec<Vec<Vec<u8>>>> {
+    use proptest::collection::vec;
+    vec(vec(vec(proptest::num::u8::ANY, 0..40), 1..6), 1..5)
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::test_runner::Config {
+        cases: 256,
+        failure_persistence: Some(Box::new(
+            proptest::test_runner::FileFailurePersistence::WithSource("proptest-regressions"),
+        )),
+        ..proptest::test_runner::Config::default()
+    })]
+
+    /// A reused file holds exactly the new chunk's records, whatever the previous occupant was
+    /// (a chunk created for it or reused itself, shorter or longer): its bytes after the new
+    /// chunk's data are neither records, nor a cut write, nor corruption.
+    #[test]
+    fn a_reused_file_holds_exactly_its_chunks_records(
+        old in record_lists(),
+        old_bound in proptest::bool::ANY,
+        new in record_lists(),
+        garbage in proptest::collection::vec(proptest::num::u8::ANY, 0..64),
+    ) {
+        let mut previous = if old_bound {
+            test_files::bound_chunk_file(ChunkId(4), &old)
+        } else {
+            test_files::chunk_file(ChunkId(4), &old)
+        };
+        previous.extend_from_slice(&garbage);
+        let written = test_files::bound_chunk_file(ChunkId(9), &new);
+        let f = overwrite(&previous, &written);
+        for end in [FileEnd::MayBeTorn, FileEnd::Complete] {
+            let scan = scan_chunk_file(&f, ChunkId(9), end).unwrap();
+            proptest::prop_assert!(scan.tail.is_none(), "{:?}: {:?}", end, scan.tail);
+            proptest::prop_assert!(scan.gaps.is_empty());
+            proptest::prop_assert_eq!(scan.valid_len, written.len() as u64);
+            proptest::prop_assert_eq!(scan.data_end, written.len() as u64);
+            let want: Vec<Vec<u8>> = new.iter().flatten().cloned().collect();
+            proptest::prop_assert_eq!(kept(scan), want);
+        }
+    }
+
+    /// Cut anywhere in its last group, a reused file keeps every group before it, and what of
+    /// the cut group is there is a tail (for a staged chunk) or nothing at all, never records.
+    #[test]
+    fn a_reused_file_cut_in_its_last_group_keeps_the_groups_before(
+        old in record_lists(),
+        new in record_lists(),
+        cut in proptest::num::usize::ANY,
+    ) {
+        let previous = test_files::chunk_file(ChunkId(4), &old);
+        let before = test_files::bound_chunk_file(ChunkId(9), &new[..new.len() - 1]);
+        let written = test_files::bound_chunk_file(ChunkId(9), &new);
+        let cut = before.len() + cut % (written.len() - before.len());
+        let f = overwrite(&previous, &written[..cut]);
+        let scan = scan_chunk_file(&f, ChunkId(9), FileEnd::MayBeTorn).unwrap();
+        proptest::prop_assert!(scan.gaps.is_empty());
+        proptest::prop_assert_eq!(scan.valid_len, before.len() as u64);
+        let want: Vec<Vec<u8>> = new[..new.len() - 1].iter().flatten().cloned().collect();
+        proptest::prop_assert_eq!(kept(scan), want);
+    }
+}

@@ -38,6 +38,19 @@ pub fn encode_value(ends: &[u32], base: u32, data: &[u8]) -> Vec<u8> {
 
 /// [`encode_value`], appended to `out` (no buffer of its own: the writer's hot path).
 pub(super) fn encode_value_into(out: &mut Vec<u8>, ends: &[u32], base: u32, data: &[u8]) {
+    encode_bound_value_into(out, ends, base, data, None);
+}
+
+/// [`encode_value_into`] for a frame of a chunk file whose frames are bound to their chunk
+/// ([`super::chunk_file`]): with `chunk`, the crc32 covers the chunk id (`u64 LE`) before the
+/// rest of the value, so that the value checks only as a value of that chunk.
+pub(super) fn encode_bound_value_into(
+    out: &mut Vec<u8>,
+    ends: &[u32],
+    base: u32,
+    data: &[u8],
+    chunk: Option<u64>,
+) {
     let start = out.len();
     out.reserve(VALUE_HEADER + ends.len() * 4 + data.len());
     out.push(VALUE_V1);
@@ -49,8 +62,21 @@ pub(super) fn encode_value_into(out: &mut Vec<u8>, ends: &[u32], base: u32, data
         out.extend_from_slice(&e.saturating_sub(base).to_le_bytes());
     }
     out.extend_from_slice(data);
-    let crc = crc32fast::hash(&out[start + 5..]);
+    let crc = value_crc(&out[start + 5..], chunk);
     out[start + 1..start + 5].copy_from_slice(&crc.to_le_bytes());
+}
+
+/// The crc32 of a value's bytes after its checksum, preceded by the chunk id if it is bound.
+fn value_crc(rest: &[u8], chunk: Option<u64>) -> u32 {
+    match chunk {
+        None => crc32fast::hash(rest),
+        Some(id) => {
+            let mut h = crc32fast::Hasher::new();
+            h.update(&id.to_le_bytes());
+            h.update(rest);
+            h.finalize()
+        }
+    }
 }
 
 /// A decoded data value, borrowing from the stored bytes.
@@ -114,6 +140,15 @@ pub(super) fn may_end_inside_a_record(encoded_len: usize) -> bool {
 
 /// Decodes a data value, verifying version, checksum and offsets.
 pub fn decode_value(bytes: &[u8]) -> Result<ValueRef<'_>, CodecError> {
+    decode_bound_value(bytes, None)
+}
+
+/// [`decode_value`] of a value bound to chunk `chunk` (see [`encode_bound_value_into`]): it
+/// checks only if it was written for that chunk.
+pub(super) fn decode_bound_value(
+    bytes: &[u8],
+    chunk: Option<u64>,
+) -> Result<ValueRef<'_>, CodecError> {
     if bytes.len() < VALUE_HEADER {
         return Err(CodecError::Truncated(bytes.len()));
     }
@@ -121,7 +156,7 @@ pub fn decode_value(bytes: &[u8]) -> Result<ValueRef<'_>, CodecError> {
         return Err(CodecError::UnknownVersion(bytes[0]));
     }
     let stored = u32::from_le_bytes([bytes[1], bytes[2], bytes[3], bytes[4]]);
-    let computed = crc32fast::hash(&bytes[5..]);
+    let computed = value_crc(&bytes[5..], chunk);
     if stored != computed {
         return Err(CodecError::Checksum { stored, computed });
     }

@@ -48,7 +48,7 @@ async fn rot_middle_frame(dir: &Path, p: &BufferPolicy, close: bool) -> Vec<u8> 
 }
 
 /// The quarantined entries (key, bytes) of every `.bin` file in `dir/quarantine`.
-fn quarantined(dir: &Path) -> Vec<(String, Vec<u8>)> {
+pub(super) fn quarantined(dir: &Path) -> Vec<(String, Vec<u8>)> {
     let Ok(rd) = std::fs::read_dir(dir.join("quarantine")) else {
         return Vec::new();
     };

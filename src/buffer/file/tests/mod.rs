@@ -393,3 +393,4 @@ mod geometry;
 mod keys;
 mod model;
 mod no_room;
+mod reuse;

@@ -39,6 +39,8 @@ pub(super) struct OutputGroup {
     pub(super) created: BTreeMap<ChunkId, Vec<u8>>,
     pub(super) appended: BTreeMap<ChunkId, Records>,
     pub(super) purged: Vec<ChunkId>,
+    /// Chunks that got metadata: closed, never appended to again.
+    pub(super) sealed: Vec<ChunkId>,
 }
 
 /// Splits a group into the parts to apply and the completions to answer. A cancelled request
@@ -124,6 +126,7 @@ pub(super) fn by_output(parts: Vec<Part>) -> Result<Vec<OutputGroup>, StoreError
                     created: BTreeMap::new(),
                     appended: BTreeMap::new(),
                     purged: Vec::new(),
+                    sealed: Vec::new(),
                 });
                 outputs.len() - 1
             }
@@ -155,6 +158,7 @@ fn add_ops(g: &mut OutputGroup, ops: Vec<Op>) -> Result<(), StoreError> {
                 }
             },
             Op::PutMeta { chunk, meta } => {
+                g.sealed.push(chunk);
                 g.meta
                     .push((IVec::from(&meta_key(chunk)[..]), Some(IVec::from(meta))));
             }
