@@ -13,7 +13,8 @@
 //!   of earlier releases; `store::segment_size_of`);
 //! * `chunks/<output>/<chunk id, 16 hex digits>.chunk`: one **chunk file** per chunk with its
 //!   records (`<output>` is the output name with bytes other than `[A-Za-z0-9_-]` written as
-//!   `%XX`).
+//!   `%XX`), and `<chunk id>.purged`, the purge marker of a chunk being purged (invariant 4),
+//!   which may then wait in the pool to be reused by a new chunk ("Reused chunk files" below).
 //!
 //! Unreadable chunks are moved to `data_dir/quarantine/` ([`quarantine`]).
 //!
@@ -26,11 +27,13 @@
 //! A **chunk file** ([`codec`]) is a 24-byte header followed by frames:
 //!
 //! * header: `"FRC" 0x01 | u64 LE chunk id | u64 LE creation time (Unix ms) | u32 LE crc32 of
-//!   the first 20 bytes`;
+//!   the first 20 bytes` (format 2 adds the chunk's key before the crc);
 //! * frame: `u32 LE length | data value`, one or more per group commit that appended to the
 //!   chunk; a data value is `u8 version (1) | u32 LE crc32 of the rest | u32 LE n |
 //!   n × u32 LE record end offsets | record bytes`, with at most 256 KiB of record bytes; a
-//!   record may continue in the next frame.
+//!   record may continue in the next frame;
+//! * in a **reused** file (format 3, or 4 with a key) every frame names its chunk: `u32 LE
+//!   length | u64 LE chunk id | data value`, the value's crc32 taken over the chunk id first.
 //!
 //! Keys of an output's tree:
 //!
@@ -54,8 +57,8 @@
 //! 1. appends the records each chunk received in that group to its file in one `write` and
 //!    `fdatasync`s each file written (and the directory, if files were created);
 //! 2. renames the files of purged chunks to `<chunk id>.purged` (the purge marker) and fsyncs
-//!    their directory; a marker is deleted after the next database sync has made its chunk's
-//!    metadata removal durable;
+//!    their directory; after the next database sync has made its chunk's metadata removal
+//!    durable, a marker joins the pool of files for new chunks or is deleted;
 //! 3. applies the metadata changes as one `sled::Batch` per tree. If a request needs them
 //!    durable (a release, recovery, imports), or the oldest unsynced change is older than
 //!    200 ms, it `Db::flush()`es and `fdatasync`s `data_dir/buffer/db` through its own file
@@ -77,21 +80,22 @@
 //! 1. **An append resolves only after its records are durable**: its frames are written and
 //!    the chunk file fdatasynced, and the file's directory entry was made durable in the same
 //!    or an earlier group.
-//! 2. **A staged chunk is its file.** It has no metadata; frames are only ever appended, so
+//! 2. **A staged chunk is its file.** It has no metadata; frames are only ever appended after
+//!    the chunk's data (the end of the file, or in a reused file the end the writer keeps), so
 //!    after a crash the file is every acknowledged append followed, at most, by part of one
-//!    unacknowledged group.
+//!    unacknowledged group (and in a reused file by the previous occupants' bytes).
 //! 3. **A closed chunk's metadata counts exactly the records of its file**: it is written after
 //!    the last append to the chunk (invariant 5) and after that append's data is durable (step
 //!    1 before step 3). If the metadata is lost in a crash, the chunk is staged again
 //!    (invariant 2), which is safe.
 //! 4. **A purge removes the chunk file durably before the metadata**, by renaming it to its
-//!    purge marker, which it deletes only once the metadata removal is durable. So a chunk
-//!    file without metadata is never a delivered chunk; a closed chunk's metadata with its
-//!    marker means a purge that a crash cut short; metadata with neither file means the file
-//!    was lost outside the relay (deleted by an operator, lost by fsck). A crash before the
-//!    rename replays the chunk (at-least-once); once `commit` returns the file is durably
-//!    gone, so the chunk is never delivered again even though its metadata removal becomes
-//!    durable up to 200 ms later.
+//!    purge marker, which it lets go of (deletes, or keeps for reuse) only once the metadata
+//!    removal is durable. So a chunk file without metadata is never a delivered chunk; a
+//!    closed chunk's metadata with its marker means a purge that a crash cut short; metadata
+//!    with neither file means the file was lost outside the relay (deleted by an operator,
+//!    lost by fsck). A crash before the rename replays the chunk (at-least-once); once
+//!    `commit` returns the file is durably gone, so the chunk is never delivered again even
+//!    though its metadata removal becomes durable up to 200 ms later.
 //! 5. **Requests reach the writer in the order of the in-memory bookkeeping** (they are sent
 //!    under the buffer's state lock), so the batch that closes or purges a chunk is applied
 //!    after every append to it.
@@ -115,8 +119,8 @@
 //!   quarantined chunk, see below). Leftover purge markers are deleted.
 //! * A chunk file without metadata is a staged chunk (its appender is gone). It is counted from
 //!   its file: frames are read up to the last one that ends a record and decodes; anything
-//!   after that is the unacknowledged group a crash cut short (invariant 2). Those bytes are
-//!   written to quarantine with a warning, the file is truncated and synced, and the chunk is
+//!   after that is the unacknowledged group a crash cut short (invariant 2). Those bytes (in a
+//!   reused file, up to the end of this chunk's data) are written to quarantine with a warning, the file is truncated and synced, and the chunk is
 //!   closed (metadata written) and queued, or deleted if it holds no record. If the copy finds
 //!   no room (full volume or quarantine at its limit), the bytes are cut anyway (they were
 //!   never acknowledged), described in the log (length, crc32, first bytes) and counted in
@@ -191,6 +195,44 @@
 //!   appends are undone (files cut back, new files removed), the store is **full**, appends
 //!   are refused up front until there is room again, and delivery and purges go on in the
 //!   reserve ([`space`]). Failed appends are not acked, so clients resend.
+//!
+//! # Reused chunk files
+//!
+//! Deleting every delivered chunk's file and creating the next one was a large part of the
+//! writer's work (the file system freeing and allocating blocks, and a journal commit for
+//! each `fdatasync` that grows a file). So a new chunk takes the file of a purged one when there is
+//! one ([`writer`]'s `pool.rs`, which has the measurements):
+//!
+//! * **The pool** holds purge markers whose chunk's metadata removal is durable, at most 64
+//!   files and 64 MiB per `data_dir` (a marker past that is deleted), none while the volume is
+//!   full (a refused write empties it). It is in memory only: at startup every marker is
+//!   deleted, as before. Its size is in `/status` (`reuse_pool`) and
+//!   `firehose_relay_buffer_reuse_pool_bytes`.
+//! * **Taking a file** renames the marker to the new chunk's `.chunk` name, then writes the
+//!   header (format 3 or 4) and the first frames at offset 0 in one `pwrite`, `fdatasync`s,
+//!   and fsyncs the directory, before the first append is acknowledged (invariant 1). The file
+//!   keeps its length; later appends are written at the chunk's own end, which the writer
+//!   keeps in memory (an `O_APPEND` write would land after the stale bytes) until the chunk
+//!   gets metadata or is purged. A group that finds no room deletes the file and cuts back a
+//!   reused file's appends to the chunk's end, as for other files.
+//! * **Reading** one: its frames name the chunk and check only with its id, so the first
+//!   offset where no frame of this chunk starts (another chunk's frame, or fewer bytes than a
+//!   frame's prefix) ends its data, quietly: the previous occupants' bytes are neither
+//!   records, nor a cut write, nor corruption. Chunk ids never repeat while a file holding
+//!   their bytes exists (a new chunk's id is above every id on disk, and every occupant of a
+//!   file is older than the one after it), so an old frame never names the new chunk. A frame
+//!   that names the chunk but does not check is read as in any file: the chunk's cut group
+//!   (copied to quarantine up to where its length says, never the stale bytes after it) or
+//!   corruption in the middle.
+//! * **Recovery**: a `.chunk` whose intact header names an older chunk that has no metadata is
+//!   a reused file whose first write never reached the disk (killed between the rename and
+//!   the `pwrite`, or a power loss before its `fdatasync`): nothing of the new chunk was
+//!   acknowledged, so it is removed (logged). A header naming a chunk that has metadata is
+//!   unreadable, as before (quarantine). After a power loss the rename may be lost while the
+//!   write is not: then the marker, which recovery deletes, holds the new chunk's
+//!   unacknowledged bytes.
+//! * Files of earlier releases (format 1 and 2) are read as before, and files created for
+//!   their chunk still are written so; only a file reused in place uses format 3 and 4.
 //!
 //! # Faults
 //!
