@@ -4,14 +4,16 @@
 //! sent to one thread. The thread takes whatever requests are waiting and commits them as one
 //! group:
 //!
-//! 1. record data is appended to the chunk files (new files get their header first), and each
-//!    file written is `fdatasync`ed; if files were created, their directory is fsynced;
+//! 1. record data is appended to the chunk files (`files.rs`: a new chunk gets a file of the
+//!    pool of purged chunks' files, `pool.rs`, or a new file, and its header first), and each
+//!    file written is `fdatasync`ed; if files were created or taken, their directory is
+//!    fsynced;
 //! 2. files of purged chunks are renamed to `.purged`, and their directory fsynced: a purge
 //!    removes the chunk file durably before the metadata, so that a crash in between never
 //!    leaves a delivered chunk's file without metadata (recovery would take it for a staged
-//!    chunk and deliver it again). The `.purged` file is deleted once the metadata removal is
-//!    durable (after the next database sync): until then it tells recovery that the chunk's
-//!    file is gone because of a purge, not lost;
+//!    chunk and deliver it again). The `.purged` file joins the pool (or is deleted) once the
+//!    metadata removal is durable (after the next database sync): until then it tells recovery
+//!    that the chunk's file is gone because of a purge, not lost;
 //! 3. metadata changes become one `sled::Batch` per tree and are applied. They are made durable
 //!    (`Db::flush()`, then `fdatasync` of the database file itself: `flush()` alone is only
 //!    `sync_file_range`, see [`Writer::sync_metadata`]) before the group completes only if a request asks for
@@ -29,7 +31,6 @@
 //! Requests are applied in the order they were sent. Senders hold their buffer's state lock
 //! while sending, so the order on disk is the order of the in-memory bookkeeping.
 
-use std::collections::BTreeSet;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -44,9 +45,11 @@ use super::store::{chunk_file, purged_file, StoreError};
 use crate::buffer::{ChunkId, Records};
 use crate::fsutil::{Filesystem, Fs, OpenMode};
 
+mod files;
 mod group;
 pub(crate) mod pool;
 
+use files::Files;
 use group::{by_output, into_parts, without_data, OutputGroup, Part};
 use pool::Pool;
 
@@ -276,13 +279,12 @@ impl Writer {
         // The metadata of these purges is durably gone: their markers are no longer needed as
         // markers. They are kept for reuse (while the volume has room and the pool's bounds
         // allow) or deleted.
-        let freed = !self.purge_markers.is_empty();
         let keep = !self.space.is_full();
         let mut deleted = false;
         for marker in std::mem::take(&mut self.purge_markers) {
             deleted |= !self.pool.offer(&self.fs, marker, keep);
         }
-        if freed && deleted {
+        if deleted {
             // Purges made room: appends may resume, the ballast may come back.
             self.space.recheck(true);
         }
@@ -486,133 +488,6 @@ fn io_dir_sync(dir: &Path, e: std::io::Error) -> StoreError {
         StoreError::io_write(format!("fsync {}", dir.display()), e)
     } else {
         io_error("fsync", dir, e)
-    }
-}
-
-/// Where [`Files::write`] writes a chunk's frames.
-enum Target {
-    /// At the end of the file (`O_APPEND`): a file created for the chunk.
-    Append,
-    /// At this offset: a reused file, whose data ends before the file does.
-    At(u64),
-}
-
-/// Step 1 for one output at a time: what the writer lends it, and where it notes what it
-/// changed.
-struct Files<'a> {
-    fs: &'a Fs,
-    pool: &'a mut Pool,
-    frames: &'a mut Vec<u8>,
-    /// What was changed, before changing it, for [`undo_written`].
-    written: &'a mut Written,
-    /// New ends of reused chunks, recorded in the pool once the whole step succeeded.
-    ends: &'a mut Vec<(Arc<std::path::Path>, ChunkId, u64)>,
-}
-
-impl Files<'_> {
-    /// Creates (or takes from the pool) and appends to the chunk files of one output, then
-    /// fdatasyncs each of them.
-    fn write(&mut self, out: &OutputGroup) -> Result<(), StoreError> {
-        let touched: BTreeSet<ChunkId> = out
-            .created
-            .keys()
-            .chain(out.appended.keys())
-            .copied()
-            .collect();
-        for chunk in touched {
-            let path: PathBuf = chunk_file(&out.dir, chunk);
-            let created = out.created.get(&chunk);
-            let (mut file, target) = match created {
-                Some(_) => self.create(&out.dir, &path)?,
-                None => self.open(&out.dir, chunk, &path)?,
-            };
-            // A reused file's header and frames name the chunk (chunk file format 3 and 4).
-            let reused = matches!(target, Target::At(_));
-            self.frames.clear();
-            match created {
-                Some(header) if reused => self.frames.extend(codec::bound_header(header)),
-                Some(header) => self.frames.extend_from_slice(header),
-                None => {}
-            }
-            if let Some(records) = out.appended.get(&chunk) {
-                if reused {
-                    codec::encode_bound_frames(records, chunk, self.frames);
-                } else {
-                    codec::encode_frames(records, self.frames);
-                }
-            }
-            match target {
-                Target::Append => self.fs.write_all(&mut file, &path, self.frames),
-                Target::At(at) => self.fs.write_all_at(&file, &path, self.frames, at),
-            }
-            .map_err(|e| io_write("write", &path, e))?;
-            // Never a lack of room: a failed fdatasync poisons the store (the kernel may have
-            // dropped the dirty pages; retrying and succeeding would prove nothing).
-            self.fs
-                .sync_data(&file, &path)
-                .map_err(|e| io_error("fdatasync", &path, e))?;
-            if let Target::At(at) = target {
-                let end = at + self.frames.len() as u64;
-                self.ends.push((Arc::clone(&out.dir), chunk, end));
-            }
-        }
-        Ok(())
-    }
-
-    /// The file of a new chunk: a free file of the pool renamed to its name, overwritten from
-    /// the start, or else a new file.
-    fn create(&mut self, dir: &Path, path: &Path) -> Result<(File, Target), StoreError> {
-        if let Some(free) = self.pool.take(dir) {
-            match self.fs.rename(&free, path) {
-                Ok(()) => {
-                    self.written.push((path.to_owned(), None));
-                    let file = self
-                        .fs
-                        .open(path, OpenMode::Write)
-                        .map_err(|e| io_write("open", path, e))?;
-                    self.pool.count_created(true);
-                    return Ok((file, Target::At(0)));
-                }
-                // Gone (deleted by hand): a new file instead.
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => return Err(io_write("rename", &free, e)),
-            }
-        }
-        let file = self
-            .fs
-            .open(path, OpenMode::CreateNew)
-            .map_err(|e| io_write("create", path, e))?;
-        self.written.push((path.to_owned(), None));
-        self.pool.count_created(false);
-        Ok((file, Target::Append))
-    }
-
-    /// The file of a chunk appended to: at its data's end if it is a reused file, else at the
-    /// end of the file.
-    fn open(
-        &mut self,
-        dir: &Arc<Path>,
-        chunk: ChunkId,
-        path: &Path,
-    ) -> Result<(File, Target), StoreError> {
-        if let Some(end) = self.pool.end(dir, chunk) {
-            let file = self
-                .fs
-                .open(path, OpenMode::Write)
-                .map_err(|e| io_write("open", path, e))?;
-            self.written.push((path.to_owned(), Some(end)));
-            return Ok((file, Target::At(end)));
-        }
-        let file = self
-            .fs
-            .open(path, OpenMode::Append)
-            .map_err(|e| io_write("open", path, e))?;
-        let len = file
-            .metadata()
-            .map_err(|e| io_error("stat", path, e))?
-            .len();
-        self.written.push((path.to_owned(), Some(len)));
-        Ok((file, Target::Append))
     }
 }
 
