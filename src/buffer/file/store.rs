@@ -10,12 +10,16 @@ use std::thread::{JoinHandle, ThreadId};
 
 use sled::Tree;
 
-use super::codec::{self, ChunkMeta, DataStorage, StoredState, META_PREFIX};
+use super::codec::{self, ChunkMeta, DataStorage, StoredState};
 use super::space::{DirBudget, Space, StorageHealth, DEFAULT_DIR_LIMIT};
 use super::writer::{self, Op, Request};
 use crate::buffer::records::RecordsTooLarge;
 use crate::buffer::{ChunkId, DeliveredSet, Records, RetryState};
 use crate::fsutil::{path_component, Filesystem, Fs, OpenMode};
+
+mod names;
+
+pub(crate) use names::{chunk_file, chunk_files, max_chunk_id, purged_file, purged_files};
 
 /// sled's segment size for a new database. sled keeps the segment being written in an I/O
 /// buffer of this size that becomes resident as the log fills it, and holds it until the
@@ -64,11 +68,6 @@ pub fn segment_size_of(db_dir: &Path) -> usize {
 
 /// Name of the directory of chunk files, under the database directory.
 pub const CHUNKS_DIR: &str = "chunks";
-/// File name extension of chunk files.
-const CHUNK_EXT: &str = "chunk";
-/// File name extension of the file of a chunk being purged: renamed from `.chunk` before the
-/// chunk's metadata is removed, deleted once that removal is durable.
-const PURGED_EXT: &str = "purged";
 
 /// Name of the database directory under `data_dir`.
 pub const DB_DIR: &str = "buffer";
@@ -499,7 +498,10 @@ impl Store {
                 chunk: id,
                 header: codec::keyed_chunk_file_header(id, created_ms, key),
             },
-            Op::Append { chunk: id, records },
+            Op::Append {
+                chunk: id,
+                records: Arc::new(records),
+            },
             Op::PutMeta {
                 chunk: id,
                 meta: codec::encode_meta(&meta),
@@ -538,67 +540,6 @@ pub(crate) fn record_shutdown_failure(e: &StoreError) {
 /// shutting down and exits with an error instead of 0.
 pub fn shutdown_failure() -> Option<&'static str> {
     SHUTDOWN_FAILURE.get().map(String::as_str)
-}
-
-/// The file of chunk `chunk` in an output's chunk directory: `<16 hex digits>.chunk`, so that
-/// a directory listing is in chunk (age) order.
-pub(crate) fn chunk_file(dir: &Path, chunk: ChunkId) -> PathBuf {
-    dir.join(format!("{chunk}.{CHUNK_EXT}"))
-}
-
-/// The file a purge renames chunk `chunk`'s file to: `<16 hex digits>.purged`. It marks a
-/// purge in progress: it exists from before the chunk's metadata is removed until that removal
-/// is durable, so recovery tells a purge cut short (metadata and this file) from a chunk file
-/// lost outside the relay (metadata and no file at all).
-pub(crate) fn purged_file(dir: &Path, chunk: ChunkId) -> PathBuf {
-    dir.join(format!("{chunk}.{PURGED_EXT}"))
-}
-
-/// The chunk id named by `name` if it is a chunk's file name with extension `ext`.
-fn chunk_of_name(name: &std::ffi::OsStr, ext: &str) -> Option<ChunkId> {
-    let name = name.to_str()?;
-    let hex = name.strip_suffix(ext)?.strip_suffix('.')?;
-    if hex.len() != 16 {
-        return None;
-    }
-    u64::from_str_radix(hex, 16).ok().map(ChunkId)
-}
-
-/// The chunk ids that have a file in `dir`, in order.
-pub(crate) fn chunk_files(dir: &Path) -> Result<Vec<ChunkId>, StoreError> {
-    files_with(dir, CHUNK_EXT)
-}
-
-/// The chunk ids that have a `.purged` file in `dir` ([`purged_file`]), in order.
-pub(crate) fn purged_files(dir: &Path) -> Result<Vec<ChunkId>, StoreError> {
-    files_with(dir, PURGED_EXT)
-}
-
-fn files_with(dir: &Path, ext: &str) -> Result<Vec<ChunkId>, StoreError> {
-    let io = |e: std::io::Error| StoreError::io(format!("list {}", dir.display()), e);
-    let mut ids = Vec::new();
-    for entry in std::fs::read_dir(dir).map_err(io)? {
-        if let Some(id) = chunk_of_name(&entry.map_err(io)?.file_name(), ext) {
-            ids.push(id);
-        }
-    }
-    ids.sort_unstable();
-    Ok(ids)
-}
-
-/// The largest chunk id with metadata, sled data or a file of `output`, so that new chunks
-/// never reuse the id of something still on disk.
-pub(crate) fn max_chunk_id(tree: &Tree, dir: &Path) -> Result<Option<ChunkId>, StoreError> {
-    let mut max = chunk_files(dir)?.last().copied();
-    for prefix in [codec::DATA_PREFIX, META_PREFIX] {
-        if let Some(kv) = tree.scan_prefix([prefix]).next_back() {
-            let (k, _) = kv?;
-            if let Ok(id) = codec::chunk_of_key(&k) {
-                max = max.max(Some(id));
-            }
-        }
-    }
-    Ok(max)
 }
 
 impl From<StoreError> for crate::buffer::AppendError {

@@ -50,11 +50,8 @@ impl Inner {
         st.chunks.insert(
             id,
             Entry {
-                meta,
-                phase: Phase::Staged,
-                pending_writes: 0,
-                read_failures: 0,
-                read_retry_at: 0,
+                kept: Some(Vec::new()),
+                ..Entry::on_disk(meta, Phase::Staged)
             },
         );
         st.staged.insert(key.clone(), id);
