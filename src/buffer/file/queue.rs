@@ -1,5 +1,7 @@
-//! [`FileBuffer`]: the [`Buffer`] of one output on the shared storage. It keeps only chunk
-//! metadata in memory; record data lives in chunk files and is read when a chunk is taken.
+//! [`FileBuffer`]: the [`Buffer`] of one output on the shared storage. It keeps chunk
+//! metadata in memory; record data lives in chunk files and is read when a chunk is taken,
+//! unless the chunk's records are still in memory from its appends (bounded: invariant 9 of
+//! [`super`]).
 
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
