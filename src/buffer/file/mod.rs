@@ -106,13 +106,8 @@
 //!    the metadata, a release asks for durable metadata, and a released chunk is takeable
 //!    again only once it is written, so a retry, also after a crash, resends only the rest.
 //! 8. **In-flight exists only in memory.** On disk an in-flight chunk is queued.
-//! 9. **Memory holds metadata, and at most two chunks' records per output.** Record data is
-//!    read from its file at `take()`, chunk by chunk, except for a chunk created by this
-//!    process whose appended records are all still in memory (shared with the writer, kept
-//!    within `2 × chunk_limit_size`, at most 4 MiB, per output: `state.rs`, `kept_limit`):
-//!    its first take hands out those records, once they are durable (invariant 6), without
-//!    reading the file. A refused append, the budget, or a restart lets them go, and the file
-//!    is read. `total_limit_size` accounting is kept incrementally from the metadata.
+//! 9. **Memory holds metadata only.** Record data is read from its file at `take()`, chunk by
+//!    chunk; `total_limit_size` accounting is kept incrementally from the metadata.
 //!
 //! # Recovery (on open, per output; `recovery.rs`)
 //!

@@ -1,7 +1,5 @@
-//! [`FileBuffer`]: the [`Buffer`] of one output on the shared storage. It keeps chunk
-//! metadata in memory; record data lives in chunk files and is read when a chunk is taken,
-//! unless the chunk's records are still in memory from its appends (bounded: invariant 9 of
-//! [`super`]).
+//! [`FileBuffer`]: the [`Buffer`] of one output on the shared storage. It keeps only chunk
+//! metadata in memory; record data lives in chunk files and is read when a chunk is taken.
 
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -30,18 +28,6 @@ mod counters;
 mod lost;
 
 pub use counters::FileBufferCounters;
-
-/// The kept records of a chunk ([`Entry::kept`](super::state::Entry)) as one run, if they are
-/// exactly the records its metadata counts (else its file is read).
-fn joined(pieces: Vec<Arc<Records>>, meta: &super::codec::ChunkMeta) -> Option<Records> {
-    let mut pieces = pieces.into_iter();
-    let first = pieces.next()?;
-    let mut all = Arc::try_unwrap(first).unwrap_or_else(|shared| (*shared).clone());
-    for piece in pieces {
-        all.extend(&piece).ok()?;
-    }
-    (all.len() as u64 == meta.records && all.byte_len() as u64 == meta.bytes).then_some(all)
-}
 
 /// Failed reads of a chunk's file (with an error that may be the disk's) after which it is
 /// quarantined. Between attempts it waits [`READ_RETRY_FIRST`], doubled each time, at most
@@ -125,13 +111,21 @@ impl FileBuffer {
             quarantined_chunks: rec.quarantined,
             corrupt_frames: rec.corrupt_frames,
             tails_cut_without_copy: rec.tails_cut_without_copy,
-            kept_limit: super::state::kept_limit(policy.chunk_limit_size),
             ..State::default()
         };
         for (id, meta) in rec.chunks {
             st.bytes += meta.bytes;
             st.records += meta.records;
-            st.chunks.insert(id, Entry::on_disk(meta, Phase::Queued));
+            st.chunks.insert(
+                id,
+                Entry {
+                    meta,
+                    phase: Phase::Queued,
+                    pending_writes: 0,
+                    read_failures: 0,
+                    read_retry_at: 0,
+                },
+            );
         }
         let delivered: u64 = st
             .chunks
@@ -281,7 +275,7 @@ impl Inner {
 
     async fn take(self: &Arc<Self>, now: u64) -> Result<Option<Chunk>, BufferError> {
         loop {
-            let (id, meta, kept) = {
+            let (id, meta) = {
                 let mut st = self.lock();
                 let found = st.chunks.iter_mut().find(|(_, e)| {
                     e.phase == Phase::Queued
@@ -293,17 +287,8 @@ impl Inner {
                     return Ok(None);
                 };
                 e.phase = Phase::InFlight;
-                let meta = e.meta.clone();
-                (id, meta, st.let_go_of_kept(id))
+                (id, e.meta.clone())
             };
-            // Its records are durable (no write pending) and still in memory: no read.
-            if let Some(records) = kept.and_then(|pieces| joined(pieces, &meta)) {
-                return Ok(Some(
-                    Chunk::new(id, meta.created_ms, records)
-                        .with_history(meta.delivered, meta.retry)
-                        .with_key(meta.key),
-                ));
-            }
             let (tree, path) = (self.tree.clone(), chunk_file(&self.dir, id));
             let m = meta.clone();
             let store = Arc::clone(&self.store);

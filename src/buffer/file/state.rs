@@ -39,25 +39,6 @@ pub(super) struct Entry {
     pub(super) read_failures: u32,
     /// After a failed read, not taken before this time (Unix ms).
     pub(super) read_retry_at: u64,
-    /// The records of every append to this chunk, shared with the writer, kept so that its
-    /// first take needs no read of its file: `Some` only for a chunk created by this process
-    /// whose every append is here, until it is taken (or the budget, [`State::kept_limit`],
-    /// had no room for an append: then `None`, and the take reads the file as for any chunk).
-    pub(super) kept: Option<Vec<Arc<Records>>>,
-}
-
-impl Entry {
-    /// A chunk known from disk (recovered, or imported): read from its file when taken.
-    pub(super) fn on_disk(meta: ChunkMeta, phase: Phase) -> Entry {
-        Entry {
-            meta,
-            phase,
-            pending_writes: 0,
-            read_failures: 0,
-            read_retry_at: 0,
-            kept: None,
-        }
-    }
 }
 
 /// Recovered backlog still to deliver (chunks up to `last_recovered`), for progress logs.
@@ -90,22 +71,6 @@ pub(super) struct State {
     /// Appends and closes sent to the writer and not answered yet, oldest first, with what
     /// each changed in this bookkeeping (see [`Pending`]).
     pub(super) pending: VecDeque<Pending>,
-    /// Bytes of records kept in memory for chunks' first takes ([`Entry::kept`]).
-    pub(super) kept_bytes: u64,
-    /// At most this many (set from the policy: [`kept_limit`]).
-    pub(super) kept_limit: u64,
-}
-
-/// The bytes of records a buffer keeps in memory for chunks' first takes: two chunks
-/// (`chunk_limit_size`), at most 4 MiB. Why: a flush worker that reads a chunk it was just
-/// handed copies the whole file out of the page cache (`read`), checks every frame's crc32 and
-/// moves the records over the frame headers: 5.1 % of the relay's CPU in the end-to-end
-/// profile with one connection (2026-12-03, chunk files reused). The records were in memory a
-/// moment before, on their way to the writer: sharing them (`Arc`) costs no copy, only
-/// the memory of the open chunk and of closed ones not taken yet, hence the bound. Past it a
-/// chunk's records are let go and its take reads the file.
-pub(super) fn kept_limit(chunk_limit_size: u64) -> u64 {
-    chunk_limit_size.saturating_mul(2).min(4 << 20)
 }
 
 /// One change an append or a close made to the bookkeeping before its write was durable,
@@ -182,8 +147,6 @@ impl State {
                     self.bytes = self.bytes.saturating_sub(bytes);
                     self.records = self.records.saturating_sub(records);
                 }
-                // Its kept records now hold an append that never reached the disk.
-                self.let_go_of_kept(chunk);
             }
             Undo::Created(chunk) => {
                 self.forget(chunk);
@@ -198,17 +161,7 @@ impl State {
         }
     }
 
-    /// Lets go of chunk `id`'s kept records ([`Entry::kept`]): its next take reads its file.
-    /// Returns them.
-    pub(super) fn let_go_of_kept(&mut self, id: ChunkId) -> Option<Vec<Arc<Records>>> {
-        let kept = self.chunks.get_mut(&id)?.kept.take()?;
-        let bytes: u64 = kept.iter().map(|r| r.byte_len() as u64).sum();
-        self.kept_bytes = self.kept_bytes.saturating_sub(bytes);
-        Some(kept)
-    }
-
     pub(super) fn forget(&mut self, id: ChunkId) -> Option<Entry> {
-        self.let_go_of_kept(id);
         let e = self.chunks.remove(&id)?;
         self.bytes = self.bytes.saturating_sub(e.meta.bytes);
         self.records = self.records.saturating_sub(e.meta.records);
@@ -252,19 +205,6 @@ impl Prepared {
 
     /// Appends `records` to chunk `id`'s file (the caller has counted them in the metadata).
     pub(super) fn append(&mut self, st: &mut State, id: ChunkId, records: Records) {
-        let records = Arc::new(records);
-        let bytes = records.byte_len() as u64;
-        let room = st.kept_bytes + bytes <= st.kept_limit;
-        match st.chunks.get_mut(&id).and_then(|e| e.kept.as_mut()) {
-            Some(kept) if room => {
-                kept.push(Arc::clone(&records));
-                st.kept_bytes += bytes;
-            }
-            Some(_) => {
-                st.let_go_of_kept(id);
-            }
-            None => {}
-        }
         self.write(st, id, Op::Append { chunk: id, records });
     }
 

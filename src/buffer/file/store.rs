@@ -498,10 +498,7 @@ impl Store {
                 chunk: id,
                 header: codec::keyed_chunk_file_header(id, created_ms, key),
             },
-            Op::Append {
-                chunk: id,
-                records: Arc::new(records),
-            },
+            Op::Append { chunk: id, records },
             Op::PutMeta {
                 chunk: id,
                 meta: codec::encode_meta(&meta),

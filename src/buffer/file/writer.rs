@@ -77,9 +77,8 @@ pub(crate) enum Op {
     Append {
         /// The chunk.
         chunk: ChunkId,
-        /// The records, shared with the buffer, which may keep them for the chunk's first
-        /// take instead of reading its file back (`state.rs`, `Entry::kept`).
-        records: Arc<Records>,
+        /// The records.
+        records: Records,
     },
     /// New metadata of a chunk (the last one in a group wins).
     PutMeta {
@@ -367,7 +366,7 @@ impl Writer {
         let data_bytes: u64 = outputs
             .iter()
             .map(|o| {
-                let frames: usize = o.appended.values().flatten().map(|r| r.byte_len()).sum();
+                let frames: usize = o.appended.values().map(Records::byte_len).sum();
                 let headers: usize = o.created.values().map(Vec::len).sum();
                 (frames + frames / 16 + headers) as u64
             })

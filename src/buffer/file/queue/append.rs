@@ -50,8 +50,11 @@ impl Inner {
         st.chunks.insert(
             id,
             Entry {
-                kept: Some(Vec::new()),
-                ..Entry::on_disk(meta, Phase::Staged)
+                meta,
+                phase: Phase::Staged,
+                pending_writes: 0,
+                read_failures: 0,
+                read_retry_at: 0,
             },
         );
         st.staged.insert(key.clone(), id);

@@ -278,12 +278,9 @@ async fn a_chunk_that_cannot_be_read_is_retried_with_backoff_then_quarantined() 
     let dir = tempfile::tempdir().unwrap();
     let fs = FaultFs::new();
     let p = policy(70, 1 << 20, OverflowAction::Block);
-    let (s, b) = open_fs(dir.path(), &p, &fs);
+    let (_s, b) = open_fs(dir.path(), &p, &fs);
     b.append(recs(0..30)).await.unwrap(); // chunks 1 and 2 closed, 3 staged
     b.enqueue_staged(Enqueue::All).await.unwrap();
-    // Restarted, so that every chunk is read from its file (none kept in memory).
-    drop((s, b));
-    let (_s, b) = open_fs(dir.path(), &p, &fs);
     fs.fail(
         FsOp::Read,
         "0000000000000001.chunk",
@@ -341,11 +338,8 @@ async fn a_read_failing_for_want_of_descriptors_is_retried_until_it_works() {
     let dir = tempfile::tempdir().unwrap();
     let fs = FaultFs::new();
     let p = policy(70, 1 << 20, OverflowAction::Block);
-    let (s, b) = open_fs(dir.path(), &p, &fs);
-    b.append(recs(0..10)).await.unwrap(); // chunk 1, closed
-                                          // Restarted, so that the chunk is read from its file (not kept in memory).
-    drop((s, b));
     let (_s, b) = open_fs(dir.path(), &p, &fs);
+    b.append(recs(0..10)).await.unwrap(); // chunk 1, closed
     fs.fail(
         FsOp::Read,
         ".chunk",

@@ -390,7 +390,6 @@ mod disk_full;
 mod faults;
 mod gaps;
 mod geometry;
-mod kept;
 mod keys;
 mod model;
 mod no_room;

@@ -12,7 +12,7 @@ use super::super::store::{chunk_file, StoreError};
 use super::group::OutputGroup;
 use super::pool::Pool;
 use super::{io_error, io_write, Written};
-use crate::buffer::{ChunkId, Records};
+use crate::buffer::ChunkId;
 use crate::fsutil::{Filesystem, Fs, OpenMode};
 
 /// Where [`Files::write`] writes a chunk's frames.
@@ -60,17 +60,7 @@ impl Files<'_> {
                 Some(header) => self.frames.extend_from_slice(header),
                 None => {}
             }
-            if let Some(pieces) = out.appended.get(&chunk) {
-                // All records a chunk gets in one group are one run of frames (only the last
-                // frame of a group may be short: the corruption rules rely on it).
-                let joined;
-                let records = match pieces.as_slice() {
-                    [one] => &**one,
-                    more => {
-                        joined = join(more)?;
-                        &joined
-                    }
-                };
+            if let Some(records) = out.appended.get(&chunk) {
                 if reused {
                     codec::encode_bound_frames(records, chunk, self.frames);
                 } else {
@@ -150,15 +140,4 @@ impl Files<'_> {
         self.written.push((path.to_owned(), Some(len)));
         Ok((file, Target::Append))
     }
-}
-
-/// The records of several appends to one chunk as one run.
-fn join(pieces: &[Arc<Records>]) -> Result<Records, StoreError> {
-    let bytes = pieces.iter().map(|r| r.byte_len()).sum();
-    let count = pieces.iter().map(|r| r.len()).sum();
-    let mut all = Records::with_capacity(count, bytes);
-    for r in pieces {
-        all.extend(r)?;
-    }
-    Ok(all)
 }

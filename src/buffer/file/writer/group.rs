@@ -37,8 +37,7 @@ pub(super) struct OutputGroup {
     pub(super) meta: Vec<(IVec, Option<IVec>)>,
     /// Chunk files to create, with their headers.
     pub(super) created: BTreeMap<ChunkId, Vec<u8>>,
-    /// Records appended to chunk files, in order, as the requests sent them.
-    pub(super) appended: BTreeMap<ChunkId, Vec<Arc<Records>>>,
+    pub(super) appended: BTreeMap<ChunkId, Records>,
     pub(super) purged: Vec<ChunkId>,
     /// Chunks that got metadata: closed, never appended to again.
     pub(super) sealed: Vec<ChunkId>,
@@ -152,7 +151,12 @@ fn add_ops(g: &mut OutputGroup, ops: Vec<Op>) -> Result<(), StoreError> {
             Op::Create { chunk, header } => {
                 g.created.insert(chunk, header);
             }
-            Op::Append { chunk, records } => g.appended.entry(chunk).or_default().push(records),
+            Op::Append { chunk, records } => match g.appended.get_mut(&chunk) {
+                Some(pending) => pending.extend(&records)?,
+                None => {
+                    g.appended.insert(chunk, records);
+                }
+            },
             Op::PutMeta { chunk, meta } => {
                 g.sealed.push(chunk);
                 g.meta
