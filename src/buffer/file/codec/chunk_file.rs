@@ -323,6 +323,29 @@ mod tests {
     }
 
     #[test]
+    fn a_reused_files_header_names_its_chunk_and_keeps_its_key() {
+        let key = ChunkKey {
+            tag: Some("app.web".into()),
+            timekey: None,
+        };
+        let mut a = Records::new();
+        a.push(b"one\n").unwrap();
+        for key in [key, ChunkKey::default()] {
+            let mut f = bound_header(&keyed_chunk_file_header(ChunkId(3), 77, &key));
+            assert!(matches!(f[3], CHUNK_FILE_BOUND | CHUNK_FILE_BOUND_KEYED));
+            encode_bound_frames(&a, ChunkId(3), &mut f);
+            let scan = scan_chunk_file(&f, ChunkId(3), FileEnd::Complete).unwrap();
+            assert_eq!((&scan.key, scan.records, scan.created_ms), (&key, 1, 77));
+            assert_eq!(chunk_named_by_header(&f), Some(ChunkId(3)));
+            // Unbound frames in a reused file are another chunk's: not read.
+            let mut g = bound_header(&keyed_chunk_file_header(ChunkId(3), 77, &key));
+            encode_frames(&a, &mut g);
+            let scan = scan_chunk_file(&g, ChunkId(3), FileEnd::MayBeTorn).unwrap();
+            assert_eq!((scan.records, scan.tail.is_none()), (0, true));
+        }
+    }
+
+    #[test]
     fn a_cut_chunk_file_scans_to_its_last_complete_record() {
         let mut a = Records::new();
         a.push(b"one\n").unwrap();
