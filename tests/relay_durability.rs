@@ -6,7 +6,8 @@
 //!   so far was fdatasynced after its last write, and the chunk directory after the file was
 //!   created. (`kill -9` leaves the page cache behind, so only a trace can show a missing sync.)
 //! * `kill_9_under_acked_load_loses_no_acknowledged_record`: the relay is killed with SIGKILL
-//!   at random moments while a client sends acked messages; after the last restart every
+//!   at random moments while a client sends acked messages, each time once it writes new chunks
+//!   into reused files of delivered ones (`/status` `reuse_pool`); after the last restart every
 //!   acknowledged record reaches the output (duplicates allowed: at-least-once).
 
 mod common;
@@ -241,6 +242,13 @@ fn kill_9_under_acked_load_loses_no_acknowledged_record() {
         dir.path(),
         "flush_interval = \"200ms\"\nflush_thread_interval = \"20ms\"\nretry_wait = \"100ms\"\nretry_max_interval = \"1s\"",
     );
+    // With the HTTP endpoint, to see the pool of reused chunk files at work.
+    let text = std::fs::read_to_string(&conf).unwrap();
+    std::fs::write(
+        &conf,
+        text.replace("[http]\nlisten = \"\"", "[http]\nlisten = \"127.0.0.1:0\""),
+    )
+    .unwrap();
     let mut rng = rand::thread_rng();
     let acked: Arc<Mutex<Vec<u64>>> = Arc::default();
     let started = Instant::now();
@@ -248,6 +256,7 @@ fn kill_9_under_acked_load_loses_no_acknowledged_record() {
     for run in 0..kills {
         let mut relay = common::KillOnDrop(common::spawn_relay(&conf, &[]));
         let addr = common::wait_forward_addr(dir.path(), &mut relay, "fwd");
+        let http = common::wait_http_addr(dir.path(), &mut relay);
         let stop = Arc::new(AtomicBool::new(false));
         let before = acked.lock().unwrap().len();
         let clients: Vec<_> = (0..2u64)
@@ -268,6 +277,15 @@ fn kill_9_under_acked_load_loses_no_acknowledged_record() {
                 );
             }
             (acked.lock().unwrap().len() > before).then_some(())
+        });
+        // ... and new chunks go into reused files of delivered ones (the pool fills again
+        // after every start: it is not kept across restarts).
+        common::wait_for(Duration::from_secs(30), "a chunk in a reused file", || {
+            let (code, body) = common::http_get(http.port(), "/status");
+            let status: serde_json::Value = serde_json::from_str(&body).ok()?;
+            let reused =
+                status["outputs"]["out"]["buffer"]["reuse_pool"]["reused_chunks"].as_u64()?;
+            (code == 200 && reused > 0).then_some(())
         });
         std::thread::sleep(Duration::from_millis(rng.gen_range(100..800)));
         relay.kill().unwrap(); // SIGKILL
