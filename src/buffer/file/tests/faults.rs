@@ -133,7 +133,12 @@ async fn recovery_refuses_to_start_when_an_adopted_file_cannot_be_synced() {
 }
 
 /// The position of the first call of `op` on `path` at or after `from`.
-fn call_at(calls: &[(FsOp, PathBuf)], from: usize, op: FsOp, path: &Path) -> Option<usize> {
+pub(super) fn call_at(
+    calls: &[(FsOp, PathBuf)],
+    from: usize,
+    op: FsOp,
+    path: &Path,
+) -> Option<usize> {
     calls[from..]
         .iter()
         .position(|(o, p)| *o == op && p == path)

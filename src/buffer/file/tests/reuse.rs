@@ -208,3 +208,30 @@ async fn a_full_volume_empties_the_pool() {
         "the refused chunk's file is removed"
     );
 }
+
+/// Taking a file from the pool is as durable as creating one before the first append is
+/// acknowledged: renamed to the chunk's name, written, `fdatasync`ed, and the directory
+/// (which holds the rename) fsynced.
+#[tokio::test]
+async fn a_taken_file_and_its_new_name_are_durable_before_the_first_ack() {
+    use super::faults::call_at;
+    let dir = tempfile::tempdir().unwrap();
+    let fs = FaultFs::new();
+    let p = policy(50, 1 << 20, OverflowAction::Block);
+    let (s, b) = open_fs(dir.path(), &p, &fs);
+    one_file_in_the_pool(&b, &s).await;
+    let d = s.chunk_dir("out").unwrap();
+    let before = fs.calls().len();
+    b.append(recs(100..102)).await.unwrap(); // chunk 3, in chunk 1's file
+    let calls = &fs.calls()[before..];
+    let path = chunk_file(&d, ChunkId(3));
+    let renamed = call_at(calls, 0, FsOp::Rename, &path).expect("taken by a rename");
+    let written = call_at(calls, renamed, FsOp::Write, &path).expect("written after");
+    let synced = call_at(calls, written, FsOp::SyncData, &path).expect("fdatasync after");
+    call_at(calls, synced, FsOp::SyncDir, &d).expect("directory fsynced after");
+    assert_eq!(
+        call_at(calls, 0, FsOp::Open, &path).map(|i| i > renamed),
+        Some(true)
+    );
+    assert_eq!(s.reuse_pool().reused_chunks, 1);
+}
