@@ -12,6 +12,15 @@
 //! encodings, reads them as before. A 200 body that is not a PutRecordBatch result (which the
 //! SDK would not accept either) becomes an error, and the call's records stay pending.
 //!
+//! When `FailedPutCount` is 0 and comes before the entries (Firehose writes it first), every
+//! record was accepted: the entries are only counted (each must still be a JSON object), and
+//! the output gets that many empty entries. Measured with `cargo bench --bench
+//! firehose_response` (500 entries with a 56-digit `RecordId`, two runs, 2026-12-03): 15.6 and
+//! 13.9 µs against 25.4 and 24.8 µs for the same answer read entry by entry (`FailedPutCount`
+//! last), about 11 µs per call, 2 % of the relay's CPU per record; in the end-to-end A/B of
+//! the same sitting, 10 rounds of 2 M records, the pairs' ratios against the relay without it
+//! were 0.97 (1 connection) and 0.99 (8).
+//!
 //! A hand-written byte reader of Firehose's own spelling used to sit in front of `serde_json`
 //! (about 120 lines, with a property test and a fuzz target holding it to serde's reading).
 //! Measured on its own (`cargo bench --bench firehose_response`, one run, 2026-12-02): for a
@@ -85,13 +94,134 @@ impl DeserializeResponse for Deserializer {
 }
 
 /// The body of a successful PutRecordBatch response, as far as the relay reads it.
-#[derive(serde::Deserialize)]
-#[serde(rename_all = "PascalCase")]
 struct Body {
     failed_put_count: i32,
-    #[serde(default)]
     encrypted: Option<bool>,
-    request_responses: Entries,
+    request_responses: Vec<PutRecordBatchResponseEntry>,
+}
+
+/// The members of a result the relay reads; the others are skipped.
+#[derive(serde::Deserialize)]
+#[serde(field_identifier, rename_all = "PascalCase")]
+enum Member {
+    FailedPutCount,
+    Encrypted,
+    RequestResponses,
+    #[serde(other)]
+    Other,
+}
+
+impl<'de> serde::Deserialize<'de> for Body {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Members;
+        impl<'de> serde::de::Visitor<'de> for Members {
+            type Value = Body;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a PutRecordBatch result")
+            }
+
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<Self::Value, A::Error> {
+                use serde::de::Error;
+                let (mut failed, mut encrypted, mut entries) = (None, None, None);
+                while let Some(member) = map.next_key::<Member>()? {
+                    match member {
+                        Member::FailedPutCount if failed.is_some() => {
+                            return Err(A::Error::duplicate_field("FailedPutCount"))
+                        }
+                        Member::FailedPutCount => failed = Some(map.next_value::<i32>()?),
+                        Member::Encrypted => encrypted = map.next_value::<Option<bool>>()?,
+                        Member::RequestResponses if entries.is_some() => {
+                            return Err(A::Error::duplicate_field("RequestResponses"))
+                        }
+                        // Every record accepted (Firehose writes the count first): the
+                        // entries are only counted, which the sink checks against the
+                        // records it sent.
+                        Member::RequestResponses if failed == Some(0) => {
+                            let n = map.next_value::<Count>()?.0;
+                            let accepted = PutRecordBatchResponseEntry::builder().build();
+                            entries = Some(vec![accepted; n]);
+                        }
+                        Member::RequestResponses => {
+                            entries = Some(map.next_value::<Entries>()?.0);
+                        }
+                        Member::Other => {
+                            map.next_value::<serde::de::IgnoredAny>()?;
+                        }
+                    }
+                }
+                Ok(Body {
+                    failed_put_count: failed
+                        .ok_or_else(|| A::Error::missing_field("FailedPutCount"))?,
+                    encrypted,
+                    request_responses: entries
+                        .ok_or_else(|| A::Error::missing_field("RequestResponses"))?,
+                })
+            }
+        }
+        d.deserialize_map(Members)
+    }
+}
+
+/// The number of entries of a list of objects, read without looking into them.
+///
+/// Why: with every record accepted, reading each entry into the SDK's type (a string scan for
+/// its `RecordId`, a field match, a builder) is the whole cost of an answer; counting skips
+/// all but the scan (numbers in the module docs).
+struct Count(usize);
+
+impl<'de> serde::Deserialize<'de> for Count {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Objects;
+        impl<'de> serde::de::Visitor<'de> for Objects {
+            type Value = Count;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a list of PutRecordBatch response entries")
+            }
+
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<Self::Value, A::Error> {
+                let mut n = 0;
+                while seq.next_element::<AnObject>()?.is_some() {
+                    n += 1;
+                }
+                Ok(Count(n))
+            }
+        }
+        d.deserialize_seq(Objects)
+    }
+}
+
+/// Any JSON object, its members skipped.
+struct AnObject;
+
+impl<'de> serde::Deserialize<'de> for AnObject {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Members;
+        impl<'de> serde::de::Visitor<'de> for Members {
+            type Value = AnObject;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a PutRecordBatch response entry")
+            }
+
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<Self::Value, A::Error> {
+                use serde::de::IgnoredAny;
+                while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+                Ok(AnObject)
+            }
+        }
+        d.deserialize_map(Members)
+    }
 }
 
 /// The entries of a result, read straight into the SDK's type: no list of borrowed entries
@@ -145,7 +275,7 @@ fn parse_success(body: &[u8]) -> Option<PutRecordBatchOutput> {
     PutRecordBatchOutput::builder()
         .failed_put_count(body.failed_put_count)
         .set_encrypted(body.encrypted)
-        .set_request_responses(Some(body.request_responses.0))
+        .set_request_responses(Some(body.request_responses))
         .build()
         .ok()
 }
@@ -189,6 +319,33 @@ mod tests {
         assert_eq!(e[1].error_code(), Some("ServiceUnavailableException"));
         assert_eq!(e[1].error_message(), Some("Slow down \"please\""));
         assert_eq!(e[2].error_code(), None);
+    }
+
+    #[test]
+    fn a_full_success_is_counted_wherever_its_count_is() {
+        let entries = r#"[{"RecordId":"1"},{"RecordId":"2","Extra":[1,{"a":null}]},{}]"#;
+        for body in [
+            format!(r#"{{"FailedPutCount":0,"RequestResponses":{entries}}}"#),
+            format!(r#"{{"RequestResponses":{entries},"FailedPutCount":0}}"#),
+            format!(r#"{{"Encrypted":true,"FailedPutCount":0,"RequestResponses":{entries}}}"#),
+        ] {
+            let out = parse_success(body.as_bytes()).unwrap();
+            assert_eq!(
+                (out.failed_put_count(), out.request_responses().len()),
+                (0, 3)
+            );
+            assert!(out
+                .request_responses()
+                .iter()
+                .all(|e| e.error_code().is_none()));
+        }
+        // A second list or count is not a result.
+        for body in [
+            format!(r#"{{"FailedPutCount":0,"RequestResponses":{entries},"RequestResponses":[]}}"#),
+            format!(r#"{{"RequestResponses":{entries},"FailedPutCount":0,"FailedPutCount":0}}"#),
+        ] {
+            assert!(parse_success(body.as_bytes()).is_none(), "{body}");
+        }
     }
 
     #[test]
