@@ -55,17 +55,22 @@ async fn a_new_chunk_in_a_reused_file_reads_back_exactly_its_records() {
     assert_eq!(drain(&b).await, [7, 8, 9, 10, 11, 12, 13, 100, 101, 102]);
 }
 
+/// A buffer stopped (as a crash would: nothing closed) while chunk 3, in chunk 1's reused
+/// file, was staged: its directory, policy and chunk 3's file.
+async fn stopped_with_a_staged_chunk_in_a_reused_file(
+) -> (tempfile::TempDir, BufferPolicy, std::path::PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let p = policy(50, 1 << 20, OverflowAction::Block);
+    let (s, b) = open(dir.path(), &p);
+    let (path, _) = staged_in_a_reused_file(&b, &s).await;
+    (dir, p, path)
+}
+
 /// After a crash, recovery adopts the staged chunk of a reused file: exactly its records, the
 /// previous chunk's bytes after them neither delivered nor taken for a cut write.
 #[tokio::test]
 async fn the_previous_chunks_bytes_are_never_delivered_after_a_restart() {
-    let dir = tempfile::tempdir().unwrap();
-    let p = policy(50, 1 << 20, OverflowAction::Block);
-    let path;
-    {
-        let (s, b) = open(dir.path(), &p);
-        (path, _) = staged_in_a_reused_file(&b, &s).await;
-    }
+    let (dir, p, path) = stopped_with_a_staged_chunk_in_a_reused_file().await;
     let before = std::fs::read(&path).unwrap();
     let (_s, b) = open(dir.path(), &p);
     let st = b.stats();
@@ -114,13 +119,7 @@ async fn a_power_loss_in_a_reused_file_keeps_exactly_the_acknowledged_records() 
 /// bytes after it are not copied.
 #[tokio::test]
 async fn a_cut_group_in_a_reused_file_is_quarantined_without_the_stale_bytes() {
-    let dir = tempfile::tempdir().unwrap();
-    let p = policy(50, 1 << 20, OverflowAction::Block);
-    let path;
-    {
-        let (s, b) = open(dir.path(), &p);
-        (path, _) = staged_in_a_reused_file(&b, &s).await;
-    }
+    let (dir, p, path) = stopped_with_a_staged_chunk_in_a_reused_file().await;
     // The previous chunk's bytes run on past the torn frame.
     let mut whole = std::fs::read(&path).unwrap();
     whole.extend_from_slice(&[0xAB; 64]);
