@@ -11,12 +11,18 @@ use rmp::encode as enc;
 
 const RECORDS: usize = 1_000;
 
-/// One `[time, record]` entry whose record is ~200 bytes as JSON.
-fn entry(out: &mut Vec<u8>, i: usize) {
+/// The start of entry `i`: `[` and its time (an EventTime ext, `i` nanoseconds), before the
+/// record.
+fn entry_time(out: &mut Vec<u8>, i: usize) {
     enc::write_array_len(out, 2).unwrap();
     enc::write_ext_meta(out, 8, 0).unwrap();
     out.extend_from_slice(&1_700_000_000u32.to_be_bytes());
     out.extend_from_slice(&(i as u32).to_be_bytes());
+}
+
+/// One `[time, record]` entry whose record is ~200 bytes as JSON.
+fn entry(out: &mut Vec<u8>, i: usize) {
+    entry_time(out, i);
     enc::write_map_len(out, 7).unwrap();
     let kv = [
         ("host", "web-12.prod.example.com"),
@@ -41,10 +47,7 @@ fn entry(out: &mut Vec<u8>, i: usize) {
 /// One entry shaped as Fluent Bit's Kubernetes filter leaves it (~600 bytes of JSON): a log
 /// line, and a nested map of the pod's metadata that repeats from record to record.
 fn nested_entry(out: &mut Vec<u8>, i: usize) {
-    enc::write_array_len(out, 2).unwrap();
-    enc::write_ext_meta(out, 8, 0).unwrap();
-    out.extend_from_slice(&1_700_000_000u32.to_be_bytes());
-    out.extend_from_slice(&(i as u32).to_be_bytes());
+    entry_time(out, i);
     enc::write_map_len(out, 4).unwrap();
     enc::write_str(out, "log").unwrap();
     let log = format!(
