@@ -22,6 +22,17 @@ async fn one_file_in_the_pool(b: &FileBuffer, s: &Store) {
     assert_eq!(s.reuse_pool().files, 1);
 }
 
+/// [`one_file_in_the_pool`] in a store on a [`FaultFs`], for faults and the order of calls.
+async fn one_file_in_the_pool_of_a_faulty_store(
+) -> (tempfile::TempDir, FaultFs, Arc<Store>, FileBuffer) {
+    let dir = tempfile::tempdir().unwrap();
+    let fs = FaultFs::new();
+    let p = policy(50, 1 << 20, OverflowAction::Block);
+    let (s, b) = open_fs(dir.path(), &p, &fs);
+    one_file_in_the_pool(&b, &s).await;
+    (dir, fs, s, b)
+}
+
 /// Chunk 3 in chunk 1's file: `a_new_chunk_in_a_reused_file_reads_back_exactly_its_records`
 /// up to the appends, left staged. Returns the file's path and its length before.
 async fn staged_in_a_reused_file(b: &FileBuffer, s: &Store) -> (std::path::PathBuf, u64) {
@@ -192,11 +203,7 @@ async fn a_chunk_file_naming_a_live_chunk_is_still_quarantined() {
 /// more than the next chunk's reuse.
 #[tokio::test]
 async fn a_full_volume_empties_the_pool() {
-    let dir = tempfile::tempdir().unwrap();
-    let fs = FaultFs::new();
-    let p = policy(50, 1 << 20, OverflowAction::Block);
-    let (s, b) = open_fs(dir.path(), &p, &fs);
-    one_file_in_the_pool(&b, &s).await;
+    let (_dir, fs, s, b) = one_file_in_the_pool_of_a_faulty_store().await;
     let d = s.chunk_dir("out").unwrap();
     fs.fail_once(FsOp::Write, ".chunk", Fault::ShortWrite(libc::ENOSPC));
     assert!(b.append(recs(100..101)).await.is_err());
@@ -214,11 +221,7 @@ async fn a_full_volume_empties_the_pool() {
 #[tokio::test]
 async fn a_taken_file_and_its_new_name_are_durable_before_the_first_ack() {
     use super::faults::call_at;
-    let dir = tempfile::tempdir().unwrap();
-    let fs = FaultFs::new();
-    let p = policy(50, 1 << 20, OverflowAction::Block);
-    let (s, b) = open_fs(dir.path(), &p, &fs);
-    one_file_in_the_pool(&b, &s).await;
+    let (_dir, fs, s, b) = one_file_in_the_pool_of_a_faulty_store().await;
     let d = s.chunk_dir("out").unwrap();
     let before = fs.calls().len();
     b.append(recs(100..102)).await.unwrap(); // chunk 3, in chunk 1's file
